@@ -1,0 +1,71 @@
+# NanoLens: every target installs what it needs into .venv (Python) and .tools (buf).
+SHELL := /bin/bash
+PY_BOOT ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+BUF_VERSION := 1.75.0
+BUF := .tools/node_modules/.bin/buf
+PROTOS := $(shell find proto -name '*.proto' | sort)
+
+.PHONY: help demo test up proto proto-check proto-lint proto-breaking models bench lint tools clean
+
+help:
+	@echo "make demo    run the stack on loopback and analyse sample data into demo-output/"
+	@echo "make test    run the whole test suite"
+	@echo "make up      run the local stack in the foreground (Ctrl-C stops it)"
+	@echo "make proto   regenerate gRPC stubs; make proto-check fails when they are stale"
+	@echo "make models  rebuild the shipped model bundles exactly"
+	@echo "make bench   run the benchmarks (figures into bench-output/)"
+	@echo "make lint    ruff, buf lint, hadolint"
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PY_BOOT) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[cpu,train,dev]'
+	touch $@
+
+$(BUF):
+	npm install --silent --no-save --no-audit --no-fund --prefix .tools @bufbuild/buf@$(BUF_VERSION)
+
+# promtool comes from Debian's prometheus package (needs root or sudo on a fresh machine).
+tools: $(BUF)
+	@command -v promtool >/dev/null || { SUDO=$$(command -v sudo || true); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
+venv: $(VENV)/.installed
+
+proto: $(VENV)/.installed
+	rm -rf gen/python/nanolens
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=gen/python --pyi_out=gen/python --grpc_python_out=gen/python $(PROTOS)
+
+proto-check: $(VENV)/.installed
+	$(PY) -m nanolens_runtime.protogen --check
+
+proto-lint: $(BUF)
+	cd proto && ../$(BUF) lint
+
+proto-breaking: $(BUF)
+	cd proto && ../$(BUF) breaking --against '../.git#branch=main,subdir=proto'
+
+models: $(VENV)/.installed
+	$(PY) -m nanolens_spectra.training.build_default
+
+test: $(VENV)/.installed tools
+	$(PY) -m pytest -q
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/nanolens demo --out demo-output
+
+up: $(VENV)/.installed
+	$(VENV)/bin/nanolens up
+
+bench: $(VENV)/.installed
+	$(PY) -m bench --out bench-output
+
+lint: $(VENV)/.installed $(BUF)
+	$(VENV)/bin/ruff check .
+	cd proto && ../$(BUF) lint
+	$(VENV)/bin/hadolint services/*/Dockerfile gateway/Dockerfile
+
+clean:
+	rm -rf $(VENV) .tools demo-output bench-output

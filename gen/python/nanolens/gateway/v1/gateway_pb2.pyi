@@ -1,0 +1,121 @@
+from nanolens.common.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class AnalysisKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ANALYSIS_KIND_UNSPECIFIED: _ClassVar[AnalysisKind]
+    ANALYSIS_KIND_SPECTRA: _ClassVar[AnalysisKind]
+    ANALYSIS_KIND_SPECTRAL_MAP: _ClassVar[AnalysisKind]
+ANALYSIS_KIND_UNSPECIFIED: AnalysisKind
+ANALYSIS_KIND_SPECTRA: AnalysisKind
+ANALYSIS_KIND_SPECTRAL_MAP: AnalysisKind
+
+class UploadHeader(_message.Message):
+    __slots__ = ("key", "filename", "content_type")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    filename: str
+    content_type: str
+    def __init__(self, key: _Optional[str] = ..., filename: _Optional[str] = ..., content_type: _Optional[str] = ...) -> None: ...
+
+class UploadRequest(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: UploadHeader
+    chunk: bytes
+    def __init__(self, header: _Optional[_Union[UploadHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class UploadResponse(_message.Message):
+    __slots__ = ("object", "size_bytes", "sha256")
+    OBJECT_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    object: _common_pb2.ObjectRef
+    size_bytes: int
+    sha256: str
+    def __init__(self, object: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
+
+class CreateUploadUrlRequest(_message.Message):
+    __slots__ = ("key", "filename", "expires_seconds")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    filename: str
+    expires_seconds: int
+    def __init__(self, key: _Optional[str] = ..., filename: _Optional[str] = ..., expires_seconds: _Optional[int] = ...) -> None: ...
+
+class CreateUploadUrlResponse(_message.Message):
+    __slots__ = ("url", "object")
+    URL_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_FIELD_NUMBER: _ClassVar[int]
+    url: str
+    object: _common_pb2.ObjectRef
+    def __init__(self, url: _Optional[str] = ..., object: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ...) -> None: ...
+
+class AnalyzeRequest(_message.Message):
+    __slots__ = ("input", "analysis", "model_name", "model_version", "options", "force")
+    class OptionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    ANALYSIS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    input: _common_pb2.ObjectRef
+    analysis: AnalysisKind
+    model_name: str
+    model_version: str
+    options: _containers.ScalarMap[str, str]
+    force: bool
+    def __init__(self, input: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., analysis: _Optional[_Union[AnalysisKind, str]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., options: _Optional[_Mapping[str, str]] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class AnalyzeResponse(_message.Message):
+    __slots__ = ("job_id", "result", "result_json", "artifacts", "cached", "provenance")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_FIELD_NUMBER: _ClassVar[int]
+    PROVENANCE_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    result: _common_pb2.ObjectRef
+    result_json: str
+    artifacts: _containers.RepeatedCompositeFieldContainer[_common_pb2.Artifact]
+    cached: bool
+    provenance: _common_pb2.Provenance
+    def __init__(self, job_id: _Optional[str] = ..., result: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., result_json: _Optional[str] = ..., artifacts: _Optional[_Iterable[_Union[_common_pb2.Artifact, _Mapping]]] = ..., cached: _Optional[bool] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ServiceModels(_message.Message):
+    __slots__ = ("service", "models")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    models: _containers.RepeatedCompositeFieldContainer[_common_pb2.ModelInfo]
+    def __init__(self, service: _Optional[str] = ..., models: _Optional[_Iterable[_Union[_common_pb2.ModelInfo, _Mapping]]] = ...) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("services",)
+    SERVICES_FIELD_NUMBER: _ClassVar[int]
+    services: _containers.RepeatedCompositeFieldContainer[ServiceModels]
+    def __init__(self, services: _Optional[_Iterable[_Union[ServiceModels, _Mapping]]] = ...) -> None: ...

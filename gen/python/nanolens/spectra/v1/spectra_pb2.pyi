@@ -1,0 +1,78 @@
+from nanolens.common.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ModelSelector(_message.Message):
+    __slots__ = ("name", "version")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+
+class ClassifySpectraRequest(_message.Message):
+    __slots__ = ("spectra", "axis", "model")
+    SPECTRA_FIELD_NUMBER: _ClassVar[int]
+    AXIS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    spectra: _common_pb2.NDArray
+    axis: _common_pb2.NDArray
+    model: ModelSelector
+    def __init__(self, spectra: _Optional[_Union[_common_pb2.NDArray, _Mapping]] = ..., axis: _Optional[_Union[_common_pb2.NDArray, _Mapping]] = ..., model: _Optional[_Union[ModelSelector, _Mapping]] = ...) -> None: ...
+
+class ClassifySpectraResponse(_message.Message):
+    __slots__ = ("probabilities", "predicted_class", "class_names", "provenance")
+    PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_CLASS_FIELD_NUMBER: _ClassVar[int]
+    CLASS_NAMES_FIELD_NUMBER: _ClassVar[int]
+    PROVENANCE_FIELD_NUMBER: _ClassVar[int]
+    probabilities: _common_pb2.NDArray
+    predicted_class: _containers.RepeatedScalarFieldContainer[int]
+    class_names: _containers.RepeatedScalarFieldContainer[str]
+    provenance: _common_pb2.Provenance
+    def __init__(self, probabilities: _Optional[_Union[_common_pb2.NDArray, _Mapping]] = ..., predicted_class: _Optional[_Iterable[int]] = ..., class_names: _Optional[_Iterable[str]] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ...) -> None: ...
+
+class MapHeader(_message.Message):
+    __slots__ = ("shape", "axis", "model")
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    AXIS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    axis: _common_pb2.NDArray
+    model: ModelSelector
+    def __init__(self, shape: _Optional[_Iterable[int]] = ..., axis: _Optional[_Union[_common_pb2.NDArray, _Mapping]] = ..., model: _Optional[_Union[ModelSelector, _Mapping]] = ...) -> None: ...
+
+class ClassifyMapRequest(_message.Message):
+    __slots__ = ("header", "block")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_FIELD_NUMBER: _ClassVar[int]
+    header: MapHeader
+    block: _common_pb2.NDArray
+    def __init__(self, header: _Optional[_Union[MapHeader, _Mapping]] = ..., block: _Optional[_Union[_common_pb2.NDArray, _Mapping]] = ...) -> None: ...
+
+class ClassifyMapResponse(_message.Message):
+    __slots__ = ("offset", "probabilities", "class_names", "provenance")
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
+    CLASS_NAMES_FIELD_NUMBER: _ClassVar[int]
+    PROVENANCE_FIELD_NUMBER: _ClassVar[int]
+    offset: int
+    probabilities: _common_pb2.NDArray
+    class_names: _containers.RepeatedScalarFieldContainer[str]
+    provenance: _common_pb2.Provenance
+    def __init__(self, offset: _Optional[int] = ..., probabilities: _Optional[_Union[_common_pb2.NDArray, _Mapping]] = ..., class_names: _Optional[_Iterable[str]] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[_common_pb2.ModelInfo]
+    def __init__(self, models: _Optional[_Iterable[_Union[_common_pb2.ModelInfo, _Mapping]]] = ...) -> None: ...
