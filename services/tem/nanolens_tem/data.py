@@ -1,0 +1,59 @@
+"""Locations of the real measured data (never part of the repository).
+
+``NANOLENS_DATA`` points at the shared data folder; the default is ``<repo>/../shared/data``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+def data_root() -> Path:
+    """The shared data folder (``$NANOLENS_DATA`` or ``<repo>/../shared/data``)."""
+    env = os.environ.get("NANOLENS_DATA")
+    return Path(env) if env else REPO_ROOT.parent / "shared" / "data"
+
+
+def carbon_black_dir() -> Path:
+    """Frei & Kruis / Sipkens carbon-black test images (6 PNGs, no labels)."""
+    return data_root() / "tem" / "frei_carbonblack_testimages" / "test_images"
+
+
+def gold_dir() -> Path:
+    """Chen lab gold tetrahedra / nanoprism images with manual masks."""
+    return data_root() / "tem" / "chenlab_au_tetrahedra_nanoprisms"
+
+
+def read_gray(path: Path) -> np.ndarray:
+    """Read an image file as a 2D array (first channel of RGB/RGBA)."""
+    path = Path(path)
+    if path.suffix.lower() in (".tif", ".tiff"):
+        import tifffile
+
+        a = tifffile.imread(path)
+    else:
+        from PIL import Image
+
+        a = np.asarray(Image.open(path))
+    return a[..., 0] if a.ndim == 3 else a
+
+
+def gold_items() -> list[tuple[str, Path, Path]]:
+    """``(subset, image_path, mask_path)`` for every real gold image with a manual mask."""
+    out = []
+    for subset in ("tetrahedra", "nanoprisms"):
+        for img in sorted((gold_dir() / subset / "image").glob("*.tif")):
+            out.append((subset, img, gold_dir() / subset / "mask" / img.name))
+    return out
+
+
+def gold_instances(mask_path: Path) -> np.ndarray:
+    """Instance labels from a manual mask: 4-connected labelling of its first channel > 127."""
+    from skimage.measure import label
+
+    return label(read_gray(mask_path) > 127, connectivity=1).astype(np.int32)

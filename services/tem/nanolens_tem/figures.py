@@ -1,0 +1,88 @@
+"""Figures comparing synthetic and real TEM images.
+
+``python -m nanolens_tem.figures --out DIR`` writes to DIR (keep it outside the repository or in
+an ignored folder such as ``demo-output/``, since it shows real data):
+
+- ``tem_synthetic_vs_real.png``: a real carbon-black crop beside a synthetic image of the same
+  size, with their grey-level histograms;
+- ``tem_synthetic_example.png``: the synthetic half only (safe to commit, it is what
+  ``docs/images/tem_synthetic_example.png`` is made from).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from nanolens_tem.synthetic import SynthParams, generate
+
+#: parameters matched by eye and by histogram to the carbon-black test images (primary
+#: particles about 35-45 px at the images' native resolution)
+CARBON_BLACK_LIKE = SynthParams(
+    shape=(768, 768), gmd=36.0, gsd=1.25, particles_per_agglomerate=(30, 160), coverage=0.22,
+    max_agglomerates=3, absorption=0.32, overlap_range=(0.05, 0.3), film_texture=0.05,
+    dose=250.0, scale_bar=True,
+)
+
+
+def synthetic_example(seed: int = 7) -> np.ndarray:
+    """A carbon-black-like synthetic image (uint8, 768 x 768)."""
+    return generate(seed, CARBON_BLACK_LIKE).image
+
+
+def _save_png(a: np.ndarray, path: Path, size: int = 512) -> None:
+    from PIL import Image
+
+    im = Image.fromarray(a)
+    im.thumbnail((size, size))
+    im.save(path, optimize=True)
+
+
+def side_by_side(real: np.ndarray, synth: np.ndarray, path: Path) -> None:
+    """Write real | synthetic with both grey-level histograms to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 3, figsize=(13, 4.4), gridspec_kw={"width_ratios": [1, 1, 1.1]})
+    for a, img, title in ((ax[0], real, "real (carbon black, crop)"), (ax[1], synth, "synthetic")):
+        a.imshow(img, cmap="gray", vmin=0, vmax=255)
+        a.set_title(title)
+        a.axis("off")
+    bins = np.arange(257)
+    ax[2].hist(real.ravel(), bins, density=True, histtype="step", label="real")
+    ax[2].hist(synth.ravel(), bins, density=True, histtype="step", label="synthetic")
+    ax[2].set_yscale("log")
+    ax[2].set_xlabel("grey level")
+    ax[2].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from nanolens_tem.data import carbon_black_dir, read_gray
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--seed", type=int, default=7)
+    args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    synth = synthetic_example(args.seed)
+    _save_png(synth, args.out / "tem_synthetic_example.png")
+    files = sorted(carbon_black_dir().glob("*.png"))
+    if files:
+        real = read_gray(files[0])
+        y, x = 100, 1000
+        side_by_side(real[y:y + 768, x:x + 768], synth, args.out / "tem_synthetic_vs_real.png")
+    else:
+        print(f"real images not found under {carbon_black_dir()}; wrote the synthetic half only")
+    print(f"wrote figures to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

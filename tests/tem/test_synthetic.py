@@ -1,0 +1,79 @@
+import numpy as np
+import pytest
+from nanolens_tem.synthetic import SynthParams, aggregate, generate, geometric_stats, render, sample_diameters
+
+
+def test_deterministic_for_a_seed():
+    a, b, c = generate(11), generate(11), generate(12)
+    assert np.array_equal(a.image, b.image)
+    assert np.array_equal(a.labels, b.labels)
+    assert np.array_equal(a.diameters, b.diameters)
+    assert not np.array_equal(a.image, c.image)
+
+
+def test_ground_truth_is_consistent():
+    s = generate(3)
+    n = len(s.diameters)
+    assert s.image.dtype == np.uint8 and s.labels.shape == s.image.shape
+    assert s.centres.shape == (n, 3) and s.agglomerate_ids.shape == (n,)
+    assert s.labels.max() <= n
+    assert np.array_equal(s.visible_area, np.bincount(s.labels.ravel(), minlength=n + 1)[1:])
+    # agglomerate image is the per-particle id looked up through the labels
+    k = s.labels > 0
+    assert np.array_equal(s.agglomerate_labels[k], s.agglomerate_ids[s.labels[k] - 1] + 1)
+    # particles are darker than the background
+    assert s.image[k].mean() < s.image[~k].mean() - 20
+
+
+def test_isolated_particles_measure_their_true_diameter():
+    """Particles whose label is not touched by another particle have the GT area (within 3 %)."""
+    from scipy import ndimage as ndi
+
+    p = SynthParams(particles_per_agglomerate=(1, 1), max_agglomerates=10, coverage=1.0)
+    checked = 0
+    for seed in range(3):
+        s = generate(seed, p)
+        for k in range(1, s.labels.max() + 1):
+            m = s.labels == k
+            ring = ndi.binary_dilation(m, iterations=2) & ~m
+            if m.sum() == 0 or (s.labels[ring] > 0).any():
+                continue
+            d = 2 * np.sqrt(m.sum() / np.pi)
+            assert d == pytest.approx(s.diameters[k - 1], rel=0.03, abs=0.6)
+            cy, cx = np.argwhere(m).mean(0)
+            assert np.hypot(cy - s.centres[k - 1, 0], cx - s.centres[k - 1, 1]) < 0.5
+            checked += 1
+    assert checked >= 10
+
+
+def test_lognormal_sampling_recovers_parameters():
+    rng = np.random.default_rng(0)
+    d = sample_diameters(rng, 20000, 30.0, 1.3)
+    gmd, gsd = geometric_stats(d)
+    assert gmd == pytest.approx(30.0, rel=0.01)
+    assert gsd == pytest.approx(1.3, rel=0.01)
+
+
+@pytest.mark.parametrize("method", ["bcca", "bpca"])
+def test_aggregates_are_connected_with_bounded_overlap(method):
+    rng = np.random.default_rng(1)
+    r = np.full(30, 5.0)
+    c = aggregate(rng, r, method, overlap_range=(0.1, 0.1))
+    dist = np.linalg.norm(c[:, None] - c[None], axis=-1)
+    np.fill_diagonal(dist, np.inf)
+    # every particle touches another one, and nothing is pulled much closer than the overlap
+    assert (dist.min(1) <= 10.0 + 1e-6).all()
+    assert dist.min() > 10.0 * (1 - 0.1) * 0.5
+
+
+def test_front_most_particle_owns_the_pixel():
+    c = np.array([[20.0, 20.0, 0.0], [20.0, 26.0, -10.0]])   # second is nearer the source
+    thick, lab = render((40, 50), c, np.array([8.0, 8.0]))
+    assert lab[20, 23] == 2 and lab[20, 14] == 1
+    assert thick[20, 23] > thick[20, 14]
+
+
+def test_scale_bar_is_excluded_from_ground_truth():
+    s = generate(2, SynthParams(scale_bar=True))
+    assert s.scale_bar_mask.any()
+    assert (s.labels[s.scale_bar_mask] == 0).all()
