@@ -5,7 +5,6 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BUF_VERSION := 1.75.0
 BUF := .tools/node_modules/.bin/buf
-PROTOS := $(shell find proto -name '*.proto' | sort)
 
 .PHONY: help demo test up proto proto-check proto-lint proto-breaking models bench lint tools clean
 
@@ -35,11 +34,10 @@ tools: $(BUF)
 venv: $(VENV)/.installed
 
 proto: $(VENV)/.installed
-	rm -rf gen/python/nanolens
-	$(PY) -m grpc_tools.protoc -Iproto --python_out=gen/python --pyi_out=gen/python --grpc_python_out=gen/python $(PROTOS)
+	$(PY) proto/generate.py
 
 proto-check: $(VENV)/.installed
-	$(PY) -m nanolens_runtime.protogen --check
+	$(PY) proto/generate.py --check
 
 proto-lint: $(BUF)
 	cd proto && ../$(BUF) lint

@@ -119,3 +119,19 @@ class ListModelsResponse(_message.Message):
     SERVICES_FIELD_NUMBER: _ClassVar[int]
     services: _containers.RepeatedCompositeFieldContainer[ServiceModels]
     def __init__(self, services: _Optional[_Iterable[_Union[ServiceModels, _Mapping]]] = ...) -> None: ...
+
+class DownloadRequest(_message.Message):
+    __slots__ = ("object",)
+    OBJECT_FIELD_NUMBER: _ClassVar[int]
+    object: _common_pb2.ObjectRef
+    def __init__(self, object: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ...) -> None: ...
+
+class DownloadResponse(_message.Message):
+    __slots__ = ("chunk", "size_bytes", "media_type")
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
+    chunk: bytes
+    size_bytes: int
+    media_type: str
+    def __init__(self, chunk: _Optional[bytes] = ..., size_bytes: _Optional[int] = ..., media_type: _Optional[str] = ...) -> None: ...

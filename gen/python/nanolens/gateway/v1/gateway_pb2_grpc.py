@@ -54,6 +54,11 @@ class GatewayStub:
                 request_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.Download = channel.unary_stream(
+                '/nanolens.gateway.v1.Gateway/Download',
+                request_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.DownloadRequest.SerializeToString,
+                response_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.DownloadResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServicer:
@@ -90,6 +95,13 @@ class GatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Download(self, request, context):
+        """Stream a stored object (a result, an artefact or raw data) without storage credentials.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -112,6 +124,11 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.ListModelsRequest.FromString,
                     response_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'Download': grpc.unary_stream_rpc_method_handler(
+                    servicer.Download,
+                    request_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.DownloadRequest.FromString,
+                    response_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.DownloadResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -222,6 +239,33 @@ class Gateway:
             '/nanolens.gateway.v1.Gateway/ListModels',
             nanolens_dot_gateway_dot_v1_dot_gateway__pb2.ListModelsRequest.SerializeToString,
             nanolens_dot_gateway_dot_v1_dot_gateway__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Download(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/nanolens.gateway.v1.Gateway/Download',
+            nanolens_dot_gateway_dot_v1_dot_gateway__pb2.DownloadRequest.SerializeToString,
+            nanolens_dot_gateway_dot_v1_dot_gateway__pb2.DownloadResponse.FromString,
             options,
             channel_credentials,
             insecure,

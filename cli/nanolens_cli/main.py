@@ -1,0 +1,217 @@
+"""``nanolens``: run the local stack, analyse files through the gateway, train and list models."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import grpc
+
+DEFAULT_GATEWAY = "127.0.0.1:50050"
+
+
+def _gateway(args) -> str:
+    return args.gateway or os.environ.get("NANOLENS_GATEWAY", DEFAULT_GATEWAY)
+
+
+def cmd_up(args) -> int:
+    from nanolens_cli.stack import Stack
+
+    stack = Stack(host=args.host, s3_port=args.s3_port, spectra_port=args.spectra_port,
+                  gateway_port=args.gateway_port, echo_logs=args.logs)
+    stopped = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopped.set())
+    print("starting S3 server, spectra service and gateway ...", file=sys.stderr)
+    endpoints = stack.start()
+    try:
+        print(f"s3       {endpoints.s3}")
+        print(f"spectra  {endpoints.spectra}")
+        print(f"gateway  {endpoints.gateway}")
+        for name, url in endpoints.metrics.items():
+            print(f"metrics  {name} {url}")
+        print("stack ready (Ctrl-C stops it); clients use:", flush=True)
+        for key, value in endpoints.client_env().items():
+            print(f"  export {key}={value}", flush=True)
+        stopped.wait()
+    finally:
+        print("stopping ...", file=sys.stderr)
+        stack.stop()
+    print("stopped", file=sys.stderr)
+    return 0
+
+
+def cmd_analyze_spectra(args) -> int:
+    from nanolens.gateway.v1 import gateway_pb2
+
+    from nanolens_cli.client import GatewayClient, looks_like_map, save_outputs
+
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"error: {path} is not a file", file=sys.stderr)
+        return 2
+    options = dict(kv.split("=", 1) for kv in args.option)
+    kind = (gateway_pb2.ANALYSIS_KIND_SPECTRAL_MAP if args.map or looks_like_map(path)
+            else gateway_pb2.ANALYSIS_KIND_SPECTRA)
+    client = GatewayClient(_gateway(args))
+    try:
+        uploaded = client.upload(path, key=args.key, timeout=args.timeout)
+        response = client.analyze(uploaded.object, kind, model=args.model, options=options, force=args.force,
+                                  timeout=args.timeout)
+        if args.out:
+            written = save_outputs(client, response, Path(args.out))
+            print(f"wrote {len(written)} files to {args.out}", file=sys.stderr)
+    finally:
+        client.close()
+    result = json.loads(response.result_json)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{result['analysis']} of s3://{result['input']['bucket']}/{result['input']['key']}"
+          f"{' (stored result)' if response.cached else ''}")
+    prov = result["provenance"]
+    print(f"model {prov['model_name']} {prov['model_version']} ({prov['model_sha256'][:12]}) "
+          f"on {prov['execution_provider']}")
+    if "class_fractions" in result:
+        print(f"map {result['shape'][0]} x {result['shape'][1]} x {result['shape'][2]}")
+        for name, fraction in result["class_fractions"].items():
+            print(f"  {name:<20} {100 * fraction:6.2f} %")
+    else:
+        for row in result["spectra"]:
+            probs = "  ".join(f"{n} {p:.3f}" for n, p in row["probabilities"].items())
+            print(f"  #{row['index']:<4} {row['class']:<20} {probs}")
+        if result["listed"] < result["n_spectra"]:
+            print(f"  ... {result['n_spectra'] - result['listed']} more in probabilities.npy")
+    print(f"result: s3://{response.result.bucket}/{response.result.key}")
+    return 0
+
+
+def cmd_models_list(args) -> int:
+    from google.protobuf import json_format
+
+    from nanolens_cli.client import GatewayClient
+
+    client = GatewayClient(_gateway(args))
+    try:
+        response = client.list_models()
+    finally:
+        client.close()
+    if args.json:
+        print(json.dumps(json_format.MessageToDict(response, preserving_proto_field_name=True), indent=2))
+        return 0
+    for service in response.services:
+        for m in service.models:
+            acc = m.metrics.get("cv_accuracy_mean")
+            print(f"{service.service:<8} {m.name:<24} {m.version:<8} {'default' if m.is_default else '':<8}"
+                  f"{m.sha256[:12]}  classes={','.join(m.class_names)}"
+                  + (f"  cv_accuracy={acc:.3f}" if acc is not None else ""))
+    return 0
+
+
+def cmd_spectra_train(args) -> int:
+    from nanolens_runtime.bundles import ModelBundle
+    from nanolens_runtime.registry import upload_bundle
+    from nanolens_runtime.settings import StorageSettings, from_env
+    from nanolens_runtime.storage import ObjectStore
+    from nanolens_spectra.training.pipeline import load_labelled_dataset, train_bundle
+
+    dataset = load_labelled_dataset(Path(args.dataset), labels_path=Path(args.labels) if args.labels else None)
+    out = Path(args.out or f"bundles/{args.name}/{args.version}")
+    print(f"training {args.name}:{args.version} on {len(dataset.labels)} spectra "
+          f"({args.folds}-fold cross-validation first) ...", file=sys.stderr)
+    path = train_bundle(dataset, out, name=args.name, version=args.version, seed=args.seed,
+                        description=args.description or f"trained on {Path(args.dataset).name}",
+                        folds=args.folds)
+    bundle = ModelBundle.load(path)
+    metrics = bundle.manifest["metrics"]
+    print(f"10-fold CV accuracy {metrics['cv_accuracy_mean']:.3f} +- {metrics['cv_accuracy_sd']:.3f} "
+          f"(logistic regression {metrics.get('baseline_logreg_accuracy_mean', float('nan')):.3f}) "
+          f"on {metrics['n_spectra']:.0f} spectra")
+    print(f"bundle: {path}")
+    if args.register:
+        storage = from_env(StorageSettings)
+        where = upload_bundle(ObjectStore.from_settings(storage), storage.models_bucket, bundle)
+        print(f"registered: {where}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from nanolens_cli.demo import run_demo
+
+    return run_demo(Path(args.out))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nanolens", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run S3 server, services and gateway on loopback until Ctrl-C")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--gateway-port", type=int, default=50050)
+    up.add_argument("--spectra-port", type=int, default=50051)
+    up.add_argument("--s3-port", type=int, default=9000)
+    up.add_argument("--logs", action="store_true", help="echo the processes' logs")
+    up.set_defaults(func=cmd_up)
+
+    analyze = sub.add_parser("analyze", help="upload a file and analyse it through the gateway")
+    domains = analyze.add_subparsers(dest="domain", required=True)
+    spec = domains.add_parser("spectra", help="classify spectra or a spectral map (H x W x C .npy/.npz)")
+    spec.add_argument("file")
+    spec.add_argument("--map", action="store_true", help="treat the file as a spectral map (auto for 3-D arrays)")
+    spec.add_argument("--model", default="", help="NAME or NAME:VERSION (default: the service's default)")
+    spec.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
+    spec.add_argument("--key", default="", help="object key for the upload (default: uploads/<uuid>/<name>)")
+    spec.add_argument("--force", action="store_true", help="recompute even if a stored result exists")
+    spec.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    spec.add_argument("--out", help="write result.json and the artefacts into this folder")
+    spec.add_argument("--timeout", type=float, default=600.0, help="deadline in seconds")
+    spec.add_argument("--gateway", help=f"gateway host:port (env NANOLENS_GATEWAY, default {DEFAULT_GATEWAY})")
+    spec.set_defaults(func=cmd_analyze_spectra)
+
+    models = sub.add_parser("models", help="models behind the gateway")
+    msub = models.add_subparsers(dest="action", required=True)
+    mlist = msub.add_parser("list")
+    mlist.add_argument("--json", action="store_true")
+    mlist.add_argument("--gateway")
+    mlist.set_defaults(func=cmd_models_list)
+
+    spectra = sub.add_parser("spectra", help="spectra models")
+    ssub = spectra.add_subparsers(dest="action", required=True)
+    train = ssub.add_parser("train", help="cross-validate, train, export and register a model on labelled spectra")
+    train.add_argument("dataset", help="CSV (label column + wavenumber columns) or NPZ (spectra, labels, axis)")
+    train.add_argument("--labels", help="labels file when the CSV holds spectra only")
+    train.add_argument("--name", required=True)
+    train.add_argument("--version", required=True)
+    train.add_argument("--description", default="")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--folds", type=int, default=10)
+    train.add_argument("--out", help="bundle folder (default bundles/NAME/VERSION)")
+    train.add_argument("--register", action="store_true",
+                       help="upload to the models bucket (NANOLENS_S3_* settings)")
+    train.set_defaults(func=cmd_spectra_train)
+
+    demo = sub.add_parser("demo", help="the main job: stack on loopback, sample data, analyses, pictures")
+    demo.add_argument("--out", default="demo-output")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except grpc.RpcError as exc:
+        print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""``python -m nanolens_gateway``: the gateway (settings from NANOLENS_* variables)."""
+
+import asyncio
+
+from nanolens_runtime.server import serve
+from nanolens_runtime.settings import ServerSettings, StorageSettings, from_env
+from nanolens_runtime.storage import ObjectStore
+from nanolens_runtime.version import SERVICE_VERSION
+
+from nanolens_gateway.server import GatewayServicer, GatewaySettings, servicer
+from nanolens_gateway.upstream import SpectraClient
+
+
+def main() -> None:
+    server = from_env(ServerSettings)
+    gateway = from_env(GatewaySettings)
+    storage = from_env(StorageSettings)
+
+    async def build():
+        impl = GatewayServicer(gateway, ObjectStore.from_settings(storage),
+                               SpectraClient(gateway.spectra_addr, server.max_message_mb))
+
+        async def warm_up():
+            await asyncio.to_thread(impl.ensure_buckets)
+
+        return [servicer(impl)], warm_up
+
+    asyncio.run(serve("gateway", SERVICE_VERSION, "none", server, build))
+
+
+if __name__ == "__main__":
+    main()

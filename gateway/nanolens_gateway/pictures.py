@@ -1,0 +1,82 @@
+"""Pictures that justify a number: class maps, probability maps, spectra with probabilities."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+# Matplotlib's tab10, so the class colours match the spectra figure.
+PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+           (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+
+
+def class_colours(n: int) -> list[str]:
+    return ["#%02x%02x%02x" % PALETTE[i % len(PALETTE)] for i in range(n)]
+
+
+def _png(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="PNG", optimize=False)
+    return out.getvalue()
+
+
+def _upscale(image: Image.Image, min_side: int = 256) -> Image.Image:
+    factor = max(1, min_side // max(1, min(image.size)))
+    return image.resize((image.width * factor, image.height * factor), Image.NEAREST) if factor > 1 else image
+
+
+def class_map_png(class_map: np.ndarray, n_classes: int) -> bytes:
+    """H x W class indices as a palette PNG (colours as in ``class_colours``)."""
+    image = Image.fromarray(class_map.astype(np.uint8), mode="P")
+    flat = [c for i in range(max(n_classes, 1)) for c in PALETTE[i % len(PALETTE)]]
+    image.putpalette(flat)
+    return _png(_upscale(image))
+
+
+def probability_maps_png(probabilities: np.ndarray, gap: int = 4) -> bytes:
+    """H x W x K probabilities as K greyscale panels side by side (white = 1)."""
+    h, w, k = probabilities.shape
+    canvas = np.full((h, k * w + (k - 1) * gap), 255, dtype=np.uint8)
+    for i in range(k):
+        canvas[:, i * (w + gap): i * (w + gap) + w] = np.round(probabilities[:, :, i] * 255).astype(np.uint8)
+    return _png(_upscale(Image.fromarray(canvas, mode="L")))
+
+
+def spectra_png(spectra: np.ndarray, axis: np.ndarray | None, probabilities: np.ndarray,
+                class_names: list[str], max_rows: int = 6) -> bytes:
+    """Up to ``max_rows`` spectra, each beside a bar chart of its class probabilities."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = min(max_rows, len(spectra))
+    x = axis if axis is not None else np.arange(spectra.shape[1])
+    colours = class_colours(len(class_names))
+    fig, axes = plt.subplots(rows, 2, figsize=(9, 1.8 * rows + 0.6), squeeze=False,
+                             gridspec_kw={"width_ratios": [3, 1]})
+    for i in range(rows):
+        best = int(probabilities[i].argmax())
+        axes[i, 0].plot(x, spectra[i], lw=0.8, color=colours[best])
+        axes[i, 0].set_ylabel(f"#{i}", rotation=0, labelpad=14)
+        axes[i, 0].set_yticks([])
+        axes[i, 1].barh(range(len(class_names)), probabilities[i], color=colours)
+        axes[i, 1].set_xlim(0, 1)
+        axes[i, 1].set_yticks(range(len(class_names)), class_names if i == 0 else [""] * len(class_names),
+                              fontsize=7)
+        axes[i, 1].invert_yaxis()
+    axes[-1, 0].set_xlabel("Raman shift (cm$^{-1}$)" if axis is not None else "channel")
+    axes[-1, 1].set_xlabel("probability")
+    fig.tight_layout()
+    out = io.BytesIO()
+    fig.savefig(out, format="png", dpi=90)
+    plt.close(fig)
+    return out.getvalue()
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    np.save(out, array, allow_pickle=False)
+    return out.getvalue()

@@ -1,0 +1,79 @@
+"""Results in object storage: identity, layout and the cache that identity gives.
+
+A result's identity is the input's exact content (bucket, key, version, ETag), the
+analysis, the model's name, version and graph sha256, and the options. The same
+identity returns the stored result instead of computing it again. Results live next
+to their input::
+
+    results/<input bucket>/<input key>/<analysis>/<identity[:16]>/result.json
+                                                               .../<artefact files>
+
+``result.json`` is written last, so its presence means the result is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from nanolens.common.v1 import common_pb2
+from nanolens_runtime.bundles import sha256_bytes
+from nanolens_runtime.errors import NotFound
+from nanolens_runtime.storage import ObjectInfo, ObjectStore
+
+RESULT_FILE = "result.json"
+
+
+@dataclass(frozen=True)
+class Artefact:
+    name: str
+    data: bytes
+    media_type: str
+
+
+def identity(source: ObjectInfo, analysis: str, model: common_pb2.ModelInfo, options: dict[str, str]) -> str:
+    doc = {
+        "input": [source.bucket, source.key, source.version_id, source.etag],
+        "analysis": analysis,
+        "model": [model.name, model.version, model.sha256],
+        "options": sorted(options.items()),
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def result_prefix(source: ObjectInfo, analysis: str, ident: str) -> str:
+    return f"{source.bucket}/{source.key}/{analysis}/{ident[:16]}/"
+
+
+class ResultStore:
+    def __init__(self, store: ObjectStore, bucket: str):
+        self.store = store
+        self.bucket = bucket
+
+    def load(self, prefix: str) -> dict | None:
+        try:
+            return json.loads(self.store.get(self.bucket, prefix + RESULT_FILE))
+        except NotFound:
+            return None
+
+    def save(self, prefix: str, doc: dict, artefacts: list[Artefact]) -> dict:
+        """Write artefacts, then the result document listing them; returns the document."""
+        listed = []
+        for artefact in artefacts:
+            key = prefix + artefact.name
+            self.store.put(self.bucket, key, artefact.data, artefact.media_type)
+            listed.append({"name": artefact.name, "media_type": artefact.media_type, "bucket": self.bucket,
+                           "key": key, "size_bytes": len(artefact.data), "sha256": sha256_bytes(artefact.data)})
+        doc = dict(doc, artifacts=listed, result={"bucket": self.bucket, "key": prefix + RESULT_FILE})
+        self.store.put(self.bucket, prefix + RESULT_FILE, json.dumps(doc, indent=1).encode(), "application/json")
+        return doc
+
+
+def artefact_protos(doc: dict) -> list[common_pb2.Artifact]:
+    return [
+        common_pb2.Artifact(name=a["name"], media_type=a["media_type"],
+                            ref=common_pb2.ObjectRef(bucket=a["bucket"], key=a["key"]),
+                            size_bytes=a["size_bytes"], sha256=a["sha256"])
+        for a in doc.get("artifacts", [])
+    ]

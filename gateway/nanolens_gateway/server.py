@@ -1,0 +1,225 @@
+"""The gateway: uploads, analyses of objects in storage, stored results. It holds no model."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import re
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from google.protobuf import json_format
+from nanolens.common.v1 import common_pb2
+from nanolens.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from nanolens_runtime.errors import AlreadyExists, InvalidArgument, ResourceExhausted
+from nanolens_runtime.metrics import StageTimer
+from nanolens_runtime.server import Servicer
+from nanolens_runtime.settings import setting
+from nanolens_runtime.storage import ObjectStore
+from nanolens_runtime.version import SERVICE_VERSION
+
+from nanolens_gateway import spectra
+from nanolens_gateway.results import ResultStore, artefact_protos, identity, result_prefix
+from nanolens_gateway.upstream import SpectraClient
+
+log = logging.getLogger("nanolens.gateway")
+FULL_NAME = gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].full_name
+_KEY_OK = re.compile(r"^[A-Za-z0-9!_.*'()/ +=@,:-]+$")
+MAX_URL_SECONDS = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    spectra_addr: str = setting("NANOLENS_SPECTRA_ADDR", "127.0.0.1:50051", "spectra service host:port")
+    raw_bucket: str = setting("NANOLENS_RAW_BUCKET", "raw", "bucket for uploads and raw data")
+    results_bucket: str = setting("NANOLENS_RESULTS_BUCKET", "results", "bucket for results and artefacts")
+    max_object_mb: int = setting("NANOLENS_MAX_OBJECT_MB", 2048, "largest input object accepted, MiB")
+    max_upload_mb: int = setting("NANOLENS_MAX_UPLOAD_MB", 2048, "largest streamed upload, MiB")
+    block_mb: int = setting("NANOLENS_BLOCK_MB", 8, "size of the blocks maps travel to services in, MiB")
+    max_listed_spectra: int = setting("NANOLENS_MAX_LISTED_SPECTRA", 1000, "spectra listed one by one in a result")
+
+
+def validate_key(key: str, field: str) -> str:
+    """An object key a user may choose: relative, no '..' segments, printable, <= 1024 bytes."""
+    if not key:
+        raise InvalidArgument(f"{field} is empty", field=field)
+    if len(key.encode()) > 1024:
+        raise InvalidArgument(f"{field} is longer than 1024 bytes", field=field)
+    if key.startswith("/") or any(part in ("", ".", "..") for part in key.split("/")):
+        raise InvalidArgument(f"{field} {key!r} must be a relative path without empty, '.' or '..' parts",
+                              field=field)
+    if not _KEY_OK.match(key):
+        raise InvalidArgument(f"{field} {key!r} has characters outside letters, digits and !_.*'()/ +=@,:-",
+                              field=field)
+    return key
+
+
+def _default_key(filename: str) -> str:
+    name = PurePosixPath(filename.replace("\\", "/")).name or "upload.bin"
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", name)
+    return f"uploads/{uuid.uuid4().hex}/{name}"
+
+
+ANALYSES = {
+    gateway_pb2.ANALYSIS_KIND_SPECTRA: ("spectra", spectra.classify_spectra),
+    gateway_pb2.ANALYSIS_KIND_SPECTRAL_MAP: ("spectral_map", spectra.classify_map),
+}
+
+
+class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
+    def __init__(self, settings: GatewaySettings, store: ObjectStore, spectra_client: SpectraClient):
+        self.settings = settings
+        self.store = store
+        self.results = ResultStore(store, settings.results_bucket)
+        self.spectra = spectra_client
+        # One computation per result identity at a time; the second caller gets the stored result.
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    def ensure_buckets(self) -> None:
+        for bucket in (self.settings.raw_bucket, self.settings.results_bucket):
+            self.store.ensure_bucket(bucket)
+
+    # -- uploads -----------------------------------------------------------------------
+    async def _refuse_existing(self, key: str) -> None:
+        """Uploads never replace stored data (a check, then the write: S3 has no portable CAS)."""
+        if await asyncio.to_thread(self.store.exists, self.settings.raw_bucket, key):
+            raise AlreadyExists(f"s3://{self.settings.raw_bucket}/{key} already exists; choose another key")
+
+    async def Upload(self, request_iterator, context):
+        header = None
+        limit = self.settings.max_upload_mb * 1024 * 1024
+        digest = hashlib.sha256()
+        size = 0
+        with tempfile.SpooledTemporaryFile(max_size=64 << 20) as buffer:
+            async for request in request_iterator:
+                part = request.WhichOneof("part")
+                if part == "header":
+                    if header is not None:
+                        raise InvalidArgument("header sent twice", field="header")
+                    header = request.header
+                    continue
+                if header is None:
+                    raise InvalidArgument("the first message must be the header", field="header")
+                size += len(request.chunk)
+                if size > limit:
+                    raise ResourceExhausted(f"upload is larger than NANOLENS_MAX_UPLOAD_MB={self.settings.max_upload_mb}")
+                digest.update(request.chunk)
+                buffer.write(request.chunk)
+            if header is None:
+                raise InvalidArgument("no header: an empty stream is not an upload", field="header")
+            if size == 0:
+                raise InvalidArgument("the upload holds no bytes", field="chunk")
+            key = validate_key(header.key, "header.key") if header.key else _default_key(header.filename)
+            buffer.seek(0)
+            content_type = header.content_type or "application/octet-stream"
+            await self._refuse_existing(key)
+            info = await asyncio.to_thread(self.store.put_stream, self.settings.raw_bucket, key, buffer, content_type)
+        log.info("uploaded", extra={"key": key, "bytes": size})
+        return gateway_pb2.UploadResponse(
+            object=common_pb2.ObjectRef(bucket=info.bucket, key=info.key, version_id=info.version_id),
+            size_bytes=size, sha256=digest.hexdigest())
+
+    async def CreateUploadUrl(self, request, context):
+        key = validate_key(request.key, "key") if request.key else _default_key(request.filename)
+        expires = request.expires_seconds or 900
+        if not 1 <= expires <= MAX_URL_SECONDS:
+            raise InvalidArgument(f"expires_seconds must be 1..{MAX_URL_SECONDS}, got {expires}",
+                                  field="expires_seconds")
+        await self._refuse_existing(key)
+        url = await asyncio.to_thread(self.store.presigned_put, self.settings.raw_bucket, key, expires)
+        return gateway_pb2.CreateUploadUrlResponse(
+            url=url, object=common_pb2.ObjectRef(bucket=self.settings.raw_bucket, key=key))
+
+    # -- analyses ----------------------------------------------------------------------
+    async def Analyze(self, request, context):
+        if request.analysis not in ANALYSES:
+            raise InvalidArgument(f"analysis {request.analysis} is not one of "
+                                  f"{[gateway_pb2.AnalysisKind.Name(k) for k in ANALYSES]}", field="analysis")
+        name, run = ANALYSES[request.analysis]
+        bucket = request.input.bucket or self.settings.raw_bucket
+        key = validate_key(request.input.key, "input.key")
+        options = dict(request.options)
+        timer = StageTimer()
+        with timer.stage("fetch"):
+            source = await asyncio.to_thread(self.store.stat, bucket, key, request.input.version_id)
+        if source.size > self.settings.max_object_mb * 1024 * 1024:
+            raise ResourceExhausted(f"input is {source.size} bytes, above NANOLENS_MAX_OBJECT_MB="
+                                    f"{self.settings.max_object_mb}")
+        model = await self.spectra.catalogue.resolve(request.model_name, request.model_version)
+        ident = identity(source, name, model, options)
+        prefix = result_prefix(source, name, ident)
+        async with self._locks[ident]:
+            if not request.force:
+                stored = await asyncio.to_thread(self.results.load, prefix)
+                if stored is not None:
+                    return self._response(stored, cached=True)
+            remaining = context.time_remaining()
+            job = spectra.Job(
+                store=self.store, source=source, model=model, options=options, timer=timer,
+                deadline=None if remaining is None else asyncio.get_running_loop().time() + remaining,
+                block_bytes=self.settings.block_mb * 1024 * 1024, max_listed=self.settings.max_listed_spectra)
+            started = time.time()
+            outcome = await run(job, self.spectra)
+            doc = {
+                "job_id": uuid.uuid4().hex,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+                "analysis": name,
+                "input": {"bucket": source.bucket, "key": source.key, "version_id": source.version_id,
+                          "etag": source.etag, "size_bytes": source.size},
+                "options": options,
+                "identity": ident,
+                **outcome.summary,
+            }
+            with timer.stage("store"):
+                doc["provenance"] = self._provenance(job)
+                doc = await asyncio.to_thread(self.results.save, prefix, doc, outcome.artefacts)
+        self._locks.pop(ident, None)
+        log.info("analysed", extra={"analysis": name, "key": key, "job_id": doc["job_id"]})
+        return self._response(doc, cached=False)
+
+    @staticmethod
+    def _provenance(job: spectra.Job) -> dict:
+        upstream = job.provenance or common_pb2.Provenance()
+        timings = [{"stage": s, "seconds": t} for s, t in job.timer.timings]
+        timings += [{"stage": f"service.{s}", "seconds": t} for s, t in job.service_timings.items()]
+        return {"model_name": job.model.name, "model_version": job.model.version,
+                "model_sha256": job.model.sha256, "service_name": upstream.service_name or "spectra",
+                "service_version": upstream.service_version, "execution_provider": upstream.execution_provider,
+                "gateway_version": SERVICE_VERSION, "timings": timings}
+
+    def _response(self, doc: dict, cached: bool) -> gateway_pb2.AnalyzeResponse:
+        prov = dict(doc["provenance"])
+        prov.pop("gateway_version", None)
+        provenance = json_format.ParseDict(prov, common_pb2.Provenance())
+        return gateway_pb2.AnalyzeResponse(
+            job_id=doc["job_id"], result=common_pb2.ObjectRef(**doc["result"]),
+            result_json=json.dumps(doc), artifacts=artefact_protos(doc), cached=cached, provenance=provenance)
+
+    async def Download(self, request, context):
+        bucket = request.object.bucket or self.settings.results_bucket
+        if bucket not in (self.settings.results_bucket, self.settings.raw_bucket):
+            raise InvalidArgument(f"bucket {bucket!r} cannot be read through the gateway", field="object.bucket")
+        key = validate_key(request.object.key, "object.key")
+        info = await asyncio.to_thread(self.store.stat, bucket, key, request.object.version_id)
+        chunk = 1 << 20
+        for offset in range(0, max(info.size, 1), chunk):
+            data = await asyncio.to_thread(self.store.get, bucket, key, info.version_id, offset,
+                                           min(chunk, info.size - offset)) if info.size else b""
+            if offset == 0:
+                yield gateway_pb2.DownloadResponse(chunk=data, size_bytes=info.size, media_type=info.content_type)
+            else:
+                yield gateway_pb2.DownloadResponse(chunk=data)
+
+    async def ListModels(self, request, context):
+        models = await self.spectra.catalogue.all(refresh=True)
+        return gateway_pb2.ListModelsResponse(services=[gateway_pb2.ServiceModels(service="spectra", models=models)])
+
+
+def servicer(impl: GatewayServicer) -> Servicer:
+    return Servicer(impl, gateway_pb2_grpc.add_GatewayServicer_to_server, FULL_NAME)

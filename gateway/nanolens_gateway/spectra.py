@@ -1,0 +1,226 @@
+"""Spectra analyses as the gateway runs them: fetch, decode, call the service, build the result."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+from nanolens.common.v1 import common_pb2
+from nanolens.spectra.v1 import spectra_pb2
+from nanolens_runtime import arrays
+from nanolens_runtime.errors import InvalidArgument
+from nanolens_runtime.metrics import StageTimer
+from nanolens_runtime.storage import ObjectInfo, ObjectStore
+
+from nanolens_gateway import pictures
+from nanolens_gateway.decoders import NpyLayout, SpectraData, decode_spectra, parse_npy_header, suffix_of
+from nanolens_gateway.results import Artefact
+from nanolens_gateway.upstream import SpectraClient, translate
+
+NPY_HEADER_READ = 4096
+
+
+@dataclass
+class Job:
+    """What one analysis needs: where the input is, which model, how long it may take."""
+
+    store: ObjectStore
+    source: ObjectInfo
+    model: common_pb2.ModelInfo
+    options: dict[str, str]
+    timer: StageTimer
+    deadline: float | None  # event-loop time by which the caller stops waiting
+    block_bytes: int
+    max_listed: int
+    service_timings: dict[str, float] = field(default_factory=dict)
+    provenance: common_pb2.Provenance | None = None
+
+    def remaining(self) -> float | None:
+        return None if self.deadline is None else max(0.001, self.deadline - asyncio.get_running_loop().time())
+
+    def selector(self) -> spectra_pb2.ModelSelector:
+        return spectra_pb2.ModelSelector(name=self.model.name, version=self.model.version)
+
+    def absorb(self, provenance: common_pb2.Provenance) -> None:
+        """Add a service response's stage times to this job's."""
+        self.provenance = provenance
+        for timing in provenance.timings:
+            self.service_timings[timing.stage] = self.service_timings.get(timing.stage, 0.0) + timing.seconds
+
+
+@dataclass
+class Outcome:
+    summary: dict
+    artefacts: list[Artefact]
+
+
+async def _fetch_whole(job: Job) -> SpectraData:
+    src = job.source
+    with job.timer.stage("fetch"):
+        data = await asyncio.to_thread(job.store.get, src.bucket, src.key, src.version_id)
+    with job.timer.stage("decode"):
+        return await asyncio.to_thread(decode_spectra, data, src.key, job.options)
+
+
+async def classify_spectra(job: Job, client: SpectraClient) -> Outcome:
+    decoded = await _fetch_whole(job)
+    spectra = decoded.spectra[None, :] if decoded.spectra.ndim == 1 else decoded.spectra
+    if spectra.ndim == 3:
+        raise InvalidArgument(f"input holds an H x W x C map {list(spectra.shape)}; "
+                              "analyse it as ANALYSIS_KIND_SPECTRAL_MAP", field="analysis")
+    if spectra.ndim != 2:
+        raise InvalidArgument(f"input has shape {list(spectra.shape)}; spectra are N x C or C", field="input")
+    spectra = spectra.astype(np.float32, copy=False)
+    axis = arrays.to_proto(decoded.axis) if decoded.axis is not None else common_pb2.NDArray()
+    rows = max(1, job.block_bytes // (spectra.shape[1] * 4))
+    parts = []
+    for start in range(0, len(spectra), rows):
+        request = spectra_pb2.ClassifySpectraRequest(
+            spectra=arrays.to_proto(spectra[start:start + rows]), axis=axis, model=job.selector())
+        try:
+            response = await client.stub.ClassifySpectra(request, timeout=job.remaining())
+        except grpc.aio.AioRpcError as exc:
+            raise translate(exc, "spectra") from exc
+        job.absorb(response.provenance)
+        parts.append(arrays.from_proto(response.probabilities, "probabilities"))
+        class_names = list(response.class_names)
+    with job.timer.stage("postprocess"):
+        probabilities = np.concatenate(parts)
+        predicted = probabilities.argmax(axis=1)
+        summary = {
+            "n_spectra": int(len(spectra)),
+            "class_names": class_names,
+            "class_counts": {name: int((predicted == i).sum()) for i, name in enumerate(class_names)},
+            "spectra": [
+                {"index": i, "class": class_names[predicted[i]],
+                 "probabilities": {n: round(float(p), 6) for n, p in zip(class_names, probabilities[i], strict=True)}}
+                for i in range(min(len(spectra), job.max_listed))
+            ],
+            "listed": min(len(spectra), job.max_listed),
+        }
+        artefacts = [
+            Artefact("probabilities.npy", pictures.npy_bytes(probabilities), "application/x-npy"),
+            Artefact("spectra.png", pictures.spectra_png(spectra, decoded.axis, probabilities, class_names),
+                     "image/png"),
+        ]
+    return Outcome(summary, artefacts)
+
+
+# -- maps ----------------------------------------------------------------------------------
+_PROTO_DTYPES = {np.dtype(d): arrays.to_proto(np.zeros(0, d)).dtype
+                 for d in ("<u1", "<u2", "<i2", "<i4", "<i8", "<f2", "<f4", "<f8")}
+
+
+class _MapSource:
+    """Row blocks of an H x W x C map: ranged GETs for ``.npy``, slices of a decoded array otherwise."""
+
+    def __init__(self, job: Job, layout: NpyLayout | None, decoded: SpectraData | None):
+        self.job = job
+        self.layout = layout
+        self.decoded = decoded
+        self.shape = layout.shape if layout else decoded.spectra.shape
+        self.axis = decoded.axis if decoded else None
+        itemsize = layout.dtype.itemsize if layout else 4
+        self.rows = max(1, job.block_bytes // (self.shape[2] * itemsize))
+        self.pixels = self.shape[0] * self.shape[1]
+
+    @classmethod
+    async def open(cls, job: Job) -> _MapSource:
+        src = job.source
+        what = f"input {src.key!r}"
+        if suffix_of(src.key) != ".npy":
+            decoded = await _fetch_whole(job)
+            source = cls(job, None, decoded)
+        else:
+            with job.timer.stage("fetch"):
+                head = await asyncio.to_thread(job.store.get, src.bucket, src.key, src.version_id, 0,
+                                               min(NPY_HEADER_READ, src.size))
+            with job.timer.stage("decode"):
+                layout = parse_npy_header(head, what)
+            needed = layout.data_offset + int(np.prod(layout.shape)) * layout.dtype.itemsize
+            if src.size < needed:
+                raise InvalidArgument(f"{what} is truncated: {src.size} bytes, its header needs {needed}",
+                                      field="input")
+            source = cls(job, layout, None)
+        if len(source.shape) != 3 or min(source.shape) == 0:
+            raise InvalidArgument(f"a spectral map is H x W x C; {what} has shape {list(source.shape)}",
+                                  field="input")
+        return source
+
+    async def block(self, start: int) -> common_pb2.NDArray:
+        n = min(self.rows, self.pixels - start)
+        channels = self.shape[2]
+        if self.layout is None:
+            flat = self.decoded.spectra.reshape(self.pixels, channels)
+            return arrays.to_proto(flat[start:start + n].astype(np.float32, copy=False))
+        itemsize = self.layout.dtype.itemsize
+        src = self.job.source
+        with self.job.timer.stage("fetch"):
+            data = await asyncio.to_thread(
+                self.job.store.get, src.bucket, src.key, src.version_id,
+                self.layout.data_offset + start * channels * itemsize, n * channels * itemsize)
+        dtype = self.layout.dtype.newbyteorder("<") if self.layout.dtype.byteorder == ">" else self.layout.dtype
+        if dtype != self.layout.dtype or dtype not in _PROTO_DTYPES:
+            block = np.frombuffer(data, self.layout.dtype).astype(np.float32).reshape(n, channels)
+            return arrays.to_proto(block)
+        # The file's bytes go on the wire as they are: no decode, no copy.
+        return common_pb2.NDArray(dtype=_PROTO_DTYPES[dtype], shape=[n, channels], data=data)
+
+    async def requests(self) -> AsyncIterator[spectra_pb2.ClassifyMapRequest]:
+        header = spectra_pb2.MapHeader(shape=list(self.shape), model=self.job.selector())
+        if self.axis is not None:
+            header.axis.CopyFrom(arrays.to_proto(self.axis))
+        yield spectra_pb2.ClassifyMapRequest(header=header)
+        starts = list(range(0, self.pixels, self.rows))
+        pending = asyncio.ensure_future(self.block(starts[0]))
+        try:
+            for i in range(len(starts)):
+                block = await pending
+                # Fetch the next block while this one is being classified.
+                if i + 1 < len(starts):
+                    pending = asyncio.ensure_future(self.block(starts[i + 1]))
+                yield spectra_pb2.ClassifyMapRequest(block=block)
+        finally:
+            if not pending.done():
+                pending.cancel()
+
+
+async def classify_map(job: Job, client: SpectraClient) -> Outcome:
+    source = await _MapSource.open(job)
+    height, width, _ = source.shape
+    probabilities = class_names = None
+    call = client.stub.ClassifyMap(source.requests(), timeout=job.remaining())
+    try:
+        async for response in call:
+            if response.HasField("provenance"):
+                job.absorb(response.provenance)
+                continue
+            block = arrays.from_proto(response.probabilities, "probabilities")
+            if probabilities is None:
+                class_names = list(response.class_names)
+                probabilities = np.empty((source.pixels, block.shape[1]), dtype=np.float32)
+            probabilities[response.offset:response.offset + len(block)] = block
+    except grpc.aio.AioRpcError as exc:
+        raise translate(exc, "spectra") from exc
+    with job.timer.stage("postprocess"):
+        prob_maps = probabilities.reshape(height, width, -1)
+        class_map = prob_maps.argmax(axis=2).astype(np.uint8)
+        counts = np.bincount(class_map.ravel(), minlength=len(class_names))
+        summary = {
+            "shape": [height, width, int(source.shape[2])],
+            "n_spectra": int(source.pixels),
+            "class_names": class_names,
+            "class_fractions": {n: round(float(c) / source.pixels, 6) for n, c in zip(class_names, counts, strict=True)},
+            "class_colours": dict(zip(class_names, pictures.class_colours(len(class_names)), strict=True)),
+            "mean_max_probability": round(float(prob_maps.max(axis=2).mean()), 6),
+        }
+        artefacts = [
+            Artefact("class_map.npy", pictures.npy_bytes(class_map), "application/x-npy"),
+            Artefact("probabilities.npy", pictures.npy_bytes(prob_maps), "application/x-npy"),
+            Artefact("class_map.png", pictures.class_map_png(class_map, len(class_names)), "image/png"),
+            Artefact("probability_maps.png", pictures.probability_maps_png(prob_maps), "image/png"),
+        ]
+    return Outcome(summary, artefacts)

@@ -1,0 +1,87 @@
+"""Channels to the domain services, model resolution, and their errors made ours."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from nanolens.common.v1 import common_pb2
+from nanolens.spectra.v1 import spectra_pb2, spectra_pb2_grpc
+from nanolens_runtime.bundles import version_key
+from nanolens_runtime.errors import GO_CODE_NAMES, InvalidArgument, NanoLensError, NotFound, Unavailable
+from nanolens_runtime.server import channel_options
+
+
+class UpstreamError(NanoLensError):
+    """A domain service's error, passed on with its code."""
+
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def translate(exc: grpc.aio.AioRpcError, service: str) -> NanoLensError:
+    """Keep the service's code and message; keep the field of an INVALID_ARGUMENT."""
+    code = exc.code()
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        field = ""
+        status = rpc_status.from_call(exc)
+        for detail in status.details if status else []:
+            bad = error_details_pb2.BadRequest()
+            if detail.Unpack(bad) and bad.field_violations:
+                field = bad.field_violations[0].field
+        return InvalidArgument(exc.details() or "invalid input", field=field)
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return Unavailable(f"{service} service unavailable: {exc.details()}")
+    if code == grpc.StatusCode.INTERNAL:
+        return UpstreamError(code, f"{service} service failed (internal error)")
+    return UpstreamError(code, f"{service} service: {exc.details() or GO_CODE_NAMES[code]}")
+
+
+class ModelCatalogue:
+    """A service's models, cached briefly, to resolve "default"/"newest" before computing."""
+
+    def __init__(self, service: str, list_models, ttl: float = 5.0):
+        self.service = service
+        self._list_models = list_models
+        self.ttl = ttl
+        self._models: list[common_pb2.ModelInfo] = []
+        self._fetched = 0.0
+
+    async def all(self, refresh: bool = False) -> list[common_pb2.ModelInfo]:
+        if refresh or time.monotonic() - self._fetched > self.ttl:
+            try:
+                response = await self._list_models()
+            except grpc.aio.AioRpcError as exc:
+                raise translate(exc, self.service) from exc
+            self._models = list(response.models)
+            self._fetched = time.monotonic()
+        return self._models
+
+    async def resolve(self, name: str, version: str) -> common_pb2.ModelInfo:
+        for refresh in (False, True):
+            models = await self.all(refresh)
+            if name:
+                matching = [m for m in models if m.name == name]
+            else:
+                matching = [m for m in models if m.is_default]
+            if version:
+                matching = [m for m in matching if m.version == version]
+            if matching:
+                return max(matching, key=lambda m: version_key(m.version))
+        what = f"model {name or '(default)'}" + (f" version {version}" if version else "")
+        raise NotFound(f"{what} is not registered with the {self.service} service", "model",
+                       f"{name}:{version}")
+
+
+class SpectraClient:
+    def __init__(self, address: str, max_message_mb: int):
+        self.channel = grpc.aio.insecure_channel(address, options=channel_options(max_message_mb))
+        self.stub = spectra_pb2_grpc.SpectraServiceStub(self.channel)
+        self.catalogue = ModelCatalogue("spectra", lambda: self.stub.ListModels(spectra_pb2.ListModelsRequest(),
+                                                                                timeout=10))
+
+    async def close(self) -> None:
+        await self.channel.close()

@@ -1,0 +1,162 @@
+"""The server interceptor that turns errors into statuses and observes RPC metrics.
+
+One interceptor does both because both need the call's *final* status code: the
+metrics are observed after the handler has finished (unlike interceptors that time
+only the handler's construction), for all four RPC types.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import grpc
+from grpc_status import rpc_status
+
+from nanolens_runtime import metrics
+from nanolens_runtime.errors import GO_CODE_NAMES, INTERNAL_MESSAGE, NanoLensError, to_rpc_status
+
+log = logging.getLogger("nanolens.rpc")
+
+_RPC_TYPES = {
+    (False, False): "unary",
+    (False, True): "server_stream",
+    (True, False): "client_stream",
+    (True, True): "bidi_stream",
+}
+
+
+class _Call:
+    """Bookkeeping for one RPC: labels, start time and the code it ends with."""
+
+    def __init__(self, rpc_type: str, full_method: str):
+        _, service, method = full_method.split("/")
+        self.labels = (rpc_type, service, method)
+        self.method = full_method
+        self.code = grpc.StatusCode.OK
+        self.start = time.perf_counter()
+        metrics.grpc_started.labels(*self.labels).inc()
+
+    def received(self) -> None:
+        metrics.grpc_msg_received.labels(*self.labels).inc()
+
+    def sent(self) -> None:
+        metrics.grpc_msg_sent.labels(*self.labels).inc()
+
+    def finish(self, context: grpc.aio.ServicerContext) -> None:
+        # A handler may set a code without raising (context.set_code).
+        if self.code == grpc.StatusCode.OK and context.code() not in (None, grpc.StatusCode.OK):
+            self.code = context.code()
+        metrics.grpc_handled.labels(*self.labels, GO_CODE_NAMES[self.code]).inc()
+        metrics.grpc_handling_seconds.labels(*self.labels).observe(time.perf_counter() - self.start)
+
+    async def fail(self, context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+        """Abort the RPC with the status ``exc`` maps to; re-raises what must propagate."""
+        if isinstance(exc, grpc.aio.AbortError):
+            # The handler aborted itself; the code is already on the context.
+            self.code = context.code() or grpc.StatusCode.UNKNOWN
+            raise exc
+        if isinstance(exc, asyncio.CancelledError):
+            remaining = context.time_remaining()
+            expired = remaining is not None and remaining <= 0
+            self.code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+            raise exc
+        if isinstance(exc, NanoLensError):
+            self.code = exc.code
+            log.info("rpc failed", extra={"method": self.method, "code": exc.code.name, "error": exc.message})
+            await context.abort_with_status(rpc_status.to_status(to_rpc_status(exc)))
+        self.code = grpc.StatusCode.INTERNAL
+        log.error("unhandled error", exc_info=exc, extra={"method": self.method})
+        await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+
+
+async def _counted(iterator: AsyncIterator, call: _Call) -> AsyncIterator:
+    async for item in iterator:
+        call.received()
+        yield item
+
+
+def _wrap_unary_response(behavior: Callable[..., Awaitable], rpc_type: str, method: str, streaming_in: bool):
+    async def handler(request_or_iterator, context):
+        call = _Call(rpc_type, method)
+        if streaming_in:
+            request_or_iterator = _counted(request_or_iterator, call)
+        else:
+            call.received()
+        try:
+            response = await behavior(request_or_iterator, context)
+            call.sent()
+            return response
+        except BaseException as exc:  # noqa: BLE001 - every exception is mapped or re-raised
+            await call.fail(context, exc)
+        finally:
+            call.finish(context)
+
+    return handler
+
+
+def _wrap_stream_response(behavior: Callable, rpc_type: str, method: str, streaming_in: bool):
+    if not inspect.isasyncgenfunction(behavior):
+        # A coroutine that writes with context.write (e.g. the health Watch): time it only.
+        async def writer(request_or_iterator, context):
+            call = _Call(rpc_type, method)
+            if streaming_in:
+                request_or_iterator = _counted(request_or_iterator, call)
+            else:
+                call.received()
+            try:
+                return await behavior(request_or_iterator, context)
+            except BaseException as exc:  # noqa: BLE001
+                await call.fail(context, exc)
+            finally:
+                call.finish(context)
+
+        return writer
+
+    async def generator(request_or_iterator, context):
+        call = _Call(rpc_type, method)
+        if streaming_in:
+            request_or_iterator = _counted(request_or_iterator, call)
+        else:
+            call.received()
+        try:
+            async for response in behavior(request_or_iterator, context):
+                call.sent()
+                yield response
+        except BaseException as exc:  # noqa: BLE001
+            await call.fail(context, exc)
+        finally:
+            call.finish(context)
+
+    return generator
+
+
+class MetricsAndErrors(grpc.aio.ServerInterceptor):
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        rpc_type = _RPC_TYPES[(handler.request_streaming, handler.response_streaming)]
+        kwargs = dict(
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+        if rpc_type == "unary":
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary_response(handler.unary_unary, rpc_type, method, False), **kwargs
+            )
+        if rpc_type == "client_stream":
+            return grpc.stream_unary_rpc_method_handler(
+                _wrap_unary_response(handler.stream_unary, rpc_type, method, True), **kwargs
+            )
+        if rpc_type == "server_stream":
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream_response(handler.unary_stream, rpc_type, method, False), **kwargs
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            _wrap_stream_response(handler.stream_stream, rpc_type, method, True), **kwargs
+        )

@@ -1,0 +1,124 @@
+"""Object storage (MinIO in production, any S3 API in tests) with NanoLens errors.
+
+The ``minio`` client is synchronous; async callers run these methods in a thread.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from datetime import timedelta
+
+import urllib3
+from minio import Minio
+from minio.error import S3Error
+
+from nanolens_runtime.errors import AlreadyExists, NotFound, Unavailable
+from nanolens_runtime.settings import StorageSettings
+
+_MISSING = {"NoSuchKey", "NoSuchBucket", "NoSuchVersion", "NoSuchObject"}
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    bucket: str
+    key: str
+    size: int
+    etag: str
+    version_id: str
+    content_type: str
+
+
+def make_client(settings: StorageSettings) -> Minio:
+    http = urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=5, read=120), maxsize=16,
+        retries=urllib3.Retry(total=3, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+    )
+    return Minio(settings.s3_endpoint, access_key=settings.s3_access_key or None,
+                 secret_key=settings.s3_secret_key or None, secure=settings.s3_secure,
+                 region=settings.s3_region, http_client=http)
+
+
+def _translate(exc: Exception, bucket: str, key: str = "") -> Exception:
+    where = f"s3://{bucket}/{key}" if key else f"bucket {bucket!r}"
+    if isinstance(exc, S3Error):
+        if exc.code in _MISSING:
+            return NotFound(f"{where} does not exist", resource_type="object", resource_name=where)
+        return Unavailable(f"object storage refused {where}: {exc.code}")
+    return Unavailable(f"object storage unreachable for {where}: {type(exc).__name__}")
+
+
+class ObjectStore:
+    def __init__(self, client: Minio):
+        self.client = client
+
+    @classmethod
+    def from_settings(cls, settings: StorageSettings) -> ObjectStore:
+        return cls(make_client(settings))
+
+    def ensure_bucket(self, bucket: str) -> None:
+        try:
+            if not self.client.bucket_exists(bucket):
+                self.client.make_bucket(bucket)
+        except S3Error as exc:
+            if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise _translate(exc, bucket) from exc
+        except urllib3.exceptions.HTTPError as exc:
+            raise _translate(exc, bucket) from exc
+
+    def stat(self, bucket: str, key: str, version_id: str = "") -> ObjectInfo:
+        try:
+            st = self.client.stat_object(bucket, key, version_id=version_id or None)
+        except (S3Error, urllib3.exceptions.HTTPError) as exc:
+            raise _translate(exc, bucket, key) from exc
+        return ObjectInfo(bucket, key, st.size or 0, (st.etag or "").strip('"'), st.version_id or "",
+                          st.content_type or "")
+
+    def exists(self, bucket: str, key: str) -> bool:
+        try:
+            self.stat(bucket, key)
+        except NotFound:
+            return False
+        return True
+
+    def get(self, bucket: str, key: str, version_id: str = "", offset: int = 0, length: int = 0) -> bytes:
+        """The object's bytes, or ``length`` bytes from ``offset`` (a ranged GET)."""
+        response = None
+        try:
+            response = self.client.get_object(bucket, key, offset=offset, length=length,
+                                              version_id=version_id or None)
+            return response.read()
+        except (S3Error, urllib3.exceptions.HTTPError) as exc:
+            raise _translate(exc, bucket, key) from exc
+        finally:
+            if response is not None:
+                response.close()
+                response.release_conn()
+
+    def put(self, bucket: str, key: str, data: bytes, content_type: str = "application/octet-stream",
+            overwrite: bool = True) -> ObjectInfo:
+        if not overwrite and self.exists(bucket, key):
+            raise AlreadyExists(f"s3://{bucket}/{key} already exists; choose another key")
+        try:
+            result = self.client.put_object(bucket, key, io.BytesIO(data), len(data), content_type=content_type)
+        except (S3Error, urllib3.exceptions.HTTPError) as exc:
+            raise _translate(exc, bucket, key) from exc
+        return ObjectInfo(bucket, key, len(data), (result.etag or "").strip('"'), result.version_id or "",
+                          content_type)
+
+    def put_stream(self, bucket: str, key: str, stream, content_type: str, part_size: int = 16 << 20) -> ObjectInfo:
+        """Multipart upload of a file-like object of unknown length."""
+        try:
+            result = self.client.put_object(bucket, key, stream, -1, content_type=content_type, part_size=part_size)
+        except (S3Error, urllib3.exceptions.HTTPError) as exc:
+            raise _translate(exc, bucket, key) from exc
+        return self.stat(bucket, key, result.version_id or "")
+
+    def list(self, bucket: str, prefix: str = "", recursive: bool = True) -> list[str]:
+        try:
+            return [o.object_name for o in self.client.list_objects(bucket, prefix=prefix, recursive=recursive)]
+        except (S3Error, urllib3.exceptions.HTTPError) as exc:
+            raise _translate(exc, bucket, prefix) from exc
+
+    def presigned_put(self, bucket: str, key: str, expires_seconds: int) -> str:
+        return self.client.presigned_put_object(bucket, key, expires=timedelta(seconds=expires_seconds))

@@ -1,0 +1,213 @@
+"""The spectra service: a transport-free pipeline and the gRPC servicer that translates to it.
+
+Pipeline per model: resample onto the model's axis -> spike removal -> baseline
+correction (numpy, vectorised) -> ONNX graph (normalisation, PCA, MLP, softmax).
+Single-spectrum requests are batched dynamically; map blocks are batches already.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+from nanolens.common.v1 import common_pb2
+from nanolens.spectra.v1 import spectra_pb2, spectra_pb2_grpc
+from nanolens_runtime import arrays, metrics
+from nanolens_runtime.batching import DynamicBatcher
+from nanolens_runtime.errors import InvalidArgument
+from nanolens_runtime.inference import InferencePool, OnnxModel
+from nanolens_runtime.registry import ModelRegistry
+from nanolens_runtime.server import Servicer
+from nanolens_runtime.settings import InferenceSettings
+from nanolens_runtime.version import SERVICE_VERSION
+
+from nanolens_spectra.science.preprocessing import PreprocessParams, preprocess
+
+SERVICE = "spectra"
+TASK = "spectra-classification"
+DEFAULT_MODEL = "swcnt-endosome"
+SHIPPED_BUNDLES = Path(__file__).parent / "bundles"
+FULL_NAME = spectra_pb2.DESCRIPTOR.services_by_name["SpectraService"].full_name
+
+
+class SpectraPipeline:
+    """Classify spectra with one registry of models; no gRPC types in here beyond results."""
+
+    # Batches are per model and x axis (spikes are removed on the native channels before
+    # resampling, so spectra on different axes cannot share a batch). Kept for a few axes.
+    MAX_BATCHERS = 32
+
+    def __init__(self, registry: ModelRegistry, pool: InferencePool, settings: InferenceSettings):
+        self.registry = registry
+        self.pool = pool
+        self.settings = settings
+        self._batchers: OrderedDict[tuple[str, bytes], DynamicBatcher] = OrderedDict()
+
+    @staticmethod
+    def params(model: OnnxModel) -> PreprocessParams:
+        return PreprocessParams.from_dict(model.bundle.manifest["preprocessing"])
+
+    def validate(self, model: OnnxModel, spectra: np.ndarray, axis: np.ndarray | None,
+                 field: str = "spectra") -> tuple[np.ndarray, np.ndarray]:
+        """An N x C float32 block and its x axis (the model's when none was sent)."""
+        if spectra.ndim == 1:
+            spectra = spectra[None, :]
+        if spectra.ndim != 2:
+            raise InvalidArgument(f"{field} must be N x C or C, got shape {list(spectra.shape)}",
+                                  field=f"{field}.shape")
+        if spectra.shape[0] == 0 or spectra.shape[1] == 0:
+            raise InvalidArgument(f"{field} is empty (shape {list(spectra.shape)})", field=f"{field}.shape")
+        if axis is None:
+            axis = self.params(model).model_axis()
+            if spectra.shape[1] != axis.size:
+                raise InvalidArgument(
+                    f"{field} has {spectra.shape[1]} channels but model {model.key} expects {axis.size}; "
+                    "send the x axis to have them resampled", field=f"{field}.shape")
+        elif axis.ndim != 1 or axis.size != spectra.shape[1]:
+            raise InvalidArgument(f"axis has shape {list(axis.shape)} but {field} has {spectra.shape[1]} channels",
+                                  field="axis")
+        return spectra.astype(np.float32, copy=False), axis
+
+    def _run_sync(self, model: OnnxModel, spectra: np.ndarray, axis: np.ndarray) -> tuple[np.ndarray, float, float]:
+        """Preprocess and infer in the calling (pool) thread; returns probabilities and stage times."""
+        start = time.perf_counter()
+        try:
+            features = preprocess(spectra, axis, self.params(model))
+        except ValueError as exc:
+            raise InvalidArgument(str(exc), field="spectra") from exc
+        mid = time.perf_counter()
+        (probabilities,) = model.run({"spectra": features})
+        return probabilities, mid - start, time.perf_counter() - mid
+
+    async def run_block(self, model: OnnxModel, spectra: np.ndarray, axis: np.ndarray, timer: metrics.StageTimer,
+                        deadline_s: float | None = None) -> np.ndarray:
+        """One already-large block (a map chunk): no batching, the deadline stops the model run."""
+        with timer.stage("preprocess"):
+            try:
+                features = await self.pool.call(preprocess, spectra, axis, self.params(model))
+            except ValueError as exc:
+                raise InvalidArgument(str(exc), field="block") from exc
+        with timer.stage("inference"):
+            (probabilities,) = await self.pool.run(model, {"spectra": features}, deadline_s)
+        return probabilities
+
+    def batcher(self, model: OnnxModel, axis: np.ndarray) -> DynamicBatcher:
+        key = (model.key, hashlib.sha1(np.ascontiguousarray(axis, dtype=np.float64).tobytes()).digest())
+        if key in self._batchers:
+            self._batchers.move_to_end(key)
+            return self._batchers[key]
+
+        async def run_batch(items: np.ndarray) -> list[np.ndarray]:
+            probabilities, pre, inf = await self.pool.call(self._run_sync, model, items, axis)
+            # Every request of the batch reports the batch's stage times.
+            return [probabilities, np.tile(np.array([pre, inf]), (len(items), 1))]
+
+        self._batchers[key] = DynamicBatcher(
+            run_batch, self.settings.max_batch_size, self.settings.max_batch_delay_ms / 1000.0, model.key,
+            max_concurrent_batches=self.pool.threads)
+        if len(self._batchers) > self.MAX_BATCHERS:
+            self._batchers.popitem(last=False)
+        return self._batchers[key]
+
+    async def classify(self, model: OnnxModel, spectra: np.ndarray, axis: np.ndarray,
+                       timer: metrics.StageTimer) -> np.ndarray:
+        probabilities, timings = await self.batcher(model, axis).submit(spectra)
+        timer.add("preprocess", float(timings[0, 0]))
+        timer.add("inference", float(timings[0, 1]))
+        return probabilities
+
+
+def provenance(model: OnnxModel, timer: metrics.StageTimer) -> common_pb2.Provenance:
+    return common_pb2.Provenance(
+        model_name=model.bundle.name, model_version=model.bundle.version, model_sha256=model.bundle.sha256,
+        service_name=SERVICE, service_version=SERVICE_VERSION, execution_provider=model.provider,
+        timings=[common_pb2.StageTiming(stage=s, seconds=t) for s, t in timer.timings],
+    )
+
+
+def _axis(message: common_pb2.NDArray) -> np.ndarray | None:
+    if not message.shape and not message.data:
+        return None
+    return arrays.from_proto(message, "axis").astype(np.float64)
+
+
+class SpectraServicer(spectra_pb2_grpc.SpectraServiceServicer):
+    def __init__(self, pipeline: SpectraPipeline):
+        self.pipeline = pipeline
+
+    async def _model(self, selector: spectra_pb2.ModelSelector) -> OnnxModel:
+        # A model first asked for may need fetching from the bucket: keep the loop free.
+        return await asyncio.to_thread(self.pipeline.registry.get, selector.name, selector.version)
+
+    async def ClassifySpectra(self, request, context):
+        timer = metrics.StageTimer()
+        model = await self._model(request.model)
+        with timer.stage("decode"):
+            spectra, axis = self.pipeline.validate(model, arrays.from_proto(request.spectra, "spectra"),
+                                                   _axis(request.axis))
+        probabilities = await self.pipeline.classify(model, spectra, axis, timer)
+        with timer.stage("postprocess"):
+            response = spectra_pb2.ClassifySpectraResponse(
+                probabilities=arrays.to_proto(probabilities),
+                predicted_class=probabilities.argmax(axis=1).tolist(),
+                class_names=model.bundle.class_names,
+            )
+        response.provenance.CopyFrom(provenance(model, timer))
+        return response
+
+    async def ClassifyMap(self, request_iterator, context):
+        timer = metrics.StageTimer()
+        header = None
+        model = axis = None
+        offset = total = 0
+        async for request in request_iterator:
+            part = request.WhichOneof("part")
+            if part == "header":
+                if header is not None:
+                    raise InvalidArgument("header sent twice", field="header")
+                header = request.header
+                shape = list(header.shape)
+                if len(shape) != 3 or min(shape) <= 0:
+                    raise InvalidArgument(f"header.shape must be H, W, C > 0, got {shape}", field="header.shape")
+                total = shape[0] * shape[1]
+                model = await self._model(header.model)
+                axis = _axis(header.axis)
+                continue
+            if header is None:
+                raise InvalidArgument("the first message must be the header", field="header")
+            if part != "block":
+                raise InvalidArgument("a message carries neither header nor block", field="part")
+            with timer.stage("decode"):
+                block = arrays.from_proto(request.block, "block")
+                if block.ndim != 2 or block.shape[1] != header.shape[2]:
+                    raise InvalidArgument(f"block shape {list(block.shape)} does not match C={header.shape[2]}",
+                                          field="block.shape")
+                if offset + block.shape[0] > total:
+                    raise InvalidArgument(f"blocks hold more than the H*W={total} pixels of the header",
+                                          field="block")
+                block, block_axis = self.pipeline.validate(model, block, axis, field="block")
+            probabilities = await self.pipeline.run_block(model, block, block_axis, timer, context.time_remaining())
+            response = spectra_pb2.ClassifyMapResponse(offset=offset, probabilities=arrays.to_proto(probabilities))
+            if offset == 0:
+                response.class_names.extend(model.bundle.class_names)
+            offset += block.shape[0]
+            yield response
+        if header is None:
+            raise InvalidArgument("no header: an empty stream is not a map", field="header")
+        if offset != total:
+            raise InvalidArgument(f"the map has {total} pixels but {offset} arrived", field="block")
+        final = spectra_pb2.ClassifyMapResponse(offset=offset)
+        final.provenance.CopyFrom(provenance(model, timer))
+        yield final
+
+    async def ListModels(self, request, context):
+        await asyncio.to_thread(self.pipeline.registry.refresh)
+        return spectra_pb2.ListModelsResponse(models=self.pipeline.registry.infos())
+
+
+def servicer(pipeline: SpectraPipeline) -> Servicer:
+    return Servicer(SpectraServicer(pipeline), spectra_pb2_grpc.add_SpectraServiceServicer_to_server, FULL_NAME)
