@@ -100,6 +100,7 @@ class Stack:
             "NANOLENS_S3_ENDPOINT": self.endpoints.s3,
             "NANOLENS_S3_ACCESS_KEY": LOCAL_ACCESS_KEY, "NANOLENS_S3_SECRET_KEY": LOCAL_SECRET_KEY,
             "NANOLENS_SPECTRA_ADDR": self.endpoints.spectra, "NANOLENS_GRACE_SECONDS": "5",
+            "NANOLENS_DRAIN_DELAY_SECONDS": "0.5",
             "NANOLENS_LOG_FORMAT": env.get("NANOLENS_LOG_FORMAT", "json"),
             "PYTHONUNBUFFERED": "1",
         })
@@ -114,13 +115,17 @@ class Stack:
         self.processes.append(proc)
         return proc
 
+    def spawn_service(self, name: str) -> Process:
+        """Start one NanoLens process (``spectra`` or ``gateway``) with this stack's settings."""
+        return self._spawn(name, [sys.executable, "-m", f"nanolens_{name}"], self._env(name))
+
     def start(self, timeout: float = 90.0) -> Endpoints:
         try:
             s3 = self._spawn("s3", [sys.executable, "-m", "moto.server", "-H", self.host, "-p",
                                     str(self.ports["s3"])], dict(os.environ))
             wait_for_port(self.ports["s3"], timeout, s3.popen)
-            for name, module in (("spectra", "nanolens_spectra"), ("gateway", "nanolens_gateway")):
-                proc = self._spawn(name, [sys.executable, "-m", module], self._env(name))
+            for name in ("spectra", "gateway"):
+                proc = self.spawn_service(name)
                 if not proc.serving.wait(timeout) or proc.popen.poll() is not None:
                     raise RuntimeError(f"{name} did not become ready:\n{''.join(proc.lines[-30:])}")
         except BaseException:

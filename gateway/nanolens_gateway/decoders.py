@@ -159,6 +159,8 @@ def decode_numpy(data: bytes, suffix: str, what: str, options: dict[str, str]) -
             axis = archive["axis"] if "axis" in names and key != "axis" else None
         except ValueError as exc:  # object arrays need pickle, which we never allow
             raise _bad(f"{what}: array {key!r} cannot be read without pickle ({exc})") from exc
+    if not isinstance(spectra, np.ndarray) or (axis is not None and not isinstance(axis, np.ndarray)):
+        raise _bad(f"{what}: member {key!r} is not a .npy array; is this a zip but not an .npz?")
     spectra = _check_numeric(spectra, what)
     return SpectraData(spectra, _check_axis(axis, spectra.shape[-1], what))
 

@@ -131,9 +131,9 @@ class _MapSource:
     async def open(cls, job: Job) -> _MapSource:
         src = job.source
         what = f"input {src.key!r}"
+        layout = decoded = None
         if suffix_of(src.key) != ".npy":
             decoded = await _fetch_whole(job)
-            source = cls(job, None, decoded)
         else:
             with job.timer.stage("fetch"):
                 head = await asyncio.to_thread(job.store.get, src.bucket, src.key, src.version_id, 0,
@@ -144,11 +144,10 @@ class _MapSource:
             if src.size < needed:
                 raise InvalidArgument(f"{what} is truncated: {src.size} bytes, its header needs {needed}",
                                       field="input")
-            source = cls(job, layout, None)
-        if len(source.shape) != 3 or min(source.shape) == 0:
-            raise InvalidArgument(f"a spectral map is H x W x C; {what} has shape {list(source.shape)}",
-                                  field="input")
-        return source
+        shape = layout.shape if layout else decoded.spectra.shape
+        if len(shape) != 3 or min(shape) == 0:
+            raise InvalidArgument(f"a spectral map is H x W x C; {what} has shape {list(shape)}", field="input")
+        return cls(job, layout, decoded)
 
     async def block(self, start: int) -> common_pb2.NDArray:
         n = min(self.rows, self.pixels - start)

@@ -94,11 +94,14 @@ class GrpcApp:
         for name in ["", *(s.full_name for s in self.servicers)]:
             await self.health.set(name, status)
 
-    async def drain(self, grace: float | None = None) -> None:
-        """NOT_SERVING now; let in-flight calls finish within ``grace`` seconds; refuse new ones."""
+    async def drain(self, grace: float | None = None, delay: float | None = None) -> None:
+        """NOT_SERVING now; after ``delay`` s refuse new calls; in-flight ones get ``grace`` s more."""
         grace = self.settings.grace_seconds if grace is None else grace
-        log.info("draining", extra={"grace_seconds": grace})
+        delay = self.settings.drain_delay_seconds if delay is None else delay
+        log.info("draining", extra={"grace_seconds": grace, "delay_seconds": delay})
         await self.health.enter_graceful_shutdown()
+        # Probes and load balancers see NOT_SERVING before the port stops taking calls.
+        await asyncio.sleep(delay)
         await self.server.stop(grace)
         log.info("stopped")
 

@@ -69,7 +69,10 @@ class ServerSettings:
     log_level: str = setting("NANOLENS_LOG_LEVEL", "INFO", "log level")
     log_format: str = setting("NANOLENS_LOG_FORMAT", "json", "json or text")
     max_message_mb: int = setting("NANOLENS_MAX_MESSAGE_MB", 64, "largest gRPC message accepted or sent, MiB")
-    grace_seconds: float = setting("NANOLENS_GRACE_SECONDS", 20.0, "drain time for in-flight calls on SIGTERM")
+    drain_delay_seconds: float = setting(
+        "NANOLENS_DRAIN_DELAY_SECONDS", 2.0,
+        "on SIGTERM, NOT_SERVING this long before new calls are refused (load balancers catch up)")
+    grace_seconds: float = setting("NANOLENS_GRACE_SECONDS", 20.0, "then in-flight calls get this long to finish")
     max_concurrent_rpcs: int = setting("NANOLENS_MAX_CONCURRENT_RPCS", 256, "RPCs beyond this get RESOURCE_EXHAUSTED")
 
 

@@ -137,9 +137,14 @@ async def test_drain_finishes_in_flight_calls_and_refuses_new_ones(server):
     health = health_pb2_grpc.HealthStub(channel)
     in_flight = asyncio.ensure_future(stub.ClassifySpectra(request("slow")))
     await asyncio.sleep(0.2)
-    drain = asyncio.ensure_future(app.drain(grace=10))
-    await asyncio.sleep(0.2)
-    # New calls are refused while the old one is still running.
+    drain = asyncio.ensure_future(app.drain(grace=10, delay=0.5))
+    await asyncio.sleep(0.1)
+    # During the delay: NOT_SERVING, yet calls are still taken (load balancers are catching up).
+    status = (await health.Check(health_pb2.HealthCheckRequest(service=SERVICE))).status
+    assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert (await stub.ClassifySpectra(request("ok"), timeout=5)).predicted_class == [1]
+    await asyncio.sleep(0.6)
+    # After it, new calls are refused while the old one is still running.
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stub.ClassifySpectra(request("ok"), timeout=5)
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -1,0 +1,335 @@
+"""The platform as it runs: S3 server, spectra service and gateway as real processes on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import shutil
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from nanolens.common.v1 import common_pb2
+from nanolens.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from nanolens.spectra.v1 import spectra_pb2, spectra_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
+from support import REPO
+
+from nanolens_cli.stack import LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY, Stack
+from nanolens_runtime import arrays
+from nanolens_runtime.settings import StorageSettings
+from nanolens_runtime.storage import ObjectStore
+from nanolens_spectra.science.synthetic import generate_map, generate_spectra
+
+pytestmark = pytest.mark.slow
+SPECTRA = gateway_pb2.ANALYSIS_KIND_SPECTRA
+MAP = gateway_pb2.ANALYSIS_KIND_SPECTRAL_MAP
+LIMIT_MB = 16
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    logs = tmp_path_factory.mktemp("logs")
+    env = {"NANOLENS_MAX_OBJECT_MB": str(LIMIT_MB), "NANOLENS_MAX_UPLOAD_MB": str(LIMIT_MB),
+           "NANOLENS_BLOCK_MB": "1", "NANOLENS_LOG_LEVEL": "INFO"}
+    running = Stack(extra_env=env, log_dir=logs)
+    endpoints = running.start()
+    yield running, endpoints
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(stack):
+    channel = grpc.insecure_channel(stack[1].gateway)
+    yield gateway_pb2_grpc.GatewayStub(channel)
+    channel.close()
+
+
+@pytest.fixture(scope="module")
+def spectra_stub(stack):
+    channel = grpc.insecure_channel(stack[1].spectra)
+    yield spectra_pb2_grpc.SpectraServiceStub(channel)
+    channel.close()
+
+
+@pytest.fixture(scope="module")
+def raw_store(stack):
+    return ObjectStore.from_settings(StorageSettings(s3_endpoint=stack[1].s3, s3_access_key=LOCAL_ACCESS_KEY,
+                                                     s3_secret_key=LOCAL_SECRET_KEY))
+
+
+@pytest.fixture(scope="module")
+def samples():
+    batch = generate_spectra(n_per_class=3, seed=11)
+    cube, truth = generate_map(32, 32, seed=12)
+    return batch, cube, truth
+
+
+def upload(gateway, data: bytes, filename: str, key: str = "") -> common_pb2.ObjectRef:
+    def parts():
+        yield gateway_pb2.UploadRequest(header=gateway_pb2.UploadHeader(filename=filename, key=key))
+        for i in range(0, len(data), 1 << 20):
+            yield gateway_pb2.UploadRequest(chunk=data[i:i + (1 << 20)])
+
+    return gateway.Upload(parts(), timeout=60).object
+
+
+def npy(array) -> bytes:
+    out = io.BytesIO()
+    np.save(out, array)
+    return out.getvalue()
+
+
+def analyze(gateway, ref, kind=SPECTRA, timeout=120, **kwargs) -> gateway_pb2.AnalyzeResponse:
+    return gateway.Analyze(gateway_pb2.AnalyzeRequest(input=ref, analysis=kind, **kwargs), timeout=timeout)
+
+
+def scrape(url: str) -> dict[tuple[str, tuple], float]:
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def metric_sum(samples: dict, name: str, **labels) -> float:
+    return sum(v for (n, lab), v in samples.items()
+               if n == name and all(dict(lab).get(k) == want for k, want in labels.items()))
+
+
+def assert_healthy(stack):
+    for address in (stack[1].spectra, stack[1].gateway):
+        with grpc.insecure_channel(address) as channel:
+            status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5).status
+            assert status == health_pb2.HealthCheckResponse.SERVING, address
+
+
+def test_models_are_listed_with_provenance(gateway):
+    services = gateway.ListModels(gateway_pb2.ListModelsRequest(), timeout=30).services
+    models = services[0].models
+    assert services[0].service == "spectra"
+    default = [m for m in models if m.is_default]
+    assert len(default) == 1 and len(default[0].sha256) == 64
+    assert list(default[0].class_names) == ["early_endosome", "late_endosome", "lysosome"]
+    assert default[0].metrics["cv_accuracy_mean"] > 0.5
+
+
+def test_matrix_csv_is_classified_with_artefacts(gateway, samples):
+    batch = samples[0]
+    csv = "\n".join(",".join(f"{v:.4f}" for v in row) for row in np.vstack([batch.axis, batch.spectra]))
+    response = analyze(gateway, upload(gateway, csv.encode(), "cells.csv"))
+    result = json.loads(response.result_json)
+    assert result["n_spectra"] == len(batch.labels)
+    predicted = [result["class_names"].index(row["class"]) for row in result["spectra"]]
+    assert np.mean(np.array(predicted) == batch.labels) >= 0.6  # 9 spectra; chance is 1/3
+    names = {a.name: a for a in response.artifacts}
+    assert set(names) == {"probabilities.npy", "spectra.png"}
+    png = b"".join(r.chunk for r in gateway.Download(gateway_pb2.DownloadRequest(object=names["spectra.png"].ref)))
+    assert png.startswith(b"\x89PNG") and len(png) == names["spectra.png"].size_bytes
+    probs = np.load(io.BytesIO(b"".join(
+        r.chunk for r in gateway.Download(gateway_pb2.DownloadRequest(object=names["probabilities.npy"].ref)))))
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-4)
+    assert response.provenance.model_name == "swcnt-endosome"
+    assert {t.stage for t in response.provenance.timings} >= {"fetch", "decode", "service.inference"}
+
+
+def test_two_column_text_file(gateway, samples):
+    batch = samples[0]
+    text = "\n".join(f"{x:.3f}\t{y:.3f}" for x, y in zip(batch.axis, batch.spectra[4], strict=True))
+    result = json.loads(analyze(gateway, upload(gateway, text.encode(), "one.txt")).result_json)
+    assert result["n_spectra"] == 1
+
+
+def test_same_input_and_model_give_the_stored_result(gateway, samples):
+    ref = upload(gateway, npy(samples[0].spectra), "again.npy")
+    first = analyze(gateway, ref)
+    second = analyze(gateway, ref)
+    assert not first.cached and second.cached
+    assert second.job_id == first.job_id and second.result.key == first.result.key
+    assert not analyze(gateway, ref, force=True).cached
+    other = analyze(gateway, ref, options={"note": "x"})
+    assert not other.cached and other.result.key != first.result.key
+
+
+def test_map_is_streamed_in_blocks_and_matches_direct_classification(stack, gateway, spectra_stub, samples):
+    cube = samples[1]
+    before = scrape(stack[1].metrics["spectra"])
+    response = analyze(gateway, upload(gateway, npy(cube), "map.npy"), MAP)
+    after = scrape(stack[1].metrics["spectra"])
+    received = metric_sum(after, "grpc_server_msg_received_total", grpc_method="ClassifyMap") - \
+        metric_sum(before, "grpc_server_msg_received_total", grpc_method="ClassifyMap")
+    assert received >= 1 + 4  # header + a 4 MiB map in 1 MiB blocks
+    artefacts = {a.name: a for a in response.artifacts}
+    assert set(artefacts) == {"class_map.npy", "probabilities.npy", "class_map.png", "probability_maps.png"}
+    fetch = lambda name: b"".join(r.chunk for r in gateway.Download(  # noqa: E731
+        gateway_pb2.DownloadRequest(object=artefacts[name].ref)))
+    class_map, probs = np.load(io.BytesIO(fetch("class_map.npy"))), np.load(io.BytesIO(fetch("probabilities.npy")))
+    assert class_map.shape == (32, 32) and probs.shape == (32, 32, 3)
+    direct = spectra_stub.ClassifySpectra(spectra_pb2.ClassifySpectraRequest(
+        spectra=arrays.to_proto(cube.reshape(-1, cube.shape[2])[:50])), timeout=60)
+    np.testing.assert_allclose(probs.reshape(-1, 3)[:50], arrays.from_proto(direct.probabilities), atol=1e-5)
+    result = json.loads(response.result_json)
+    assert abs(sum(result["class_fractions"].values()) - 1) < 1e-4
+
+
+def test_upload_never_replaces_stored_data(gateway, raw_store):
+    ref = upload(gateway, b"1\t2\n3\t4\n", "keep.txt", key="fixed/keep.txt")
+    with pytest.raises(grpc.RpcError) as info:
+        upload(gateway, b"other bytes", "keep.txt", key="fixed/keep.txt")
+    assert info.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert raw_store.get(ref.bucket, ref.key) == b"1\t2\n3\t4\n"
+
+
+def test_presigned_put_then_analyze(gateway, samples):
+    created = gateway.CreateUploadUrl(gateway_pb2.CreateUploadUrlRequest(filename="signed.npy"), timeout=10)
+    put = urllib.request.Request(created.url, data=npy(samples[0].spectra[:2]), method="PUT",
+                                 headers={"Content-Type": "application/octet-stream"})
+    assert urllib.request.urlopen(put, timeout=30).status == 200
+    assert json.loads(analyze(gateway, created.object).result_json)["n_spectra"] == 2
+
+
+BAD_INPUTS = [
+    ("strings.npy", npy(np.array([["a", "b"]])), SPECTRA, grpc.StatusCode.INVALID_ARGUMENT, "numbers"),
+    ("four_d.npy", npy(np.zeros((2, 2, 2, 1024), np.float32)), SPECTRA, grpc.StatusCode.INVALID_ARGUMENT, "shape"),
+    ("flat.npy", npy(np.zeros((3, 1024), np.float32)), MAP, grpc.StatusCode.INVALID_ARGUMENT, "H x W x C"),
+    ("cube.npy", npy(np.zeros((2, 2, 1024), np.float32)), SPECTRA, grpc.StatusCode.INVALID_ARGUMENT, "MAP"),
+    ("narrow.npy", npy(np.ones((3, 100), np.float32)), SPECTRA, grpc.StatusCode.INVALID_ARGUMENT, "channels"),
+    ("nan.npy", npy(np.full((2, 1024), np.nan, np.float32)), SPECTRA, grpc.StatusCode.INVALID_ARGUMENT, "NaN"),
+    ("empty.csv", b"", SPECTRA, grpc.StatusCode.INVALID_ARGUMENT, "empty"),
+    ("corrupt.npy", b"\x93NUMPY garbage", SPECTRA, grpc.StatusCode.INVALID_ARGUMENT, "not a readable"),
+    ("truncated.npy", npy(np.zeros((4, 4, 1024), np.float32))[:5000], MAP, grpc.StatusCode.INVALID_ARGUMENT,
+     "truncated"),
+    ("big.npy", npy(np.zeros((LIMIT_MB * 1024 * 256 + 1024,), np.float32)), SPECTRA,
+     grpc.StatusCode.RESOURCE_EXHAUSTED, "NANOLENS_MAX_OBJECT_MB"),
+]
+
+
+@pytest.mark.parametrize("name, data, kind, code, words", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_gets_a_clear_error_and_the_stack_stays_healthy(stack, gateway, raw_store, name, data, kind,
+                                                                   code, words):
+    key = f"bad/{name}"
+    if not raw_store.exists("raw", key):
+        raw_store.put("raw", key, data)  # straight to storage: the gateway's upload limit is tested elsewhere
+    with pytest.raises(grpc.RpcError) as info:
+        analyze(gateway, common_pb2.ObjectRef(bucket="raw", key=key), kind)
+    assert info.value.code() == code, info.value.details()
+    assert words in info.value.details()
+    assert_healthy(stack)
+
+
+@pytest.mark.parametrize("request_kwargs, code, words", [
+    ({"input": common_pb2.ObjectRef(key="no/such/file.npy"), "analysis": SPECTRA}, grpc.StatusCode.NOT_FOUND,
+     "does not exist"),
+    ({"input": common_pb2.ObjectRef(key="../etc/passwd"), "analysis": SPECTRA}, grpc.StatusCode.INVALID_ARGUMENT,
+     "input.key"),
+    ({"input": common_pb2.ObjectRef(key="x.npy")}, grpc.StatusCode.INVALID_ARGUMENT, "analysis"),
+    ({"input": common_pb2.ObjectRef(key="bad/strings.npy"), "analysis": SPECTRA, "model_name": "nope"},
+     grpc.StatusCode.NOT_FOUND, "nope"),
+    ({"input": common_pb2.ObjectRef(key="bad/strings.npy"), "analysis": SPECTRA, "model_name": "swcnt-endosome",
+      "model_version": "999"}, grpc.StatusCode.NOT_FOUND, "999"),
+])
+def test_bad_requests(stack, gateway, request_kwargs, code, words):
+    with pytest.raises(grpc.RpcError) as info:
+        gateway.Analyze(gateway_pb2.AnalyzeRequest(**request_kwargs), timeout=30)
+    assert info.value.code() == code
+    assert words in info.value.details()
+    assert_healthy(stack)
+
+
+def test_oversized_upload_is_refused(gateway):
+    with pytest.raises(grpc.RpcError) as info:
+        upload(gateway, b"\0" * ((LIMIT_MB + 1) << 20), "huge.bin")
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_wrong_dtype_and_shape_straight_to_the_service(stack, spectra_stub):
+    bad_dtype = common_pb2.NDArray(dtype=common_pb2.DTYPE_UNSPECIFIED, shape=[1, 1024], data=b"\0" * 4096)
+    bad_bytes = common_pb2.NDArray(dtype=common_pb2.DTYPE_FLOAT32, shape=[2, 1024], data=b"\0" * 10)
+    for array, field in ((bad_dtype, "spectra.dtype"), (bad_bytes, "spectra.data")):
+        with pytest.raises(grpc.RpcError) as info:
+            spectra_stub.ClassifySpectra(spectra_pb2.ClassifySpectraRequest(spectra=array), timeout=10)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and field in info.value.details()
+    assert_healthy(stack)
+
+
+def test_deadline_exceeded_leaves_the_stack_healthy(stack, gateway, samples):
+    ref = upload(gateway, npy(samples[1]), "deadline.npy")
+    with pytest.raises(grpc.RpcError) as info:
+        analyze(gateway, ref, MAP, timeout=0.05, force=True)
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert_healthy(stack)
+    assert analyze(gateway, ref, MAP).result.key  # and it still works with time to spare
+
+
+def test_concurrent_requests_are_batched(stack, samples):
+    spectra = samples[0].spectra
+    before = scrape(stack[1].metrics["spectra"])
+
+    async def hammer():
+        async with grpc.aio.insecure_channel(stack[1].spectra) as channel:
+            stub = spectra_pb2_grpc.SpectraServiceStub(channel)
+            calls = [stub.ClassifySpectra(spectra_pb2.ClassifySpectraRequest(
+                spectra=arrays.to_proto(spectra[i % len(spectra)])), timeout=60) for i in range(64)]
+            return await asyncio.gather(*calls)
+
+    responses = asyncio.run(hammer())
+    assert len(responses) == 64
+    after = scrape(stack[1].metrics["spectra"])
+    items = metric_sum(after, "nanolens_batch_size_sum") - metric_sum(before, "nanolens_batch_size_sum")
+    runs = metric_sum(after, "nanolens_batch_size_count") - metric_sum(before, "nanolens_batch_size_count")
+    assert items == 64
+    assert runs < 64, "64 concurrent single-spectrum calls ran as 64 separate batches"
+
+
+def test_a_client_that_is_not_ours_calls_the_gateway_through_reflection(stack, samples, gateway):
+    buf = shutil.which("buf") or str(REPO / ".tools/node_modules/.bin/buf")
+    if not Path(buf).exists():
+        pytest.skip("buf is not installed (make tools installs it)")
+    ref = upload(gateway, npy(samples[0].spectra[:3]), "buf.npy")
+    base = ["--protocol", "grpc", "--http2-prior-knowledge", "--reflect"]
+    url = f"http://{stack[1].gateway}/nanolens.gateway.v1.Gateway"
+    listed = subprocess.run([buf, "curl", *base, f"{url}/ListModels"], capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert "swcnt-endosome" in listed.stdout
+    body = json.dumps({"input": {"bucket": ref.bucket, "key": ref.key}, "analysis": "ANALYSIS_KIND_SPECTRA"})
+    analysed = subprocess.run([buf, "curl", *base, "-d", body, f"{url}/Analyze"], capture_output=True, text=True,
+                              timeout=60)
+    assert analysed.returncode == 0, analysed.stderr
+    assert json.loads(json.loads(analysed.stdout)["resultJson"])["n_spectra"] == 3
+
+
+def test_sigterm_drains_in_flight_calls(tmp_path, samples):
+    """SIGTERM: NOT_SERVING at once, the running stream finishes, then the process exits 0."""
+    own = Stack(log_dir=tmp_path, extra_env={"NANOLENS_DRAIN_DELAY_SECONDS": "2"})
+    port = own.ports["spectra"]
+    proc = own.spawn_service("spectra")
+    try:
+        assert proc.serving.wait(60), "".join(proc.lines)
+        cube = samples[1].reshape(-1, samples[1].shape[2])
+        signalled = []
+
+        async def slow_map():
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = spectra_pb2_grpc.SpectraServiceStub(channel)
+                health = health_pb2_grpc.HealthStub(channel)
+
+                async def blocks():
+                    yield spectra_pb2.ClassifyMapRequest(header=spectra_pb2.MapHeader(shape=[32, 32, cube.shape[1]]))
+                    for i in range(0, len(cube), 128):
+                        if i == 256:
+                            proc.popen.send_signal(15)
+                            await asyncio.sleep(0.3)
+                            signalled.append((await health.Check(health_pb2.HealthCheckRequest(), timeout=2)).status)
+                        yield spectra_pb2.ClassifyMapRequest(block=arrays.to_proto(cube[i:i + 128]))
+
+                return [r async for r in stub.ClassifyMap(blocks(), timeout=60)]
+
+        responses = asyncio.run(slow_map())
+        assert signalled == [health_pb2.HealthCheckResponse.NOT_SERVING]
+        assert responses[-1].HasField("provenance") and responses[-1].offset == len(cube)
+        assert proc.popen.wait(30) == 0
+    finally:
+        own.stop()

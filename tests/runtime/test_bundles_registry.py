@@ -1,0 +1,101 @@
+"""Bundles are verified on load; the registry finds, orders, fetches and registers them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from support import make_bundle
+
+from nanolens_runtime.bundles import ModelBundle, version_key
+from nanolens_runtime.errors import AlreadyExists, InvalidModelBundle, NotFound
+from nanolens_runtime.inference import select_providers
+from nanolens_runtime.registry import ModelRegistry, upload_bundle
+
+
+def test_bundle_round_trip(tmp_path):
+    bundle = ModelBundle.load(make_bundle(tmp_path))
+    assert (bundle.name, bundle.version, bundle.class_names) == ("toy", "1", ["a", "b", "c"])
+    assert len(bundle.sha256) == 64
+
+
+def test_tampered_graph_is_refused(tmp_path):
+    path = make_bundle(tmp_path)
+    (path / "model.onnx").write_bytes((path / "model.onnx").read_bytes() + b"\0")
+    with pytest.raises(InvalidModelBundle, match="sha256"):
+        ModelBundle.load(path)
+
+
+@pytest.mark.parametrize("key", ["task", "class_names", "training_data"])
+def test_manifest_without_a_required_key_is_refused(tmp_path, key):
+    path = make_bundle(tmp_path)
+    manifest = json.loads((path / "manifest.json").read_text())
+    del manifest[key]
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(InvalidModelBundle, match=key):
+        ModelBundle.load(path)
+
+
+def test_manifest_that_is_not_json_is_refused(tmp_path):
+    path = make_bundle(tmp_path)
+    (path / "manifest.json").write_text("{not json")
+    with pytest.raises(InvalidModelBundle, match="not valid JSON"):
+        ModelBundle.load(path)
+
+
+def test_versions_sort_numerically():
+    assert sorted(["10", "2", "1.10", "1.9"], key=version_key) == ["1.9", "1.10", "2", "10"]
+
+
+def registry(roots, store=None, bucket="models") -> ModelRegistry:
+    return ModelRegistry("spectra-classification", "toy", roots, select_providers("cpu"), store=store, bucket=bucket)
+
+
+def test_registry_default_and_newest(tmp_path):
+    make_bundle(tmp_path, version="2", seed=2)
+    make_bundle(tmp_path, version="10", seed=10)
+    make_bundle(tmp_path, name="other-task", task="tem-psd")
+    reg = registry([tmp_path])
+    reg.load_all()
+    assert reg.get().bundle.version == "10"
+    assert reg.get("toy", "2").bundle.version == "2"
+    assert [m.version for m in reg.infos()] == ["2", "10"]  # the other task's bundle is not served
+    assert [m.is_default for m in reg.infos()] == [False, True]
+    with pytest.raises(NotFound):
+        reg.get("toy", "3")
+    with pytest.raises(NotFound):
+        reg.get("nope")
+    out = reg.get().run({"spectra": np.ones((4, 16), np.float32)})[0]
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_registry_with_nothing_to_serve_fails_loudly(tmp_path):
+    with pytest.raises(InvalidModelBundle, match="no 'spectra-classification' model"):
+        registry([tmp_path]).load_all()
+
+
+def test_bucket_registration_and_lazy_fetch(tmp_path, store, storage_settings):
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    make_bundle(local, version="1")
+    reg = registry([local], store, storage_settings.models_bucket)
+    reg.load_all()
+    # Registered after the service started: found on first request, verified, served.
+    where = upload_bundle(store, storage_settings.models_bucket, ModelBundle.load(make_bundle(remote, version="7")))
+    assert where.endswith("toy/7/")
+    assert reg.get("toy", "7").bundle.version == "7"
+    with pytest.raises(AlreadyExists):
+        upload_bundle(store, storage_settings.models_bucket, ModelBundle.load(remote / "toy" / "7"))
+
+
+def test_a_corrupt_bundle_in_the_bucket_is_not_served(tmp_path, store, storage_settings):
+    bucket = storage_settings.models_bucket
+    make_bundle(tmp_path / "local")
+    path = make_bundle(tmp_path / "remote", version="5")
+    store.ensure_bucket(bucket)
+    store.put(bucket, "toy/5/model.onnx", b"garbage")
+    store.put(bucket, "toy/5/manifest.json", (path / "manifest.json").read_bytes())
+    reg = registry([tmp_path / "local"], store, bucket)
+    reg.load_all()  # logs and skips the bad one
+    with pytest.raises(InvalidModelBundle, match="sha256"):
+        reg.get("toy", "5")
