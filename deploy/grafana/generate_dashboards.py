@@ -61,8 +61,16 @@ def _tooltip() -> cb.VizTooltipOptions:
     return cb.VizTooltipOptions().mode(cm.TooltipDisplayMode.MULTI).sort(cm.SortOrder.DESCENDING)
 
 
-def _timeseries(pid: int, title: str, description: str, unit: str, *queries: PromQuery,
-                width: int = 12, height: int = 8, stacked: bool = False) -> timeseries.Panel:
+def _timeseries(
+    pid: int,
+    title: str,
+    description: str,
+    unit: str,
+    *queries: PromQuery,
+    width: int = 12,
+    height: int = 8,
+    stacked: bool = False,
+) -> timeseries.Panel:
     panel = (
         timeseries.Panel()
         .id(pid)
@@ -85,8 +93,15 @@ def _timeseries(pid: int, title: str, description: str, unit: str, *queries: Pro
     return panel
 
 
-def _stat(pid: int, title: str, description: str, unit: str, query: PromQuery,
-          width: int = 6, thresholds: list[dm.Threshold] | None = None) -> stat.Panel:
+def _stat(
+    pid: int,
+    title: str,
+    description: str,
+    unit: str,
+    query: PromQuery,
+    width: int = 6,
+    thresholds: list[dm.Threshold] | None = None,
+) -> stat.Panel:
     panel = (
         stat.Panel()
         .id(pid)
@@ -101,17 +116,12 @@ def _stat(pid: int, title: str, description: str, unit: str, query: PromQuery,
         .with_target(query)
     )
     if thresholds:
-        panel = panel.thresholds(
-            db.ThresholdsConfig().mode(dm.ThresholdsMode.ABSOLUTE).steps(thresholds)
-        )
+        panel = panel.thresholds(db.ThresholdsConfig().mode(dm.ThresholdsMode.ABSOLUTE).steps(thresholds))
     return panel
 
 
 def _quantile(q: float, metric: str, by: str) -> str:
-    return (
-        f"histogram_quantile({q}, sum by ({by}, le) "
-        f"(rate({metric}_bucket{{{SEL}}}[{RATE}])))"
-    )
+    return f"histogram_quantile({q}, sum by ({by}, le) (rate({metric}_bucket{{{SEL}}}[{RATE}])))"
 
 
 def build_overview() -> db.Dashboard:
@@ -120,17 +130,16 @@ def build_overview() -> db.Dashboard:
     dash = (
         db.Dashboard("NanoLens / Overview")
         .uid("nanolens-overview")
-        .description("Request rate, errors, latency, pipeline stages, batching and model state "
-                     "of the NanoLens gRPC services.")
+        .description(
+            "Request rate, errors, latency, pipeline stages, batching and model state of the NanoLens gRPC services."
+        )
         .tags(["nanolens", "grpc", "generated"])
         .editable()
         .tooltip(dm.DashboardCursorSync.CROSSHAIR)
         .refresh("30s")
         .time("now-3h", "now")
         .timezone("browser")
-        .with_variable(
-            db.DatasourceVariable("datasource").label("Data source").type("prometheus")
-        )
+        .with_variable(db.DatasourceVariable("datasource").label("Data source").type("prometheus"))
         .with_variable(
             db.QueryVariable("namespace")
             .label("Namespace")
@@ -155,38 +164,58 @@ def build_overview() -> db.Dashboard:
         )
         # --- Fleet at a glance -------------------------------------------------------------
         .with_row(db.Row("Fleet").id(100))
-        .with_panel(_stat(
-            1, "Pods up", "Scrape targets up, per service (up).", "short",
-            _query(f"sum by (service) (up{{{SEL}}})", "{{service}}"),
-        ))
-        .with_panel(_stat(
-            2, "Models loaded", "nanolens_models_loaded summed over the pods of each service. "
-            "0 on a domain service means it cannot answer.", "short",
-            _query(f"sum by (service) (nanolens_models_loaded{{{SEL}}})", "{{service}}"),
-            thresholds=[dm.Threshold(value=None, color="red"), dm.Threshold(value=1, color="green")],
-        ))
-        .with_panel(_stat(
-            3, "Request rate", "gRPC requests handled per second, all services selected.", "reqps",
-            _query(f"sum(rate(grpc_server_handled_total{{{SEL}}}[{RATE}]))", "requests/s"),
-        ))
-        .with_panel(_stat(
-            4, "Server error ratio",
-            "Share of requests ending with a server-side code (not OK, InvalidArgument, NotFound).",
-            "percentunit",
-            _query(
-                f'sum(rate(grpc_server_handled_total{{{SEL}, grpc_code!~"OK|InvalidArgument|NotFound"}}[{RATE}]))'
-                f" / sum(rate(grpc_server_handled_total{{{SEL}}}[{RATE}]))",
-                "errors",
-            ),
-            thresholds=[dm.Threshold(value=None, color="green"), dm.Threshold(value=0.01, color="orange"),
-                        dm.Threshold(value=0.05, color="red")],
-        ))
+        .with_panel(
+            _stat(
+                1,
+                "Pods up",
+                "Scrape targets up, per service (up).",
+                "short",
+                _query(f"sum by (service) (up{{{SEL}}})", "{{service}}"),
+            )
+        )
+        .with_panel(
+            _stat(
+                2,
+                "Models loaded",
+                "nanolens_models_loaded summed over the pods of each service. "
+                "0 on a domain service means it cannot answer.",
+                "short",
+                _query(f"sum by (service) (nanolens_models_loaded{{{SEL}}})", "{{service}}"),
+                thresholds=[dm.Threshold(value=None, color="red"), dm.Threshold(value=1, color="green")],
+            )
+        )
+        .with_panel(
+            _stat(
+                3,
+                "Request rate",
+                "gRPC requests handled per second, all services selected.",
+                "reqps",
+                _query(f"sum(rate(grpc_server_handled_total{{{SEL}}}[{RATE}]))", "requests/s"),
+            )
+        )
+        .with_panel(
+            _stat(
+                4,
+                "Server error ratio",
+                "Share of requests ending with a server-side code (not OK, InvalidArgument, NotFound).",
+                "percentunit",
+                _query(
+                    f'sum(rate(grpc_server_handled_total{{{SEL}, grpc_code!~"OK|InvalidArgument|NotFound"}}[{RATE}]))'
+                    f" / sum(rate(grpc_server_handled_total{{{SEL}}}[{RATE}]))",
+                    "errors",
+                ),
+                thresholds=[
+                    dm.Threshold(value=None, color="green"),
+                    dm.Threshold(value=0.01, color="orange"),
+                    dm.Threshold(value=0.05, color="red"),
+                ],
+            )
+        )
         .with_panel(
             table.Panel()
             .id(5)
             .title("Build info")
-            .description("Version and ONNX Runtime execution provider of every pod "
-                         "(nanolens_build_info).")
+            .description("Version and ONNX Runtime execution provider of every pod (nanolens_build_info).")
             .datasource(DATASOURCE)
             .span(24)
             .height(6)
@@ -201,91 +230,137 @@ def build_overview() -> db.Dashboard:
         )
         # --- Traffic and errors -----------------------------------------------------------------
         .with_row(db.Row("Traffic and errors").id(101))
-        .with_panel(_timeseries(
-            10, "Request rate by service / method",
-            "Requests completed per second (grpc_server_handled_total).", "reqps",
-            _query(f"sum by (service, grpc_method) (rate(grpc_server_handled_total{{{SEL}}}[{RATE}]))",
-                   "{{service}} {{grpc_method}}"),
-        ))
-        .with_panel(_timeseries(
-            11, "Error ratio by code",
-            "Share of requests per non-OK status code. InvalidArgument and NotFound are usually "
-            "the caller's fault; Unavailable, Internal, ResourceExhausted, DeadlineExceeded are ours.",
-            "percentunit",
-            _query(
-                f"sum by (service, grpc_code) (rate(grpc_server_handled_total{{{SEL}, {error_codes}}}[{RATE}]))"
-                f" / ignoring (grpc_code) group_left"
-                f" sum by (service) (rate(grpc_server_handled_total{{{SEL}}}[{RATE}]))",
-                "{{service}} {{grpc_code}}",
-            ),
-            stacked=True,
-        ))
-        .with_panel(_timeseries(
-            12, "Messages received / sent",
-            "Stream messages per second (grpc_server_msg_received_total, grpc_server_msg_sent_total).",
-            "short",
-            _query(f"sum by (service) (rate(grpc_server_msg_received_total{{{SEL}}}[{RATE}]))",
-                   "{{service}} received"),
-            _query(f"sum by (service) (rate(grpc_server_msg_sent_total{{{SEL}}}[{RATE}]))",
-                   "{{service}} sent", "B"),
-        ))
-        .with_panel(_timeseries(
-            13, "In-flight requests",
-            "Started minus handled requests (grpc_server_started_total - grpc_server_handled_total), "
-            "averaged over the interval.",
-            "short",
-            _query(
-                f"sum by (service) (increase(grpc_server_started_total{{{SEL}}}[{RATE}]))"
-                f" - sum by (service) (increase(grpc_server_handled_total{{{SEL}}}[{RATE}]))",
-                "{{service}}",
-            ),
-        ))
+        .with_panel(
+            _timeseries(
+                10,
+                "Request rate by service / method",
+                "Requests completed per second (grpc_server_handled_total).",
+                "reqps",
+                _query(
+                    f"sum by (service, grpc_method) (rate(grpc_server_handled_total{{{SEL}}}[{RATE}]))",
+                    "{{service}} {{grpc_method}}",
+                ),
+            )
+        )
+        .with_panel(
+            _timeseries(
+                11,
+                "Error ratio by code",
+                "Share of requests per non-OK status code. InvalidArgument and NotFound are usually "
+                "the caller's fault; Unavailable, Internal, ResourceExhausted, DeadlineExceeded are ours.",
+                "percentunit",
+                _query(
+                    f"sum by (service, grpc_code) (rate(grpc_server_handled_total{{{SEL}, {error_codes}}}[{RATE}]))"
+                    f" / ignoring (grpc_code) group_left"
+                    f" sum by (service) (rate(grpc_server_handled_total{{{SEL}}}[{RATE}]))",
+                    "{{service}} {{grpc_code}}",
+                ),
+                stacked=True,
+            )
+        )
+        .with_panel(
+            _timeseries(
+                12,
+                "Messages received / sent",
+                "Stream messages per second (grpc_server_msg_received_total, grpc_server_msg_sent_total).",
+                "short",
+                _query(
+                    f"sum by (service) (rate(grpc_server_msg_received_total{{{SEL}}}[{RATE}]))", "{{service}} received"
+                ),
+                _query(
+                    f"sum by (service) (rate(grpc_server_msg_sent_total{{{SEL}}}[{RATE}]))", "{{service}} sent", "B"
+                ),
+            )
+        )
+        .with_panel(
+            _timeseries(
+                13,
+                "In-flight requests",
+                "Started minus handled requests (grpc_server_started_total - grpc_server_handled_total), "
+                "averaged over the interval.",
+                "short",
+                _query(
+                    f"sum by (service) (increase(grpc_server_started_total{{{SEL}}}[{RATE}]))"
+                    f" - sum by (service) (increase(grpc_server_handled_total{{{SEL}}}[{RATE}]))",
+                    "{{service}}",
+                ),
+            )
+        )
         # --- Latency -------------------------------------------------------------------------------
         .with_row(db.Row("Latency").id(102))
-        .with_panel(_timeseries(
-            20, "p50 latency by service / method", "grpc_server_handling_seconds, 50th percentile.", "s",
-            _query(_quantile(0.5, "grpc_server_handling_seconds", "service, grpc_method"),
-                   "{{service}} {{grpc_method}}"),
-            width=8,
-        ))
-        .with_panel(_timeseries(
-            21, "p95 latency by service / method", "grpc_server_handling_seconds, 95th percentile.", "s",
-            _query(_quantile(0.95, "grpc_server_handling_seconds", "service, grpc_method"),
-                   "{{service}} {{grpc_method}}"),
-            width=8,
-        ))
-        .with_panel(_timeseries(
-            22, "p99 latency by service / method",
-            "grpc_server_handling_seconds, 99th percentile (alert: > 2 s for unary calls).", "s",
-            _query(_quantile(0.99, "grpc_server_handling_seconds", "service, grpc_method"),
-                   "{{service}} {{grpc_method}}"),
-            width=8,
-        ))
+        .with_panel(
+            _timeseries(
+                20,
+                "p50 latency by service / method",
+                "grpc_server_handling_seconds, 50th percentile.",
+                "s",
+                _query(
+                    _quantile(0.5, "grpc_server_handling_seconds", "service, grpc_method"),
+                    "{{service}} {{grpc_method}}",
+                ),
+                width=8,
+            )
+        )
+        .with_panel(
+            _timeseries(
+                21,
+                "p95 latency by service / method",
+                "grpc_server_handling_seconds, 95th percentile.",
+                "s",
+                _query(
+                    _quantile(0.95, "grpc_server_handling_seconds", "service, grpc_method"),
+                    "{{service}} {{grpc_method}}",
+                ),
+                width=8,
+            )
+        )
+        .with_panel(
+            _timeseries(
+                22,
+                "p99 latency by service / method",
+                "grpc_server_handling_seconds, 99th percentile (alert: > 2 s for unary calls).",
+                "s",
+                _query(
+                    _quantile(0.99, "grpc_server_handling_seconds", "service, grpc_method"),
+                    "{{service}} {{grpc_method}}",
+                ),
+                width=8,
+            )
+        )
         # --- Pipeline ------------------------------------------------------------------------------
         .with_row(db.Row("Pipeline and batching").id(103))
-        .with_panel(_timeseries(
-            30, "Mean time per stage",
-            "Average seconds spent per call in each stage (fetch, decode, preprocess, inference, "
-            "postprocess, store), stacked: where the time goes.",
-            "s",
-            _query(
-                f"sum by (service, stage) (rate(nanolens_stage_duration_seconds_sum{{{SEL}}}[{RATE}]))"
-                f" / sum by (service, stage) (rate(nanolens_stage_duration_seconds_count{{{SEL}}}[{RATE}]))",
-                "{{service}} {{stage}}",
-            ),
-            stacked=True,
-        ))
-        .with_panel(_timeseries(
-            31, "p95 stage latency", "nanolens_stage_duration_seconds, 95th percentile per stage.", "s",
-            _query(_quantile(0.95, "nanolens_stage_duration_seconds", "service, stage"),
-                   "{{service}} {{stage}}"),
-        ))
+        .with_panel(
+            _timeseries(
+                30,
+                "Mean time per stage",
+                "Average seconds spent per call in each stage (fetch, decode, preprocess, inference, "
+                "postprocess, store), stacked: where the time goes.",
+                "s",
+                _query(
+                    f"sum by (service, stage) (rate(nanolens_stage_duration_seconds_sum{{{SEL}}}[{RATE}]))"
+                    f" / sum by (service, stage) (rate(nanolens_stage_duration_seconds_count{{{SEL}}}[{RATE}]))",
+                    "{{service}} {{stage}}",
+                ),
+                stacked=True,
+            )
+        )
+        .with_panel(
+            _timeseries(
+                31,
+                "p95 stage latency",
+                "nanolens_stage_duration_seconds, 95th percentile per stage.",
+                "s",
+                _query(_quantile(0.95, "nanolens_stage_duration_seconds", "service, stage"), "{{service}} {{stage}}"),
+            )
+        )
         .with_panel(
             heatmap.Panel()
             .id(32)
             .title("Batch size distribution")
-            .description("How full the dynamic batches are (nanolens_batch_size). Mostly size 1 "
-                         "under load means the batch delay is too short to help.")
+            .description(
+                "How full the dynamic batches are (nanolens_batch_size). Mostly size 1 "
+                "under load means the batch delay is too short to help."
+            )
             .datasource(DATASOURCE)
             .span(8)
             .height(8)
@@ -299,44 +374,70 @@ def build_overview() -> db.Dashboard:
                 .datasource(DATASOURCE)
             )
         )
-        .with_panel(_timeseries(
-            33, "Batch queue wait p95",
-            "Time requests wait for a batch slot (nanolens_batch_queue_wait_seconds, p95; alert: "
-            "> 250 ms).",
-            "s",
-            _query(_quantile(0.95, "nanolens_batch_queue_wait_seconds", "service, model"),
-                   "{{service}} {{model}}"),
-            width=8,
-        ))
-        .with_panel(_timeseries(
-            34, "Batch queue depth", "Requests waiting in the batching queue (nanolens_batch_queue_depth).",
-            "short",
-            _query(f"sum by (service, model) (nanolens_batch_queue_depth{{{SEL}}})", "{{service}} {{model}}"),
-            width=8,
-        ))
-        .with_panel(_timeseries(
-            35, "Mean batch size", "Average requests per executed batch (nanolens_batch_size).", "short",
-            _query(
-                f"sum by (service, model) (rate(nanolens_batch_size_sum{{{SEL}}}[{RATE}]))"
-                f" / sum by (service, model) (rate(nanolens_batch_size_count{{{SEL}}}[{RATE}]))",
-                "{{service}} {{model}}",
-            ),
-        ))
-        .with_panel(_timeseries(
-            36, "Models loaded per pod", "nanolens_models_loaded per pod.", "short",
-            _query(f"max by (service, pod) (nanolens_models_loaded{{{SEL}}})", "{{service}} {{pod}}"),
-        ))
+        .with_panel(
+            _timeseries(
+                33,
+                "Batch queue wait p95",
+                "Time requests wait for a batch slot (nanolens_batch_queue_wait_seconds, p95; alert: > 250 ms).",
+                "s",
+                _query(_quantile(0.95, "nanolens_batch_queue_wait_seconds", "service, model"), "{{service}} {{model}}"),
+                width=8,
+            )
+        )
+        .with_panel(
+            _timeseries(
+                34,
+                "Batch queue depth",
+                "Requests waiting in the batching queue (nanolens_batch_queue_depth).",
+                "short",
+                _query(f"sum by (service, model) (nanolens_batch_queue_depth{{{SEL}}})", "{{service}} {{model}}"),
+                width=8,
+            )
+        )
+        .with_panel(
+            _timeseries(
+                35,
+                "Mean batch size",
+                "Average requests per executed batch (nanolens_batch_size).",
+                "short",
+                _query(
+                    f"sum by (service, model) (rate(nanolens_batch_size_sum{{{SEL}}}[{RATE}]))"
+                    f" / sum by (service, model) (rate(nanolens_batch_size_count{{{SEL}}}[{RATE}]))",
+                    "{{service}} {{model}}",
+                ),
+            )
+        )
+        .with_panel(
+            _timeseries(
+                36,
+                "Models loaded per pod",
+                "nanolens_models_loaded per pod.",
+                "short",
+                _query(f"max by (service, pod) (nanolens_models_loaded{{{SEL}}})", "{{service}} {{pod}}"),
+            )
+        )
         # --- Processes -----------------------------------------------------------------------------
         .with_row(db.Row("Processes").id(104))
-        .with_panel(_timeseries(
-            40, "CPU per pod", "Cores used (process_cpu_seconds_total).", "short",
-            _query(f"sum by (service, pod) (rate(process_cpu_seconds_total{{{SEL}}}[{RATE}]))",
-                   "{{service}} {{pod}}"),
-        ))
-        .with_panel(_timeseries(
-            41, "Resident memory per pod", "process_resident_memory_bytes.", "bytes",
-            _query(f"max by (service, pod) (process_resident_memory_bytes{{{SEL}}})", "{{service}} {{pod}}"),
-        ))
+        .with_panel(
+            _timeseries(
+                40,
+                "CPU per pod",
+                "Cores used (process_cpu_seconds_total).",
+                "short",
+                _query(
+                    f"sum by (service, pod) (rate(process_cpu_seconds_total{{{SEL}}}[{RATE}]))", "{{service}} {{pod}}"
+                ),
+            )
+        )
+        .with_panel(
+            _timeseries(
+                41,
+                "Resident memory per pod",
+                "process_resident_memory_bytes.",
+                "bytes",
+                _query(f"max by (service, pod) (process_resident_memory_bytes{{{SEL}}})", "{{service}} {{pod}}"),
+            )
+        )
     )
     return dash
 
