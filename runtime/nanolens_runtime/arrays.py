@@ -8,14 +8,14 @@ from nanolens.common.v1 import common_pb2
 from nanolens_runtime.errors import InvalidArgument
 
 _TO_NUMPY = {
-    common_pb2.DTYPE_UINT8: np.dtype("<u1"),
-    common_pb2.DTYPE_UINT16: np.dtype("<u2"),
-    common_pb2.DTYPE_INT16: np.dtype("<i2"),
-    common_pb2.DTYPE_INT32: np.dtype("<i4"),
-    common_pb2.DTYPE_INT64: np.dtype("<i8"),
-    common_pb2.DTYPE_FLOAT16: np.dtype("<f2"),
-    common_pb2.DTYPE_FLOAT32: np.dtype("<f4"),
-    common_pb2.DTYPE_FLOAT64: np.dtype("<f8"),
+    common_pb2.DATA_TYPE_UINT8: np.dtype("<u1"),
+    common_pb2.DATA_TYPE_UINT16: np.dtype("<u2"),
+    common_pb2.DATA_TYPE_INT16: np.dtype("<i2"),
+    common_pb2.DATA_TYPE_INT32: np.dtype("<i4"),
+    common_pb2.DATA_TYPE_INT64: np.dtype("<i8"),
+    common_pb2.DATA_TYPE_FLOAT16: np.dtype("<f2"),
+    common_pb2.DATA_TYPE_FLOAT32: np.dtype("<f4"),
+    common_pb2.DATA_TYPE_FLOAT64: np.dtype("<f8"),
 }
 _FROM_NUMPY = {dtype.newbyteorder("="): code for code, dtype in _TO_NUMPY.items()}
 

@@ -246,8 +246,8 @@ def test_oversized_upload_is_refused(gateway):
 
 
 def test_wrong_dtype_and_shape_straight_to_the_service(stack, spectra_stub):
-    bad_dtype = common_pb2.NDArray(dtype=common_pb2.DTYPE_UNSPECIFIED, shape=[1, 1024], data=b"\0" * 4096)
-    bad_bytes = common_pb2.NDArray(dtype=common_pb2.DTYPE_FLOAT32, shape=[2, 1024], data=b"\0" * 10)
+    bad_dtype = common_pb2.NDArray(dtype=common_pb2.DATA_TYPE_UNSPECIFIED, shape=[1, 1024], data=b"\0" * 4096)
+    bad_bytes = common_pb2.NDArray(dtype=common_pb2.DATA_TYPE_FLOAT32, shape=[2, 1024], data=b"\0" * 10)
     for array, field in ((bad_dtype, "spectra.dtype"), (bad_bytes, "spectra.data")):
         with pytest.raises(grpc.RpcError) as info:
             spectra_stub.ClassifySpectra(spectra_pb2.ClassifySpectraRequest(spectra=array), timeout=10)

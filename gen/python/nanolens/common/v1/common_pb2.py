@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fnanolens/common/v1/common.proto\x12\x12nanolens.common.v1\"P\n\x07NDArray\x12(\n\x05\x64type\x18\x01 \x01(\x0e\x32\x19.nanolens.common.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"<\n\tObjectRef\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x12\n\nversion_id\x18\x03 \x01(\t\"|\n\x08\x41rtifact\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nmedia_type\x18\x02 \x01(\t\x12*\n\x03ref\x18\x03 \x01(\x0b\x32\x1d.nanolens.common.v1.ObjectRef\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x12\x0e\n\x06sha256\x18\x05 \x01(\t\"-\n\x0bStageTiming\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0f\n\x07seconds\x18\x02 \x01(\x01\"\xca\x01\n\nProvenance\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x14\n\x0cmodel_sha256\x18\x03 \x01(\t\x12\x14\n\x0cservice_name\x18\x04 \x01(\t\x12\x17\n\x0fservice_version\x18\x05 \x01(\t\x12\x30\n\x07timings\x18\x06 \x03(\x0b\x32\x1f.nanolens.common.v1.StageTiming\x12\x1a\n\x12\x65xecution_provider\x18\x07 \x01(\t\"\xa2\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0c\n\x04task\x18\x03 \x01(\t\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x13\n\x0b\x63lass_names\x18\x05 \x03(\t\x12;\n\x07metrics\x18\x06 \x03(\x0b\x32*.nanolens.common.v1.ModelInfo.MetricsEntry\x12\x1c\n\x14training_data_sha256\x18\x07 \x01(\t\x12\x0f\n\x07\x63reated\x18\x08 \x01(\t\x12\x12\n\nis_default\x18\t \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\n \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*\xad\x01\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x0f\n\x0b\x44TYPE_UINT8\x10\x01\x12\x10\n\x0c\x44TYPE_UINT16\x10\x02\x12\x0f\n\x0b\x44TYPE_INT16\x10\x03\x12\x0f\n\x0b\x44TYPE_INT32\x10\x04\x12\x0f\n\x0b\x44TYPE_INT64\x10\x05\x12\x11\n\rDTYPE_FLOAT16\x10\x06\x12\x11\n\rDTYPE_FLOAT32\x10\x07\x12\x11\n\rDTYPE_FLOAT64\x10\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fnanolens/common/v1/common.proto\x12\x12nanolens.common.v1\"S\n\x07NDArray\x12+\n\x05\x64type\x18\x01 \x01(\x0e\x32\x1c.nanolens.common.v1.DataType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"<\n\tObjectRef\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x12\n\nversion_id\x18\x03 \x01(\t\"|\n\x08\x41rtifact\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nmedia_type\x18\x02 \x01(\t\x12*\n\x03ref\x18\x03 \x01(\x0b\x32\x1d.nanolens.common.v1.ObjectRef\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x12\x0e\n\x06sha256\x18\x05 \x01(\t\"-\n\x0bStageTiming\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0f\n\x07seconds\x18\x02 \x01(\x01\"\xca\x01\n\nProvenance\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x14\n\x0cmodel_sha256\x18\x03 \x01(\t\x12\x14\n\x0cservice_name\x18\x04 \x01(\t\x12\x17\n\x0fservice_version\x18\x05 \x01(\t\x12\x30\n\x07timings\x18\x06 \x03(\x0b\x32\x1f.nanolens.common.v1.StageTiming\x12\x1a\n\x12\x65xecution_provider\x18\x07 \x01(\t\"\xa2\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0c\n\x04task\x18\x03 \x01(\t\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x13\n\x0b\x63lass_names\x18\x05 \x03(\t\x12;\n\x07metrics\x18\x06 \x03(\x0b\x32*.nanolens.common.v1.ModelInfo.MetricsEntry\x12\x1c\n\x14training_data_sha256\x18\x07 \x01(\t\x12\x0f\n\x07\x63reated\x18\x08 \x01(\t\x12\x12\n\nis_default\x18\t \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\n \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*\xd4\x01\n\x08\x44\x61taType\x12\x19\n\x15\x44\x41TA_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x44\x41TA_TYPE_UINT8\x10\x01\x12\x14\n\x10\x44\x41TA_TYPE_UINT16\x10\x02\x12\x13\n\x0f\x44\x41TA_TYPE_INT16\x10\x03\x12\x13\n\x0f\x44\x41TA_TYPE_INT32\x10\x04\x12\x13\n\x0f\x44\x41TA_TYPE_INT64\x10\x05\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT16\x10\x06\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT32\x10\x07\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT64\x10\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,20 +33,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MODELINFO_METRICSENTRY']._loaded_options = None
   _globals['_MODELINFO_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_DTYPE']._serialized_start=871
-  _globals['_DTYPE']._serialized_end=1044
+  _globals['_DATATYPE']._serialized_start=874
+  _globals['_DATATYPE']._serialized_end=1086
   _globals['_NDARRAY']._serialized_start=55
-  _globals['_NDARRAY']._serialized_end=135
-  _globals['_OBJECTREF']._serialized_start=137
-  _globals['_OBJECTREF']._serialized_end=197
-  _globals['_ARTIFACT']._serialized_start=199
-  _globals['_ARTIFACT']._serialized_end=323
-  _globals['_STAGETIMING']._serialized_start=325
-  _globals['_STAGETIMING']._serialized_end=370
-  _globals['_PROVENANCE']._serialized_start=373
-  _globals['_PROVENANCE']._serialized_end=575
-  _globals['_MODELINFO']._serialized_start=578
-  _globals['_MODELINFO']._serialized_end=868
-  _globals['_MODELINFO_METRICSENTRY']._serialized_start=822
-  _globals['_MODELINFO_METRICSENTRY']._serialized_end=868
+  _globals['_NDARRAY']._serialized_end=138
+  _globals['_OBJECTREF']._serialized_start=140
+  _globals['_OBJECTREF']._serialized_end=200
+  _globals['_ARTIFACT']._serialized_start=202
+  _globals['_ARTIFACT']._serialized_end=326
+  _globals['_STAGETIMING']._serialized_start=328
+  _globals['_STAGETIMING']._serialized_end=373
+  _globals['_PROVENANCE']._serialized_start=376
+  _globals['_PROVENANCE']._serialized_end=578
+  _globals['_MODELINFO']._serialized_start=581
+  _globals['_MODELINFO']._serialized_end=871
+  _globals['_MODELINFO_METRICSENTRY']._serialized_start=825
+  _globals['_MODELINFO_METRICSENTRY']._serialized_end=871
 # @@protoc_insertion_point(module_scope)
