@@ -6,7 +6,6 @@ import uuid
 
 import pytest
 from moto.server import ThreadedMotoServer
-
 from nanolens_cli.stack import LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY, free_port
 from nanolens_runtime.settings import StorageSettings
 from nanolens_runtime.storage import ObjectStore

@@ -13,7 +13,7 @@ PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 1
 
 
 def class_colours(n: int) -> list[str]:
-    return ["#%02x%02x%02x" % PALETTE[i % len(PALETTE)] for i in range(n)]
+    return ["#{:02x}{:02x}{:02x}".format(*PALETTE[i % len(PALETTE)]) for i in range(n)]
 
 
 def _png(image: Image.Image) -> bytes:

@@ -108,7 +108,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                     raise InvalidArgument("the first message must be the header", field="header")
                 size += len(request.chunk)
                 if size > limit:
-                    raise ResourceExhausted(f"upload is larger than NANOLENS_MAX_UPLOAD_MB={self.settings.max_upload_mb}")
+                    raise ResourceExhausted(
+                        f"upload is larger than NANOLENS_MAX_UPLOAD_MB={self.settings.max_upload_mb}")
                 digest.update(request.chunk)
                 buffer.write(request.chunk)
             if header is None:

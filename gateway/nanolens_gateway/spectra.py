@@ -212,7 +212,8 @@ async def classify_map(job: Job, client: SpectraClient) -> Outcome:
             "shape": [height, width, int(source.shape[2])],
             "n_spectra": int(source.pixels),
             "class_names": class_names,
-            "class_fractions": {n: round(float(c) / source.pixels, 6) for n, c in zip(class_names, counts, strict=True)},
+            "class_fractions": {n: round(float(c) / source.pixels, 6)
+                                for n, c in zip(class_names, counts, strict=True)},
             "class_colours": dict(zip(class_names, pictures.class_colours(len(class_names)), strict=True)),
             "mean_max_probability": round(float(prob_maps.max(axis=2).mean()), 6),
         }

@@ -43,7 +43,8 @@ batch_queue_wait = Histogram(
 )
 batch_queue_depth = Gauge("nanolens_batch_queue_depth", "Requests waiting for a batch.", ("service", "model"))
 models_loaded = Gauge("nanolens_models_loaded", "Model bundles loaded and warm.", ("service",))
-build_info = Gauge("nanolens_build_info", "Build information (value is always 1).", ("service", "version", "provider", "python"))
+build_info = Gauge("nanolens_build_info", "Build information (value is always 1).",
+                   ("service", "version", "provider", "python"))
 
 _service = "unknown"
 

@@ -139,7 +139,8 @@ class ModelRegistry:
                 sha256=model.bundle.sha256, class_names=model.bundle.class_names,
                 metrics={k: float(v) for k, v in m["metrics"].items() if isinstance(v, int | float)},
                 training_data_sha256=str(m["training_data"].get("sha256", "")), created=m["created"],
-                is_default=bool(default) and (model.bundle.name, model.bundle.version) == (self.default_name, default[-1]),
+                is_default=bool(default)
+                and (model.bundle.name, model.bundle.version) == (self.default_name, default[-1]),
                 description=m["description"],
             ))
         return infos

@@ -65,7 +65,8 @@ class StorageSettings:
 class ServerSettings:
     host: str = setting("NANOLENS_GRPC_HOST", "[::]", "address the gRPC server binds")
     grpc_port: int = setting("NANOLENS_GRPC_PORT", 50051, "gRPC port (0 picks a free one)")
-    metrics_port: int = setting("NANOLENS_METRICS_PORT", 9100, "Prometheus /metrics port (0 picks a free one, -1 disables)")
+    metrics_port: int = setting("NANOLENS_METRICS_PORT", 9100,
+                                "Prometheus /metrics port (0 picks a free one, -1 disables)")
     log_level: str = setting("NANOLENS_LOG_LEVEL", "INFO", "log level")
     log_format: str = setting("NANOLENS_LOG_FORMAT", "json", "json or text")
     max_message_mb: int = setting("NANOLENS_MAX_MESSAGE_MB", 64, "largest gRPC message accepted or sent, MiB")
@@ -78,8 +79,10 @@ class ServerSettings:
 
 @dataclass(frozen=True)
 class InferenceSettings:
-    model_dir: str = setting("NANOLENS_MODEL_DIR", "", "extra local bundle root (<name>/<version>/); shipped bundles are always loaded")
-    max_batch_size: int = setting("NANOLENS_MAX_BATCH_SIZE", 64, "largest dynamic batch, in items (1 disables batching)")
+    model_dir: str = setting("NANOLENS_MODEL_DIR", "",
+                             "extra local bundle root (<name>/<version>/); shipped bundles are always loaded")
+    max_batch_size: int = setting("NANOLENS_MAX_BATCH_SIZE", 64,
+                                  "largest dynamic batch, in items (1 disables batching)")
     max_batch_delay_ms: float = setting("NANOLENS_MAX_BATCH_DELAY_MS", 5.0, "longest wait to fill a batch")
     inference_threads: int = setting("NANOLENS_INFERENCE_THREADS", 0, "thread pool for model runs (0: CPU count)")
     ort_providers: str = setting("NANOLENS_ORT_PROVIDERS", "auto", "auto, cpu or cuda")

@@ -6,7 +6,6 @@ import asyncio
 
 import numpy as np
 import pytest
-
 from nanolens_runtime.batching import DynamicBatcher
 
 

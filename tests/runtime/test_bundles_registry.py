@@ -6,12 +6,11 @@ import json
 
 import numpy as np
 import pytest
-from support import make_bundle
-
 from nanolens_runtime.bundles import ModelBundle, version_key
 from nanolens_runtime.errors import AlreadyExists, InvalidModelBundle, NotFound
 from nanolens_runtime.inference import select_providers
 from nanolens_runtime.registry import ModelRegistry, upload_bundle
+from support import make_bundle
 
 
 def test_bundle_round_trip(tmp_path):

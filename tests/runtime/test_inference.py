@@ -6,11 +6,10 @@ import time
 
 import numpy as np
 import pytest
-from support import make_bundle
-
 from nanolens_runtime.bundles import ModelBundle
 from nanolens_runtime.errors import DeadlineExceeded
 from nanolens_runtime.inference import InferencePool, OnnxModel, select_providers
+from support import make_bundle
 
 
 def test_provider_choice():

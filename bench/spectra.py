@@ -1,0 +1,152 @@
+"""Spectra benchmarks: platform overhead on a 65,536-spectrum map, latency, dynamic batching.
+
+Every comparison is taken in one run on one machine, and reported as medians and ratios:
+
+- map: seconds for a 256 x 256 x 1024 map (a) in process (decode, preprocess, ONNX, the same
+  block size) and (b) through gateway and object storage (ranged GETs, gRPC stream to the
+  service, artefacts written back). Overhead = b / a - 1; target <= 15 %.
+- single spectra: latency p50/p99 with 1 and 64 concurrent callers straight to the service,
+  and throughput under 64 callers with dynamic batching (max 64 items, 5 ms) and without
+  (batch size 1, a second service process). Target: batching >= 5x.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import statistics
+import time
+
+import grpc
+import numpy as np
+from nanolens.common.v1 import common_pb2
+from nanolens.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from nanolens.spectra.v1 import spectra_pb2, spectra_pb2_grpc
+from nanolens_cli.stack import LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY, Stack
+from nanolens_runtime import arrays
+from nanolens_runtime.bundles import ModelBundle
+from nanolens_runtime.inference import OnnxModel
+from nanolens_runtime.settings import StorageSettings
+from nanolens_runtime.storage import ObjectStore
+from nanolens_spectra.science.preprocessing import PreprocessParams, preprocess
+from nanolens_spectra.science.synthetic import generate_map, generate_spectra
+from nanolens_spectra.service import DEFAULT_MODEL, SHIPPED_BUNDLES
+
+MAP_SIDE = 256
+BLOCK_MB = 8
+REPEATS = 3
+
+
+def in_process_map(data: bytes, model: OnnxModel, params: PreprocessParams) -> float:
+    """Decode + preprocess + ONNX over the map in the gateway's block size; returns seconds."""
+    start = time.perf_counter()
+    cube = np.load(io.BytesIO(data))
+    flat = cube.reshape(-1, cube.shape[2])
+    rows = (BLOCK_MB << 20) // (flat.shape[1] * 4)
+    axis = params.model_axis()
+    out = [model.run({"spectra": preprocess(flat[i:i + rows], axis, params)})[0] for i in range(0, len(flat), rows)]
+    class_map = np.concatenate(out).argmax(axis=1)
+    assert class_map.size == flat.shape[0]
+    return time.perf_counter() - start
+
+
+def through_platform(gateway: gateway_pb2_grpc.GatewayStub, key: str) -> float:
+    start = time.perf_counter()
+    response = gateway.Analyze(gateway_pb2.AnalyzeRequest(
+        input=common_pb2.ObjectRef(bucket="raw", key=key), analysis=gateway_pb2.ANALYSIS_KIND_SPECTRAL_MAP,
+        force=True), timeout=900)
+    assert response.artifacts
+    return time.perf_counter() - start
+
+
+async def hammer(address: str, spectra: np.ndarray, callers: int, requests: int) -> dict:
+    """``requests`` single-spectrum calls from ``callers`` concurrent clients; latency and throughput."""
+    latencies: list[float] = []
+    messages = [spectra_pb2.ClassifySpectraRequest(spectra=arrays.to_proto(s)) for s in spectra]
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = spectra_pb2_grpc.SpectraServiceStub(channel)
+        await stub.ClassifySpectra(messages[0], timeout=30)  # connect and warm
+        counter = iter(range(requests))
+
+        async def caller():
+            for i in counter:
+                t = time.perf_counter()
+                await stub.ClassifySpectra(messages[i % len(messages)], timeout=60)
+                latencies.append(time.perf_counter() - t)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(caller() for _ in range(callers)))
+        wall = time.perf_counter() - start
+    ms = np.array(latencies) * 1000
+    return {"callers": callers, "requests": requests, "p50_ms": round(float(np.percentile(ms, 50)), 3),
+            "p99_ms": round(float(np.percentile(ms, 99)), 3), "spectra_per_s": round(requests / wall, 1)}
+
+
+def run(quick: bool = False) -> dict:
+    side = 64 if quick else MAP_SIDE
+    cube, _ = generate_map(side, side, seed=5)
+    buffer = io.BytesIO()
+    np.save(buffer, cube)
+    data = buffer.getvalue()
+    bundle = ModelBundle.load(next(p for p in (SHIPPED_BUNDLES / DEFAULT_MODEL).iterdir() if p.is_dir()))
+    model = OnnxModel(bundle, ["CPUExecutionProvider"])
+    params = PreprocessParams.from_dict(bundle.manifest["preprocessing"])
+    singles = generate_spectra(n_per_class=50, seed=6).spectra
+
+    results: dict = {"map": {"shape": list(cube.shape), "n_spectra": side * side, "repeats": REPEATS}}
+    with Stack(extra_env={"NANOLENS_BLOCK_MB": str(BLOCK_MB), "NANOLENS_LOG_LEVEL": "WARNING"}) as endpoints:
+        store = ObjectStore.from_settings(StorageSettings(
+            s3_endpoint=endpoints.s3, s3_access_key=LOCAL_ACCESS_KEY, s3_secret_key=LOCAL_SECRET_KEY))
+        store.put("raw", "bench/map.npy", data)
+        with grpc.insecure_channel(endpoints.gateway) as channel:
+            gateway = gateway_pb2_grpc.GatewayStub(channel)
+            through_platform(gateway, "bench/map.npy")  # warm both processes
+            local, remote = [], []
+            for _ in range(REPEATS):  # interleaved, so drift in machine load hits both
+                local.append(in_process_map(data, model, params))
+                remote.append(through_platform(gateway, "bench/map.npy"))
+        med_local, med_remote = statistics.median(local), statistics.median(remote)
+        results["map"].update({
+            "in_process_s": round(med_local, 3), "platform_s": round(med_remote, 3),
+            "in_process_spectra_per_s": round(side * side / med_local), "platform_spectra_per_s":
+            round(side * side / med_remote), "overhead": round(med_remote / med_local - 1, 4),
+            "runs_in_process_s": [round(x, 3) for x in local], "runs_platform_s": [round(x, 3) for x in remote]})
+
+        unbatched = Stack(extra_env={"NANOLENS_MAX_BATCH_SIZE": "1", "NANOLENS_LOG_LEVEL": "WARNING",
+                                     "NANOLENS_S3_ENDPOINT": ""})
+        proc = unbatched.spawn_service("spectra")
+        try:
+            if not proc.serving.wait(90):
+                raise RuntimeError("".join(proc.lines))
+            n = 400 if quick else 4000
+            batched_addr, single_addr = endpoints.spectra, unbatched.endpoints.spectra
+            latency = {
+                "batched_1_caller": asyncio.run(hammer(batched_addr, singles, 1, n // 4)),
+                "batched_64_callers": asyncio.run(hammer(batched_addr, singles, 64, n)),
+                "unbatched_1_caller": asyncio.run(hammer(single_addr, singles, 1, n // 4)),
+                "unbatched_64_callers": asyncio.run(hammer(single_addr, singles, 64, n)),
+            }
+        finally:
+            unbatched.stop()
+    latency["batching_speedup_64_callers"] = round(
+        latency["batched_64_callers"]["spectra_per_s"] / latency["unbatched_64_callers"]["spectra_per_s"], 2)
+    results["single_spectrum"] = latency
+    return results
+
+
+def report(results: dict) -> str:
+    m = results["map"]
+    lines = [
+        f"map {m['shape']} ({m['n_spectra']} spectra), median of {m['repeats']}:",
+        f"  in process        {m['in_process_s']:8.3f} s  {m['in_process_spectra_per_s']:>9} spectra/s",
+        f"  through platform  {m['platform_s']:8.3f} s  {m['platform_spectra_per_s']:>9} spectra/s",
+        f"  overhead          {100 * m['overhead']:7.1f} %   (target <= 15 %)",
+        "single spectrum, straight to the service:",
+    ]
+    for name, r in results["single_spectrum"].items():
+        if isinstance(r, dict):
+            lines.append(f"  {name:<22} p50 {r['p50_ms']:8.2f} ms  p99 {r['p99_ms']:8.2f} ms  "
+                         f"{r['spectra_per_s']:>9} spectra/s  ({r['requests']} requests)")
+    lines.append(f"  batching speed-up under 64 callers: {results['single_spectrum']['batching_speedup_64_callers']}x"
+                 " (target >= 5x)")
+    return "\n".join(lines)
