@@ -87,3 +87,14 @@ class InferenceSettings:
     inference_threads: int = setting("NANOLENS_INFERENCE_THREADS", 0, "thread pool for model runs (0: CPU count)")
     ort_providers: str = setting("NANOLENS_ORT_PROVIDERS", "auto", "auto, cpu or cuda")
     ort_intra_op_threads: int = setting("NANOLENS_ORT_INTRA_OP_THREADS", 1, "onnxruntime threads per run")
+
+
+if __name__ == "__main__":  # python -m nanolens_runtime.settings: the documented defaults
+    import importlib
+
+    groups = [ServerSettings, StorageSettings, InferenceSettings,
+              importlib.import_module("nanolens_gateway.server").GatewaySettings]
+    for group in groups:
+        print(f"# {group.__name__}")
+        for env, default, doc in describe(group):
+            print(f"{env:<34} {default!s:<18} {doc}")
