@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+from nanolens_tem.baselines import estimate_radius, foreground_mask, hough_segment, watershed_segment
+from nanolens_tem.features import FEATURE_NAMES, agglomerate_features, segment_agglomerates
+from nanolens_tem.metrics import equivalent_diameters, instance_f1, iou_matrix, match_instances, psd_errors
+
+CIRCLES = [(40, 40, 10), (40, 120, 14), (120, 60, 18), (130, 140, 12)]
+
+
+def disks(shape=(180, 180), circles=CIRCLES, bg=200.0, fg=80.0):
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
+    img = np.full(shape, bg)
+    for y, x, r in circles:
+        img[(yy - y) ** 2 + (xx - x) ** 2 <= r**2] = fg
+    return img.astype(np.uint8)
+
+
+@pytest.mark.parametrize("segment", [watershed_segment, hough_segment])
+def test_baselines_find_isolated_circles(segment):
+    seg = segment(disks())
+    assert seg.labels.max() == len(CIRCLES)
+    order = np.argsort([np.hypot(*c) for c in seg.centres])
+    got = seg.diameters[order]
+    want = np.array([2 * r for _, _, r in sorted(CIRCLES, key=lambda c: np.hypot(c[0], c[1]))])
+    assert got == pytest.approx(want, abs=2.0)
+    for (y, x, _), (cy, cx) in zip(sorted(CIRCLES, key=lambda c: np.hypot(c[0], c[1])), seg.centres[order],
+                                   strict=True):
+        assert np.hypot(cy - y, cx - x) < 1.5
+
+
+def test_watershed_splits_two_touching_disks():
+    img = disks(circles=[(60, 50, 15), (60, 78, 15)])
+    seg = watershed_segment(img)
+    assert seg.labels.max() == 2
+
+
+def test_radius_estimate():
+    assert estimate_radius(foreground_mask(disks(circles=[(50, 50, 15), (50, 120, 15)]))) == pytest.approx(15, abs=1.5)
+
+
+def test_metrics_on_known_labels():
+    a = np.zeros((20, 20), int)
+    a[2:8, 2:8] = 1
+    a[10:18, 10:18] = 2
+    b = a.copy()
+    b[10:18, 10:18] = 0
+    b[0:3, 15:19] = 5
+    assert iou_matrix(a, a) == pytest.approx(np.eye(2))
+    assert match_instances(a, b) == (1, 1, 1)
+    assert instance_f1(1, 1, 1) == pytest.approx(0.5)
+    assert equivalent_diameters(a) == pytest.approx(2 * np.sqrt(np.array([36, 64]) / np.pi))
+    eg, es = psd_errors(np.array([11.0, 22.0]), np.array([10.0, 20.0]))
+    assert eg == pytest.approx(0.1) and es == pytest.approx(0.0, abs=1e-12)
+
+
+def test_features_of_a_disk_and_a_rectangle():
+    img = np.full((120, 160), 200.0)
+    yy, xx = np.mgrid[0:120, 0:160]
+    img[(yy - 50) ** 2 + (xx - 50) ** 2 <= 20**2] = 200 * np.exp(-0.5)
+    img[20:30, 100:140] = 200 * np.exp(-1.0)
+    agg = segment_agglomerates(img.astype(np.uint8))
+    f = agglomerate_features(img.astype(np.uint8), agg)
+    assert f.shape == (2, 13) and len(FEATURE_NAMES) == 13
+    d = dict(zip(FEATURE_NAMES, f[np.argmax(f[:, 0])], strict=True))   # the disk
+    assert d["area"] == pytest.approx(np.pi * 400, rel=0.02)
+    assert d["equivalent_diameter"] == pytest.approx(40, rel=0.02)
+    assert d["eccentricity"] < 0.1 and d["solidity"] > 0.97
+    assert d["circularity"] == pytest.approx(1.0, abs=0.1)
+    assert d["optical_density"] == pytest.approx(0.5, abs=0.03)
+    r = dict(zip(FEATURE_NAMES, f[np.argmin(f[:, 0])], strict=True))   # the 10 x 40 rectangle
+    assert r["area"] == 400 and r["extent"] == pytest.approx(1.0)
+    assert r["major_axis"] == pytest.approx(40 * 4 / np.sqrt(12), rel=0.02)
+    assert r["feret_max"] == pytest.approx(np.hypot(10, 40), abs=1.5)
+    assert r["optical_density"] == pytest.approx(1.0, abs=0.03)
