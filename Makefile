@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 BUF_VERSION := 1.75.0
 BUF := .tools/node_modules/.bin/buf
 
-.PHONY: help demo test up proto proto-check proto-lint proto-breaking models bench lint tools clean
+.PHONY: help demo test up proto proto-check proto-lint proto-breaking models bench lint tools dashboards clean
 
 help:
 	@echo "make demo    run the stack on loopback and analyse sample data into demo-output/"
@@ -26,10 +26,23 @@ $(VENV)/.installed: pyproject.toml
 $(BUF):
 	npm install --silent --no-save --no-audit --no-fund --prefix .tools @bufbuild/buf@$(BUF_VERSION)
 
-# promtool comes from Debian's prometheus package (needs root or sudo on a fresh machine).
-tools: $(BUF)
-	@command -v promtool >/dev/null || { SUDO=$$(command -v sudo || true); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+# promtool: only the binary from Debian's prometheus package, unpacked into .tools/bin (no
+# install scripts, no daemon); root or sudo is needed only to refresh apt's package lists.
+PROMTOOL := .tools/bin/promtool
+$(PROMTOOL):
+	@mkdir -p $(@D)
+	@if command -v promtool >/dev/null; then ln -sf "$$(command -v promtool)" $@; else \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || command -v sudo || true); \
+	  apt-cache show prometheus >/dev/null 2>&1 || $$SUDO apt-get update -qq; \
+	  tmp=$$(mktemp -d) && (cd $$tmp && apt-get download -qq prometheus 2>/dev/null) && \
+	  dpkg-deb -x $$tmp/prometheus_*.deb $$tmp/root && \
+	  install -m 0755 $$tmp/root/usr/bin/promtool $@ && rm -rf $$tmp; fi
+	@$@ --version | head -1
+
+tools: $(BUF) $(PROMTOOL)
+
+dashboards: $(VENV)/.installed
+	$(PY) deploy/grafana/generate_dashboards.py
 
 venv: $(VENV)/.installed
 

@@ -25,7 +25,8 @@ def run_model_service(service: str, task: str, default_model: str, shipped_bundl
 
     async def build():
         store = ObjectStore.from_settings(storage) if storage.s3_endpoint else None
-        registry = ModelRegistry(task, default_model, [shipped_bundles, Path(inference.model_dir or "")],
+        roots = [shipped_bundles] + ([Path(inference.model_dir)] if inference.model_dir else [])
+        registry = ModelRegistry(task, default_model, roots,
                                  providers, inference.ort_intra_op_threads, store, storage.models_bucket)
         pool = InferencePool(inference.inference_threads)
 

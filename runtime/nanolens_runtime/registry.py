@@ -42,7 +42,7 @@ class ModelRegistry:
                  cache_dir: Path | None = None):
         self.task = task
         self.default_name = default_name
-        self.local_roots = [Path(r) for r in local_roots if r]
+        self.local_roots = [Path(r) for r in local_roots]
         self.providers = providers
         self.intra_op_threads = intra_op_threads
         self.store = store

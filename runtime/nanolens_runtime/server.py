@@ -49,9 +49,12 @@ def server_options(settings: ServerSettings) -> list[tuple[str, int]]:
     ]
 
 
-def channel_options(max_message_mb: int) -> list[tuple[str, int]]:
+def channel_options(max_message_mb: int) -> list[tuple[str, int | str]]:
+    """Client channel options: message limits, and round_robin over every address the name resolves
+    to (with ``dns:///<headless service>`` each pod gets calls, not just the first one connected)."""
     limit = max_message_mb * 1024 * 1024
-    return [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
+    return [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
+            ("grpc.service_config", '{"loadBalancingConfig": [{"round_robin": {}}]}')]
 
 
 class GrpcApp:

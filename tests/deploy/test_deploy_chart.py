@@ -292,9 +292,9 @@ def test_gateway_is_wired_to_every_enabled_domain_service(scenario, render, enab
     env = env_of(gateway["spec"]["template"]["spec"]["containers"][0])
     addrs = {k: v["value"] for k, v in env.items() if re.fullmatch(r"NANOLENS_[A-Z0-9]+_ADDR", k)}
     domain = {n for n, v in enabled.items() if v["role"] == "domain"}
-    assert addrs == {f"NANOLENS_{n.upper()}_ADDR": f"nanolens-{n}:50051" for n in domain}
+    assert addrs == {f"NANOLENS_{n.upper()}_ADDR": f"dns:///nanolens-{n}-headless:50051" for n in domain}
     for addr in addrs.values():
-        host, port = addr.split(":")
+        host, port = addr.removeprefix("dns:///").split(":")
         service = rendered.get("Service", host)
         assert service and int(port) in {p["port"] for p in service["spec"]["ports"] if p["name"] == "grpc"}
     for key in ("NANOLENS_RAW_BUCKET", "NANOLENS_RESULTS_BUCKET", "NANOLENS_MAX_OBJECT_MB"):
@@ -501,7 +501,7 @@ def test_a_new_service_needs_values_only(render):
     for kind in ("Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"):
         assert rendered.get(kind, "nanolens-xrd"), kind
     gateway = env_of(rendered.get("Deployment", "nanolens-gateway")["spec"]["template"]["spec"]["containers"][0])
-    assert gateway["NANOLENS_XRD_ADDR"]["value"] == "nanolens-xrd:50051"
+    assert gateway["NANOLENS_XRD_ADDR"]["value"] == "dns:///nanolens-xrd-headless:50051"
     assert "nanolens-xrd" in rendered.notes
 
 
@@ -528,7 +528,7 @@ def test_names_follow_the_release(chart):
     rendered = Rendered(chart.render({}, name="lab7", namespace="imaging"))
     assert rendered.names("Deployment") == {"lab7-nanolens-gateway", "lab7-nanolens-spectra"}
     env = env_of(rendered.get("Deployment", "lab7-nanolens-gateway")["spec"]["template"]["spec"]["containers"][0])
-    assert env["NANOLENS_SPECTRA_ADDR"]["value"] == "lab7-nanolens-spectra:50051"
+    assert env["NANOLENS_SPECTRA_ADDR"]["value"] == "dns:///lab7-nanolens-spectra-headless:50051"
     assert env["NANOLENS_S3_ENDPOINT"]["value"] == "lab7-nanolens-minio:9000"
     assert all(d["metadata"]["namespace"] == "imaging" for d in rendered.docs)
 

@@ -194,7 +194,8 @@ Credentials only ever come from a Secret (valueFrom), never as plain values.
 {{- $_ := include "nanolens.resolve" (dict "root" $root "name" $name "raw" $raw "out" $up) -}}
 {{- if and $up.enabled (eq $up.role "domain") }}
 - name: {{ printf "NANOLENS_%s_ADDR" (upper $name) }}
-  value: {{ printf "%s:%d" $up.fullname (int $root.Values.ports.grpc) | quote }}
+  {{- /* the headless Service: the gateway's round_robin policy spreads calls over every pod */}}
+  value: {{ printf "dns:///%s-headless:%d" ($up.fullname | trunc 54 | trimSuffix "-") (int $root.Values.ports.grpc) | quote }}
 {{- end }}
 {{- end }}
 {{- end }}
