@@ -19,6 +19,7 @@ import time
 
 import grpc
 import numpy as np
+
 from nanolens.common.v1 import common_pb2
 from nanolens.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from nanolens.spectra.v1 import spectra_pb2, spectra_pb2_grpc

@@ -6,7 +6,8 @@ import uuid
 
 import pytest
 from moto.server import ThreadedMotoServer
-from nanolens_cli.stack import LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY, free_port
+
+from nanolens_cli.stack import LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY, Stack, free_port
 from nanolens_runtime.settings import StorageSettings
 from nanolens_runtime.storage import ObjectStore
 
@@ -29,3 +30,18 @@ def storage_settings(s3_endpoint) -> StorageSettings:
 @pytest.fixture
 def store(storage_settings) -> ObjectStore:
     return ObjectStore.from_settings(storage_settings)
+
+
+# Small limits so that "too big" is quick to show; 1 MiB blocks so that maps travel in several.
+LIMIT_MB = 16
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory):
+    """S3 server, spectra service and gateway as real processes, shared by the tests that need them."""
+    env = {"NANOLENS_MAX_OBJECT_MB": str(LIMIT_MB), "NANOLENS_MAX_UPLOAD_MB": str(LIMIT_MB),
+           "NANOLENS_BLOCK_MB": "1"}
+    running = Stack(extra_env=env, log_dir=tmp_path_factory.mktemp("stack-logs"))
+    endpoints = running.start()
+    yield running, endpoints
+    running.stop()

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from nanolens_runtime.bundles import write_bundle
 from onnx import TensorProto, helper, numpy_helper
+
+from nanolens_runtime.bundles import write_bundle
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+
 from nanolens.common.v1 import common_pb2
 from nanolens.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from nanolens_runtime.server import channel_options

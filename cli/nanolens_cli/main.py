@@ -48,7 +48,6 @@ def cmd_up(args) -> int:
 
 def cmd_analyze_spectra(args) -> int:
     from nanolens.gateway.v1 import gateway_pb2
-
     from nanolens_cli.client import GatewayClient, looks_like_map, save_outputs
 
     path = Path(args.file)

@@ -2,13 +2,12 @@
 
 import asyncio
 
+from nanolens_gateway.server import GatewayServicer, GatewaySettings, servicer
+from nanolens_gateway.upstream import SpectraClient
 from nanolens_runtime.server import serve
 from nanolens_runtime.settings import ServerSettings, StorageSettings, from_env
 from nanolens_runtime.storage import ObjectStore
 from nanolens_runtime.version import SERVICE_VERSION
-
-from nanolens_gateway.server import GatewayServicer, GatewaySettings, servicer
-from nanolens_gateway.upstream import SpectraClient
 
 
 def main() -> None:

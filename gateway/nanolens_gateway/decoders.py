@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 import numpy as np
+
 from nanolens_runtime.errors import InvalidArgument
 
 TEXT_SUFFIXES = {".csv", ".txt", ".tsv", ".dat", ".xy", ".asc"}

@@ -15,18 +15,18 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from google.protobuf import json_format
+
 from nanolens.common.v1 import common_pb2
 from nanolens.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from nanolens_gateway import spectra
+from nanolens_gateway.results import ResultStore, artefact_protos, identity, result_prefix
+from nanolens_gateway.upstream import SpectraClient
 from nanolens_runtime.errors import AlreadyExists, InvalidArgument, ResourceExhausted
 from nanolens_runtime.metrics import StageTimer
 from nanolens_runtime.server import Servicer
 from nanolens_runtime.settings import setting
 from nanolens_runtime.storage import ObjectStore
 from nanolens_runtime.version import SERVICE_VERSION
-
-from nanolens_gateway import spectra
-from nanolens_gateway.results import ResultStore, artefact_protos, identity, result_prefix
-from nanolens_gateway.upstream import SpectraClient
 
 log = logging.getLogger("nanolens.gateway")
 FULL_NAME = gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].full_name

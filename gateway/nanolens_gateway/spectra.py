@@ -8,17 +8,17 @@ from dataclasses import dataclass, field
 
 import grpc
 import numpy as np
+
 from nanolens.common.v1 import common_pb2
 from nanolens.spectra.v1 import spectra_pb2
-from nanolens_runtime import arrays
-from nanolens_runtime.errors import InvalidArgument
-from nanolens_runtime.metrics import StageTimer
-from nanolens_runtime.storage import ObjectInfo, ObjectStore
-
 from nanolens_gateway import pictures
 from nanolens_gateway.decoders import NpyLayout, SpectraData, decode_spectra, parse_npy_header, suffix_of
 from nanolens_gateway.results import Artefact
 from nanolens_gateway.upstream import SpectraClient, translate
+from nanolens_runtime import arrays
+from nanolens_runtime.errors import InvalidArgument
+from nanolens_runtime.metrics import StageTimer
+from nanolens_runtime.storage import ObjectInfo, ObjectStore
 
 NPY_HEADER_READ = 4096
 

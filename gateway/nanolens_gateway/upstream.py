@@ -7,6 +7,7 @@ import time
 import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+
 from nanolens.common.v1 import common_pb2
 from nanolens.spectra.v1 import spectra_pb2, spectra_pb2_grpc
 from nanolens_runtime.bundles import version_key

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from nanolens.common.v1 import common_pb2
 
+from nanolens.common.v1 import common_pb2
 from nanolens_runtime.errors import InvalidArgument
 
 _TO_NUMPY = {

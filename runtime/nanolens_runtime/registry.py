@@ -13,7 +13,6 @@ import threading
 from pathlib import Path
 
 from nanolens.common.v1 import common_pb2
-
 from nanolens_runtime import metrics
 from nanolens_runtime.bundles import GRAPH_FILE, MANIFEST_FILE, ModelBundle, find_bundles, version_key
 from nanolens_runtime.errors import AlreadyExists, InvalidModelBundle, NanoLensError, NotFound, Unavailable

@@ -14,6 +14,9 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import LIMIT_MB
 from nanolens.common.v1 import common_pb2
 from nanolens.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from nanolens.spectra.v1 import spectra_pb2, spectra_pb2_grpc
@@ -22,24 +25,11 @@ from nanolens_runtime import arrays
 from nanolens_runtime.settings import StorageSettings
 from nanolens_runtime.storage import ObjectStore
 from nanolens_spectra.science.synthetic import generate_map, generate_spectra
-from prometheus_client.parser import text_string_to_metric_families
 from support import REPO
 
 pytestmark = pytest.mark.slow
 SPECTRA = gateway_pb2.ANALYSIS_KIND_SPECTRA
 MAP = gateway_pb2.ANALYSIS_KIND_SPECTRAL_MAP
-LIMIT_MB = 16
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    logs = tmp_path_factory.mktemp("logs")
-    env = {"NANOLENS_MAX_OBJECT_MB": str(LIMIT_MB), "NANOLENS_MAX_UPLOAD_MB": str(LIMIT_MB),
-           "NANOLENS_BLOCK_MB": "1", "NANOLENS_LOG_LEVEL": "INFO"}
-    running = Stack(extra_env=env, log_dir=logs)
-    endpoints = running.start()
-    yield running, endpoints
-    running.stop()
 
 
 @pytest.fixture(scope="module")

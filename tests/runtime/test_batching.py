@@ -6,6 +6,7 @@ import asyncio
 
 import numpy as np
 import pytest
+
 from nanolens_runtime.batching import DynamicBatcher
 
 

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+
 from nanolens_runtime.bundles import ModelBundle, version_key
 from nanolens_runtime.errors import AlreadyExists, InvalidModelBundle, NotFound
 from nanolens_runtime.inference import select_providers

@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+
 from nanolens_runtime.bundles import ModelBundle
 from nanolens_runtime.errors import DeadlineExceeded
 from nanolens_runtime.inference import InferencePool, OnnxModel, select_providers

@@ -9,10 +9,11 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
+from prometheus_client import REGISTRY
+
 from nanolens.spectra.v1 import spectra_pb2, spectra_pb2_grpc
 from nanolens_runtime.errors import InvalidArgument, NotFound
 from nanolens_runtime.server import Servicer, create_server
-from prometheus_client import REGISTRY
 
 SERVICE = "nanolens.spectra.v1.SpectraService"
 

@@ -1,7 +1,6 @@
 """``python -m nanolens_spectra``: the spectra gRPC service (settings from NANOLENS_* variables)."""
 
 from nanolens_runtime.app import run_model_service
-
 from nanolens_spectra.service import DEFAULT_MODEL, SERVICE, SHIPPED_BUNDLES, TASK, SpectraPipeline, servicer
 
 

@@ -14,6 +14,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
+
 from nanolens.common.v1 import common_pb2
 from nanolens.spectra.v1 import spectra_pb2, spectra_pb2_grpc
 from nanolens_runtime import arrays, metrics
@@ -24,7 +25,6 @@ from nanolens_runtime.registry import ModelRegistry
 from nanolens_runtime.server import Servicer
 from nanolens_runtime.settings import InferenceSettings
 from nanolens_runtime.version import SERVICE_VERSION
-
 from nanolens_spectra.science.preprocessing import PreprocessParams, preprocess
 
 SERVICE = "spectra"

@@ -1,0 +1,63 @@
+"""The `nanolens` command against the running stack, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from nanolens_spectra.science.synthetic import generate_map, generate_spectra
+
+pytestmark = pytest.mark.slow
+
+
+def nanolens(stack, *args, check=True) -> subprocess.CompletedProcess:
+    env = dict(os.environ, **stack[1].client_env())
+    result = subprocess.run([sys.executable, "-m", "nanolens_cli.main", *args], env=env, capture_output=True,
+                            text=True, timeout=300)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_analyze_spectra_json_and_out(stack, tmp_path):
+    batch = generate_spectra(n_per_class=2, seed=3)
+    path = tmp_path / "cells.csv"
+    np.savetxt(path, np.vstack([batch.axis, batch.spectra]), delimiter=",", fmt="%.3f")
+    out = tmp_path / "out"
+    result = json.loads(nanolens(stack, "analyze", "spectra", str(path), "--json", "--out", str(out)).stdout)
+    assert result["n_spectra"] == 6
+    assert {p.name for p in out.iterdir()} == {"result.json", "probabilities.npy", "spectra.png"}
+    assert json.loads((out / "result.json").read_text())["identity"] == result["identity"]
+    text = nanolens(stack, "analyze", "spectra", str(path)).stdout
+    assert "swcnt-endosome" in text and "#5" in text
+
+
+def test_analyze_map_is_detected_from_the_array(stack, tmp_path):
+    cube, _ = generate_map(8, 8, seed=4)
+    path = tmp_path / "map.npy"
+    np.save(path, cube)
+    out = tmp_path / "out"
+    text = nanolens(stack, "analyze", "spectra", str(path), "--out", str(out)).stdout
+    assert "map 8 x 8 x 1024" in text
+    assert np.load(out / "class_map.npy").shape == (8, 8)
+    assert (out / "class_map.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_models_list(stack):
+    listed = json.loads(nanolens(stack, "models", "list", "--json").stdout)
+    assert any(m["is_default"] for m in listed["services"][0]["models"])
+
+
+def test_errors_are_one_clear_line(stack, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("1,2,3\n4,5\n")
+    result = nanolens(stack, "analyze", "spectra", str(bad), check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("error: INVALID_ARGUMENT") and "columns" in result.stderr
+    missing = nanolens(stack, "analyze", "spectra", str(tmp_path / "nope.csv"), check=False)
+    assert missing.returncode == 2 and "not a file" in missing.stderr
