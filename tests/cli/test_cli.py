@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+from nanolens_cli.stack import free_port
 from nanolens_spectra.science.synthetic import generate_map, generate_spectra
 
 pytestmark = pytest.mark.slow
@@ -61,3 +64,27 @@ def test_errors_are_one_clear_line(stack, tmp_path):
     assert result.stderr.strip().startswith("error: INVALID_ARGUMENT") and "columns" in result.stderr
     missing = nanolens(stack, "analyze", "spectra", str(tmp_path / "nope.csv"), check=False)
     assert missing.returncode == 2 and "not a file" in missing.stderr
+
+
+def test_up_prints_endpoints_and_stops_everything_on_sigterm():
+    ports = [free_port() for _ in range(3)]
+    proc = subprocess.Popen([sys.executable, "-m", "nanolens_cli.main", "up", "--gateway-port", str(ports[0]),
+                             "--spectra-port", str(ports[1]), "--s3-port", str(ports[2])],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "stack ready" in line:
+                break
+        assert f"gateway  127.0.0.1:{ports[0]}" in "".join(lines)
+        for port in ports:
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        for port in ports:  # nothing it started is left listening
+            with pytest.raises(OSError):
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
