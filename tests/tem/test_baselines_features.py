@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from nanolens_tem.baselines import estimate_radius, foreground_mask, hough_segment, watershed_segment
 from nanolens_tem.features import FEATURE_NAMES, agglomerate_features, segment_agglomerates
 from nanolens_tem.metrics import equivalent_diameters, instance_f1, iou_matrix, match_instances, psd_errors

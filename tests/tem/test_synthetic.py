@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from nanolens_tem.synthetic import SynthParams, aggregate, generate, geometric_stats, render, sample_diameters
 
 

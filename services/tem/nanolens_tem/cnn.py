@@ -1,0 +1,237 @@
+"""CNN primary-particle segmentation: ONNX inference and post-processing (no torch here).
+
+The network (a small U-Net, trained by :mod:`nanolens_tem.training.cnn_train`) maps a normalised
+grey image to four maps at full resolution:
+
+====  ===========  ==========================================================================
+ ch    name         meaning
+====  ===========  ==========================================================================
+ 0     fg           logit: pixel belongs to a particle
+ 1     boundary     logit: pixel lies on a boundary between two touching/overlapping particles
+ 2     dist         normalised distance to the particle's own outline, ``1 - rho / r`` for a
+                    sphere of radius ``r`` (1 at the centre, 0 at the edge); for real masks the
+                    instance's distance transform divided by its maximum
+ 3     radius       the particle's radius in units of :data:`RADIUS_UNIT` px (of the *whole*
+                    particle, including parts hidden behind others)
+====  ===========  ==========================================================================
+
+Instances: seeds are connected components of ``dist > seed_level`` inside the foreground and
+away from boundaries, grown by a watershed on ``-dist`` restricted to the foreground. There is no
+limit on the number of particles per agglomerate. Each instance's diameter is ``2 x`` the median
+predicted radius over its pixels (robust to occlusion) or its equivalent-circle diameter.
+
+Large images are processed in overlapping tiles whose raw outputs are blended with a separable
+weight window that falls to (almost) zero at tile borders, so that no seams appear.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage as ndi
+from skimage.measure import label
+from skimage.segmentation import watershed
+
+from nanolens_tem.baselines import Segmentation, _centres, _relabel
+
+__all__ = ["RADIUS_UNIT", "OUT_CHANNELS", "normalise", "blend_window", "tiled_predict", "instances_from_maps",
+           "CnnSegmenter"]
+
+RADIUS_UNIT = 32.0
+OUT_CHANNELS = ("fg", "boundary", "dist", "radius")
+MULTIPLE = 16   # the U-Net downsamples 4 times
+
+
+def normalise(image: np.ndarray) -> np.ndarray:
+    """Robust per-image scaling to float32: 1st percentile -> -0.5, 99th -> +0.5."""
+    x = np.asarray(image, np.float32)
+    lo, hi = np.percentile(x, [1.0, 99.0])
+    return ((x - lo) / max(float(hi - lo), 1e-6) - 0.5).astype(np.float32)
+
+
+def blend_window(size: int, overlap: int) -> np.ndarray:
+    """1D blending weights: raised-cosine ramps of length ``overlap`` at both ends, 1 inside."""
+    w = np.ones(size, np.float32)
+    if overlap > 0:
+        ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(overlap) + 0.5) / overlap)
+        w[:overlap] = ramp
+        w[-overlap:] = ramp[::-1]
+    return np.maximum(w, 1e-3)
+
+
+def _pad_to(x: np.ndarray, h: int, w: int) -> np.ndarray:
+    ph, pw = h - x.shape[-2], w - x.shape[-1]
+    return np.pad(x, ((0, ph), (0, pw)), mode="reflect") if ph or pw else x
+
+
+def _starts(n: int, tile: int, step: int) -> list[int]:
+    if n <= tile:
+        return [0]
+    s = list(range(0, n - tile, step))
+    return s + [n - tile]
+
+
+def tiled_predict(run, x: np.ndarray, tile: int = 512, overlap: int = 64) -> np.ndarray:
+    """Apply ``run`` ((1, 1, h, w) -> (1, C, h, w)) to a 2D array in blended tiles.
+
+    Parameters
+    ----------
+    run : callable
+        The network on one padded tile (sides multiples of 16).
+    x : (H, W) float32
+        Normalised image.
+    tile : int
+        Tile side in px (rounded up to a multiple of 16). Images that fit are run whole.
+    overlap : int
+        Overlap between neighbouring tiles in px; also the length of the blending ramps.
+
+    Returns
+    -------
+    (C, H, W) float32
+        Blended raw network outputs.
+    """
+    h, w = x.shape
+    tile = int(np.ceil(tile / MULTIPLE) * MULTIPLE)
+    if h <= tile and w <= tile:
+        ph, pw = int(np.ceil(h / MULTIPLE) * MULTIPLE), int(np.ceil(w / MULTIPLE) * MULTIPLE)
+        xp = _pad_to(x, max(ph, MULTIPLE), max(pw, MULTIPLE))
+        return run(xp[None, None])[0, :, :h, :w]
+    xp = _pad_to(x, max(h, tile), max(w, tile))
+    hp, wp = xp.shape
+    step = tile - overlap
+    acc, wsum = None, np.zeros((hp, wp), np.float32)
+    ys, xs = _starts(hp, tile, step), _starts(wp, tile, step)
+    for y0 in ys:
+        wy = blend_window(tile, overlap if len(ys) > 1 else 0)
+        if y0 == ys[0]:
+            wy[: overlap] = 1.0
+        if y0 == ys[-1]:
+            wy[tile - overlap:] = 1.0
+        for x0 in xs:
+            wx = blend_window(tile, overlap if len(xs) > 1 else 0)
+            if x0 == xs[0]:
+                wx[: overlap] = 1.0
+            if x0 == xs[-1]:
+                wx[tile - overlap:] = 1.0
+            out = run(xp[None, None, y0:y0 + tile, x0:x0 + tile])[0]
+            if acc is None:
+                acc = np.zeros((out.shape[0], hp, wp), np.float32)
+            wt = wy[:, None] * wx[None, :]
+            acc[:, y0:y0 + tile, x0:x0 + tile] += out * wt
+            wsum[y0:y0 + tile, x0:x0 + tile] += wt
+    return (acc / wsum)[:, :h, :w]
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
+
+
+def instances_from_maps(maps: np.ndarray, *, fg_threshold: float = 0.5, seed_level: float = 0.45,
+                        boundary_threshold: float = 0.5, min_seed_area: int = 4, min_area: int = 12,
+                        diameter: str = "radius") -> Segmentation:
+    """Turn the four output maps (C, H, W) into particle instances.
+
+    ``diameter="radius"`` sizes each instance from the predicted radius map (px, including hidden
+    parts), ``"area"`` by its equivalent-circle diameter.
+    """
+    fg = _sigmoid(maps[0]) > fg_threshold
+    bnd = _sigmoid(maps[1]) > boundary_threshold
+    dist = np.clip(maps[2], 0.0, 1.0)
+    seeds = label(fg & ~bnd & (dist > seed_level))
+    area = np.bincount(seeds.ravel())
+    small = area < min_seed_area
+    small[0] = False
+    seeds[small[seeds]] = 0
+    # foreground components without any seed still become one particle
+    comp = label(fg)
+    missing = np.setdiff1d(np.unique(comp[fg]), np.unique(comp[seeds > 0]))
+    if len(missing):
+        seeds = np.where(np.isin(comp, missing) & (seeds == 0), comp + seeds.max(), seeds)
+    lab = watershed(-dist, seeds, mask=fg)
+    lab = _relabel(lab, min_area)
+    n = int(lab.max())
+    if n == 0:
+        return Segmentation(lab, np.zeros(0), np.zeros((0, 2)))
+    if diameter == "radius":
+        r = np.maximum(maps[3], 0) * RADIUS_UNIT
+        d = 2.0 * np.asarray(ndi.median(r, lab, np.arange(1, n + 1)))
+    else:
+        d = 2.0 * np.sqrt(np.bincount(lab.ravel())[1:] / np.pi)
+    return Segmentation(lab, d, _centres(lab))
+
+
+#: typical primary-particle radius (px) of the training images; ``scale="auto"`` brings larger
+#: particles to about this size before the network sees them
+TARGET_RADIUS = 12.0
+MAX_RADIUS = 18.0
+
+
+def auto_scale(image: np.ndarray, dark_particles: bool = True) -> float:
+    """Resampling factor that brings the estimated particle radius (px) into the training range
+    (1.0 when it already is, < 1 for large particles)."""
+    from nanolens_tem.baselines import estimate_radius, foreground_mask
+
+    r = estimate_radius(foreground_mask(image, dark_particles=dark_particles))
+    return TARGET_RADIUS / r if r > MAX_RADIUS else 1.0
+
+
+def resample(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear resampling of a 2D or (C, H, W) float array to ``shape`` (anti-aliased when shrinking)."""
+    from skimage.transform import resize
+
+    out_shape = shape if a.ndim == 2 else (a.shape[0], *shape)
+    shrink = shape[0] < a.shape[-2]
+    return resize(a, out_shape, order=1, mode="reflect", anti_aliasing=shrink, preserve_range=True).astype(np.float32)
+
+
+@dataclass
+class CnnSegmenter:
+    """ONNX U-Net segmenter. Load with :meth:`from_bundle` or :meth:`from_onnx`.
+
+    ``scale``: ``"auto"`` (see :func:`auto_scale`), a fixed resampling factor, or ``1.0``.
+    """
+
+    session: object
+    tile: int = 512
+    overlap: int = 64
+    scale: float | str = "auto"
+
+    @classmethod
+    def from_onnx(cls, path_or_bytes, **kw) -> CnnSegmenter:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = kw.pop("threads", 0)
+        src = str(path_or_bytes) if isinstance(path_or_bytes, Path) else path_or_bytes
+        sess = ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+        return cls(sess, **kw)
+
+    @classmethod
+    def from_bundle(cls, path: Path, **kw) -> CnnSegmenter:
+        from nanolens_runtime.bundles import ModelBundle
+
+        return cls.from_onnx(Path(ModelBundle.load(Path(path)).onnx_path), **kw)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        name = self.session.get_inputs()[0].name
+        return self.session.run(None, {name: np.ascontiguousarray(x, np.float32)})[0]
+
+    def predict_maps(self, image: np.ndarray, *, dark_particles: bool = True) -> np.ndarray:
+        """Raw blended output maps (4, H, W) for a grey image (dark particles by default)."""
+        x = normalise(image)
+        if not dark_particles:
+            x = -x
+        f = auto_scale(image, dark_particles) if self.scale == "auto" else float(self.scale)
+        if abs(f - 1.0) < 1e-3:
+            return tiled_predict(self._run, x, self.tile, self.overlap)
+        h, w = x.shape
+        small = resample(x, (max(16, round(h * f)), max(16, round(w * f))))
+        maps = resample(tiled_predict(self._run, small, self.tile, self.overlap), (h, w))
+        maps[3] /= f
+        return maps
+
+    def segment(self, image: np.ndarray, *, dark_particles: bool = True, **kw) -> Segmentation:
+        """Primary-particle instances of a grey image; ``kw`` go to :func:`instances_from_maps`."""
+        return instances_from_maps(self.predict_maps(image, dark_particles=dark_particles), **kw)

@@ -1,0 +1,55 @@
+"""Write the CNN model bundle from a trained ONNX file, with evaluation metrics in the manifest.
+
+``python -m nanolens_tem.training.bundle --work DIR --eval EVAL.json --out BUNDLE_DIR``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from nanolens_tem.training.cnn_train import manifest
+
+
+def flat_metrics(ev: dict, method: str = "cnn") -> dict:
+    """Flat numbers from an evaluate.py JSON for one method."""
+    out = {}
+    syn = (ev.get("synthetic") or {}).get("methods", {}).get(method)
+    if syn:
+        n = ev["synthetic"]["n_images"]
+        out.update({"synthetic_n_images": float(n), "synthetic_gmd_err": syn["gmd_err"],
+                    "synthetic_gsd_err": syn["gsd_err"], "synthetic_f1_iou50": syn["f1_iou50"]})
+    real = (ev.get("real") or {}).get("methods", {}).get(method)
+    if real:
+        r = real["all"]
+        out.update({"real_gold_n_images": float(r["n_images"]), "real_gold_f1_iou50": r["f1_iou50"],
+                    "real_gold_count_err": r["count_err"], "real_gold_gmd_err": r["gmd_err"],
+                    "real_gold_gsd_err": r["gsd_err"]})
+    return out
+
+
+def main(argv=None) -> int:
+    from nanolens_runtime.bundles import write_bundle
+
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--work", type=Path, required=True, help="cnn_train --out folder")
+    ap.add_argument("--eval", type=Path, help="evaluate.py tem_eval.json")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--name", default="tem-unet")
+    ap.add_argument("--version", default="1.0.0")
+    ap.add_argument("--base", type=int, default=8)
+    ap.add_argument("--note", default="")
+    args = ap.parse_args(argv)
+    onnx_bytes = (args.work / "model.onnx").read_bytes()
+    data = json.loads((args.work / "training_data.json").read_text())
+    if args.note:
+        data["source"] += "; " + args.note
+    metrics = flat_metrics(json.loads(args.eval.read_text())) if args.eval else {}
+    write_bundle(args.out, onnx_bytes, manifest(args.name, args.version, metrics, data, args.base))
+    print("wrote", args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,116 @@
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from nanolens_tem.cnn import blend_window, instances_from_maps, tiled_predict
+
+
+def _local_op(x):
+    """A stand-in network: per-pixel local operator with a small support (4 channels)."""
+    a = x[0, 0]
+    g = ndi.gaussian_filter(a, 1.5, truncate=3.0, mode="reflect")
+    return np.stack([g, a**2, -a, g * 2])[None].astype(np.float32)
+
+
+def test_blend_window_ramps_sum_to_one():
+    w = blend_window(128, 32)
+    assert w.max() == 1.0
+    # overlapping raised-cosine ramps of two neighbouring tiles add up to one
+    assert w[-32:] + w[:32] == pytest.approx(np.ones(32), abs=2e-3)
+
+
+def test_tiled_equals_untiled_for_a_local_operator():
+    rng = np.random.default_rng(0)
+    x = ndi.gaussian_filter(rng.normal(size=(300, 270)), 2).astype(np.float32)
+    whole = tiled_predict(_local_op, x, tile=512, overlap=32)
+    tiled = tiled_predict(_local_op, x, tile=96, overlap=32)
+    assert whole.shape == (4, 300, 270)
+    interior = (slice(None), slice(8, -8), slice(8, -8))
+    assert np.abs(whole - tiled)[interior].max() < 2e-3 * np.abs(whole).max()
+
+
+def test_instances_from_ideal_maps():
+    """Two overlapping discs in ideal maps become two instances with the right radii."""
+    h, w = 80, 120
+    yy, xx = np.mgrid[0:h, 0:w]
+    maps = np.zeros((4, h, w), np.float32)
+    maps[0] = -10
+    maps[1] = -10
+    for cy, cx, r in [(40, 40, 15), (40, 65, 12)]:
+        rho = np.hypot(yy - cy, xx - cx)
+        inside = rho <= r
+        d = np.clip(1 - rho / r, 0, 1)
+        take = inside & (d > maps[2])
+        maps[0][inside] = 10
+        maps[2][take] = d[take]
+        maps[3][take] = r / 32.0
+    seg = instances_from_maps(maps)
+    assert seg.labels.max() == 2
+    assert sorted(seg.diameters) == pytest.approx([24, 30], abs=0.5)
+
+
+@pytest.fixture(scope="module")
+def small_unet():
+    torch = pytest.importorskip("torch")
+    from nanolens_tem.training.cnn_train import UNet, export_onnx
+
+    torch.manual_seed(0)
+    m = UNet(base=4)
+    # non-trivial batch-norm statistics
+    m.train()
+    with torch.no_grad():
+        for _ in range(3):
+            m(torch.randn(2, 1, 64, 64))
+    m.eval()
+    return m, export_onnx(m)
+
+
+def test_onnx_matches_torch(small_unet):
+    import onnxruntime as ort
+    import torch
+
+    model, onnx_bytes = small_unet
+    x = np.random.default_rng(1).normal(size=(1, 1, 96, 160)).astype(np.float32)
+    sess = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"image": x})[0]
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    assert got.shape == (1, 4, 96, 160)
+    assert np.abs(got - want).max() < 1e-4
+
+
+def test_tiled_network_has_no_seams(small_unet):
+    """Tiled inference of a real U-Net approximates the untiled result on an image that fits in one tile."""
+    import onnxruntime as ort
+
+    from nanolens_tem.cnn import normalise
+    from nanolens_tem.synthetic import generate
+
+    _, onnx_bytes = small_unet
+    sess = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+
+    def run(t):
+        return sess.run(None, {"image": t.astype(np.float32)})[0]
+
+    x = normalise(generate(5).image)
+    whole = tiled_predict(run, x, tile=256, overlap=0)
+    tiled = tiled_predict(run, x, tile=128, overlap=48)
+    diff = np.abs(whole - tiled)
+    scale = np.abs(whole).mean()
+    assert diff.mean() < 0.05 * scale
+    # no seam: the error along the tile borders is not concentrated there
+    border = diff[:, :, 120:136].mean()
+    assert border < 3 * diff.mean() + 1e-3
+
+
+def test_serving_module_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, nanolens_tem.cnn, nanolens_tem.ann, nanolens_tem.baselines, nanolens_tem.features;"
+            "sys.exit(1 if 'torch' in sys.modules else 0)")
+    import nanolens_tem
+
+    src = str(__import__("pathlib").Path(nanolens_tem.__file__).parents[1])
+    r = subprocess.run([sys.executable, "-c", code], env={"PYTHONPATH": src}, capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr.decode()
