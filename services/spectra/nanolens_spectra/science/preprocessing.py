@@ -308,6 +308,11 @@ def degenerate_mask(processed: np.ndarray, min_snr: float = 5.0) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- pipeline
 
+# Regions of interest of DNA-SWCNT Raman spectra (cm^-1): radial breathing modes; D, G-, G+
+# (with the cellular amide/CH2 bands around them); G'. The rest of the axis holds mostly
+# fluorescence background and noise.
+SWCNT_REGIONS_CM1: tuple[tuple[float, float], ...] = ((120.0, 350.0), (1200.0, 1750.0), (2500.0, 2850.0))
+
 
 @dataclass(frozen=True)
 class PreprocessParams:
