@@ -49,13 +49,16 @@ AXIS_START_CM1 = 100.0
 AXIS_STOP_CM1 = 3000.0
 AXIS_POINTS = 1024
 
-# Graphene lattice constant in nm, for tube diameters.
-GRAPHENE_A_NM = 0.246
+# Graphene lattice constant in nm, for tube diameters: sqrt(3) * a_CC with a_CC = 0.144 nm, the
+# convention under which the RBM relation below was fitted (gives d(7,5) = 0.829 nm).
+GRAPHENE_A_NM = float(np.sqrt(3.0) * 0.144)
 # (n, m) chiralities whose RBMs span ~150-300 cm^-1 (HiPco-like mixture, resonant at 785 nm or so).
 CHIRALITIES: tuple[tuple[int, int], ...] = (
     (7, 5), (7, 6), (9, 4), (8, 6), (8, 7), (9, 7), (11, 7), (13, 7), (16, 5), (17, 6),
 )
-RBM_HWHM_CM1 = 4.0
+# Natural RBM widths are ~4-8 cm^-1 FWHM; with the inhomogeneous broadening in cells and the
+# ~6-8 cm^-1 resolution of a spectrometer sampled every 2.8 cm^-1, ~12 cm^-1 FWHM is observed.
+RBM_HWHM_CM1 = 6.0
 TRUNCATE_HWHM = 15.0
 # Rows rendered at once: bounds the temporary memory and keeps the work in cache. Fixed, so
 # that the random stream (and therefore the output) does not depend on the problem size.
@@ -303,18 +306,21 @@ def _add_spikes(out: np.ndarray, p: dict[str, np.ndarray]) -> None:
         out[row, j:j + int(width)] += np.float32(counts)
 
 
-def generate_spectra(n_per_class: int, seed: int, axis: np.ndarray | None = None) -> SyntheticSpectra:
+def generate_spectra(n_per_class: int, seed: int, axis: np.ndarray | None = None,
+                     nuisance: Nuisance = NUISANCE) -> SyntheticSpectra:
     """``n_per_class`` spectra of each class in ``CLASSES``, in shuffled order.
 
     ``axis`` is the Raman-shift axis in cm^-1 (default ``default_axis()``). Deterministic in
-    ``seed``.
+    ``seed``. ``nuisance`` changes the variability; the random stream does not depend on its
+    values, so e.g. ``spike_counts=(0, 0)`` gives the same spectra without cosmic rays (ground
+    truth for spike removal).
     """
     if n_per_class < 1:
         raise ValueError(f"n_per_class must be >= 1, got {n_per_class}")
     x = _validate_axis(axis)
     rng = np.random.default_rng(seed)
     labels = rng.permutation(np.repeat(np.arange(len(CLASSES), dtype=np.int64), n_per_class))
-    spectra = _render(labels, rng, x)
+    spectra = _render(labels, rng, x, nz=nuisance)
     return SyntheticSpectra(spectra=spectra, labels=labels, axis=x, class_names=CLASSES)
 
 
@@ -327,8 +333,8 @@ def _blob_labels(height: int, width: int, rng: np.random.Generator) -> np.ndarra
     return np.argmax(fields, axis=0).astype(np.int64)
 
 
-def generate_map(height: int, width: int, seed: int,
-                 axis: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def generate_map(height: int, width: int, seed: int, axis: np.ndarray | None = None,
+                 nuisance: Nuisance = NUISANCE) -> tuple[np.ndarray, np.ndarray]:
     """A synthetic Raman map: ``(cube (H, W, C) float32 counts, label_map (H, W) int64)``.
 
     Classes form blobs about ``max(H, W) / 8`` pixels across; the nanotube amount (signal level)
@@ -342,5 +348,5 @@ def generate_map(height: int, width: int, seed: int,
     amount = ndimage.gaussian_filter(rng.standard_normal((height, width)),
                                      max(height, width) / 10.0, mode="wrap")
     amount = np.exp(0.5 * amount / (amount.std() + 1e-12))
-    cube = _render(label_map.ravel(), rng, x, amplitude=amount.ravel())
+    cube = _render(label_map.ravel(), rng, x, amplitude=amount.ravel(), nz=nuisance)
     return cube.reshape(height, width, x.size), label_map

@@ -15,13 +15,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from threadpoolctl import threadpool_limits
-
 from nanolens_runtime.bundles import sha256_file
 from nanolens_spectra.bundles import DEFAULT_BUNDLE_NAME, DEFAULT_BUNDLE_VERSION, default_bundle_path
 from nanolens_spectra.science.preprocessing import SWCNT_REGIONS_CM1, PreprocessParams
 from nanolens_spectra.science.synthetic import generate_spectra
-from nanolens_spectra.training.bundle import configure_determinism, train_bundle_report
+from nanolens_spectra.training.bundle import deterministic, train_bundle_report
 from nanolens_spectra.training.data import LabelledDataset
 from nanolens_spectra.training.model import TrainParams
 
@@ -53,8 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=default_bundle_path(),
                         help="bundle directory (default: the shipped bundle)")
     args = parser.parse_args(argv)
-    configure_determinism(SEED)
-    with threadpool_limits(limits=1):
+    with deterministic(SEED):
         result = train_bundle_report(
             synthetic_dataset(), args.out, DEFAULT_BUNDLE_NAME, DEFAULT_BUNDLE_VERSION, SEED,
             DESCRIPTION, CREATED, PREPROCESSING, TRAINING,

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import os
+import contextlib
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from nanolens_runtime.bundles import write_bundle
 from nanolens_spectra.science.preprocessing import PreprocessParams, degenerate_mask, preprocess
@@ -22,15 +24,28 @@ TASK = "spectra-classification"
 SCHEMA_VERSION = 1
 
 
-def configure_determinism(seed: int) -> None:
-    """Make torch training bit-reproducible on this machine: one thread, deterministic
-    kernels, seeded global generators. Call once at the start of a build."""
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+@contextlib.contextmanager
+def deterministic(seed: int) -> Iterator[None]:
+    """Make torch training bit-reproducible on this machine for the duration of the block: one
+    thread for torch and for the BLAS libraries, deterministic kernels, seeded global
+    generators. The previous torch settings are restored afterwards (this also runs inside
+    test sessions shared with other code)."""
+    threads = torch.get_num_threads()
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    np_state, py_state = np.random.get_state(), random.getstate()
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
-    torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     random.seed(seed)
+    try:
+        with threadpool_limits(limits=1), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            yield
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
+        torch.set_num_threads(threads)
+        np.random.set_state(np_state)
+        random.setstate(py_state)
 
 
 @dataclass(frozen=True)

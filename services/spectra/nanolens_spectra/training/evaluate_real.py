@@ -35,10 +35,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from nanolens_spectra.science.preprocessing import PreprocessParams, preprocess
-from nanolens_spectra.training.bundle import configure_determinism
+from nanolens_spectra.training.bundle import deterministic
 from nanolens_spectra.training.cv import CVReport, cross_validate
 from nanolens_spectra.training.data import (
     LabelledDataset,
@@ -174,9 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=SEED)
     args = parser.parse_args(argv)
     data_dir = args.data or default_data_dir()
-    configure_determinism(args.seed)
     try:
-        with threadpool_limits(limits=1):
+        with deterministic(args.seed):
             results = run(data_dir, args.folds, args.seed)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
