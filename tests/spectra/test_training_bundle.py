@@ -1,0 +1,86 @@
+"""Bundles: train_bundle end to end, the shipped default bundle, and its exact rebuild."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nanolens_runtime.bundles import ModelBundle
+from nanolens_spectra.bundles import default_bundle_path
+from nanolens_spectra.science.preprocessing import SWCNT_REGIONS_CM1, PreprocessParams, preprocess
+from nanolens_spectra.science.synthetic import default_axis, generate_map, generate_spectra
+from nanolens_spectra.training.bundle import train_bundle
+from nanolens_spectra.training.data import LabelledDataset
+from nanolens_spectra.training.export import run_onnx
+from nanolens_spectra.training.model import TrainParams
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_train_bundle_writes_a_loadable_bundle(tmp_path):
+    syn = generate_spectra(12, seed=41)
+    ds = LabelledDataset(syn.spectra, syn.labels, syn.axis, syn.class_names, "synthetic test set")
+    pre = PreprocessParams(regions=SWCNT_REGIONS_CM1, min_snr=5.0)
+    out = train_bundle(ds, tmp_path / "b" / "1", "test-model", "1", seed=3, description="test",
+                       created="2024-06-01T00:00:00+00:00", preprocessing=pre,
+                       train=TrainParams(epochs=5), folds=3)
+    bundle = ModelBundle.load(out)
+    m = bundle.manifest
+    assert bundle.name == "test-model" and bundle.class_names == list(syn.class_names)
+    assert m["task"] == "spectra-classification" and m["schema_version"] == 1
+    assert m["inputs"] == [{"name": "spectra", "dtype": "float32", "shape": [-1, pre.n_features]}]
+    assert m["outputs"] == [{"name": "probabilities", "dtype": "float32", "shape": [-1, 3]}]
+    assert PreprocessParams.from_dict(m["preprocessing"]) == pre
+    assert m["metrics"]["cv_folds"] == 3 and m["metrics"]["n_spectra"] == 36
+    assert np.array(m["confusion_matrix"]).sum() == 36
+    assert m["training_data"] == {"sha256": ds.sha256(), "n_items": 36, "source": "synthetic test set",
+                                  "class_counts": {n: 12 for n in syn.class_names}}
+    assert m["framework"]["onnx_opset"] >= 17 and m["framework"]["torch"].startswith("2.")
+    # Raw spectra -> manifest preprocessing -> ONNX.
+    x = preprocess(syn.spectra[:5], syn.axis, PreprocessParams.from_dict(m["preprocessing"]))
+    p = run_onnx(bundle.onnx_path.read_bytes(), x)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_default_bundle_is_valid_small_and_in_the_target_band():
+    bundle = ModelBundle.load(default_bundle_path())
+    m = bundle.manifest
+    assert (bundle.name, bundle.version) == ("swcnt-endosome", "1")
+    assert bundle.class_names == ["early_endosome", "late_endosome", "lysosome"]
+    assert bundle.onnx_path.stat().st_size < 1_000_000
+    pre = PreprocessParams.from_dict(m["preprocessing"])
+    assert m["inputs"][0]["shape"] == [-1, pre.n_features]
+    # The generator is tuned so that the task is learnable but not trivial.
+    assert 0.85 <= m["metrics"]["cv_accuracy_mean"] <= 0.97
+    assert m["metrics"]["n_spectra"] == 900 and m["metrics"]["cv_folds"] == 10
+
+
+def test_default_bundle_generalises_to_a_fresh_synthetic_map():
+    """Pixels of a map the model never saw (other seed, spatial blobs, varying signal level)."""
+    bundle = ModelBundle.load(default_bundle_path())
+    pre = PreprocessParams.from_dict(bundle.manifest["preprocessing"])
+    cube, labels = generate_map(40, 40, seed=123)
+    x = preprocess(cube.reshape(-1, cube.shape[-1]), default_axis(), pre)
+    pred = run_onnx(bundle.onnx_path.read_bytes(), x).argmax(axis=1)
+    assert (pred == labels.ravel()).mean() > 0.85
+
+
+@pytest.mark.slow
+def test_default_bundle_rebuild_is_byte_identical(tmp_path):
+    out = tmp_path / "rebuilt"
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    subprocess.run([sys.executable, "-m", "nanolens_spectra.training.build_default", "--out", str(out)],
+                   check=True, cwd=REPO, env=env, capture_output=True, timeout=280)
+    shipped = default_bundle_path()
+    for name in ("model.onnx", "manifest.json"):
+        assert sha256(out / name) == sha256(shipped / name), f"{name} differs from the committed bundle"
