@@ -238,3 +238,13 @@ def test_spike_removal_on_generated_spectra_against_ground_truth():
     assert hits / found.sum() > 0.9                                  # precision
     cleaned = pp.remove_spikes(with_spikes)
     assert np.median(np.abs(cleaned - without)[truth]) < 200         # noise sd ~100 counts
+
+
+def test_science_package_does_not_import_torch():
+    """The serving image has no torch: the science code must not need it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, nanolens_spectra.science.preprocessing, nanolens_spectra.science.synthetic; "
+            "sys.exit('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0

@@ -84,3 +84,29 @@ def test_default_bundle_rebuild_is_byte_identical(tmp_path):
     shipped = default_bundle_path()
     for name in ("model.onnx", "manifest.json"):
         assert sha256(out / name) == sha256(shipped / name), f"{name} differs from the committed bundle"
+
+
+def test_train_cli_on_a_users_csv(tmp_path, capsys):
+    from nanolens_spectra.training import train
+
+    syn = generate_spectra(10, seed=42)
+    names = np.array(syn.class_names)[syn.labels]
+    rows = [",".join(["label", *(f"{v:.3f}" for v in syn.axis)])]
+    rows += [",".join([n, *(f"{v:.1f}" for v in s)]) for n, s in zip(names, syn.spectra, strict=True)]
+    (tmp_path / "mine.csv").write_text("\n".join(rows) + "\n")
+    code = train.main([str(tmp_path / "mine.csv"), "--out", str(tmp_path / "models"), "--name", "mine",
+                       "--folds", "3", "--region", "1200:1750", "--region", "2500:2850"])
+    assert code == 0
+    assert "mine/1: 30 spectra, 3 classes, 3-fold CV" in capsys.readouterr().out
+    bundle = ModelBundle.load(tmp_path / "models" / "mine" / "1")
+    pre = PreprocessParams.from_dict(bundle.manifest["preprocessing"])
+    assert pre.regions == ((1200.0, 1750.0), (2500.0, 2850.0)) and pre.despike and pre.baseline
+    assert bundle.manifest["inputs"][0]["shape"] == [-1, pre.n_features]
+
+
+def test_train_cli_reports_bad_data(tmp_path, capsys):
+    from nanolens_spectra.training import train
+
+    (tmp_path / "bad.csv").write_text("label,1,2,3\na,1,2,3\nb,1,2,3\n")
+    assert train.main([str(tmp_path / "bad.csv"), "--out", str(tmp_path), "--name", "x"]) == 2
+    assert "fewer than 10 spectra" in capsys.readouterr().err
