@@ -12,6 +12,8 @@ from pathlib import Path
 
 import grpc
 
+from nanolens_runtime.errors import NanoLensError
+
 DEFAULT_GATEWAY = "127.0.0.1:50050"
 
 
@@ -117,24 +119,12 @@ def cmd_spectra_train(args) -> int:
     from nanolens_runtime.registry import upload_bundle
     from nanolens_runtime.settings import StorageSettings, from_env
     from nanolens_runtime.storage import ObjectStore
-    from nanolens_spectra.training.pipeline import load_labelled_dataset, train_bundle
+    from nanolens_spectra.training import train
 
-    dataset = load_labelled_dataset(Path(args.dataset), labels_path=Path(args.labels) if args.labels else None)
-    out = Path(args.out or f"bundles/{args.name}/{args.version}")
-    print(f"training {args.name}:{args.version} on {len(dataset.labels)} spectra "
-          f"({args.folds}-fold cross-validation first) ...", file=sys.stderr)
-    path = train_bundle(dataset, out, name=args.name, version=args.version, seed=args.seed,
-                        description=args.description or f"trained on {Path(args.dataset).name}",
-                        folds=args.folds)
-    bundle = ModelBundle.load(path)
-    metrics = bundle.manifest["metrics"]
-    print(f"10-fold CV accuracy {metrics['cv_accuracy_mean']:.3f} +- {metrics['cv_accuracy_sd']:.3f} "
-          f"(logistic regression {metrics.get('baseline_logreg_accuracy_mean', float('nan')):.3f}) "
-          f"on {metrics['n_spectra']:.0f} spectra")
-    print(f"bundle: {path}")
+    result = train.run(args)
     if args.register:
         storage = from_env(StorageSettings)
-        where = upload_bundle(ObjectStore.from_settings(storage), storage.models_bucket, bundle)
+        where = upload_bundle(ObjectStore.from_settings(storage), storage.models_bucket, ModelBundle.load(result.path))
         print(f"registered: {where}")
     return 0
 
@@ -143,6 +133,12 @@ def cmd_demo(args) -> int:
     from nanolens_cli.demo import run_demo
 
     return run_demo(Path(args.out))
+
+
+def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    from nanolens_spectra.training.train import add_arguments  # torch is imported only when training runs
+
+    add_arguments(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -182,14 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     spectra = sub.add_parser("spectra", help="spectra models")
     ssub = spectra.add_subparsers(dest="action", required=True)
     train = ssub.add_parser("train", help="cross-validate, train, export and register a model on labelled spectra")
-    train.add_argument("dataset", help="CSV (label column + wavenumber columns) or NPZ (spectra, labels, axis)")
-    train.add_argument("--labels", help="labels file when the CSV holds spectra only")
-    train.add_argument("--name", required=True)
-    train.add_argument("--version", required=True)
-    train.add_argument("--description", default="")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--folds", type=int, default=10)
-    train.add_argument("--out", help="bundle folder (default bundles/NAME/VERSION)")
+    _add_train_arguments(train)
     train.add_argument("--register", action="store_true",
                        help="upload to the models bucket (NANOLENS_S3_* settings)")
     train.set_defaults(func=cmd_spectra_train)
@@ -207,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     except grpc.RpcError as exc:
         print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
         return 1
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, NanoLensError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

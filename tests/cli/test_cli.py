@@ -88,3 +88,23 @@ def test_up_prints_endpoints_and_stops_everything_on_sigterm():
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_train_register_and_choose_the_model_per_request(stack, tmp_path):
+    batch = generate_spectra(n_per_class=12, seed=21)
+    data = tmp_path / "mine.npz"
+    names = np.array(batch.class_names)[batch.labels]
+    np.savez(data, spectra=batch.spectra, labels=names, axis=batch.axis)
+    trained = nanolens(stack, "spectra", "train", str(data), "--name", "my-lab", "--version", "3", "--folds", "4",
+                       "--out", str(tmp_path / "bundle"), "--register")
+    assert "4-fold CV accuracy" in trained.stdout and "registered: s3://models/my-lab/3/" in trained.stdout
+    assert (tmp_path / "bundle" / "my-lab" / "3" / "manifest.json").is_file()
+    listed = json.loads(nanolens(stack, "models", "list", "--json").stdout)["services"][0]["models"]
+    assert any(m["name"] == "my-lab" and m["version"] == "3" for m in listed)
+    csv = tmp_path / "cells.csv"
+    np.savetxt(csv, np.vstack([batch.axis, batch.spectra[:5]]), delimiter=",", fmt="%.3f")
+    result = json.loads(nanolens(stack, "analyze", "spectra", str(csv), "--model", "my-lab:3", "--json").stdout)
+    assert result["provenance"]["model_name"] == "my-lab" and result["provenance"]["model_version"] == "3"
+    again = nanolens(stack, "spectra", "train", str(data), "--name", "my-lab", "--version", "3", "--folds", "4",
+                     "--out", str(tmp_path / "bundle2"), "--register", check=False)
+    assert again.returncode == 2 and "already registered" in again.stderr
