@@ -29,6 +29,11 @@ class ObjectInfo:
     content_type: str
 
 
+def _version(version_id: str | None) -> str:
+    """S3 says "null" for objects in unversioned buckets; asking for version "null" is an error."""
+    return "" if version_id in (None, "", "null") else version_id
+
+
 def make_client(settings: StorageSettings) -> Minio:
     http = urllib3.PoolManager(
         timeout=urllib3.Timeout(connect=5, read=120), maxsize=16,
@@ -68,10 +73,10 @@ class ObjectStore:
 
     def stat(self, bucket: str, key: str, version_id: str = "") -> ObjectInfo:
         try:
-            st = self.client.stat_object(bucket, key, version_id=version_id or None)
+            st = self.client.stat_object(bucket, key, version_id=_version(version_id) or None)
         except (S3Error, urllib3.exceptions.HTTPError) as exc:
             raise _translate(exc, bucket, key) from exc
-        return ObjectInfo(bucket, key, st.size or 0, (st.etag or "").strip('"'), st.version_id or "",
+        return ObjectInfo(bucket, key, st.size or 0, (st.etag or "").strip('"'), _version(st.version_id),
                           st.content_type or "")
 
     def exists(self, bucket: str, key: str) -> bool:
@@ -86,7 +91,7 @@ class ObjectStore:
         response = None
         try:
             response = self.client.get_object(bucket, key, offset=offset, length=length,
-                                              version_id=version_id or None)
+                                              version_id=_version(version_id) or None)
             return response.read()
         except (S3Error, urllib3.exceptions.HTTPError) as exc:
             raise _translate(exc, bucket, key) from exc
@@ -103,7 +108,7 @@ class ObjectStore:
             result = self.client.put_object(bucket, key, io.BytesIO(data), len(data), content_type=content_type)
         except (S3Error, urllib3.exceptions.HTTPError) as exc:
             raise _translate(exc, bucket, key) from exc
-        return ObjectInfo(bucket, key, len(data), (result.etag or "").strip('"'), result.version_id or "",
+        return ObjectInfo(bucket, key, len(data), (result.etag or "").strip('"'), _version(result.version_id),
                           content_type)
 
     def put_stream(self, bucket: str, key: str, stream, content_type: str, part_size: int = 16 << 20) -> ObjectInfo:
@@ -112,7 +117,7 @@ class ObjectStore:
             result = self.client.put_object(bucket, key, stream, -1, content_type=content_type, part_size=part_size)
         except (S3Error, urllib3.exceptions.HTTPError) as exc:
             raise _translate(exc, bucket, key) from exc
-        return self.stat(bucket, key, result.version_id or "")
+        return self.stat(bucket, key, _version(result.version_id))
 
     def list(self, bucket: str, prefix: str = "", recursive: bool = True) -> list[str]:
         try:
