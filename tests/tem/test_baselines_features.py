@@ -5,7 +5,7 @@ from nanolens_tem.baselines import estimate_radius, foreground_mask, hough_segme
 from nanolens_tem.features import FEATURE_NAMES, agglomerate_features, segment_agglomerates
 from nanolens_tem.metrics import equivalent_diameters, instance_f1, iou_matrix, match_instances, psd_errors
 
-CIRCLES = [(40, 40, 10), (40, 120, 14), (120, 60, 18), (130, 140, 12)]
+CIRCLES = [(40, 40, 12), (40, 120, 14), (120, 60, 17), (130, 140, 13)]
 
 
 def disks(shape=(180, 180), circles=CIRCLES, bg=200.0, fg=80.0):

@@ -99,8 +99,8 @@ def _centres(labels: np.ndarray) -> np.ndarray:
 
 
 #: tuned on the synthetic tuning split (see the module docstring)
-WATERSHED_DEFAULTS = {"min_distance": 0.5, "threshold": 0.3, "smooth": 0.0, "min_area": 0.1}
-HOUGH_DEFAULTS = {"sigma": 1.5, "r_lo": 0.7, "r_hi": 2.2, "threshold": 0.45, "min_distance": 0.9}
+WATERSHED_DEFAULTS = {"min_distance": 0.4, "threshold": 0.3, "smooth": 0.0, "min_area": 0.1}
+HOUGH_DEFAULTS = {"sigma": 1.0, "r_lo": 0.9, "r_hi": 2.2, "threshold": 0.45, "min_distance": 0.9}
 
 
 def watershed_segment(image: np.ndarray, *, mask: np.ndarray | None = None, min_distance: float | None = None,
@@ -209,8 +209,10 @@ def tune(n_images: int = 40, verbose: bool = True, only: str | None = None) -> d
     grids = {
         "watershed": (watershed_segment, {"min_distance": [0.2, 0.3, 0.4, 0.5, 0.7], "threshold": [0.2, 0.3, 0.5],
                                           "smooth": [0.0, 0.15], "min_area": [0.1]}),
-        "hough": (hough_segment, {"sigma": [1.5, 2.5], "r_lo": [0.5, 0.7], "r_hi": [1.6, 2.2],
-                                  "threshold": [0.25, 0.35, 0.45], "min_distance": [0.6, 0.9]}),
+        # refined around the best of a first, coarser round (sigma 1.5/2.5, r_lo 0.5/0.7, r_hi 1.6/2.2,
+        # threshold 0.25/0.35/0.45, min_distance 0.6/0.9)
+        "hough": (hough_segment, {"sigma": [1.0, 1.5], "r_lo": [0.7, 0.9], "r_hi": [2.2],
+                                  "threshold": [0.45, 0.55, 0.65], "min_distance": [0.9, 1.2]}),
     }
     best = {}
     for name, (fn, grid) in grids.items():

@@ -26,7 +26,7 @@ import numpy as np
 
 from nanolens_tem.baselines import Segmentation, hough_segment, watershed_segment
 from nanolens_tem.metrics import equivalent_diameters, instance_f1, match_instances, psd_errors
-from nanolens_tem.splits import TEST_SEED0, eval_params
+from nanolens_tem.splits import TEST_SEED0, eval_params, eval_params_small
 from nanolens_tem.synthetic import generate
 
 Method = Callable[..., Segmentation]
@@ -59,9 +59,18 @@ def build_methods(cnn: Path | None = None, ann: Path | None = None, cnn_real: Pa
     return methods
 
 
-def evaluate_synthetic(methods: dict, n: int, seed0: int = TEST_SEED0, shape=(256, 256)) -> dict:
-    """Per-method pooled and per-image GMD/GSD errors and F1 on ``n`` held-out synthetic images."""
-    params = eval_params(shape)
+#: methods that size agglomerates without locating particles (no instance F1)
+NO_INSTANCES = ("ann",)
+
+
+def evaluate_synthetic(methods: dict, n: int, seed0: int = TEST_SEED0, shape=(256, 256),
+                       condition: str = "default") -> dict:
+    """Per-method pooled and per-image GMD/GSD errors and F1 on ``n`` held-out synthetic images.
+
+    ``condition``: ``"default"`` (1-40 particles per agglomerate) or ``"small"`` (1-5, the
+    range of the reference ANN).
+    """
+    params = eval_params(shape) if condition == "default" else eval_params_small(shape)
     acc = {m: {"pred": [], "true": [], "tp": 0, "fp": 0, "fn": 0, "per_image": [], "time": 0.0} for m in methods}
     n_true = 0
     for i in range(n):
@@ -78,7 +87,8 @@ def evaluate_synthetic(methods: dict, n: int, seed0: int = TEST_SEED0, shape=(25
             a["tp"], a["fp"], a["fn"] = a["tp"] + tp, a["fp"] + fp, a["fn"] + fn_
             if len(seg.diameters) >= 2:
                 a["per_image"].append(psd_errors(seg.diameters, s.diameters))
-    out = {"n_images": n, "n_true_particles": n_true, "image_shape": list(shape), "methods": {}}
+    out = {"n_images": n, "n_true_particles": n_true, "image_shape": list(shape), "condition": condition,
+           "methods": {}}
     for name, a in acc.items():
         eg, es = psd_errors(np.concatenate(a["pred"]), np.concatenate(a["true"]))
         pi = np.asarray(a["per_image"]).reshape(-1, 2)
@@ -89,7 +99,7 @@ def evaluate_synthetic(methods: dict, n: int, seed0: int = TEST_SEED0, shape=(25
             "gmd_abs_err_per_image_mean": float(np.abs(pi[:, 0]).mean()),
             "gsd_abs_err_per_image_mean": float(np.abs(pi[:, 1]).mean()),
             "n_images_scored": int(len(pi)),
-            "f1_iou50": instance_f1(a["tp"], a["fp"], a["fn"]),
+            "f1_iou50": None if name in NO_INSTANCES else instance_f1(a["tp"], a["fp"], a["fn"]),
             "n_detected": int(sum(len(d) for d in a["pred"])),
             "s_per_image": a["time"] / n,
         }
@@ -129,7 +139,8 @@ def evaluate_real(methods: dict, items=None) -> dict:
             cnt = np.concatenate([per[s]["cnt"] for s in group])
             eg, es = psd_errors(np.concatenate([np.concatenate(per[s]["pred"]) for s in group]),
                                 np.concatenate([np.concatenate(per[s]["true"]) for s in group]))
-            res[key] = {"f1_iou50": instance_f1(tp, fp, fn_), "tp": tp, "fp": fp, "fn": fn_, "n_gt": n_gt,
+            f1 = None if name in NO_INSTANCES else instance_f1(tp, fp, fn_)
+            res[key] = {"f1_iou50": f1, "tp": tp, "fp": fp, "fn": fn_, "n_gt": n_gt,
                         "n_pred": n_pred, "count_err": (n_pred - n_gt) / max(n_gt, 1),
                         "count_abs_err_per_image_mean": float(np.abs(cnt).mean()),
                         "gmd_err": eg, "gsd_err": es, "n_images": int(len(cnt))}
@@ -138,10 +149,15 @@ def evaluate_real(methods: dict, items=None) -> dict:
     return out
 
 
-def to_markdown(syn: dict | None, real: dict | None) -> str:
+def _f(v, fmt=".3f"):
+    return "n/a" if v is None else format(v, fmt)
+
+
+def to_markdown(syns: list[dict], real: dict | None) -> str:
     lines = []
-    if syn:
-        lines += [f"Synthetic test split: {syn['n_images']} images {syn['image_shape'][0]}x{syn['image_shape'][1]}, "
+    for syn in syns:
+        lines += [f"Synthetic test split, condition `{syn['condition']}`: {syn['n_images']} images "
+                  f"{syn['image_shape'][0]}x{syn['image_shape'][1]}, "
                   f"{syn['n_true_particles']} true primary particles.", "",
                   "| method | GMD err (pooled) | GSD err (pooled) | per-image GMD err mean ± sd | "
                   "per-image GSD err mean ± sd | per-image mean abs GMD / GSD err | F1@0.5 | detected | s/image |",
@@ -152,7 +168,7 @@ def to_markdown(syn: dict | None, real: dict | None) -> str:
                 f"{100 * r['gmd_err_per_image_mean']:+.1f} ± {100 * r['gmd_err_per_image_sd']:.1f} % | "
                 f"{100 * r['gsd_err_per_image_mean']:+.1f} ± {100 * r['gsd_err_per_image_sd']:.1f} % | "
                 f"{100 * r['gmd_abs_err_per_image_mean']:.1f} / {100 * r['gsd_abs_err_per_image_mean']:.1f} % | "
-                f"{r['f1_iou50']:.3f} | {r['n_detected']} | {r['s_per_image']:.3f} |")
+                f"{_f(r['f1_iou50'])} | {r['n_detected']} | {r['s_per_image']:.3f} |")
         lines.append("")
     if real:
         lines += [f"Real gold TEM images with manual masks: {real['n_images']} images.", "",
@@ -163,7 +179,7 @@ def to_markdown(syn: dict | None, real: dict | None) -> str:
             for key, r in res.items():
                 if key == "s_per_image":
                     continue
-                lines.append(f"| {m} | {key} | {r['n_images']} | {r['n_gt']} | {r['n_pred']} | {r['f1_iou50']:.3f} | "
+                lines.append(f"| {m} | {key} | {r['n_images']} | {r['n_gt']} | {r['n_pred']} | {_f(r['f1_iou50'])} | "
                              f"{100 * r['count_err']:+.1f} % | {100 * r['count_abs_err_per_image_mean']:.1f} % | "
                              f"{100 * r['gmd_err']:+.1f} % | {100 * r['gsd_err']:+.1f} % |")
         lines.append("")
@@ -177,18 +193,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cnn", type=Path, help="CNN ONNX file (default: the shipped bundle if present)")
     ap.add_argument("--ann", type=Path, help="ANN model folder")
     ap.add_argument("--methods", default="", help="comma-separated subset")
+    ap.add_argument("--n-small", type=int, default=500, help="images of the 1-5 particle condition (0: skip)")
     ap.add_argument("--no-real", action="store_true")
     args = ap.parse_args(argv)
-    cnn = args.cnn
-    if cnn is None:
-        from nanolens_tem.models import default_onnx
+    from nanolens_tem.models import default_onnx, latest_bundle
 
-        cnn = default_onnx("tem-unet")
-    methods = build_methods(cnn=cnn, ann=args.ann)
+    cnn = args.cnn or default_onnx("tem-unet")
+    ann = args.ann or latest_bundle("tem-ann")
+    methods = build_methods(cnn=cnn, ann=ann)
     if args.methods:
         methods = {k: v for k, v in methods.items() if k in args.methods.split(",")}
     args.out.mkdir(parents=True, exist_ok=True)
-    syn = evaluate_synthetic(methods, args.n_synthetic) if args.n_synthetic else None
+    syns = []
+    if args.n_synthetic:
+        syns.append(evaluate_synthetic(methods, args.n_synthetic))
+    if args.n_small:
+        syns.append(evaluate_synthetic(methods, args.n_small, seed0=TEST_SEED0 + 100_000, condition="small"))
     real = None
     if not args.no_real:
         from nanolens_tem.data import gold_dir
@@ -197,8 +217,8 @@ def main(argv: list[str] | None = None) -> int:
             real = evaluate_real(methods)
         else:
             print(f"real data not found at {gold_dir()}: skipping the real evaluation")
-    (args.out / "tem_eval.json").write_text(json.dumps({"synthetic": syn, "real": real}, indent=2))
-    md = to_markdown(syn, real)
+    (args.out / "tem_eval.json").write_text(json.dumps({"synthetic": syns, "real": real}, indent=2))
+    md = to_markdown(syns, real)
     (args.out / "tem_eval.md").write_text(md)
     print(md)
     return 0

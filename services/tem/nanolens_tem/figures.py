@@ -63,12 +63,46 @@ def side_by_side(real: np.ndarray, synth: np.ndarray, path: Path) -> None:
     plt.close(fig)
 
 
+def overlay(image: np.ndarray, labels: np.ndarray, color=(255, 40, 40)) -> np.ndarray:
+    """RGB uint8 picture of ``image`` with instance outlines of ``labels`` drawn in ``color``."""
+    from skimage.segmentation import find_boundaries
+
+    g = np.asarray(image, float)
+    g = np.clip((g - g.min()) / max(np.ptp(g), 1e-6) * 255, 0, 255).astype(np.uint8)
+    rgb = np.repeat(g[..., None], 3, -1)
+    rgb[find_boundaries(labels, mode="inner")] = color
+    return rgb
+
+
+def method_overlays(image: np.ndarray, methods: dict, path: Path, size: int = 420) -> None:
+    """One row of overlays, one panel per method (``name -> f(image) -> Segmentation``)."""
+    from PIL import Image, ImageDraw
+
+    panels = []
+    for name, fn in methods.items():
+        seg = fn(image)
+        im = Image.fromarray(overlay(image, seg.labels))
+        im.thumbnail((size, size))
+        ImageDraw.Draw(im).text((6, 4), f"{name}: {len(seg.diameters)} particles", fill=(255, 255, 0))
+        panels.append(im)
+    w = sum(p.width for p in panels)
+    out = Image.new("RGB", (w, max(p.height for p in panels)))
+    x = 0
+    for p in panels:
+        out.paste(p, (x, 0))
+        x += p.width
+    out.save(path, optimize=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     from nanolens_tem.data import carbon_black_dir, read_gray
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--overlays", action="store_true", help="also overlay every method on carbon-black crops")
+    ap.add_argument("--cnn", type=Path, help="CNN ONNX (default: shipped bundle)")
+    ap.add_argument("--ann", type=Path, help="ANN bundle folder")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     synth = synthetic_example(args.seed)
@@ -80,6 +114,18 @@ def main(argv: list[str] | None = None) -> int:
         side_by_side(real[y:y + 768, x:x + 768], synth, args.out / "tem_synthetic_vs_real.png")
     else:
         print(f"real images not found under {carbon_black_dir()}; wrote the synthetic half only")
+    if args.overlays:
+        from nanolens_tem.evaluate import build_methods
+        from nanolens_tem.models import default_onnx
+        from nanolens_tem.splits import TEST_SEED0, eval_params
+        from nanolens_tem.synthetic import generate
+
+        methods = build_methods(cnn=args.cnn or default_onnx("tem-unet"), ann=args.ann)
+        s = generate(TEST_SEED0, eval_params((384, 384)))
+        method_overlays(s.image, methods, args.out / "tem_overlays_synthetic.png", size=384)
+        for k, f in enumerate(files):
+            real = read_gray(f)
+            method_overlays(real, methods, args.out / f"tem_overlays_carbonblack_{k}.png", size=600)
     print(f"wrote figures to {args.out}")
     return 0
 

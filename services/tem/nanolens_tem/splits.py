@@ -17,3 +17,9 @@ TEST_SEED0 = 2_000_000
 def eval_params(shape: tuple[int, int] = (256, 256)) -> SynthParams:
     """Held-out image distribution: GMD 14-34 px (log-uniform), GSD 1.1-1.4, 1-40 per agglomerate."""
     return SynthParams(shape=shape, gmd=(14.0, 34.0), gsd=(1.1, 1.4), particles_per_agglomerate=(1, 40))
+
+
+def eval_params_small(shape: tuple[int, int] = (256, 256)) -> SynthParams:
+    """Frei & Kruis-like condition: as :func:`eval_params` but 1-5 particles per agglomerate."""
+    return SynthParams(shape=shape, gmd=(14.0, 34.0), gsd=(1.1, 1.4), particles_per_agglomerate=(1, 5),
+                       max_agglomerates=20, coverage=0.25)

@@ -15,11 +15,12 @@ from nanolens_tem.training.cnn_train import manifest
 def flat_metrics(ev: dict, method: str = "cnn") -> dict:
     """Flat numbers from an evaluate.py JSON for one method."""
     out = {}
-    syn = (ev.get("synthetic") or {}).get("methods", {}).get(method)
-    if syn:
-        n = ev["synthetic"]["n_images"]
-        out.update({"synthetic_n_images": float(n), "synthetic_gmd_err": syn["gmd_err"],
-                    "synthetic_gsd_err": syn["gsd_err"], "synthetic_f1_iou50": syn["f1_iou50"]})
+    for block in ev.get("synthetic") or []:
+        syn = block["methods"].get(method)
+        if syn:
+            c = block["condition"]
+            out.update({f"synthetic_{c}_n_images": float(block["n_images"]), f"synthetic_{c}_gmd_err": syn["gmd_err"],
+                        f"synthetic_{c}_gsd_err": syn["gsd_err"], f"synthetic_{c}_f1_iou50": syn["f1_iou50"]})
     real = (ev.get("real") or {}).get("methods", {}).get(method)
     if real:
         r = real["all"]
