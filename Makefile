@@ -71,7 +71,7 @@ up: $(VENV)/.installed
 	$(VENV)/bin/nanolens up
 
 bench: $(VENV)/.installed
-	$(PY) -m bench --out bench-output
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(PY) -m bench --out bench-output
 
 lint: $(VENV)/.installed $(BUF)
 	$(VENV)/bin/ruff check .

@@ -3,7 +3,7 @@
 Every comparison is taken in one run on one machine, and reported as medians and ratios:
 
 - map: seconds for a 256 x 256 x 1024 map (a) in process (decode, preprocess, ONNX, the same
-  block size) and (b) through gateway and object storage (ranged GETs, gRPC stream to the
+  block size) and (b) through gateway and object storage (one streamed GET, gRPC stream to the
   service, artefacts written back). Overhead = b / a - 1; target <= 15 %.
 - single spectra: latency p50/p99 with 1 and 64 concurrent callers straight to the service,
   and throughput under 64 callers with dynamic batching (max 64 items, 5 ms) and without

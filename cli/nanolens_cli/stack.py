@@ -104,6 +104,8 @@ class Stack:
             "NANOLENS_LOG_FORMAT": env.get("NANOLENS_LOG_FORMAT", "json"),
             "PYTHONUNBUFFERED": "1",
         })
+        # One BLAS thread per pool thread; numpy's default oversubscribes a small machine badly.
+        env.setdefault("OPENBLAS_NUM_THREADS", "1")
         env.update(self.extra_env)
         return env
 

@@ -5,7 +5,7 @@
 - NumPy ``.npy`` (N x C or C) and ``.npz`` (``spectra`` [+ ``axis``], or one array, or
   the array named by the ``array_key`` option);
 - spectral maps: H x W x C arrays in ``.npy``/``.npz``. ``.npy`` maps are read in
-  row blocks with ranged GETs, so a 256 MiB map never sits in one message or buffer.
+  row blocks from one streaming GET, so a 256 MiB map never sits in one message or buffer.
 
 Every failure is an ``InvalidArgument`` naming the problem and the field ``input``.
 """

@@ -115,7 +115,7 @@ _PROTO_DTYPES = {np.dtype(d): arrays.to_proto(np.zeros(0, d)).dtype
 
 
 class _MapSource:
-    """Row blocks of an H x W x C map: ranged GETs for ``.npy``, slices of a decoded array otherwise."""
+    """Row blocks of an H x W x C map: streamed from one GET for ``.npy``, slices of a decoded array otherwise."""
 
     def __init__(self, job: Job, layout: NpyLayout | None, decoded: SpectraData | None):
         self.job = job
@@ -126,6 +126,7 @@ class _MapSource:
         itemsize = layout.dtype.itemsize if layout else 4
         self.rows = max(1, job.block_bytes // (self.shape[2] * itemsize))
         self.pixels = self.shape[0] * self.shape[1]
+        self._reader = None
 
     @classmethod
     async def open(cls, job: Job) -> _MapSource:
@@ -155,12 +156,8 @@ class _MapSource:
         if self.layout is None:
             flat = self.decoded.spectra.reshape(self.pixels, channels)
             return arrays.to_proto(flat[start:start + n].astype(np.float32, copy=False))
-        itemsize = self.layout.dtype.itemsize
-        src = self.job.source
         with self.job.timer.stage("fetch"):
-            data = await asyncio.to_thread(
-                self.job.store.get, src.bucket, src.key, src.version_id,
-                self.layout.data_offset + start * channels * itemsize, n * channels * itemsize)
+            data = await asyncio.to_thread(self._reader.read_exactly, n * channels * self.layout.dtype.itemsize)
         dtype = self.layout.dtype.newbyteorder("<") if self.layout.dtype.byteorder == ">" else self.layout.dtype
         if dtype != self.layout.dtype or dtype not in _PROTO_DTYPES:
             block = np.frombuffer(data, self.layout.dtype).astype(np.float32).reshape(n, channels)
@@ -174,6 +171,11 @@ class _MapSource:
             header.axis.CopyFrom(arrays.to_proto(self.axis))
         yield spectra_pb2.ClassifyMapRequest(header=header)
         starts = list(range(0, self.pixels, self.rows))
+        if self.layout is not None:
+            # One GET for the whole data section, read block by block (blocks are requested in order).
+            src = self.job.source
+            self._reader = await asyncio.to_thread(self.job.store.open, src.bucket, src.key, src.version_id,
+                                                   self.layout.data_offset)
         pending = asyncio.ensure_future(self.block(starts[0]))
         try:
             for i in range(len(starts)):
@@ -185,6 +187,8 @@ class _MapSource:
         finally:
             if not pending.done():
                 pending.cancel()
+            if self._reader is not None:
+                self._reader.close()
 
 
 async def classify_map(job: Job, client: SpectraClient) -> Outcome:
