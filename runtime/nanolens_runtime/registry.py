@@ -103,6 +103,16 @@ class ModelRegistry:
     def versions(self, name: str) -> list[str]:
         return sorted((v for (n, v) in self._models if n == name), key=version_key)
 
+    def loaded(self, name: str = "", version: str = "") -> OnnxModel | None:
+        """The model if it is loaded already (no I/O: safe on the event loop), else None."""
+        name = name or self.default_name
+        if not version:
+            known = self.versions(name)
+            if not known:
+                return None
+            version = known[-1]
+        return self._models.get((name, version))
+
     def get(self, name: str = "", version: str = "") -> OnnxModel:
         """The named model (default: the service's default), version (default: newest)."""
         name = name or self.default_name

@@ -46,10 +46,20 @@ class SpectraPipeline:
         self.pool = pool
         self.settings = settings
         self._batchers: OrderedDict[tuple[str, bytes], DynamicBatcher] = OrderedDict()
+        self._params: dict[str, PreprocessParams] = {}
+        self._axes: dict[str, np.ndarray] = {}
 
-    @staticmethod
-    def params(model: OnnxModel) -> PreprocessParams:
-        return PreprocessParams.from_dict(model.bundle.manifest["preprocessing"])
+    def params(self, model: OnnxModel) -> PreprocessParams:
+        """The model's preprocessing parameters and axis, parsed once (this is on every request's path)."""
+        if model.key not in self._params:
+            params = PreprocessParams.from_dict(model.bundle.manifest["preprocessing"])
+            self._params[model.key] = params
+            self._axes[model.key] = params.model_axis()
+        return self._params[model.key]
+
+    def model_axis(self, model: OnnxModel) -> np.ndarray:
+        self.params(model)
+        return self._axes[model.key]
 
     def validate(self, model: OnnxModel, spectra: np.ndarray, axis: np.ndarray | None,
                  field: str = "spectra") -> tuple[np.ndarray, np.ndarray]:
@@ -62,7 +72,7 @@ class SpectraPipeline:
         if spectra.shape[0] == 0 or spectra.shape[1] == 0:
             raise InvalidArgument(f"{field} is empty (shape {list(spectra.shape)})", field=f"{field}.shape")
         if axis is None:
-            axis = self.params(model).model_axis()
+            axis = self.model_axis(model)
             if spectra.shape[1] != axis.size:
                 raise InvalidArgument(
                     f"{field} has {spectra.shape[1]} channels but model {model.key} expects {axis.size}; "
@@ -96,7 +106,10 @@ class SpectraPipeline:
         return probabilities
 
     def batcher(self, model: OnnxModel, axis: np.ndarray) -> DynamicBatcher:
-        key = (model.key, hashlib.sha1(np.ascontiguousarray(axis, dtype=np.float64).tobytes()).digest())
+        if axis is self._axes.get(model.key):
+            key = (model.key, b"model axis")
+        else:
+            key = (model.key, hashlib.sha1(np.ascontiguousarray(axis, dtype=np.float64).tobytes()).digest())
         if key in self._batchers:
             self._batchers.move_to_end(key)
             return self._batchers[key]
@@ -140,6 +153,9 @@ class SpectraServicer(spectra_pb2_grpc.SpectraServiceServicer):
         self.pipeline = pipeline
 
     async def _model(self, selector: spectra_pb2.ModelSelector) -> OnnxModel:
+        loaded = self.pipeline.registry.loaded(selector.name, selector.version)
+        if loaded is not None:
+            return loaded
         # A model first asked for may need fetching from the bucket: keep the loop free.
         return await asyncio.to_thread(self.pipeline.registry.get, selector.name, selector.version)
 
