@@ -87,14 +87,14 @@ def test_default_bundle_rebuild_is_byte_identical(tmp_path):
 
 
 def test_train_cli_on_a_users_csv(tmp_path, capsys):
-    from nanolens_spectra.training import train
+    from nanolens_cli.main import main
 
     syn = generate_spectra(10, seed=42)
     names = np.array(syn.class_names)[syn.labels]
     rows = [",".join(["label", *(f"{v:.3f}" for v in syn.axis)])]
     rows += [",".join([n, *(f"{v:.1f}" for v in s)]) for n, s in zip(names, syn.spectra, strict=True)]
     (tmp_path / "mine.csv").write_text("\n".join(rows) + "\n")
-    code = train.main([str(tmp_path / "mine.csv"), "--out", str(tmp_path / "models"), "--name", "mine",
+    code = main(["spectra", "train", str(tmp_path / "mine.csv"), "--out", str(tmp_path / "models"), "--name", "mine",
                        "--folds", "3", "--region", "1200:1750", "--region", "2500:2850"])
     assert code == 0
     assert "mine/1: 30 spectra, 3 classes, 3-fold CV" in capsys.readouterr().out
@@ -105,8 +105,8 @@ def test_train_cli_on_a_users_csv(tmp_path, capsys):
 
 
 def test_train_cli_reports_bad_data(tmp_path, capsys):
-    from nanolens_spectra.training import train
+    from nanolens_cli.main import main
 
     (tmp_path / "bad.csv").write_text("label,1,2,3\na,1,2,3\nb,1,2,3\n")
-    assert train.main([str(tmp_path / "bad.csv"), "--out", str(tmp_path), "--name", "x"]) == 2
+    assert main(["spectra", "train", str(tmp_path / "bad.csv"), "--out", str(tmp_path), "--name", "x"]) == 2
     assert "fewer than 10 spectra" in capsys.readouterr().err

@@ -176,11 +176,30 @@ class SpectraServicer(spectra_pb2_grpc.SpectraServiceServicer):
         return response
 
     async def ClassifyMap(self, request_iterator, context):
+        # Receive ahead: the next block crosses the wire and is parsed while this one is classified.
+        queue: asyncio.Queue = asyncio.Queue(maxsize=2)
+
+        async def receive():
+            try:
+                async for request in request_iterator:
+                    await queue.put(request)
+            finally:
+                await queue.put(None)
+
+        reader = asyncio.create_task(receive())
+        try:
+            async for response in self._classify_map(queue, context):
+                yield response
+            await reader  # a broken request stream surfaces here
+        finally:
+            reader.cancel()
+
+    async def _classify_map(self, queue: asyncio.Queue, context):
         timer = metrics.StageTimer()
         header = None
         model = axis = None
         offset = total = 0
-        async for request in request_iterator:
+        while (request := await queue.get()) is not None:
             part = request.WhichOneof("part")
             if part == "header":
                 if header is not None:

@@ -16,6 +16,7 @@ Units: wavenumbers (Raman shift) in cm^-1; intensities in whatever unit the inst
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -251,18 +252,9 @@ def fit_baseline(spectra: np.ndarray, axis: np.ndarray, degree: int = 5,
     x = check_axis(axis, y.shape[1])
     if iterations < 1:
         raise ValueError(f"baseline iterations must be >= 1, got {iterations}")
-    width = max(1, x.size // _BASELINE_BINS)
-    xb = _bin_means(x, width)
-    v_full, _ = polynomial_basis(x, degree)
-    # Same scaling of the axis for binned and full grids, so coefficients carry over.
-    t = 2.0 * (xb - x.min()) / (x.max() - x.min()) - 1.0
-    vb = legendre.legvander(t, degree)
-    if vb.shape[0] <= degree:
-        raise ValueError(f"baseline degree {degree} is too high for {x.size} channels")
-    pt = np.ascontiguousarray(np.linalg.pinv(vb).T.astype(np.float32))
-    vbt = np.ascontiguousarray(vb.T.astype(np.float32))
+    width, pt, vbt, v_full_t = _baseline_operators(np.ascontiguousarray(x, dtype=np.float64).tobytes(), degree)
     coef = np.empty((y.shape[0], degree + 1), dtype=np.float32)
-    inv_m = np.float32(1.0 / xb.size)
+    inv_m = np.float32(1.0 / vbt.shape[1])  # number of bins
     for start in range(0, y.shape[0], _BLOCK_ROWS):
         work = _bin_means(y[start:start + _BLOCK_ROWS], width)
         for _ in range(iterations):
@@ -272,7 +264,27 @@ def fit_baseline(spectra: np.ndarray, axis: np.ndarray, degree: int = 5,
             fit += np.sqrt(np.einsum("ij,ij->i", resid, resid) * inv_m)[:, None]
             np.minimum(work, fit, out=work)
         coef[start:start + _BLOCK_ROWS] = work @ pt
-    return coef @ np.ascontiguousarray(v_full.T)
+    return coef @ v_full_t
+
+
+@functools.lru_cache(maxsize=32)
+def _baseline_operators(axis_bytes: bytes, degree: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """Bin width and the least-squares operators for one axis and degree. Cached: two
+    pseudo-inverses (SVDs) per call were most of the cost of preprocessing a single spectrum."""
+    x = np.frombuffer(axis_bytes, dtype=np.float64)
+    width = max(1, x.size // _BASELINE_BINS)
+    xb = _bin_means(x, width)
+    v_full, _ = polynomial_basis(x, degree)
+    # Same scaling of the axis for binned and full grids, so coefficients carry over.
+    t = 2.0 * (xb - x.min()) / (x.max() - x.min()) - 1.0
+    vb = legendre.legvander(t, degree)
+    if vb.shape[0] <= degree:
+        raise ValueError(f"baseline degree {degree} is too high for {x.size} channels")
+    operators = (np.ascontiguousarray(np.linalg.pinv(vb).T.astype(np.float32)),
+                 np.ascontiguousarray(vb.T.astype(np.float32)), np.ascontiguousarray(v_full.T))
+    for array in operators:
+        array.setflags(write=False)
+    return (width, *operators)
 
 
 def baseline_correct(spectra: np.ndarray, axis: np.ndarray, degree: int = 5,
