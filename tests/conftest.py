@@ -10,6 +10,7 @@ from moto.server import ThreadedMotoServer
 from nanolens_cli.stack import LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY, Stack, free_port
 from nanolens_runtime.settings import StorageSettings
 from nanolens_runtime.storage import ObjectStore
+from support import LIMIT_MB
 
 
 @pytest.fixture(scope="session")
@@ -31,9 +32,6 @@ def storage_settings(s3_endpoint) -> StorageSettings:
 def store(storage_settings) -> ObjectStore:
     return ObjectStore.from_settings(storage_settings)
 
-
-# Small limits so that "too big" is quick to show; 1 MiB blocks so that maps travel in several.
-LIMIT_MB = 16
 
 
 @pytest.fixture(scope="session")

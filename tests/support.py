@@ -12,6 +12,8 @@ from onnx import TensorProto, helper, numpy_helper
 from nanolens_runtime.bundles import write_bundle
 
 REPO = Path(__file__).resolve().parent.parent
+# The shared test stack's object and upload limit: small, so that "too big" is quick to show.
+LIMIT_MB = 16
 
 
 def data_dir() -> Path:

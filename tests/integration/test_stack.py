@@ -16,7 +16,6 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import LIMIT_MB
 from nanolens.common.v1 import common_pb2
 from nanolens.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from nanolens.spectra.v1 import spectra_pb2, spectra_pb2_grpc
@@ -25,7 +24,7 @@ from nanolens_runtime import arrays
 from nanolens_runtime.settings import StorageSettings
 from nanolens_runtime.storage import ObjectStore
 from nanolens_spectra.science.synthetic import generate_map, generate_spectra
-from support import REPO
+from support import LIMIT_MB, REPO
 
 pytestmark = pytest.mark.slow
 SPECTRA = gateway_pb2.ANALYSIS_KIND_SPECTRA
