@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -135,6 +136,10 @@ async def serve(service: str, version: str, provider: str, settings: ServerSetti
     server listens (NOT_SERVING) while it runs so that probes get an answer.
     """
     logs.configure(service, settings.log_level, settings.log_format)
+    # Model and numpy work runs in pool threads while the event loop parses multi-MB messages; a
+    # shorter GIL switch interval (5 ms by default) lets the workers back in sooner (about 10 % on
+    # streamed maps here).
+    sys.setswitchinterval(0.0005)
     metrics.init(service, version, provider)
     metrics_port = metrics.serve_http(settings.metrics_port)
     servicers, warm_up = await build()
