@@ -79,16 +79,24 @@ async def _counted(iterator: AsyncIterator, call: _Call) -> AsyncIterator:
         yield item
 
 
-def _wrap_unary_response(behavior: Callable[..., Awaitable], rpc_type: str, method: str, streaming_in: bool):
+def _begin(rpc_type: str, method: str, request_or_iterator, streaming_in: bool):
+    call = _Call(rpc_type, method)
+    if streaming_in:
+        return call, _counted(request_or_iterator, call)
+    call.received()
+    return call, request_or_iterator
+
+
+def _wrap_awaitable(behavior: Callable[..., Awaitable], rpc_type: str, method: str, streaming_in: bool,
+                    counts_response: bool):
+    """A handler that returns its response (unary response), or one that writes with
+    ``context.write`` (e.g. the health Watch), whose messages are not counted."""
     async def handler(request_or_iterator, context):
-        call = _Call(rpc_type, method)
-        if streaming_in:
-            request_or_iterator = _counted(request_or_iterator, call)
-        else:
-            call.received()
+        call, request_or_iterator = _begin(rpc_type, method, request_or_iterator, streaming_in)
         try:
             response = await behavior(request_or_iterator, context)
-            call.sent()
+            if counts_response:
+                call.sent()
             return response
         except BaseException as exc:  # noqa: BLE001 - every exception is mapped or re-raised
             await call.fail(context, exc)
@@ -100,28 +108,10 @@ def _wrap_unary_response(behavior: Callable[..., Awaitable], rpc_type: str, meth
 
 def _wrap_stream_response(behavior: Callable, rpc_type: str, method: str, streaming_in: bool):
     if not inspect.isasyncgenfunction(behavior):
-        # A coroutine that writes with context.write (e.g. the health Watch): time it only.
-        async def writer(request_or_iterator, context):
-            call = _Call(rpc_type, method)
-            if streaming_in:
-                request_or_iterator = _counted(request_or_iterator, call)
-            else:
-                call.received()
-            try:
-                return await behavior(request_or_iterator, context)
-            except BaseException as exc:  # noqa: BLE001
-                await call.fail(context, exc)
-            finally:
-                call.finish(context)
-
-        return writer
+        return _wrap_awaitable(behavior, rpc_type, method, streaming_in, counts_response=False)
 
     async def generator(request_or_iterator, context):
-        call = _Call(rpc_type, method)
-        if streaming_in:
-            request_or_iterator = _counted(request_or_iterator, call)
-        else:
-            call.received()
+        call, request_or_iterator = _begin(rpc_type, method, request_or_iterator, streaming_in)
         try:
             async for response in behavior(request_or_iterator, context):
                 call.sent()
@@ -147,11 +137,11 @@ class MetricsAndErrors(grpc.aio.ServerInterceptor):
         )
         if rpc_type == "unary":
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary_response(handler.unary_unary, rpc_type, method, False), **kwargs
+                _wrap_awaitable(handler.unary_unary, rpc_type, method, False, True), **kwargs
             )
         if rpc_type == "client_stream":
             return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary_response(handler.stream_unary, rpc_type, method, True), **kwargs
+                _wrap_awaitable(handler.stream_unary, rpc_type, method, True, True), **kwargs
             )
         if rpc_type == "server_stream":
             return grpc.unary_stream_rpc_method_handler(
