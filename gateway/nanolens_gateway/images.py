@@ -1,0 +1,128 @@
+"""Decoders for microscope images: TIFF (with ImageJ or FEI pixel sizes), PNG/JPEG/BMP, ``.npy``.
+
+The result is one greyscale H x W array and, when the file says so, its pixel size in nm.
+Every failure is an ``InvalidArgument`` on ``input`` that says what is wrong; an image larger
+than the configured limit is ``ResourceExhausted``.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import tifffile
+from PIL import Image, UnidentifiedImageError
+
+from nanolens_gateway.decoders import suffix_of
+from nanolens_runtime.errors import InvalidArgument, ResourceExhausted
+
+TIFF_SUFFIXES = {".tif", ".tiff"}
+PIL_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
+MIN_SIDE = 16
+# nm per unit, for the units ImageJ writes
+_UNIT_NM = {"nm": 1.0, "nanometer": 1.0, "um": 1e3, "µm": 1e3, "\\u00B5m": 1e3, "micron": 1e3, "mm": 1e6,
+            "pm": 1e-3, "angstrom": 0.1, "a": 0.1, "å": 0.1}
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    image: np.ndarray  # H x W, uint8 / uint16 / float32
+    pixel_size_nm: float | None
+    pixel_size_source: str  # "ImageJ", "FEI", "" when unknown
+
+
+def _bad(message: str) -> InvalidArgument:
+    return InvalidArgument(message, field="input")
+
+
+def _tiff(data: bytes, what: str) -> tuple[np.ndarray, float | None, str]:
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            image = tif.pages[0].asarray()
+            if tif.is_fei and tif.fei_metadata:
+                width_m = tif.fei_metadata.get("Scan", {}).get("PixelWidth")
+                if width_m:
+                    return image, float(width_m) * 1e9, "FEI"
+            if tif.is_imagej and tif.imagej_metadata:
+                unit = str(tif.imagej_metadata.get("unit", "")).strip().lower()
+                x_res = tif.pages[0].tags.get("XResolution")
+                if unit in _UNIT_NM and x_res is not None:
+                    numerator, denominator = x_res.value
+                    if numerator > 0:  # pixels per unit
+                        return image, _UNIT_NM[unit] * denominator / numerator, "ImageJ"
+            return image, None, ""
+    except (tifffile.TiffFileError, ValueError, KeyError, IndexError) as exc:
+        raise _bad(f"{what} is not a readable TIFF ({exc})") from exc
+
+
+def _pil(data: bytes, what: str) -> np.ndarray:
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            if img.mode in ("I;16", "I;16B", "I;16L"):
+                return np.asarray(img, dtype=np.uint16)
+            if img.mode == "P":
+                img = img.convert("RGB")
+            return np.asarray(img)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise _bad(f"{what} is not a readable image ({exc})") from exc
+
+
+def to_greyscale(image: np.ndarray, what: str) -> np.ndarray:
+    """H x W, or H x W x 3/4 whose colour channels are equal; anything else is refused."""
+    if image.ndim == 3 and image.shape[2] in (3, 4):
+        rgb = image[..., :3]
+        if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
+            raise _bad(f"{what} is a colour image; electron micrographs are greyscale (save one channel)")
+        image = rgb[..., 0]
+    if image.ndim != 2:
+        raise _bad(f"{what} has shape {list(image.shape)}; need one greyscale H x W image")
+    return image
+
+
+def validate_image(image: np.ndarray, what: str, max_pixels: int) -> np.ndarray:
+    if image.dtype == np.bool_:
+        raise _bad(f"{what} is a boolean mask, not an image")
+    if image.dtype.kind not in "uif":
+        raise _bad(f"{what} has dtype {image.dtype}; need integers or floats")
+    if min(image.shape) < MIN_SIDE:
+        raise _bad(f"{what} is {image.shape[1]} x {image.shape[0]} px; need at least {MIN_SIDE} x {MIN_SIDE}")
+    if image.size > max_pixels:
+        raise ResourceExhausted(f"{what} has {image.size} pixels, above the limit of {max_pixels}")
+    if image.dtype.kind == "f" and not np.isfinite(image).all():
+        raise _bad(f"{what} contains NaN or Inf")
+    sample = image[:: max(1, image.shape[0] // 256), :: max(1, image.shape[1] // 256)]
+    levels = np.unique(sample)
+    if levels.size <= 2:
+        raise _bad(f"{what} has only {levels.size} grey level(s) ({levels.tolist()}): "
+                   "is it a mask or a blank frame rather than a micrograph?")
+    if image.dtype.kind == "i":
+        image = image.astype(np.float32)
+    elif image.dtype.kind == "f" and image.dtype != np.float32:
+        image = image.astype(np.float32)
+    elif image.dtype.kind == "u" and image.dtype.itemsize > 2:
+        image = image.astype(np.float32)
+    return np.ascontiguousarray(image)
+
+
+def decode_image(data: bytes, key: str, max_pixels: int) -> DecodedImage:
+    suffix = suffix_of(key)
+    what = f"input {key!r}"
+    if not data:
+        raise _bad(f"{what} is empty (0 bytes)")
+    pixel_size, source = None, ""
+    if suffix in TIFF_SUFFIXES:
+        image, pixel_size, source = _tiff(data, what)
+    elif suffix in PIL_SUFFIXES:
+        image = _pil(data, what)
+    elif suffix == ".npy":
+        try:
+            image = np.load(io.BytesIO(data), allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise _bad(f"{what} is not a readable .npy file ({exc})") from exc
+    else:
+        raise _bad(f"{what}: unknown image format {suffix or '(no extension)'}; "
+                   f"use one of {sorted(TIFF_SUFFIXES | PIL_SUFFIXES | {'.npy'})}")
+    image = validate_image(to_greyscale(image, what), what, max_pixels)
+    return DecodedImage(image, pixel_size, source)
