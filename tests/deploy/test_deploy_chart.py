@@ -156,8 +156,27 @@ def test_default_install_runs_gateway_and_spectra_only(render):
     for deployment in rendered.kind("Deployment"):
         component = deployment["metadata"]["labels"]["app.kubernetes.io/component"]
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
-        assert container["command"] == ["python", "-m", f"nanolens_{component}"]
-        assert container["image"] == f"ghcr.io/nanolens/nanolens-{component}:0.1.0"
+        # The image's ENTRYPOINT is `python -m`: the module is the only argument.
+        assert "command" not in container
+        assert container["args"] == [f"nanolens_{component}"]
+        assert container["image"] == "ghcr.io/nanolens/nanolens:0.1.0"  # one image for every service
+
+
+def test_every_service_runs_its_module_in_the_shared_image(scenario, render, enabled_services):
+    _, values = scenario
+    rendered = render(values)
+    for name, svc in enabled_services(values).items():
+        (container,) = rendered.get("Deployment", f"nanolens-{name}")["spec"]["template"]["spec"]["containers"]
+        assert "command" not in container, "the image's ENTRYPOINT (python -m) must stay in force"
+        assert container["args"] == [svc["module"] or f"nanolens_{name}"]
+        repository = "nanolens-gpu" if svc["gpu"]["enabled"] else "nanolens"
+        assert container["image"] == f"ghcr.io/nanolens/{repository}:0.1.0"
+
+
+def test_module_override_is_the_argument(render):
+    rendered = render({"services": {"spectra": {"module": "nanolens_spectra.experimental"}}})
+    (container,) = rendered.get("Deployment", "nanolens-spectra")["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["nanolens_spectra.experimental"]
 
 
 def test_services_expose_named_grpc_and_metrics_ports(scenario, render, enabled_services):
@@ -367,11 +386,11 @@ def test_gpu_resources_only_where_a_service_asks(scenario, render, enabled_servi
             count = svc["gpu"]["count"]
             assert parts["limit"] == parts["request"] == count
             assert parts["selector"] == "true" and parts["toleration"]
-            assert parts["image"].endswith("-gpu") and parts["providers"] == "cuda"
+            assert parts["image"] == "ghcr.io/nanolens/nanolens-gpu:0.1.0" and parts["providers"] == "cuda"
         else:
             assert parts["limit"] is None and parts["request"] is None
             assert parts["selector"] is None and not parts["toleration"]
-            assert not parts["image"].endswith("-gpu") and parts["providers"] != "cuda"
+            assert parts["image"] == "ghcr.io/nanolens/nanolens:0.1.0" and parts["providers"] != "cuda"
 
 
 def test_no_gpu_anywhere_by_default(render):
@@ -496,8 +515,8 @@ def test_a_new_service_needs_values_only(render):
     rendered = render({"services": {"xrd": {"enabled": True, "gpu": {"enabled": True}}}})
     deployment = rendered.get("Deployment", "nanolens-xrd")
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    assert container["command"] == ["python", "-m", "nanolens_xrd"]
-    assert container["image"] == "ghcr.io/nanolens/nanolens-xrd:0.1.0-gpu"
+    assert "command" not in container and container["args"] == ["nanolens_xrd"]
+    assert container["image"] == "ghcr.io/nanolens/nanolens-gpu:0.1.0"  # the shared GPU image
     for kind in ("Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"):
         assert rendered.get(kind, "nanolens-xrd"), kind
     gateway = env_of(rendered.get("Deployment", "nanolens-gateway")["spec"]["template"]["spec"]["containers"][0])
@@ -505,20 +524,45 @@ def test_a_new_service_needs_values_only(render):
     assert "nanolens-xrd" in rendered.notes
 
 
-def test_image_overrides(render):
-    rendered = render(
-        {
-            "image": {"registry": "registry.facility.org/ai", "tag": "1.2.3"},
-            "services": {"spectra": {"image": {"repository": "spectra", "tag": "1.2.4"}}},
-        }
-    )
-    images = {
+def images_of(rendered) -> dict[str, str]:
+    return {
         d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"][0]["image"]
         for d in rendered.kind("Deployment")
     }
-    assert images == {
-        "nanolens-gateway": "registry.facility.org/ai/nanolens-gateway:1.2.3",
+
+
+def test_image_overrides(render):
+    rendered = render(
+        {
+            "image": {"registry": "registry.facility.org/ai", "repository": "nl", "tag": "1.2.3"},
+            "services": {"spectra": {"image": {"repository": "spectra", "tag": "1.2.4"}}},
+        }
+    )
+    assert images_of(rendered) == {
+        "nanolens-gateway": "registry.facility.org/ai/nl:1.2.3",
         "nanolens-spectra": "registry.facility.org/ai/spectra:1.2.4",
+    }
+
+
+def test_gpu_image_overrides(render):
+    # Both flavours in one repository, told apart by a tag suffix; no registry prefix.
+    one_repo = {"registry": "", "gpu": {"repository": "nanolens", "tagSuffix": "-gpu"}}
+    rendered = render({"image": one_repo, "services": {"spectra": {"gpu": {"enabled": True}}}})
+    assert images_of(rendered) == {"nanolens-gateway": "nanolens:0.1.0", "nanolens-spectra": "nanolens:0.1.0-gpu"}
+    # A per-service repository/tag wins for either flavour; a GPU service keeps the suffix.
+    rendered = render(
+        {
+            "image": {"gpu": {"tagSuffix": "-cuda13"}},
+            "services": {
+                "spectra": {"gpu": {"enabled": True}, "image": {"repository": "spectra-gpu", "tag": "0.2.0"}},
+                "tem": {"enabled": True, "gpu": {"enabled": True}},
+            },
+        }
+    )
+    assert images_of(rendered) == {
+        "nanolens-gateway": "ghcr.io/nanolens/nanolens:0.1.0",
+        "nanolens-spectra": "ghcr.io/nanolens/spectra-gpu:0.2.0-cuda13",
+        "nanolens-tem": "ghcr.io/nanolens/nanolens-gpu:0.1.0-cuda13",
     }
 
 
@@ -573,6 +617,10 @@ BAD_VALUES = {
     ),
     "unknown storage mode": ({"objectStorage": {"mode": "nfs"}}, "mode"),
     "minio image latest": ({"minio": {"image": {"tag": "latest"}}}, "tag"),
+    "image tag latest": ({"image": {"tag": "latest"}}, "tag"),
+    "empty image repository": ({"image": {"repository": ""}}, "repository"),
+    "empty gpu image repository": ({"image": {"gpu": {"repository": ""}}}, "repository"),
+    "old image.gpuTagSuffix key": ({"image": {"gpuTagSuffix": "-gpu"}}, "gpuTagSuffix"),
     "writable root filesystem": (
         {"containerSecurityContext": {"readOnlyRootFilesystem": False}},
         "readOnlyRootFilesystem",

@@ -85,9 +85,16 @@ Call: {{- $svc := dict -}}{{- $_ := include "nanolens.resolve" (dict "root" $ "n
 {{- $gpuOn := false -}}
 {{- if and $out.gpu $out.gpu.enabled -}}{{- $gpuOn = true -}}{{- end -}}
 {{- $_ := set $out "gpuOn" $gpuOn -}}
-{{- $repo := default (printf "nanolens-%s" .name) $out.image.repository -}}
-{{- $tag := default (default $root.Chart.AppVersion $root.Values.image.tag) $out.image.tag -}}
-{{- if $gpuOn -}}{{- $tag = printf "%s%s" $tag $root.Values.image.gpuTagSuffix -}}{{- end -}}
+{{- /* One image per flavour for every service; the module is the container's args. */ -}}
+{{- $image := $root.Values.image -}}
+{{- $repo := $image.repository -}}
+{{- $suffix := "" -}}
+{{- if $gpuOn -}}
+{{- $repo = $image.gpu.repository -}}
+{{- $suffix = default "" $image.gpu.tagSuffix -}}
+{{- end -}}
+{{- $repo = default $repo $out.image.repository -}}
+{{- $tag := printf "%s%s" (default (default $root.Chart.AppVersion $image.tag) $out.image.tag) $suffix -}}
 {{- $ref := $repo -}}
 {{- if $root.Values.image.registry -}}{{- $ref = printf "%s/%s" (trimSuffix "/" $root.Values.image.registry) $repo -}}{{- end -}}
 {{- $_ := set $out "imageRef" (printf "%s:%s" $ref $tag) -}}
