@@ -76,7 +76,7 @@ bench: $(VENV)/.installed
 lint: $(VENV)/.installed $(BUF)
 	$(VENV)/bin/ruff check .
 	cd proto && ../$(BUF) lint
-	$(VENV)/bin/hadolint services/*/Dockerfile gateway/Dockerfile
+	$(VENV)/bin/hadolint Dockerfile
 
 clean:
 	rm -rf $(VENV) .tools demo-output bench-output
