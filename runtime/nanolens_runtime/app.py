@@ -14,7 +14,7 @@ from nanolens_runtime.storage import ObjectStore
 from nanolens_runtime.version import SERVICE_VERSION
 
 
-def run_model_service(service: str, task: str, default_model: str, shipped_bundles: Path,
+def run_model_service(service: str, task: str | tuple[str, ...], default_model: str, shipped_bundles: Path,
                       make_servicers: Callable[[ModelRegistry, InferencePool, InferenceSettings], list[Servicer]],
                       ) -> None:
     """Run a domain service until SIGTERM: models from the package, NANOLENS_MODEL_DIR and the bucket."""

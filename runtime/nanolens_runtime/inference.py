@@ -69,10 +69,12 @@ class OnnxModel:
         return self.session.run(self.output_names, inputs, run_options)
 
     def warm_up(self) -> None:
-        """One run on zeros of the declared shape (batch 1), so the first request is not slow."""
+        """One run on zeros of the declared shape, so the first request is not slow. Free (symbolic
+        or -1) dimensions become 1 for the batch and 64 elsewhere (e.g. image sides of a U-Net)."""
         feeds = {}
         for spec in self.input_specs:
-            shape = [1 if (d is None or int(d) < 0) else int(d) for d in spec["shape"]]
+            shape = [int(d) if isinstance(d, int) and d > 0 else (1 if i == 0 else 64)
+                     for i, d in enumerate(spec["shape"])]
             feeds[spec["name"]] = np.zeros(shape, dtype=_NUMPY_DTYPES[spec["dtype"]])
         self.run(feeds)
 

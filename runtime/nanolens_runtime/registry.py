@@ -36,10 +36,12 @@ def upload_bundle(store: ObjectStore, bucket: str, bundle: ModelBundle) -> str:
 
 
 class ModelRegistry:
-    def __init__(self, task: str, default_name: str, local_roots: list[Path], providers: list[str],
+    def __init__(self, task: str | tuple[str, ...], default_name: str, local_roots: list[Path], providers: list[str],
                  intra_op_threads: int = 1, store: ObjectStore | None = None, bucket: str = "models",
                  cache_dir: Path | None = None):
-        self.task = task
+        # The tasks this service serves (a service may run several kinds of model).
+        self.tasks = (task,) if isinstance(task, str) else tuple(task)
+        self.task = "/".join(self.tasks)
         self.default_name = default_name
         self.local_roots = [Path(r) for r in local_roots]
         self.providers = providers
@@ -89,7 +91,7 @@ class ModelRegistry:
 
     def _load(self, path: Path) -> OnnxModel | None:
         bundle = ModelBundle.load(path)
-        if bundle.task != self.task:
+        if bundle.task not in self.tasks:
             return None
         model = OnnxModel(bundle, self.providers, self.intra_op_threads)
         model.warm_up()

@@ -1,0 +1,181 @@
+"""The TEM service: primary-particle sizing by one of four methods, and its gRPC servicer.
+
+The science lives in the neighbouring modules (``cnn``, ``ann``, ``baselines``); this module
+picks the method, runs it in the inference pool, and measures what it found: particles,
+agglomerates and the size distribution.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from nanolens.common.v1 import common_pb2
+from nanolens.tem.v1 import tem_pb2, tem_pb2_grpc
+from nanolens_runtime import arrays, metrics
+from nanolens_runtime.errors import DeadlineExceeded, InvalidArgument, NotFound, ResourceExhausted
+from nanolens_runtime.inference import InferencePool, OnnxModel
+from nanolens_runtime.registry import ModelRegistry
+from nanolens_runtime.server import Servicer
+from nanolens_runtime.version import SERVICE_VERSION
+from nanolens_tem.ann import AnnSizer
+from nanolens_tem.baselines import Segmentation, hough_segment, watershed_segment
+from nanolens_tem.cnn import CnnSegmenter
+from nanolens_tem.synthetic import geometric_stats
+
+SERVICE = "tem"
+CNN_MODEL, ANN_MODEL = "tem-cnn", "tem-ann"
+TASKS = ("particle-segmentation", "agglomerate-sizing")
+SHIPPED_BUNDLES = Path(__file__).parent / "bundles"
+FULL_NAME = tem_pb2.DESCRIPTOR.services_by_name["TemService"].full_name
+METHOD_NAMES = {tem_pb2.METHOD_CNN: "cnn", tem_pb2.METHOD_ANN: "ann", tem_pb2.METHOD_WATERSHED: "watershed",
+                tem_pb2.METHOD_HOUGH: "hough"}
+HISTOGRAM_BINS = 20
+
+
+@dataclass
+class Sizing:
+    """What one image gave: instance labels and, per particle, its size and place."""
+
+    method: str
+    labels: np.ndarray  # H x W uint16
+    diameters_px: np.ndarray  # (K,)
+    areas_px: np.ndarray  # (K,)
+    centroids: np.ndarray  # (K, 2) row, col
+    agglomerate_of: np.ndarray  # (K,) agglomerate id (1-based)
+    agglomerates: np.ndarray  # H x W agglomerate labels
+    model: OnnxModel | None
+
+
+def measure(method: str, image_shape: tuple[int, int], seg: Segmentation, model: OnnxModel | None) -> Sizing:
+    """Particles, their agglomerates (8-connected groups of particle pixels) and sizes."""
+    labels = np.asarray(seg.labels)
+    if labels.max(initial=0) > np.iinfo(np.uint16).max:
+        raise ResourceExhausted(f"{int(labels.max())} particles do not fit a uint16 label image")
+    agglomerates, _ = ndi.label(labels > 0, structure=np.ones((3, 3), bool))
+    diameters = np.asarray(seg.diameters, dtype=np.float64)
+    centroids = np.asarray(seg.centres, dtype=np.float64).reshape(-1, 2)
+    if method == "ann":  # sizes without locations: areas from the predicted diameters
+        areas = np.pi * diameters**2 / 4.0
+    else:
+        areas = np.bincount(labels.ravel(), minlength=len(diameters) + 1)[1:len(diameters) + 1].astype(float)
+    rows = np.clip(np.round(centroids[:, 0]).astype(int), 0, image_shape[0] - 1)
+    cols = np.clip(np.round(centroids[:, 1]).astype(int), 0, image_shape[1] - 1)
+    return Sizing(method, labels.astype(np.uint16), diameters, areas, centroids,
+                  agglomerates[rows, cols].astype(np.int32), agglomerates, model)
+
+
+class TemPipeline:
+    def __init__(self, registry: ModelRegistry, pool: InferencePool):
+        self.registry = registry
+        self.pool = pool
+        self._runners: dict[str, CnnSegmenter | AnnSizer] = {}  # per model key, on the registry's sessions
+
+    def _runner(self, model: OnnxModel) -> CnnSegmenter | AnnSizer:
+        if model.key not in self._runners:
+            if model.bundle.name == CNN_MODEL:
+                self._runners[model.key] = CnnSegmenter(session=model.session)
+            else:
+                prep = model.bundle.manifest["preprocessing"]
+                self._runners[model.key] = AnnSizer(model.session, np.asarray(prep["feature_mean"], np.float32),
+                                                    np.asarray(prep["feature_std"], np.float32))
+        return self._runners[model.key]
+
+    def default_method(self) -> str:
+        return "cnn" if self.registry.loaded(CNN_MODEL) is not None else "watershed"
+
+    def segment(self, image: np.ndarray, method: str, bright: bool) -> Sizing:
+        """Run one method on one image (blocking: call it in the pool)."""
+        dark = not bright
+        model = None
+        if method in ("cnn", "ann"):
+            model = self.registry.get(CNN_MODEL if method == "cnn" else ANN_MODEL)
+            seg = self._runner(model).segment(image, dark_particles=dark)
+        elif method == "watershed":
+            seg = watershed_segment(image, dark_particles=dark)
+        else:
+            seg = hough_segment(image, dark_particles=dark)
+        return measure(method, image.shape, seg, model)
+
+    async def analyze(self, image: np.ndarray, method: str, bright: bool, timer: metrics.StageTimer,
+                      deadline_s: float | None) -> Sizing:
+        with timer.stage("inference"):
+            try:
+                return await asyncio.wait_for(self.pool.call(self.segment, image, method, bright), deadline_s)
+            except TimeoutError as exc:
+                raise DeadlineExceeded(f"{method} did not finish within the deadline") from exc
+
+
+def distribution(sizing: Sizing, pixel_size_nm: float) -> tem_pb2.Distribution:
+    d = sizing.diameters_px[sizing.diameters_px > 0]
+    gmd, gsd = geometric_stats(d) if d.size else (0.0, 0.0)
+    scale, unit = (pixel_size_nm, "nm") if pixel_size_nm > 0 else (1.0, "px")
+    counts, edges = np.histogram(d * scale, bins=HISTOGRAM_BINS) if d.size else (np.zeros(0, int), np.zeros(0))
+    return tem_pb2.Distribution(count=int(d.size), gmd_px=gmd, gmd_nm=gmd * pixel_size_nm, gsd=gsd,
+                                histogram_edges=edges.tolist(), histogram_counts=counts.tolist(), unit=unit)
+
+
+def response(sizing: Sizing, pixel_size_nm: float, timer: metrics.StageTimer) -> tem_pb2.AnalyzeImageResponse:
+    particles = [
+        tem_pb2.Particle(id=i + 1, diameter_px=float(d), diameter_nm=float(d * pixel_size_nm), area_px=float(a),
+                         centroid_row=float(c[0]), centroid_col=float(c[1]), agglomerate_id=int(g))
+        for i, (d, a, c, g) in enumerate(zip(sizing.diameters_px, sizing.areas_px, sizing.centroids,
+                                             sizing.agglomerate_of, strict=True))
+    ]
+    agglomerates = []
+    counts = np.bincount(sizing.agglomerate_of, minlength=int(sizing.agglomerates.max(initial=0)) + 1)
+    for index, box in enumerate(ndi.find_objects(sizing.agglomerates), start=1):
+        if box is not None:
+            agglomerates.append(tem_pb2.Agglomerate(
+                id=index, particle_count=int(counts[index]), min_row=box[0].start, min_col=box[1].start,
+                max_row=box[0].stop, max_col=box[1].stop))
+    model = sizing.model
+    provenance = common_pb2.Provenance(
+        model_name=model.bundle.name if model else sizing.method, model_version=model.bundle.version if model else "",
+        model_sha256=model.bundle.sha256 if model else "", service_name=SERVICE, service_version=SERVICE_VERSION,
+        execution_provider=model.provider if model else "numpy/scikit-image",
+        timings=[common_pb2.StageTiming(stage=s, seconds=t) for s, t in timer.timings])
+    return tem_pb2.AnalyzeImageResponse(
+        method=sizing.method, particles=particles, agglomerates=agglomerates,
+        distribution=distribution(sizing, pixel_size_nm), labels=arrays.to_proto(sizing.labels),
+        provenance=provenance)
+
+
+class TemServicer(tem_pb2_grpc.TemServiceServicer):
+    def __init__(self, pipeline: TemPipeline):
+        self.pipeline = pipeline
+
+    async def AnalyzeImage(self, request, context):
+        timer = metrics.StageTimer()
+        with timer.stage("decode"):
+            image = arrays.from_proto(request.image, "image")
+            if image.ndim != 2 or min(image.shape) < 16:
+                raise InvalidArgument(f"image must be H x W with sides >= 16, got {list(image.shape)}",
+                                      field="image.shape")
+            if image.dtype.kind not in "uf" or image.dtype.itemsize > 4:
+                raise InvalidArgument(f"image dtype {image.dtype} is not uint8, uint16 or float32",
+                                      field="image.dtype")
+        if request.pixel_size_nm < 0 or not np.isfinite(request.pixel_size_nm):
+            raise InvalidArgument(f"pixel_size_nm must be >= 0, got {request.pixel_size_nm}", field="pixel_size_nm")
+        method = METHOD_NAMES.get(request.method) if request.method else self.pipeline.default_method()
+        if method is None:
+            raise InvalidArgument(f"unknown method {request.method}", field="method")
+        if method in ("cnn", "ann") and self.pipeline.registry.loaded(CNN_MODEL if method == "cnn" else ANN_MODEL) \
+                is None:
+            raise NotFound(f"method {method} needs a model this service has not loaded", "model", method)
+        sizing = await self.pipeline.analyze(image, method, request.bright_particles, timer,
+                                             context.time_remaining())
+        with timer.stage("postprocess"):
+            return response(sizing, request.pixel_size_nm, timer)
+
+    async def ListModels(self, request, context):
+        await asyncio.to_thread(self.pipeline.registry.refresh)
+        return tem_pb2.ListModelsResponse(models=self.pipeline.registry.infos())
+
+
+def servicer(pipeline: TemPipeline) -> Servicer:
+    return Servicer(TemServicer(pipeline), tem_pb2_grpc.add_TemServiceServicer_to_server, FULL_NAME)

@@ -1,0 +1,81 @@
+"""The TEM service over gRPC on a free port: every method, the measurements, and bad requests."""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from nanolens.tem.v1 import tem_pb2, tem_pb2_grpc
+from nanolens_runtime import arrays
+from nanolens_runtime.inference import InferencePool, select_providers
+from nanolens_runtime.registry import ModelRegistry
+from nanolens_runtime.server import create_server
+from nanolens_tem.service import ANN_MODEL, SHIPPED_BUNDLES, TASKS, TemPipeline, servicer
+from nanolens_tem.synthetic import SynthParams, generate, geometric_stats
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    return generate(seed=3, params=SynthParams(shape=(256, 256), gmd=20.0, gsd=1.15))
+
+
+@pytest.fixture
+async def stub():
+    registry = ModelRegistry(TASKS, ANN_MODEL, [SHIPPED_BUNDLES], select_providers("cpu"))
+    registry.load_all()
+    app, port = await create_server([servicer(TemPipeline(registry, InferencePool(2)))])
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    yield tem_pb2_grpc.TemServiceStub(channel)
+    await channel.close()
+    await app.server.stop(0)
+
+
+def request(image, **kwargs) -> tem_pb2.AnalyzeImageRequest:
+    return tem_pb2.AnalyzeImageRequest(image=arrays.to_proto(image), **kwargs)
+
+
+@pytest.mark.parametrize("method", [tem_pb2.METHOD_WATERSHED, tem_pb2.METHOD_HOUGH])
+async def test_baselines_measure_particles_and_agglomerates(stub, synthetic, method):
+    response = await stub.AnalyzeImage(request(synthetic.image, method=method, pixel_size_nm=0.5), timeout=120)
+    labels = arrays.from_proto(response.labels, "labels")
+    assert labels.shape == synthetic.image.shape and labels.dtype == np.uint16
+    assert response.distribution.count == len(response.particles) > 0
+    assert {p.id for p in response.particles} <= set(np.unique(labels).tolist()) | {0}
+    assert sum(a.particle_count for a in response.agglomerates) == len(response.particles)
+    truth_gmd, _ = geometric_stats(synthetic.diameters)
+    # Sizes within a factor of two of the truth: a sanity bound, not the evaluation (docs/tem.md).
+    assert truth_gmd / 2 < response.distribution.gmd_px < truth_gmd * 2
+    assert response.distribution.gmd_nm == pytest.approx(response.distribution.gmd_px * 0.5)
+    assert response.distribution.unit == "nm"
+    assert sum(response.distribution.histogram_counts) == response.distribution.count
+    assert response.provenance.service_name == "tem"
+
+
+async def test_ann_sizes_agglomerates_with_the_shipped_model(stub, synthetic):
+    response = await stub.AnalyzeImage(request(synthetic.image, method=tem_pb2.METHOD_ANN), timeout=120)
+    assert response.method == "ann" and response.distribution.count > 0
+    assert response.provenance.model_name == "tem-ann" and len(response.provenance.model_sha256) == 64
+    assert response.distribution.unit == "px" and response.distribution.gmd_nm == 0
+
+
+@pytest.mark.parametrize("image, field", [
+    (np.zeros((8, 8), np.uint8), "image.shape"),
+    (np.zeros((32, 32, 3), np.uint8), "image.shape"),
+    (np.zeros((32, 32), np.int64), "image.dtype"),
+])
+async def test_bad_images(stub, image, field):
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.AnalyzeImage(request(image), timeout=30)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    bad = error_details_pb2.BadRequest()
+    assert rpc_status.from_call(info.value).details[0].Unpack(bad)
+    assert bad.field_violations[0].field == field
+
+
+async def test_negative_pixel_size(stub, synthetic):
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.AnalyzeImage(request(synthetic.image, pixel_size_nm=-1), timeout=30)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
