@@ -24,16 +24,17 @@ def _gateway(args) -> str:
 def cmd_up(args) -> int:
     from nanolens_cli.stack import Stack
 
-    stack = Stack(host=args.host, s3_port=args.s3_port, spectra_port=args.spectra_port,
+    stack = Stack(host=args.host, s3_port=args.s3_port, spectra_port=args.spectra_port, tem_port=args.tem_port,
                   gateway_port=args.gateway_port, echo_logs=args.logs)
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())
-    print("starting S3 server, spectra service and gateway ...", file=sys.stderr)
+    print("starting S3 server, spectra and TEM services, gateway ...", file=sys.stderr)
     endpoints = stack.start()
     try:
         print(f"s3       {endpoints.s3}")
         print(f"spectra  {endpoints.spectra}")
+        print(f"tem      {endpoints.tem}")
         print(f"gateway  {endpoints.gateway}")
         for name, url in endpoints.metrics.items():
             print(f"metrics  {name} {url}")
@@ -48,20 +49,13 @@ def cmd_up(args) -> int:
     return 0
 
 
-def cmd_analyze_spectra(args) -> int:
-    from nanolens.gateway.v1 import gateway_pb2
-    from nanolens_cli.client import GatewayClient, looks_like_map, save_outputs
+def _analyze(args, kind: int, options: dict[str, str], print_summary) -> int:
+    """Upload a local file, analyse it through the gateway, print or save the result."""
+    from nanolens_cli.client import GatewayClient, save_outputs
 
-    path = Path(args.file)
-    if not path.is_file():
-        print(f"error: {path} is not a file", file=sys.stderr)
-        return 2
-    options = dict(kv.split("=", 1) for kv in args.option)
-    kind = (gateway_pb2.ANALYSIS_KIND_SPECTRAL_MAP if args.map or looks_like_map(path)
-            else gateway_pb2.ANALYSIS_KIND_SPECTRA)
     client = GatewayClient(_gateway(args))
     try:
-        uploaded = client.upload(path, key=args.key, timeout=args.timeout)
+        uploaded = client.upload(Path(args.file), key=args.key, timeout=args.timeout)
         response = client.analyze(uploaded.object, kind, model=args.model, options=options, force=args.force,
                                   timeout=args.timeout)
         if args.out:
@@ -76,20 +70,63 @@ def cmd_analyze_spectra(args) -> int:
     print(f"{result['analysis']} of s3://{result['input']['bucket']}/{result['input']['key']}"
           f"{' (stored result)' if response.cached else ''}")
     prov = result["provenance"]
-    print(f"model {prov['model_name']} {prov['model_version']} ({prov['model_sha256'][:12]}) "
+    print(f"model {prov['model_name']} {prov['model_version']} ({prov['model_sha256'][:12] or 'no model'}) "
           f"on {prov['execution_provider']}")
+    print_summary(result)
+    print(f"result: s3://{response.result.bucket}/{response.result.key}")
+    return 0
+
+
+def _print_spectra(result: dict) -> None:
     if "class_fractions" in result:
         print(f"map {result['shape'][0]} x {result['shape'][1]} x {result['shape'][2]}")
         for name, fraction in result["class_fractions"].items():
             print(f"  {name:<20} {100 * fraction:6.2f} %")
-    else:
-        for row in result["spectra"]:
-            probs = "  ".join(f"{n} {p:.3f}" for n, p in row["probabilities"].items())
-            print(f"  #{row['index']:<4} {row['class']:<20} {probs}")
-        if result["listed"] < result["n_spectra"]:
-            print(f"  ... {result['n_spectra'] - result['listed']} more in probabilities.npy")
-    print(f"result: s3://{response.result.bucket}/{response.result.key}")
-    return 0
+        return
+    for row in result["spectra"]:
+        probs = "  ".join(f"{n} {p:.3f}" for n, p in row["probabilities"].items())
+        print(f"  #{row['index']:<4} {row['class']:<20} {probs}")
+    if result["listed"] < result["n_spectra"]:
+        print(f"  ... {result['n_spectra'] - result['listed']} more in probabilities.npy")
+
+
+def _print_particles(result: dict) -> None:
+    dist, image = result["distribution"], result["image"]
+    size = f"{image['pixel_size_nm']:.4g} nm/px ({image['pixel_size_source']})" if image["pixel_size_nm"] else \
+        "pixel size unknown"
+    gmd = f"{dist['gmd_nm']:.4g} nm" if dist["gmd_nm"] else f"{dist['gmd_px']:.4g} px"
+    print(f"{result['method']}: {dist['count']} primary particles in {result['n_agglomerates']} agglomerates; "
+          f"{image['width']} x {image['height']} px, {size}")
+    print(f"  GMD {gmd}, GSD {dist['gsd']:.3f}")
+
+
+def cmd_analyze_spectra(args) -> int:
+    from nanolens.gateway.v1 import gateway_pb2
+    from nanolens_cli.client import looks_like_map
+
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"error: {path} is not a file", file=sys.stderr)
+        return 2
+    kind = (gateway_pb2.ANALYSIS_KIND_SPECTRAL_MAP if args.map or looks_like_map(path)
+            else gateway_pb2.ANALYSIS_KIND_SPECTRA)
+    return _analyze(args, kind, dict(kv.split("=", 1) for kv in args.option), _print_spectra)
+
+
+def cmd_analyze_tem(args) -> int:
+    from nanolens.gateway.v1 import gateway_pb2
+
+    if not Path(args.file).is_file():
+        print(f"error: {args.file} is not a file", file=sys.stderr)
+        return 2
+    options = {}
+    if args.method:
+        options["method"] = args.method
+    if args.pixel_size_nm is not None:
+        options["pixel_size_nm"] = repr(args.pixel_size_nm)
+    if args.bright_particles:
+        options["bright_particles"] = "true"
+    return _analyze(args, gateway_pb2.ANALYSIS_KIND_PARTICLE_SIZES, options, _print_particles)
 
 
 def cmd_models_list(args) -> int:
@@ -149,24 +186,36 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--gateway-port", type=int, default=50050)
     up.add_argument("--spectra-port", type=int, default=50051)
+    up.add_argument("--tem-port", type=int, default=50052)
     up.add_argument("--s3-port", type=int, default=9000)
     up.add_argument("--logs", action="store_true", help="echo the processes' logs")
     up.set_defaults(func=cmd_up)
 
     analyze = sub.add_parser("analyze", help="upload a file and analyse it through the gateway")
     domains = analyze.add_subparsers(dest="domain", required=True)
+    def common(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("file")
+        sub.add_argument("--model", default="", help="NAME or NAME:VERSION (default: the service's default)")
+        sub.add_argument("--key", default="", help="object key for the upload (default: uploads/<uuid>/<name>)")
+        sub.add_argument("--force", action="store_true", help="recompute even if a stored result exists")
+        sub.add_argument("--json", action="store_true", help="print the whole result as JSON")
+        sub.add_argument("--out", help="write result.json and the artefacts into this folder")
+        sub.add_argument("--timeout", type=float, default=600.0, help="deadline in seconds")
+        sub.add_argument("--gateway", help=f"gateway host:port (env NANOLENS_GATEWAY, default {DEFAULT_GATEWAY})")
+
     spec = domains.add_parser("spectra", help="classify spectra or a spectral map (H x W x C .npy/.npz)")
-    spec.add_argument("file")
+    common(spec)
     spec.add_argument("--map", action="store_true", help="treat the file as a spectral map (auto for 3-D arrays)")
-    spec.add_argument("--model", default="", help="NAME or NAME:VERSION (default: the service's default)")
     spec.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
-    spec.add_argument("--key", default="", help="object key for the upload (default: uploads/<uuid>/<name>)")
-    spec.add_argument("--force", action="store_true", help="recompute even if a stored result exists")
-    spec.add_argument("--json", action="store_true", help="print the whole result as JSON")
-    spec.add_argument("--out", help="write result.json and the artefacts into this folder")
-    spec.add_argument("--timeout", type=float, default=600.0, help="deadline in seconds")
-    spec.add_argument("--gateway", help=f"gateway host:port (env NANOLENS_GATEWAY, default {DEFAULT_GATEWAY})")
     spec.set_defaults(func=cmd_analyze_spectra)
+
+    tem = domains.add_parser("tem", help="primary-particle sizes in a TEM or SEM image (TIFF, PNG, JPEG, .npy)")
+    common(tem)
+    tem.add_argument("--method", choices=["cnn", "ann", "watershed", "hough"],
+                     help="default: the best method the service has")
+    tem.add_argument("--pixel-size-nm", type=float, help="overrides the pixel size in the file's metadata")
+    tem.add_argument("--bright-particles", action="store_true", help="particles brighter than the background")
+    tem.set_defaults(func=cmd_analyze_tem)
 
     models = sub.add_parser("models", help="models behind the gateway")
     msub = models.add_subparsers(dest="action", required=True)

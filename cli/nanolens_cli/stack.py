@@ -63,6 +63,7 @@ class Process:
 class Endpoints:
     s3: str
     spectra: str
+    tem: str
     gateway: str
     metrics: dict[str, str]
 
@@ -74,12 +75,15 @@ class Endpoints:
 class Stack:
     """Start with ``start()``, stop with ``stop()`` (or use as a context manager)."""
 
+    SERVICES = ("spectra", "tem", "gateway")  # started in this order; the gateway last
+
     def __init__(self, host: str = "127.0.0.1", s3_port: int = 0, spectra_port: int = 0, gateway_port: int = 0,
-                 echo_logs: bool = False, extra_env: dict[str, str] | None = None, log_dir: Path | None = None):
+                 tem_port: int = 0, echo_logs: bool = False, extra_env: dict[str, str] | None = None,
+                 log_dir: Path | None = None):
         self.host = host
         self.ports = {"s3": s3_port or free_port(), "spectra": spectra_port or free_port(),
-                      "gateway": gateway_port or free_port()}
-        self.metrics_ports = {"spectra": free_port(), "gateway": free_port()}
+                      "tem": tem_port or free_port(), "gateway": gateway_port or free_port()}
+        self.metrics_ports = {name: free_port() for name in self.SERVICES}
         self.echo_logs = echo_logs
         self.extra_env = extra_env or {}
         self.log_dir = log_dir
@@ -89,7 +93,7 @@ class Stack:
     def endpoints(self) -> Endpoints:
         h = self.host
         return Endpoints(s3=f"{h}:{self.ports['s3']}", spectra=f"{h}:{self.ports['spectra']}",
-                         gateway=f"{h}:{self.ports['gateway']}",
+                         tem=f"{h}:{self.ports['tem']}", gateway=f"{h}:{self.ports['gateway']}",
                          metrics={k: f"http://{h}:{p}/metrics" for k, p in self.metrics_ports.items()})
 
     def _env(self, service: str) -> dict[str, str]:
@@ -99,7 +103,8 @@ class Stack:
             "NANOLENS_METRICS_PORT": str(self.metrics_ports[service]),
             "NANOLENS_S3_ENDPOINT": self.endpoints.s3,
             "NANOLENS_S3_ACCESS_KEY": LOCAL_ACCESS_KEY, "NANOLENS_S3_SECRET_KEY": LOCAL_SECRET_KEY,
-            "NANOLENS_SPECTRA_ADDR": self.endpoints.spectra, "NANOLENS_GRACE_SECONDS": "5",
+            "NANOLENS_SPECTRA_ADDR": self.endpoints.spectra, "NANOLENS_TEM_ADDR": self.endpoints.tem,
+            "NANOLENS_GRACE_SECONDS": "5",
             "NANOLENS_DRAIN_DELAY_SECONDS": "0.5",
             "NANOLENS_LOG_FORMAT": env.get("NANOLENS_LOG_FORMAT", "json"),
             "PYTHONUNBUFFERED": "1",
@@ -118,7 +123,7 @@ class Stack:
         return proc
 
     def spawn_service(self, name: str) -> Process:
-        """Start one NanoLens process (``spectra`` or ``gateway``) with this stack's settings."""
+        """Start one NanoLens process (``spectra``, ``tem`` or ``gateway``) with this stack's settings."""
         return self._spawn(name, [sys.executable, "-m", f"nanolens_{name}"], self._env(name))
 
     def start(self, timeout: float = 90.0) -> Endpoints:
@@ -126,8 +131,11 @@ class Stack:
             s3 = self._spawn("s3", [sys.executable, "-m", "moto.server", "-H", self.host, "-p",
                                     str(self.ports["s3"])], dict(os.environ))
             wait_for_port(self.ports["s3"], timeout, s3.popen)
-            for name in ("spectra", "gateway"):
-                proc = self.spawn_service(name)
+            # The domain services load their models side by side; the gateway starts once they serve.
+            services = {name: self.spawn_service(name) for name in self.SERVICES[:-1]}
+            services["gateway"] = None
+            for name in self.SERVICES:
+                proc = services[name] or self.spawn_service(name)
                 if not proc.serving.wait(timeout) or proc.popen.poll() is not None:
                     raise RuntimeError(f"{name} did not become ready:\n{''.join(proc.lines[-30:])}")
         except BaseException:

@@ -3,7 +3,7 @@
 import asyncio
 
 from nanolens_gateway.server import GatewayServicer, GatewaySettings, servicer
-from nanolens_gateway.upstream import SpectraClient
+from nanolens_gateway.upstream import spectra_client, tem_client
 from nanolens_runtime.server import serve
 from nanolens_runtime.settings import ServerSettings, StorageSettings, from_env
 from nanolens_runtime.storage import ObjectStore
@@ -16,8 +16,10 @@ def main() -> None:
     storage = from_env(StorageSettings)
 
     async def build():
-        impl = GatewayServicer(gateway, ObjectStore.from_settings(storage),
-                               SpectraClient(gateway.spectra_addr, server.max_message_mb))
+        clients = {"spectra": spectra_client(gateway.spectra_addr, server.max_message_mb)}
+        if gateway.tem_addr:
+            clients["tem"] = tem_client(gateway.tem_addr, server.max_message_mb)
+        impl = GatewayServicer(gateway, ObjectStore.from_settings(storage), clients)
 
         async def warm_up():
             await asyncio.to_thread(impl.ensure_buckets)

@@ -80,3 +80,52 @@ def npy_bytes(array: np.ndarray) -> bytes:
     out = io.BytesIO()
     np.save(out, array, allow_pickle=False)
     return out.getvalue()
+
+
+def labels_tiff(labels: np.ndarray) -> bytes:
+    """uint16 instance labels (0 background, k particle k) as a compressed TIFF."""
+    import tifffile
+
+    out = io.BytesIO()
+    tifffile.imwrite(out, labels.astype(np.uint16), compression="zlib")
+    return out.getvalue()
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Grey image scaled to 0..255 between its 0.5th and 99.5th percentiles."""
+    lo, hi = np.percentile(image, (0.5, 99.5))
+    scaled = (np.asarray(image, np.float32) - lo) / max(float(hi - lo), 1e-6)
+    return np.clip(np.round(scaled * 255), 0, 255).astype(np.uint8)
+
+
+def overlay_png(image: np.ndarray, labels: np.ndarray) -> bytes:
+    """The micrograph in grey with every particle's outline in a colour of the palette."""
+    from skimage.segmentation import find_boundaries
+
+    grey = to_uint8(image)
+    rgb = np.repeat(grey[:, :, None], 3, axis=2)
+    edges = find_boundaries(labels, mode="inner")
+    colours = np.array(PALETTE, dtype=np.uint8)
+    rgb[edges] = colours[labels[edges].astype(np.int64) % len(PALETTE)]
+    return _png(Image.fromarray(rgb, mode="RGB"))
+
+
+def psd_png(diameters: np.ndarray, unit: str, gmd: float, gsd: float, method: str) -> bytes:
+    """Histogram of primary-particle diameters with the geometric mean and sd."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    if diameters.size:
+        ax.hist(diameters, bins=20, color=class_colours(1)[0], edgecolor="white")
+        ax.axvline(gmd, color="black", lw=1, ls="--")
+    ax.set_xlabel(f"primary-particle diameter ({unit})")
+    ax.set_ylabel("particles")
+    ax.set_title(f"{method}: n = {diameters.size}, GMD = {gmd:.3g} {unit}, GSD = {gsd:.3g}", fontsize=9)
+    fig.tight_layout()
+    out = io.BytesIO()
+    fig.savefig(out, format="png", dpi=100)
+    plt.close(fig)
+    return out.getvalue()

@@ -11,6 +11,7 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -18,10 +19,11 @@ from google.protobuf import json_format
 
 from nanolens.common.v1 import common_pb2
 from nanolens.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from nanolens_gateway import spectra
+from nanolens_gateway import spectra, tem
+from nanolens_gateway.jobs import Job, Outcome
 from nanolens_gateway.results import ResultStore, artefact_protos, identity, result_prefix
-from nanolens_gateway.upstream import SpectraClient
-from nanolens_runtime.errors import AlreadyExists, InvalidArgument, ResourceExhausted
+from nanolens_gateway.upstream import ServiceClient
+from nanolens_runtime.errors import AlreadyExists, InvalidArgument, ResourceExhausted, Unavailable
 from nanolens_runtime.metrics import StageTimer
 from nanolens_runtime.server import Servicer
 from nanolens_runtime.settings import setting
@@ -37,12 +39,15 @@ MAX_URL_SECONDS = 7 * 24 * 3600
 @dataclass(frozen=True)
 class GatewaySettings:
     spectra_addr: str = setting("NANOLENS_SPECTRA_ADDR", "127.0.0.1:50051", "spectra service host:port")
+    tem_addr: str = setting("NANOLENS_TEM_ADDR", "", "TEM service host:port (empty: particle sizing is off)")
+    max_image_mp: int = setting("NANOLENS_MAX_IMAGE_MP", 64, "largest micrograph accepted, megapixels")
     raw_bucket: str = setting("NANOLENS_RAW_BUCKET", "raw", "bucket for uploads and raw data")
     results_bucket: str = setting("NANOLENS_RESULTS_BUCKET", "results", "bucket for results and artefacts")
     max_object_mb: int = setting("NANOLENS_MAX_OBJECT_MB", 2048, "largest input object accepted, MiB")
     max_upload_mb: int = setting("NANOLENS_MAX_UPLOAD_MB", 2048, "largest streamed upload, MiB")
     block_mb: int = setting("NANOLENS_BLOCK_MB", 8, "size of the blocks maps travel to services in, MiB")
-    max_listed_spectra: int = setting("NANOLENS_MAX_LISTED_SPECTRA", 1000, "spectra listed one by one in a result")
+    max_listed_spectra: int = setting("NANOLENS_MAX_LISTED", 1000,
+                                      "spectra or particles listed one by one in a result")
 
 
 def validate_key(key: str, field: str) -> str:
@@ -66,18 +71,35 @@ def _default_key(filename: str) -> str:
     return f"uploads/{uuid.uuid4().hex}/{name}"
 
 
+@dataclass(frozen=True)
+class Analysis:
+    """One kind of analysis: its name in results, the service that runs it, how to run it, and
+    how to resolve the model that makes its result's identity."""
+
+    name: str
+    service: str
+    run: Callable[[Job, ServiceClient], Awaitable[Outcome]]
+    resolve: Callable[[ServiceClient, str, str, dict[str, str]], Awaitable[common_pb2.ModelInfo]]
+
+
+async def _named_model(client: ServiceClient, name: str, version: str, options: dict) -> common_pb2.ModelInfo:
+    return await client.catalogue.resolve(name, version)
+
+
 ANALYSES = {
-    gateway_pb2.ANALYSIS_KIND_SPECTRA: ("spectra", spectra.classify_spectra),
-    gateway_pb2.ANALYSIS_KIND_SPECTRAL_MAP: ("spectral_map", spectra.classify_map),
+    gateway_pb2.ANALYSIS_KIND_SPECTRA: Analysis("spectra", "spectra", spectra.classify_spectra, _named_model),
+    gateway_pb2.ANALYSIS_KIND_SPECTRAL_MAP: Analysis("spectral_map", "spectra", spectra.classify_map, _named_model),
+    gateway_pb2.ANALYSIS_KIND_PARTICLE_SIZES: Analysis("particle_sizes", "tem", tem.particle_sizes,
+                                                       tem.resolve_model),
 }
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
-    def __init__(self, settings: GatewaySettings, store: ObjectStore, spectra_client: SpectraClient):
+    def __init__(self, settings: GatewaySettings, store: ObjectStore, clients: dict[str, ServiceClient]):
         self.settings = settings
         self.store = store
         self.results = ResultStore(store, settings.results_bucket)
-        self.spectra = spectra_client
+        self.clients = clients  # service name -> client; a service without an address is absent
         # One computation per result identity at a time; the second caller gets the stored result.
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
@@ -142,7 +164,12 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         if request.analysis not in ANALYSES:
             raise InvalidArgument(f"analysis {request.analysis} is not one of "
                                   f"{[gateway_pb2.AnalysisKind.Name(k) for k in ANALYSES]}", field="analysis")
-        name, run = ANALYSES[request.analysis]
+        analysis = ANALYSES[request.analysis]
+        client = self.clients.get(analysis.service)
+        if client is None:
+            raise Unavailable(f"no {analysis.service} service is configured for {analysis.name} analyses "
+                              f"(NANOLENS_{analysis.service.upper()}_ADDR)")
+        name = analysis.name
         bucket = request.input.bucket or self.settings.raw_bucket
         key = validate_key(request.input.key, "input.key")
         options = dict(request.options)
@@ -152,7 +179,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         if source.size > self.settings.max_object_mb * 1024 * 1024:
             raise ResourceExhausted(f"input is {source.size} bytes, above NANOLENS_MAX_OBJECT_MB="
                                     f"{self.settings.max_object_mb}")
-        model = await self.spectra.catalogue.resolve(request.model_name, request.model_version)
+        model = await analysis.resolve(client, request.model_name, request.model_version, options)
         ident = identity(source, name, model, options)
         prefix = result_prefix(source, name, ident)
         async with self._locks[ident]:
@@ -161,12 +188,13 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                 if stored is not None:
                     return self._response(stored, cached=True)
             remaining = context.time_remaining()
-            job = spectra.Job(
+            job = Job(
                 store=self.store, source=source, model=model, options=options, timer=timer,
                 deadline=None if remaining is None else asyncio.get_running_loop().time() + remaining,
-                block_bytes=self.settings.block_mb * 1024 * 1024, max_listed=self.settings.max_listed_spectra)
+                block_bytes=self.settings.block_mb * 1024 * 1024, max_listed=self.settings.max_listed_spectra,
+                max_pixels=self.settings.max_image_mp * 1_000_000)
             started = time.time()
-            outcome = await run(job, self.spectra)
+            outcome = await analysis.run(job, client)
             doc = {
                 "job_id": uuid.uuid4().hex,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
@@ -177,7 +205,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                 "identity": ident,
                 **outcome.summary,
             }
-            doc["provenance"] = self._provenance(job)  # the store stage is timed in metrics only
+            doc["provenance"] = self._provenance(job, analysis.service)  # the store stage: metrics only
             with timer.stage("store"):
                 doc = await asyncio.to_thread(self.results.save, prefix, doc, outcome.artefacts)
         self._locks.pop(ident, None)
@@ -185,12 +213,12 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         return self._response(doc, cached=False)
 
     @staticmethod
-    def _provenance(job: spectra.Job) -> dict:
+    def _provenance(job: Job, service: str) -> dict:
         upstream = job.provenance or common_pb2.Provenance()
         timings = [{"stage": s, "seconds": t} for s, t in job.timer.timings]
         timings += [{"stage": f"service.{s}", "seconds": t} for s, t in job.service_timings.items()]
         return {"model_name": job.model.name, "model_version": job.model.version,
-                "model_sha256": job.model.sha256, "service_name": upstream.service_name or "spectra",
+                "model_sha256": job.model.sha256, "service_name": upstream.service_name or service,
                 "service_version": upstream.service_version, "execution_provider": upstream.execution_provider,
                 "gateway_version": SERVICE_VERSION, "timings": timings}
 
@@ -218,8 +246,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                 yield gateway_pb2.DownloadResponse(chunk=data)
 
     async def ListModels(self, request, context):
-        models = await self.spectra.catalogue.all(refresh=True)
-        return gateway_pb2.ListModelsResponse(services=[gateway_pb2.ServiceModels(service="spectra", models=models)])
+        services = []
+        for name, client in sorted(self.clients.items()):
+            services.append(gateway_pb2.ServiceModels(service=name, models=await client.catalogue.all(refresh=True)))
+        return gateway_pb2.ListModelsResponse(services=services)
 
 
 def servicer(impl: GatewayServicer) -> Servicer:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 
 import grpc
 import numpy as np
@@ -13,59 +12,26 @@ from nanolens.common.v1 import common_pb2
 from nanolens.spectra.v1 import spectra_pb2
 from nanolens_gateway import pictures
 from nanolens_gateway.decoders import NpyLayout, SpectraData, decode_spectra, parse_npy_header, suffix_of
+from nanolens_gateway.jobs import Job, Outcome
 from nanolens_gateway.results import Artefact
-from nanolens_gateway.upstream import SpectraClient, translate
+from nanolens_gateway.upstream import ServiceClient, translate
 from nanolens_runtime import arrays
 from nanolens_runtime.errors import InvalidArgument
-from nanolens_runtime.metrics import StageTimer
-from nanolens_runtime.storage import ObjectInfo, ObjectStore
 
 NPY_HEADER_READ = 4096
 
 
-@dataclass
-class Job:
-    """What one analysis needs: where the input is, which model, how long it may take."""
-
-    store: ObjectStore
-    source: ObjectInfo
-    model: common_pb2.ModelInfo
-    options: dict[str, str]
-    timer: StageTimer
-    deadline: float | None  # event-loop time by which the caller stops waiting
-    block_bytes: int
-    max_listed: int
-    service_timings: dict[str, float] = field(default_factory=dict)
-    provenance: common_pb2.Provenance | None = None
-
-    def remaining(self) -> float | None:
-        return None if self.deadline is None else max(0.001, self.deadline - asyncio.get_running_loop().time())
-
-    def selector(self) -> spectra_pb2.ModelSelector:
-        return spectra_pb2.ModelSelector(name=self.model.name, version=self.model.version)
-
-    def absorb(self, provenance: common_pb2.Provenance) -> None:
-        """Add a service response's stage times to this job's."""
-        self.provenance = provenance
-        for timing in provenance.timings:
-            self.service_timings[timing.stage] = self.service_timings.get(timing.stage, 0.0) + timing.seconds
-
-
-@dataclass
-class Outcome:
-    summary: dict
-    artefacts: list[Artefact]
+def selector(job: Job) -> spectra_pb2.ModelSelector:
+    return spectra_pb2.ModelSelector(name=job.model.name, version=job.model.version)
 
 
 async def _fetch_whole(job: Job) -> SpectraData:
-    src = job.source
-    with job.timer.stage("fetch"):
-        data = await asyncio.to_thread(job.store.get, src.bucket, src.key, src.version_id)
+    data = await job.fetch()
     with job.timer.stage("decode"):
-        return await asyncio.to_thread(decode_spectra, data, src.key, job.options)
+        return await asyncio.to_thread(decode_spectra, data, job.source.key, job.options)
 
 
-async def classify_spectra(job: Job, client: SpectraClient) -> Outcome:
+async def classify_spectra(job: Job, client: ServiceClient) -> Outcome:
     decoded = await _fetch_whole(job)
     spectra = decoded.spectra[None, :] if decoded.spectra.ndim == 1 else decoded.spectra
     if spectra.ndim == 3:
@@ -79,7 +45,7 @@ async def classify_spectra(job: Job, client: SpectraClient) -> Outcome:
     parts = []
     for start in range(0, len(spectra), rows):
         request = spectra_pb2.ClassifySpectraRequest(
-            spectra=arrays.to_proto(spectra[start:start + rows]), axis=axis, model=job.selector())
+            spectra=arrays.to_proto(spectra[start:start + rows]), axis=axis, model=selector(job))
         try:
             response = await client.stub.ClassifySpectra(request, timeout=job.remaining())
         except grpc.aio.AioRpcError as exc:
@@ -166,7 +132,7 @@ class _MapSource:
         return common_pb2.NDArray(dtype=_PROTO_DTYPES[dtype], shape=[n, channels], data=data)
 
     async def requests(self) -> AsyncIterator[spectra_pb2.ClassifyMapRequest]:
-        header = spectra_pb2.MapHeader(shape=list(self.shape), model=self.job.selector())
+        header = spectra_pb2.MapHeader(shape=list(self.shape), model=selector(self.job))
         if self.axis is not None:
             header.axis.CopyFrom(arrays.to_proto(self.axis))
         yield spectra_pb2.ClassifyMapRequest(header=header)
@@ -191,7 +157,7 @@ class _MapSource:
                 self._reader.close()
 
 
-async def classify_map(job: Job, client: SpectraClient) -> Outcome:
+async def classify_map(job: Job, client: ServiceClient) -> Outcome:
     source = await _MapSource.open(job)
     height, width, _ = source.shape
     probabilities = class_names = None

@@ -10,6 +10,7 @@ from grpc_status import rpc_status
 
 from nanolens.common.v1 import common_pb2
 from nanolens.spectra.v1 import spectra_pb2, spectra_pb2_grpc
+from nanolens.tem.v1 import tem_pb2, tem_pb2_grpc
 from nanolens_runtime.bundles import version_key
 from nanolens_runtime.errors import GO_CODE_NAMES, InvalidArgument, NanoLensError, NotFound, Unavailable
 from nanolens_runtime.server import channel_options
@@ -77,12 +78,23 @@ class ModelCatalogue:
                        f"{name}:{version}")
 
 
-class SpectraClient:
-    def __init__(self, address: str, max_message_mb: int):
+class ServiceClient:
+    """A channel to one domain service, its stub, and its model catalogue."""
+
+    def __init__(self, service: str, address: str, max_message_mb: int, stub_class, list_request):
+        self.service = service
         self.channel = grpc.aio.insecure_channel(address, options=channel_options(max_message_mb))
-        self.stub = spectra_pb2_grpc.SpectraServiceStub(self.channel)
-        self.catalogue = ModelCatalogue("spectra", lambda: self.stub.ListModels(spectra_pb2.ListModelsRequest(),
-                                                                                timeout=10))
+        self.stub = stub_class(self.channel)
+        self.catalogue = ModelCatalogue(service, lambda: self.stub.ListModels(list_request, timeout=10))
 
     async def close(self) -> None:
         await self.channel.close()
+
+
+def spectra_client(address: str, max_message_mb: int) -> ServiceClient:
+    return ServiceClient("spectra", address, max_message_mb, spectra_pb2_grpc.SpectraServiceStub,
+                         spectra_pb2.ListModelsRequest())
+
+
+def tem_client(address: str, max_message_mb: int) -> ServiceClient:
+    return ServiceClient("tem", address, max_message_mb, tem_pb2_grpc.TemServiceStub, tem_pb2.ListModelsRequest())

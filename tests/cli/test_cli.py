@@ -11,6 +11,8 @@ import sys
 
 import numpy as np
 import pytest
+import tifffile
+from PIL import Image
 
 from nanolens_cli.stack import free_port
 from nanolens_spectra.science.synthetic import generate_map, generate_spectra
@@ -108,3 +110,30 @@ def test_train_register_and_choose_the_model_per_request(stack, tmp_path):
     again = nanolens(stack, "spectra", "train", str(data), "--name", "my-lab", "--version", "3", "--folds", "4",
                      "--out", str(tmp_path / "bundle2"), "--register", check=False)
     assert again.returncode == 2 and "already registered" in again.stderr
+
+
+def test_analyze_tem_image_with_calibration_in_the_file(stack, tmp_path):
+    from nanolens_tem.synthetic import SynthParams, generate
+
+    synthetic = generate(seed=8, params=SynthParams(shape=(256, 256)))
+    image = tmp_path / "agglomerates.tif"
+    tifffile.imwrite(image, synthetic.image, imagej=True, resolution=(1 / 0.8, 1 / 0.8), metadata={"unit": "nm"})
+    out = tmp_path / "out"
+    result = json.loads(nanolens(stack, "analyze", "tem", str(image), "--method", "watershed", "--json",
+                                 "--out", str(out)).stdout)
+    assert result["method"] == "watershed"
+    assert result["image"]["pixel_size_source"] == "ImageJ" and abs(result["image"]["pixel_size_nm"] - 0.8) < 1e-3
+    assert result["distribution"]["count"] == result["n_particles"] > 0
+    assert {p.name for p in out.iterdir()} == {"result.json", "labels.tif", "overlay.png", "psd.png"}
+    labels = tifffile.imread(out / "labels.tif")
+    assert labels.dtype == np.uint16 and labels.shape == (256, 256)
+    assert int(labels.max()) == max(p["id"] for p in result["particles"])
+    text = nanolens(stack, "analyze", "tem", str(image), "--method", "ann", "--pixel-size-nm", "2").stdout
+    assert "ann:" in text and "nm/px (request)" in text
+
+
+def test_analyze_tem_refuses_a_mask(stack, tmp_path):
+    mask = tmp_path / "mask.png"
+    Image.fromarray(((np.indices((64, 64)).sum(axis=0) % 16) < 8).astype(np.uint8) * 255).save(mask)
+    result = nanolens(stack, "analyze", "tem", str(mask), check=False)
+    assert result.returncode == 1 and "INVALID_ARGUMENT" in result.stderr and "mask" in result.stderr

@@ -13,9 +13,11 @@ class AnalysisKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ANALYSIS_KIND_UNSPECIFIED: _ClassVar[AnalysisKind]
     ANALYSIS_KIND_SPECTRA: _ClassVar[AnalysisKind]
     ANALYSIS_KIND_SPECTRAL_MAP: _ClassVar[AnalysisKind]
+    ANALYSIS_KIND_PARTICLE_SIZES: _ClassVar[AnalysisKind]
 ANALYSIS_KIND_UNSPECIFIED: AnalysisKind
 ANALYSIS_KIND_SPECTRA: AnalysisKind
 ANALYSIS_KIND_SPECTRAL_MAP: AnalysisKind
+ANALYSIS_KIND_PARTICLE_SIZES: AnalysisKind
 
 class UploadHeader(_message.Message):
     __slots__ = ("key", "filename", "content_type")

@@ -1,0 +1,49 @@
+"""What every analysis the gateway runs shares: the job (input, model, options, deadline) and its outcome."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from nanolens.common.v1 import common_pb2
+from nanolens_gateway.results import Artefact
+from nanolens_runtime.metrics import StageTimer
+from nanolens_runtime.storage import ObjectInfo, ObjectStore
+
+
+@dataclass
+class Job:
+    """What one analysis needs: where the input is, which model, how long it may take."""
+
+    store: ObjectStore
+    source: ObjectInfo
+    model: common_pb2.ModelInfo
+    options: dict[str, str]
+    timer: StageTimer
+    deadline: float | None  # event-loop time by which the caller stops waiting
+    block_bytes: int
+    max_listed: int
+    max_pixels: int
+    service_timings: dict[str, float] = field(default_factory=dict)
+    provenance: common_pb2.Provenance | None = None
+
+    def remaining(self) -> float | None:
+        return None if self.deadline is None else max(0.001, self.deadline - asyncio.get_running_loop().time())
+
+    def absorb(self, provenance: common_pb2.Provenance) -> None:
+        """Add a service response's stage times to this job's."""
+        self.provenance = provenance
+        for timing in provenance.timings:
+            self.service_timings[timing.stage] = self.service_timings.get(timing.stage, 0.0) + timing.seconds
+
+    async def fetch(self) -> bytes:
+        """The whole input object (inputs that must be decoded at once)."""
+        src = self.source
+        with self.timer.stage("fetch"):
+            return await asyncio.to_thread(self.store.get, src.bucket, src.key, src.version_id)
+
+
+@dataclass
+class Outcome:
+    summary: dict
+    artefacts: list[Artefact]

@@ -1,0 +1,115 @@
+"""Particle sizing as the gateway runs it: decode the micrograph, call the TEM service, build the result."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import grpc
+import numpy as np
+
+from nanolens.common.v1 import common_pb2
+from nanolens.tem.v1 import tem_pb2
+from nanolens_gateway import pictures
+from nanolens_gateway.images import decode_image
+from nanolens_gateway.jobs import Job, Outcome
+from nanolens_gateway.results import Artefact
+from nanolens_gateway.upstream import ServiceClient, translate
+from nanolens_runtime import arrays
+from nanolens_runtime.errors import InvalidArgument
+
+METHODS = {"cnn": tem_pb2.METHOD_CNN, "ann": tem_pb2.METHOD_ANN, "watershed": tem_pb2.METHOD_WATERSHED,
+           "hough": tem_pb2.METHOD_HOUGH}
+MODEL_OF = {"cnn": "tem-cnn", "ann": "tem-ann"}
+
+
+def method_option(options: dict[str, str]) -> str:
+    method = options.get("method", "").lower()
+    if method and method not in METHODS:
+        raise InvalidArgument(f"option method={method!r} is not one of {sorted(METHODS)}", field="options.method")
+    return method
+
+
+def pixel_size_option(options: dict[str, str]) -> float:
+    raw = options.get("pixel_size_nm", "")
+    if not raw:
+        return 0.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not (value > 0 and math.isfinite(value)):
+        raise InvalidArgument(f"option pixel_size_nm={raw!r} must be a positive number", field="options.pixel_size_nm")
+    return value
+
+
+async def resolve_model(client: ServiceClient, model_name: str, model_version: str,
+                        options: dict[str, str]) -> common_pb2.ModelInfo:
+    """The model behind the requested method; baselines have none and are named by the method.
+    No method: the CNN when the service has one, else watershed (what the service itself picks).
+    A model name (``tem-cnn``, ``tem-ann``) picks its method and lets a version be pinned."""
+    method = method_option(options)
+    if model_name:
+        by_model = {m: k for k, m in MODEL_OF.items()}
+        if model_name not in by_model or (method and by_model[model_name] != method):
+            raise InvalidArgument(f"model {model_name!r} is not one of {sorted(by_model)} for method "
+                                  f"{method or '(default)'}", field="model_name")
+        options["method"] = by_model[model_name]
+        return await client.catalogue.resolve(model_name, model_version)
+    if not method:
+        models = await client.catalogue.all()
+        method = "cnn" if any(m.name == MODEL_OF["cnn"] for m in models) else "watershed"
+        options["method"] = method  # the result's identity names the method actually run
+    if method in MODEL_OF:
+        return await client.catalogue.resolve(MODEL_OF[method], "")
+    return common_pb2.ModelInfo(name=method, version="builtin")
+
+
+async def particle_sizes(job: Job, client: ServiceClient) -> Outcome:
+    data = await job.fetch()
+    with job.timer.stage("decode"):
+        decoded = await asyncio.to_thread(decode_image, data, job.source.key, job.max_pixels)
+    requested = pixel_size_option(job.options)
+    pixel_size = requested or decoded.pixel_size_nm or 0.0
+    source = "request" if requested else (decoded.pixel_size_source or "unknown")
+    method = method_option(job.options)
+    request = tem_pb2.AnalyzeImageRequest(
+        image=arrays.to_proto(decoded.image), pixel_size_nm=pixel_size, method=METHODS[method],
+        bright_particles=job.options.get("bright_particles", "").lower() in ("1", "true", "yes"))
+    try:
+        response = await client.stub.AnalyzeImage(request, timeout=job.remaining())
+    except grpc.aio.AioRpcError as exc:
+        raise translate(exc, "tem") from exc
+    job.absorb(response.provenance)
+    with job.timer.stage("postprocess"):
+        labels = arrays.from_proto(response.labels, "labels")
+        dist = response.distribution
+        unit = "nm" if pixel_size else "px"
+        diameters = np.array([p.diameter_nm if pixel_size else p.diameter_px for p in response.particles])
+        summary = {
+            "method": response.method,
+            "image": {"height": int(labels.shape[0]), "width": int(labels.shape[1]),
+                      "pixel_size_nm": pixel_size or None, "pixel_size_source": source},
+            "distribution": {"count": dist.count, "gmd_px": dist.gmd_px, "gmd_nm": dist.gmd_nm or None,
+                             "gsd": dist.gsd, "unit": dist.unit, "histogram_edges": list(dist.histogram_edges),
+                             "histogram_counts": list(dist.histogram_counts)},
+            "n_particles": len(response.particles),
+            "n_agglomerates": len(response.agglomerates),
+            "particles": [
+                {"id": p.id, "diameter_px": round(p.diameter_px, 3),
+                 "diameter_nm": round(p.diameter_nm, 3) if pixel_size else None, "area_px": round(p.area_px, 1),
+                 "centroid": [round(p.centroid_row, 2), round(p.centroid_col, 2)], "agglomerate": p.agglomerate_id}
+                for p in response.particles[:job.max_listed]
+            ],
+            "agglomerates": [
+                {"id": a.id, "particle_count": a.particle_count, "bbox": [a.min_row, a.min_col, a.max_row, a.max_col]}
+                for a in response.agglomerates[:job.max_listed]
+            ],
+        }
+        gmd = dist.gmd_nm if pixel_size else dist.gmd_px
+        artefacts = [
+            Artefact("labels.tif", pictures.labels_tiff(labels), "image/tiff"),
+            Artefact("overlay.png", pictures.overlay_png(decoded.image, labels), "image/png"),
+            Artefact("psd.png", pictures.psd_png(diameters, unit, gmd, dist.gsd, response.method), "image/png"),
+        ]
+    return Outcome(summary, artefacts)
