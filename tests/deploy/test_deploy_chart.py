@@ -150,9 +150,9 @@ def test_each_enabled_service_gets_deployment_service_hpa_pdb(scenario, render, 
         assert hpa == pdb == expected  # the defaults give every service all four
 
 
-def test_default_install_runs_gateway_and_spectra_only(render):
+def test_default_install_runs_gateway_spectra_and_tem(render):
     rendered = render({})
-    assert rendered.names("Deployment") == {"nanolens-gateway", "nanolens-spectra"}
+    assert rendered.names("Deployment") == {"nanolens-gateway", "nanolens-spectra", "nanolens-tem"}
     for deployment in rendered.kind("Deployment"):
         component = deployment["metadata"]["labels"]["app.kubernetes.io/component"]
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
@@ -541,6 +541,7 @@ def test_image_overrides(render):
     assert images_of(rendered) == {
         "nanolens-gateway": "registry.facility.org/ai/nl:1.2.3",
         "nanolens-spectra": "registry.facility.org/ai/spectra:1.2.4",
+        "nanolens-tem": "registry.facility.org/ai/nl:1.2.3",
     }
 
 
@@ -548,7 +549,8 @@ def test_gpu_image_overrides(render):
     # Both flavours in one repository, told apart by a tag suffix; no registry prefix.
     one_repo = {"registry": "", "gpu": {"repository": "nanolens", "tagSuffix": "-gpu"}}
     rendered = render({"image": one_repo, "services": {"spectra": {"gpu": {"enabled": True}}}})
-    assert images_of(rendered) == {"nanolens-gateway": "nanolens:0.1.0", "nanolens-spectra": "nanolens:0.1.0-gpu"}
+    assert images_of(rendered) == {"nanolens-gateway": "nanolens:0.1.0", "nanolens-spectra": "nanolens:0.1.0-gpu",
+                                   "nanolens-tem": "nanolens:0.1.0"}
     # A per-service repository/tag wins for either flavour; a GPU service keeps the suffix.
     rendered = render(
         {
@@ -570,7 +572,7 @@ def test_names_follow_the_release(chart):
     from deploy_support import Rendered
 
     rendered = Rendered(chart.render({}, name="lab7", namespace="imaging"))
-    assert rendered.names("Deployment") == {"lab7-nanolens-gateway", "lab7-nanolens-spectra"}
+    assert rendered.names("Deployment") == {"lab7-nanolens-gateway", "lab7-nanolens-spectra", "lab7-nanolens-tem"}
     env = env_of(rendered.get("Deployment", "lab7-nanolens-gateway")["spec"]["template"]["spec"]["containers"][0])
     assert env["NANOLENS_SPECTRA_ADDR"]["value"] == "dns:///lab7-nanolens-spectra-headless:50051"
     assert env["NANOLENS_S3_ENDPOINT"]["value"] == "lab7-nanolens-minio:9000"
