@@ -4,6 +4,8 @@ A request is an array whose first axis counts items. Requests queue up; a batch
 closes when it holds ``max_batch_size`` items or when the oldest request has waited
 ``max_delay`` seconds, is run as one array, and the outputs are split back. Up to
 ``max_concurrent_batches`` batches run at once, so the next batch fills while one runs.
+When nothing is running, a batch starts at once with what is queued: a lone caller is not
+made to wait for company, while under load requests pile up behind the running batch.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ class DynamicBatcher:
         while self._queue:
             await self._slots.acquire()
             closes_at = self._queue[0].enqueued + self.max_delay
-            while self._rows_queued() < self.max_batch_size:
+            while self._running and self._rows_queued() < self.max_batch_size:
                 remaining = closes_at - time.perf_counter()
                 if remaining <= 0:
                     break

@@ -57,13 +57,26 @@ async def test_a_failing_batch_fails_each_of_its_callers():
 
 async def test_cancelled_requests_are_dropped_from_the_batch():
     calls: list[int] = []
-    batcher = DynamicBatcher(recording_batch_fn(calls), max_batch_size=16, max_delay=0.1, model="m")
-    gone = asyncio.ensure_future(batcher.submit(np.ones((5, 2))))
+    batcher = DynamicBatcher(recording_batch_fn(calls, delay=0.05), max_batch_size=16, max_delay=0.1, model="m",
+                             max_concurrent_batches=1)
+    first = asyncio.ensure_future(batcher.submit(np.ones((1, 2))))  # runs at once, for 50 ms
+    await asyncio.sleep(0.01)
+    gone = asyncio.ensure_future(batcher.submit(np.ones((5, 2))))  # these two queue behind it
     kept = asyncio.ensure_future(batcher.submit(np.ones((1, 2))))
     await asyncio.sleep(0.01)
     gone.cancel()
     (doubled, _) = await kept
+    await first
     assert doubled.shape == (1, 2)
-    assert calls == [1]
+    assert calls == [1, 1]
     with pytest.raises(asyncio.CancelledError):
         await gone
+
+
+async def test_an_idle_batcher_does_not_wait_for_company():
+    calls: list[int] = []
+    batcher = DynamicBatcher(recording_batch_fn(calls), max_batch_size=64, max_delay=10.0, model="m")
+    task = asyncio.ensure_future(batcher.submit(np.ones((1, 2))))
+    await asyncio.sleep(0.05)
+    assert calls == [1], "a lone request waited for the batch delay"
+    await task
