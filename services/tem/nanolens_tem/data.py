@@ -52,8 +52,21 @@ def gold_items() -> list[tuple[str, Path, Path]]:
     return out
 
 
-def gold_instances(mask_path: Path) -> np.ndarray:
-    """Instance labels from a manual mask: 4-connected labelling of its first channel > 127."""
-    from skimage.measure import label
+def gold_instances(mask_path: Path, cut_bridges: int = 0) -> np.ndarray:
+    """Instance labels from a manual mask: 4-connected labelling of its first channel > 127.
 
-    return label(read_gray(mask_path) > 127, connectivity=1).astype(np.int32)
+    The masks separate touching particles by thin background lines, but some lines have gaps,
+    so plain labelling merges chains of particles into one instance (e.g. 7 tetrahedra in one
+    component). ``cut_bridges=k`` erodes the mask by ``k`` px before labelling and grows the
+    components back inside the mask (watershed with a flat landscape), which cuts bridges up to
+    ``2k`` px wide. ``0`` is the plain definition.
+    """
+    from scipy import ndimage as ndi
+    from skimage.measure import label
+    from skimage.segmentation import watershed
+
+    fg = read_gray(mask_path) > 127
+    if cut_bridges <= 0:
+        return label(fg, connectivity=1).astype(np.int32)
+    seeds = label(ndi.binary_erosion(fg, iterations=cut_bridges), connectivity=1)
+    return watershed(np.zeros(fg.shape), seeds, mask=fg).astype(np.int32)

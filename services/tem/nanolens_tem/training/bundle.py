@@ -21,12 +21,13 @@ def flat_metrics(ev: dict, method: str = "cnn") -> dict:
             c = block["condition"]
             out.update({f"synthetic_{c}_n_images": float(block["n_images"]), f"synthetic_{c}_gmd_err": syn["gmd_err"],
                         f"synthetic_{c}_gsd_err": syn["gsd_err"], f"synthetic_{c}_f1_iou50": syn["f1_iou50"]})
-    real = (ev.get("real") or {}).get("methods", {}).get(method)
-    if real:
-        r = real["all"]
-        out.update({"real_gold_n_images": float(r["n_images"]), "real_gold_f1_iou50": r["f1_iou50"],
-                    "real_gold_count_err": r["count_err"], "real_gold_gmd_err": r["gmd_err"],
-                    "real_gold_gsd_err": r["gsd_err"]})
+    for block in ev.get("real") or []:
+        real = block["methods"].get(method)
+        if real:
+            r, tag = real["all"], "strict" if not block.get("cut_bridges") else "bridges_cut"
+            out.update({f"real_gold_{tag}_n_images": float(r["n_images"]), f"real_gold_{tag}_f1_iou50": r["f1_iou50"],
+                        f"real_gold_{tag}_count_err": r["count_err"], f"real_gold_{tag}_gmd_err": r["gmd_err"],
+                        f"real_gold_{tag}_gsd_err": r["gsd_err"]})
     return out
 
 
