@@ -168,13 +168,13 @@ TARGET_RADIUS = 12.0
 MAX_RADIUS = 18.0
 
 
-def auto_scale(image: np.ndarray, dark_particles: bool = True) -> float:
+def auto_scale(image: np.ndarray, dark_particles: bool = True, target_radius: float = TARGET_RADIUS) -> float:
     """Resampling factor that brings the estimated particle radius (px) into the training range
     (1.0 when it already is, < 1 for large particles)."""
     from nanolens_tem.baselines import estimate_radius, foreground_mask
 
     r = estimate_radius(foreground_mask(image, dark_particles=dark_particles))
-    return TARGET_RADIUS / r if r > MAX_RADIUS else 1.0
+    return target_radius / r if r > max(MAX_RADIUS, target_radius) else 1.0
 
 
 def resample(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -197,6 +197,7 @@ class CnnSegmenter:
     tile: int = 512
     overlap: int = 64
     scale: float | str = "auto"
+    target_radius: float = TARGET_RADIUS
 
     @classmethod
     def from_onnx(cls, path_or_bytes, **kw) -> CnnSegmenter:
@@ -223,7 +224,7 @@ class CnnSegmenter:
         x = normalise(image)
         if not dark_particles:
             x = -x
-        f = auto_scale(image, dark_particles) if self.scale == "auto" else float(self.scale)
+        f = auto_scale(image, dark_particles, self.target_radius) if self.scale == "auto" else float(self.scale)
         if abs(f - 1.0) < 1e-3:
             return tiled_predict(self._run, x, self.tile, self.overlap)
         h, w = x.shape

@@ -327,7 +327,7 @@ def _background(rng: np.random.Generator, shape: tuple[int, int], p: SynthParams
     return grad * low * film
 
 
-def _draw_scale_bar(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _draw_scale_bar(image: np.ndarray) -> np.ndarray:
     h, w = image.shape
     bw, bh = max(w // 6, 8), max(h // 60, 3)
     y1, x1 = h - max(h // 25, 4), w - max(w // 25, 4)
@@ -404,7 +404,7 @@ def generate(seed: int, params: SynthParams | None = None) -> SyntheticImage:
     if p.detector_sigma > 0:
         img = ndi.gaussian_filter(img, p.detector_sigma)
     image = np.clip(np.rint(img * p.background_level), 0, 255).astype(np.uint8)
-    bar = _draw_scale_bar(image, rng) if p.scale_bar else np.zeros(p.shape, bool)
+    bar = _draw_scale_bar(image) if p.scale_bar else np.zeros(p.shape, bool)
     if p.scale_bar:
         labels = np.where(bar, 0, labels)
     n = len(radii)

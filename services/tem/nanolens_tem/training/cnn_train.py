@@ -69,7 +69,6 @@ def targets_from_instances(labels: np.ndarray) -> np.ndarray:
     gap = ~fg & (ndi.grey_erosion(np.where(fg, labels, labels.max() + 1), size=3) != grown) & (grown > 0)
     gap &= ndi.binary_dilation(fg, iterations=1)
     bnd = boundary_map(labels) | gap
-    edt = ndi.distance_transform_edt(np.pad(fg, 1))[1:-1, 1:-1]
     n = int(labels.max())
     dist = np.zeros(labels.shape, np.float32)
     rad = np.zeros(labels.shape, np.float32)
@@ -82,7 +81,6 @@ def targets_from_instances(labels: np.ndarray) -> np.ndarray:
             e = ndi.distance_transform_edt(np.pad(m, 1))[1:-1, 1:-1]
             dist[sl][m] = (e / max(e.max(), 1.0))[m]
             rad[sl][m] = np.sqrt(m.sum() / np.pi) / RADIUS_UNIT
-    del edt
     return np.stack([fg, bnd, dist, rad]).astype(np.float32)
 
 

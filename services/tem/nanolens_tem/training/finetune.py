@@ -21,13 +21,13 @@ import numpy as np
 import torch
 from skimage.transform import resize
 
-from nanolens_tem.cnn import auto_scale, normalise
+from nanolens_tem.cnn import TARGET_RADIUS, auto_scale, normalise
 from nanolens_tem.training.cnn_train import UNet, export_onnx, targets_from_instances, train
 
 
-def real_item(img: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+def real_item(img: np.ndarray, gt: np.ndarray, target_radius: float = TARGET_RADIUS):
     """(x (1, h, w), targets (4, h, w), factor) of a real image resampled to the training scale."""
-    f = auto_scale(img)
+    f = auto_scale(img, target_radius=target_radius)
     h, w = img.shape
     nh, nw = max(16, round(h * f)), max(16, round(w * f))
     x = normalise(img)
@@ -75,12 +75,13 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--base", type=int, default=8)
     ap.add_argument("--all", action="store_true")
+    ap.add_argument("--target-radius", type=float, default=TARGET_RADIUS)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     items = gold_items()
     # training targets from the mask with bridges cut (plain labelling merges chains of particles)
-    data = [real_item(read_gray(i), gold_instances(m, cut_bridges=2)) for _, i, m in items]
+    data = [real_item(read_gray(i), gold_instances(m, cut_bridges=2), args.target_radius) for _, i, m in items]
     z = np.load(args.synthetic)
     syn_x, syn_y = z["x"][:200], z["y"][:200]
     subsets = np.array([s for s, _, _ in items])
@@ -99,7 +100,7 @@ def main(argv=None) -> int:
         (args.out / f"{name}.onnx").write_bytes(onnx_bytes)
         if k is None:
             continue
-        seg = CnnSegmenter.from_onnx(onnx_bytes)
+        seg = CnnSegmenter.from_onnx(onnx_bytes, target_radius=args.target_radius)
         test = [items[i] for i in np.flatnonzero(fold == k)]
         methods = {"cnn_finetuned": lambda im, dark_particles=True, sizing="area", _s=seg: _s.segment(
             im, dark_particles=dark_particles, diameter="area")}
