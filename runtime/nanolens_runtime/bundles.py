@@ -85,9 +85,32 @@ def validate_manifest(manifest: Any, source: str) -> None:
         raise InvalidModelBundle(f"{source}: manifest 'graph.sha256' is missing or malformed")
 
 
+# Node metadata that records the exporting checkout's file paths (torch's dynamo exporter).
+_PATH_METADATA = ("pkg.torch.onnx.stack_trace",)
+
+
+def reproducible_onnx(onnx_bytes: bytes) -> bytes:
+    """The graph without metadata that names where the code was checked out, so that the same
+    model exported from any folder has the same bytes (and sha256)."""
+    import onnx
+
+    model = onnx.load_from_string(onnx_bytes)
+    graphs = [model.graph] + [f for f in model.functions]
+    changed = False
+    for graph in graphs:
+        for node in graph.node:
+            keep = [p for p in node.metadata_props if p.key not in _PATH_METADATA]
+            if len(keep) != len(node.metadata_props):
+                changed = True
+                del node.metadata_props[:]
+                node.metadata_props.extend(keep)
+    return model.SerializeToString() if changed else onnx_bytes
+
+
 def write_bundle(out_dir: Path, onnx_bytes: bytes, manifest: dict[str, Any]) -> Path:
     """Write ``model.onnx`` and ``manifest.json`` into ``out_dir``; fills ``manifest['graph']``."""
     out_dir = Path(out_dir)
+    onnx_bytes = reproducible_onnx(onnx_bytes)
     manifest = dict(manifest, graph={"file": GRAPH_FILE, "sha256": sha256_bytes(onnx_bytes)})
     validate_manifest(manifest, str(out_dir))
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from nanolens_runtime.bundles import ModelBundle, version_key
+from nanolens_runtime.bundles import ModelBundle, version_key, write_bundle
 from nanolens_runtime.errors import AlreadyExists, InvalidModelBundle, NotFound
 from nanolens_runtime.inference import select_providers
 from nanolens_runtime.registry import ModelRegistry, upload_bundle
-from support import make_bundle
+from support import linear_softmax_onnx, make_bundle
 
 
 def test_bundle_round_trip(tmp_path):
@@ -99,3 +99,21 @@ def test_a_corrupt_bundle_in_the_bucket_is_not_served(tmp_path, store, storage_s
     reg.load_all()  # logs and skips the bad one
     with pytest.raises(InvalidModelBundle, match="sha256"):
         reg.get("toy", "5")
+
+
+def test_written_graphs_do_not_record_the_checkout_path(tmp_path):
+    import onnx
+
+    model = onnx.load_from_string(linear_softmax_onnx(4, 2))
+    trace = model.graph.node[0].metadata_props.add()
+    trace.key, trace.value = "pkg.torch.onnx.stack_trace", 'File "/home/someone/checkout/model.py", line 1'
+    kept = model.graph.node[0].metadata_props.add()
+    kept.key, kept.value = "namespace", "softmax"
+    path = make_bundle(tmp_path)
+    bundle_dir = path.parent / "2"
+    manifest = ModelBundle.load(path).manifest
+    write_bundle(bundle_dir, model.SerializeToString(), dict(manifest, version="2"))
+    stored = onnx.load(bundle_dir / "model.onnx")
+    assert [p.key for p in stored.graph.node[0].metadata_props] == ["namespace"]
+    assert b"/home/someone" not in (bundle_dir / "model.onnx").read_bytes()
+    ModelBundle.load(bundle_dir)  # and the manifest's sha256 is that of the cleaned graph
