@@ -9,23 +9,27 @@ import platform
 import time
 from pathlib import Path
 
-from bench import spectra
+from bench import spectra, tem
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="bench-output")
     parser.add_argument("--quick", action="store_true", help="small sizes, to check that the benchmark runs")
+    parser.add_argument("--suite", action="append", choices=["spectra", "tem"], help="run only these (repeatable)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    results = spectra.run(quick=args.quick)
-    results["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                          "started": started, "quick": args.quick}
-    (out / "spectra.json").write_text(json.dumps(results, indent=2))
-    print(spectra.report(results))
-    print(f"\nwritten: {out / 'spectra.json'}")
+    parser_suites = {"spectra": spectra, "tem": tem}
+    machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+               "started": started, "quick": args.quick}
+    for name in args.suite or list(parser_suites):
+        suite = parser_suites[name]
+        results = dict(suite.run(quick=args.quick), machine=machine)
+        (out / f"{name}.json").write_text(json.dumps(results, indent=2))
+        print(suite.report(results))
+        print(f"written: {out / f'{name}.json'}\n")
     return 0
 
 
