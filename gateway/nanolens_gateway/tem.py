@@ -20,7 +20,7 @@ from nanolens_runtime.errors import InvalidArgument
 
 METHODS = {"cnn": tem_pb2.METHOD_CNN, "ann": tem_pb2.METHOD_ANN, "watershed": tem_pb2.METHOD_WATERSHED,
            "hough": tem_pb2.METHOD_HOUGH}
-MODEL_OF = {"cnn": "tem-cnn", "ann": "tem-ann"}
+MODEL_OF = {"cnn": "tem-unet", "ann": "tem-ann"}
 
 
 def method_option(options: dict[str, str]) -> str:
@@ -47,7 +47,7 @@ async def resolve_model(client: ServiceClient, model_name: str, model_version: s
                         options: dict[str, str]) -> common_pb2.ModelInfo:
     """The model behind the requested method; baselines have none and are named by the method.
     No method: the CNN when the service has one, else watershed (what the service itself picks).
-    A model name (``tem-cnn``, ``tem-ann``) picks its method and lets a version be pinned."""
+    A model name (``tem-unet``, ``tem-ann``) picks its method and lets a version be pinned."""
     method = method_option(options)
     if model_name:
         by_model = {m: k for k, m in MODEL_OF.items()}

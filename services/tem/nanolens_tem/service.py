@@ -28,8 +28,8 @@ from nanolens_tem.cnn import CnnSegmenter
 from nanolens_tem.synthetic import geometric_stats
 
 SERVICE = "tem"
-CNN_MODEL, ANN_MODEL = "tem-cnn", "tem-ann"
-TASKS = ("particle-segmentation", "agglomerate-sizing")
+CNN_MODEL, ANN_MODEL = "tem-unet", "tem-ann"
+TASKS = ("instance-segmentation", "agglomerate-sizing")
 SHIPPED_BUNDLES = Path(__file__).parent / "bundles"
 FULL_NAME = tem_pb2.DESCRIPTOR.services_by_name["TemService"].full_name
 METHOD_NAMES = {tem_pb2.METHOD_CNN: "cnn", tem_pb2.METHOD_ANN: "ann", tem_pb2.METHOD_WATERSHED: "watershed",
