@@ -213,7 +213,12 @@ class CnnSegmenter:
     def from_bundle(cls, path: Path, **kw) -> CnnSegmenter:
         from nanolens_runtime.bundles import ModelBundle
 
-        return cls.from_onnx(Path(ModelBundle.load(Path(path)).onnx_path), **kw)
+        b = ModelBundle.load(Path(path))
+        pre = b.manifest.get("preprocessing", {})
+        kw.setdefault("target_radius", float(pre.get("target_radius_px", TARGET_RADIUS)))
+        kw.setdefault("tile", int(pre.get("tile", 512)))
+        kw.setdefault("overlap", int(pre.get("overlap", 64)))
+        return cls.from_onnx(Path(b.onnx_path), **kw)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         name = self.session.get_inputs()[0].name

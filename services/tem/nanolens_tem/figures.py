@@ -74,23 +74,48 @@ def overlay(image: np.ndarray, labels: np.ndarray, color=(255, 40, 40)) -> np.nd
     return rgb
 
 
-def method_overlays(image: np.ndarray, methods: dict, path: Path, size: int = 420) -> None:
-    """One row of overlays, one panel per method (``name -> f(image) -> Segmentation``)."""
+def _densest_window(image: np.ndarray, size: int) -> tuple[slice, slice]:
+    """The ``size`` x ``size`` window holding the most particle (Otsu foreground) pixels."""
+    from scipy import ndimage as ndi
+
+    from nanolens_tem.baselines import foreground_mask
+
+    m = foreground_mask(image).astype(float)
+    d = ndi.uniform_filter(m, size)
+    y, x = np.unravel_index(np.argmax(d), d.shape)
+    y0 = int(np.clip(y - size // 2, 0, max(0, image.shape[0] - size)))
+    x0 = int(np.clip(x - size // 2, 0, max(0, image.shape[1] - size)))
+    return slice(y0, y0 + size), slice(x0, x0 + size)
+
+
+def method_overlays(image: np.ndarray, methods: dict, path: Path, size: int = 420, crop: int | None = None) -> None:
+    """One row of overlays, one panel per method (``name -> f(image) -> Segmentation``).
+
+    With ``crop``, a second row shows the densest ``crop`` x ``crop`` window at native resolution.
+    """
     from PIL import Image, ImageDraw
 
-    panels = []
+    rows = [[], []]
+    win = _densest_window(image, crop) if crop else None
     for name, fn in methods.items():
         seg = fn(image)
-        im = Image.fromarray(overlay(image, seg.labels))
+        full = overlay(image, seg.labels)
+        im = Image.fromarray(full)
         im.thumbnail((size, size))
         ImageDraw.Draw(im).text((6, 4), f"{name}: {len(seg.diameters)} particles", fill=(255, 255, 0))
-        panels.append(im)
-    w = sum(p.width for p in panels)
-    out = Image.new("RGB", (w, max(p.height for p in panels)))
-    x = 0
-    for p in panels:
-        out.paste(p, (x, 0))
-        x += p.width
+        rows[0].append(im)
+        if win:
+            c = Image.fromarray(np.ascontiguousarray(full[win]))
+            rows[1].append(c.resize((im.width, im.width), Image.NEAREST))
+    rows = [r for r in rows if r]
+    w = sum(p.width for p in rows[0])
+    hs = [max(p.height for p in r) for r in rows]
+    out = Image.new("RGB", (w, sum(hs)))
+    for k, r in enumerate(rows):
+        x = 0
+        for p in r:
+            out.paste(p, (x, sum(hs[:k])))
+            x += p.width
     out.save(path, optimize=True)
 
 
@@ -116,16 +141,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"real images not found under {carbon_black_dir()}; wrote the synthetic half only")
     if args.overlays:
         from nanolens_tem.evaluate import build_methods
-        from nanolens_tem.models import default_onnx
+        from nanolens_tem.models import default_onnx, latest_bundle
         from nanolens_tem.splits import TEST_SEED0, eval_params
         from nanolens_tem.synthetic import generate
 
-        methods = build_methods(cnn=args.cnn or default_onnx("tem-unet"), ann=args.ann)
+        methods = build_methods(cnn=args.cnn or default_onnx("tem-unet"), ann=args.ann or latest_bundle("tem-ann"))
         s = generate(TEST_SEED0, eval_params((384, 384)))
         method_overlays(s.image, methods, args.out / "tem_overlays_synthetic.png", size=384)
         for k, f in enumerate(files):
             real = read_gray(f)
-            method_overlays(real, methods, args.out / f"tem_overlays_carbonblack_{k}.png", size=600)
+            method_overlays(real, methods, args.out / f"tem_overlays_carbonblack_{k}.png", size=480, crop=512)
     print(f"wrote figures to {args.out}")
     return 0
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from scipy import ndimage as ndi
 from torch import nn
 
-from nanolens_tem.cnn import RADIUS_UNIT, normalise
+from nanolens_tem.cnn import MAX_RADIUS, RADIUS_UNIT, TARGET_RADIUS, normalise
 from nanolens_tem.splits import TRAIN_SEED0
 from nanolens_tem.synthetic import SynthParams, generate
 
@@ -215,7 +215,8 @@ def export_onnx(model: nn.Module) -> bytes:
     return prog.model_proto.SerializeToString()
 
 
-def manifest(name: str, version: str, metrics: dict, data_desc: dict, base: int) -> dict:
+def manifest(name: str, version: str, metrics: dict, data_desc: dict, base: int,
+             target_radius: float = TARGET_RADIUS) -> dict:
     return {
         "schema_version": 1,
         "name": name,
@@ -230,7 +231,8 @@ def manifest(name: str, version: str, metrics: dict, data_desc: dict, base: int)
                      "channels": ["fg_logit", "boundary_logit", "dist", "radius/32px"]}],
         "class_names": ["background", "particle"],
         "preprocessing": {"normalise": "(x - p1) / (p99 - p1) - 0.5 per image", "polarity": "dark particles",
-                          "radius_unit_px": RADIUS_UNIT, "multiple": 16, "tile": 512, "overlap": 64},
+                          "radius_unit_px": RADIUS_UNIT, "multiple": 16, "tile": 512, "overlap": 64,
+                          "target_radius_px": target_radius, "max_radius_px": MAX_RADIUS},
         "metrics": metrics,
         "training_data": data_desc,
         "framework": {"torch": torch.__version__, "onnx_exporter": "dynamo", "unet_base": base},

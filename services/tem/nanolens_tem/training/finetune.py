@@ -98,7 +98,14 @@ def main(argv=None) -> int:
         onnx_bytes = export_onnx(model)
         name = "all" if k is None else f"fold{k}"
         (args.out / f"{name}.onnx").write_bytes(onnx_bytes)
-        if k is None:
+        if k is None:   # local model on all real images: a bundle outside the repository
+            from nanolens_runtime.bundles import write_bundle
+            from nanolens_tem.training.cnn_train import manifest
+
+            info = {"sha256": "", "n_items": len(items), "source": "synthetic model fine-tuned on the real gold masks "
+                    "(Yao et al., Nanoscale 2022; no licence: internal use only)"}
+            write_bundle(args.out / "bundle", onnx_bytes, manifest("tem-unet-gold", "1.0.0", {}, info, args.base,
+                                                                   args.target_radius))
             continue
         seg = CnnSegmenter.from_onnx(onnx_bytes, target_radius=args.target_radius)
         test = [items[i] for i in np.flatnonzero(fold == k)]
