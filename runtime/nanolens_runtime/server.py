@@ -148,11 +148,10 @@ async def serve(service: str, version: str, provider: str, settings: ServerSetti
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, app.request_drain)
     port = await app.start()
-    # Machine-readable line for process supervisors (`nanolens up`, tests).
-    print(f"NANOLENS_READY_PENDING service={service} grpc={port} metrics={metrics_port}", flush=True)
     await warm_up()
     if app._stopping is None:
         await app.set_serving(True)
         log.info("serving", extra={"grpc_port": port, "metrics_port": metrics_port})
+        # Machine-readable line for process supervisors (`nanolens up`, tests).
         print(f"NANOLENS_SERVING service={service} grpc={port} metrics={metrics_port}", flush=True)
     await app.wait()
