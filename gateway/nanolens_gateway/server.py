@@ -46,7 +46,7 @@ class GatewaySettings:
     max_object_mb: int = setting("NANOLENS_MAX_OBJECT_MB", 2048, "largest input object accepted, MiB")
     max_upload_mb: int = setting("NANOLENS_MAX_UPLOAD_MB", 2048, "largest streamed upload, MiB")
     block_mb: int = setting("NANOLENS_BLOCK_MB", 8, "size of the blocks maps travel to services in, MiB")
-    max_listed_spectra: int = setting("NANOLENS_MAX_LISTED", 1000,
+    max_listed: int = setting("NANOLENS_MAX_LISTED", 1000,
                                       "spectra or particles listed one by one in a result")
 
 
@@ -182,33 +182,37 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         model = await analysis.resolve(client, request.model_name, request.model_version, options)
         ident = identity(source, name, model, options)
         prefix = result_prefix(source, name, ident)
-        async with self._locks[ident]:
-            if not request.force:
-                stored = await asyncio.to_thread(self.results.load, prefix)
-                if stored is not None:
-                    return self._response(stored, cached=True)
-            remaining = context.time_remaining()
-            job = Job(
-                store=self.store, source=source, model=model, options=options, timer=timer,
-                deadline=None if remaining is None else asyncio.get_running_loop().time() + remaining,
-                block_bytes=self.settings.block_mb * 1024 * 1024, max_listed=self.settings.max_listed_spectra,
-                max_pixels=self.settings.max_image_mp * 1_000_000)
-            started = time.time()
-            outcome = await analysis.run(job, client)
-            doc = {
-                "job_id": uuid.uuid4().hex,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-                "analysis": name,
-                "input": {"bucket": source.bucket, "key": source.key, "version_id": source.version_id,
-                          "etag": source.etag, "size_bytes": source.size},
-                "options": options,
-                "identity": ident,
-                **outcome.summary,
-            }
-            doc["provenance"] = self._provenance(job, analysis.service)  # the store stage: metrics only
-            with timer.stage("store"):
-                doc = await asyncio.to_thread(self.results.save, prefix, doc, outcome.artefacts)
-        self._locks.pop(ident, None)
+        lock = self._locks[ident]
+        try:
+            async with lock:
+                if not request.force:
+                    stored = await asyncio.to_thread(self.results.load, prefix)
+                    if stored is not None:
+                        return self._response(stored, cached=True)
+                remaining = context.time_remaining()
+                job = Job(
+                    store=self.store, source=source, model=model, options=options, timer=timer,
+                    deadline=None if remaining is None else asyncio.get_running_loop().time() + remaining,
+                    block_bytes=self.settings.block_mb * 1024 * 1024, max_listed=self.settings.max_listed,
+                    max_pixels=self.settings.max_image_mp * 1_000_000)
+                started = time.time()
+                outcome = await analysis.run(job, client)
+                doc = {
+                    "job_id": uuid.uuid4().hex,
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+                    "analysis": name,
+                    "input": {"bucket": source.bucket, "key": source.key, "version_id": source.version_id,
+                              "etag": source.etag, "size_bytes": source.size},
+                    "options": options,
+                    "identity": ident,
+                    **outcome.summary,
+                }
+                doc["provenance"] = self._provenance(job, analysis.service)  # the store stage: metrics only
+                with timer.stage("store"):
+                    doc = await asyncio.to_thread(self.results.save, prefix, doc, outcome.artefacts)
+        finally:
+            if not lock.locked() and self._locks.get(ident) is lock:
+                del self._locks[ident]
         log.info("analysed", extra={"analysis": name, "key": key, "job_id": doc["job_id"]})
         return self._response(doc, cached=False)
 

@@ -321,3 +321,17 @@ def test_sigterm_drains_in_flight_calls(tmp_path, samples):
         assert proc.popen.wait(30) == 0
     finally:
         own.stop()
+
+
+def test_concurrent_identical_requests_compute_once(stack, gateway, samples):
+    ref = upload(gateway, npy(samples[0].spectra[:4]), "together.npy")
+
+    async def three():
+        async with grpc.aio.insecure_channel(stack[1].gateway) as channel:
+            stub = gateway_pb2_grpc.GatewayStub(channel)
+            request = gateway_pb2.AnalyzeRequest(input=ref, analysis=SPECTRA)
+            return await asyncio.gather(*(stub.Analyze(request, timeout=60) for _ in range(3)))
+
+    responses = asyncio.run(three())
+    assert len({r.job_id for r in responses}) == 1
+    assert sorted(r.cached for r in responses) == [False, True, True]
