@@ -43,9 +43,11 @@ def test_shipped_cnn_segments_real_gold_images(gold_data):
     assert np.isfinite(f1) and f1 > 0.25
 
 
-def test_carbon_black_images_read(gold_data):
+def test_carbon_black_images_read():
     from nanolens_tem.data import carbon_black_dir, read_gray
 
+    if not carbon_black_dir().is_dir():
+        pytest.skip(f"real data not found at {carbon_black_dir()} (set NANOLENS_DATA to ../shared/data)")
     files = sorted(carbon_black_dir().glob("*.png"))
     assert len(files) == 6
     assert read_gray(files[0]).shape == (1952, 2240)
