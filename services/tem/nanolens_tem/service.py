@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -25,12 +24,13 @@ from nanolens_runtime.version import SERVICE_VERSION
 from nanolens_tem.ann import AnnSizer
 from nanolens_tem.baselines import Segmentation, hough_segment, watershed_segment
 from nanolens_tem.cnn import CnnSegmenter
+from nanolens_tem.models import BUNDLES
 from nanolens_tem.synthetic import geometric_stats
 
 SERVICE = "tem"
 CNN_MODEL, ANN_MODEL = "tem-unet", "tem-ann"
 TASKS = ("instance-segmentation", "agglomerate-sizing")
-SHIPPED_BUNDLES = Path(__file__).parent / "bundles"
+SHIPPED_BUNDLES = BUNDLES
 FULL_NAME = tem_pb2.DESCRIPTOR.services_by_name["TemService"].full_name
 METHOD_NAMES = {tem_pb2.METHOD_CNN: "cnn", tem_pb2.METHOD_ANN: "ann", tem_pb2.METHOD_WATERSHED: "watershed",
                 tem_pb2.METHOD_HOUGH: "hough"}
