@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -65,9 +66,13 @@ class Progress:
 
 
 class GatewayClient:
-    def __init__(self, address: str, max_message_mb: int = 64):
+    """``token``: the gateway's bearer token (default: the NANOLENS_TOKEN environment variable)."""
+
+    def __init__(self, address: str, max_message_mb: int = 64, token: str | None = None):
         self.channel = grpc.insecure_channel(address, options=channel_options(max_message_mb))
         self.stub = gateway_pb2_grpc.GatewayStub(self.channel)
+        token = os.environ.get("NANOLENS_TOKEN", "") if token is None else token
+        self.metadata = [("authorization", f"Bearer {token}")] if token else None
 
     def close(self) -> None:
         self.channel.close()
@@ -85,7 +90,7 @@ class GatewayClient:
                     yield gateway_pb2.UploadRequest(chunk=chunk)
 
         with bar:
-            return self.stub.Upload(requests(), timeout=timeout)
+            return self.stub.Upload(requests(), timeout=timeout, metadata=self.metadata)
 
     def analyze(self, ref: common_pb2.ObjectRef, analysis: int, model: str = "", options: dict | None = None,
                 force: bool = False, timeout: float | None = None,
@@ -94,13 +99,14 @@ class GatewayClient:
         request = gateway_pb2.AnalyzeRequest(input=ref, analysis=analysis, model_name=name, model_version=version,
                                              options=options or {}, force=force)
         with Progress("analyse", 0, progress):
-            return self.stub.Analyze(request, timeout=timeout)
+            return self.stub.Analyze(request, timeout=timeout, metadata=self.metadata)
 
     def download(self, ref: common_pb2.ObjectRef, timeout: float | None = None) -> bytes:
-        return b"".join(r.chunk for r in self.stub.Download(gateway_pb2.DownloadRequest(object=ref), timeout=timeout))
+        responses = self.stub.Download(gateway_pb2.DownloadRequest(object=ref), timeout=timeout, metadata=self.metadata)
+        return b"".join(r.chunk for r in responses)
 
     def list_models(self, timeout: float | None = 30) -> gateway_pb2.ListModelsResponse:
-        return self.stub.ListModels(gateway_pb2.ListModelsRequest(), timeout=timeout)
+        return self.stub.ListModels(gateway_pb2.ListModelsRequest(), timeout=timeout, metadata=self.metadata)
 
 
 def looks_like_map(path: Path) -> bool:

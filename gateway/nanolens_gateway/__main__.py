@@ -1,7 +1,9 @@
 """``python -m nanolens_gateway``: the gateway (settings from NANOLENS_* variables)."""
 
 import asyncio
+import logging
 
+from nanolens_gateway.auth import BearerTokenAuth, parse_tokens
 from nanolens_gateway.server import GatewayServicer, GatewaySettings, servicer
 from nanolens_gateway.upstream import spectra_client, tem_client
 from nanolens_runtime.server import serve
@@ -22,11 +24,16 @@ def main() -> None:
         impl = GatewayServicer(gateway, ObjectStore.from_settings(storage), clients)
 
         async def warm_up():
+            if not tokens:
+                logging.getLogger("nanolens.auth").warning(
+                    "NANOLENS_GATEWAY_TOKENS is empty: the gateway accepts unauthenticated calls")
             await asyncio.to_thread(impl.ensure_buckets)
 
         return [servicer(impl)], warm_up
 
-    asyncio.run(serve("gateway", SERVICE_VERSION, "none", server, build))
+    tokens = parse_tokens(gateway.tokens)
+    auth = [BearerTokenAuth(tokens)] if tokens else []
+    asyncio.run(serve("gateway", SERVICE_VERSION, "none", server, build, extra_interceptors=auth))
 
 
 if __name__ == "__main__":

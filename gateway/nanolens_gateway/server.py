@@ -46,6 +46,9 @@ class GatewaySettings:
     max_object_mb: int = setting("NANOLENS_MAX_OBJECT_MB", 2048, "largest input object accepted, MiB")
     max_upload_mb: int = setting("NANOLENS_MAX_UPLOAD_MB", 2048, "largest streamed upload, MiB")
     block_mb: int = setting("NANOLENS_BLOCK_MB", 8, "size of the blocks maps travel to services in, MiB")
+    tokens: str = setting("NANOLENS_GATEWAY_TOKENS", "",
+                          "comma-separated bearer tokens callers must send (from a Secret); empty: no authentication",
+                          secret=True)
     max_listed: int = setting("NANOLENS_MAX_LISTED", 1000,
                                       "spectra or particles listed one by one in a result")
 

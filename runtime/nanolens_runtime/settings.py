@@ -12,8 +12,9 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 
-def setting(env: str, default: Any, doc: str) -> Any:
-    return field(default=default, metadata={"env": env, "doc": doc})
+def setting(env: str, default: Any, doc: str, secret: bool = False) -> Any:
+    """A field read from ``env``; a secret one is left out of the dataclass's repr."""
+    return field(default=default, metadata={"env": env, "doc": doc}, repr=not secret)
 
 
 def _parse(raw: str, kind: type, env: str) -> Any:

@@ -14,7 +14,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from nanolens_cli.stack import free_port
+from nanolens_cli.stack import Stack, free_port
 from nanolens_spectra.science.synthetic import generate_map, generate_spectra
 
 pytestmark = pytest.mark.slow
@@ -137,3 +137,15 @@ def test_analyze_tem_refuses_a_mask(stack, tmp_path):
     Image.fromarray(((np.indices((64, 64)).sum(axis=0) % 16) < 8).astype(np.uint8) * 255).save(mask)
     result = nanolens(stack, "analyze", "tem", str(mask), check=False)
     assert result.returncode == 1 and "INVALID_ARGUMENT" in result.stderr and "mask" in result.stderr
+
+
+def test_a_gateway_with_tokens_wants_one_from_the_cli(tmp_path):
+    with Stack(extra_env={"NANOLENS_GATEWAY_TOKENS": "lab-token"}, log_dir=tmp_path) as endpoints:
+        env = dict(os.environ, NANOLENS_GATEWAY=endpoints.gateway)
+        env.pop("NANOLENS_TOKEN", None)
+        run = [sys.executable, "-m", "nanolens_cli.main", "models", "list"]
+        refused = subprocess.run(run, env=env, capture_output=True, text=True, timeout=60)
+        assert refused.returncode == 1 and "UNAUTHENTICATED" in refused.stderr
+        allowed = subprocess.run(run, env=dict(env, NANOLENS_TOKEN="lab-token"), capture_output=True, text=True,
+                                 timeout=60)
+        assert allowed.returncode == 0 and "swcnt-endosome" in allowed.stdout

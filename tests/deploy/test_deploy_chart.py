@@ -601,6 +601,11 @@ BAD_VALUES = {
         {"services": {"spectra": {"env": {"NANOLENS_S3_SECRET_KEY": "x"}}}},
         "NANOLENS_S3_SECRET_KEY",
     ),
+    "gateway tokens in plain env": (
+        {"services": {"gateway": {"env": {"NANOLENS_GATEWAY_TOKENS": "x"}}}},
+        "NANOLENS_GATEWAY_TOKENS",
+    ),
+    "unknown auth key": ({"auth": {"secret": "x"}}, "secret"),
     "secret key in extraEnv": (
         {"services": {"spectra": {"extraEnv": [{"name": "NANOLENS_S3_ACCESS_KEY", "value": "x"}]}}},
         "extraEnv",
@@ -652,3 +657,13 @@ def test_bad_values_are_rejected(case, chart):
 @pytest.mark.parametrize("name", scenario_ids)
 def test_scenarios_pass_the_schema(name, chart):
     chart.validate_schema(SCENARIOS[name])
+
+
+def test_gateway_tokens_come_from_a_secret_only(render):
+    gateway = lambda rendered: env_of(  # noqa: E731
+        rendered.get("Deployment", "nanolens-gateway")["spec"]["template"]["spec"]["containers"][0])
+    assert "NANOLENS_GATEWAY_TOKENS" not in gateway(render({}))
+    env = gateway(render({"auth": {"existingSecret": "lab-tokens"}}))
+    assert env["NANOLENS_GATEWAY_TOKENS"]["valueFrom"]["secretKeyRef"] == {"name": "lab-tokens", "key": "tokens"}
+    spectra = render({"auth": {"existingSecret": "lab-tokens"}}).get("Deployment", "nanolens-spectra")
+    assert "NANOLENS_GATEWAY_TOKENS" not in env_of(spectra["spec"]["template"]["spec"]["containers"][0])

@@ -190,6 +190,13 @@ Credentials only ever come from a Secret (valueFrom), never as plain values.
 - name: NANOLENS_MODELS_BUCKET
   value: {{ $root.Values.objectStorage.buckets.models | quote }}
 {{- if eq $svc.role "gateway" }}
+{{- with $root.Values.auth.existingSecret }}
+- name: NANOLENS_GATEWAY_TOKENS
+  valueFrom:
+    secretKeyRef:
+      name: {{ . | quote }}
+      key: {{ $root.Values.auth.key | quote }}
+{{- end }}
 - name: NANOLENS_RAW_BUCKET
   value: {{ $root.Values.objectStorage.buckets.raw | quote }}
 - name: NANOLENS_RESULTS_BUCKET
