@@ -1,7 +1,7 @@
 """The spectra service: a transport-free pipeline and the gRPC servicer that translates to it.
 
-Pipeline per model: resample onto the model's axis -> spike removal -> baseline
-correction (numpy, vectorised) -> ONNX graph (normalisation, PCA, MLP, softmax).
+Pipeline per model: spike removal on the native channels -> resampling onto the model's axis
+-> baseline correction (numpy, vectorised) -> ONNX graph (normalisation, PCA, MLP, softmax).
 Single-spectrum requests are batched dynamically; map blocks are batches already.
 """
 
