@@ -40,7 +40,9 @@ MAX_URL_SECONDS = 7 * 24 * 3600
 class GatewaySettings:
     spectra_addr: str = setting("NANOLENS_SPECTRA_ADDR", "127.0.0.1:50051", "spectra service host:port")
     tem_addr: str = setting("NANOLENS_TEM_ADDR", "", "TEM service host:port (empty: particle sizing is off)")
-    max_image_mp: int = setting("NANOLENS_MAX_IMAGE_MP", 64, "largest micrograph accepted, megapixels")
+    max_image_mp: int = setting(
+        "NANOLENS_MAX_IMAGE_MP", 16,
+        "largest micrograph accepted, megapixels (it travels as one message: keep it under NANOLENS_MAX_MESSAGE_MB)")
     raw_bucket: str = setting("NANOLENS_RAW_BUCKET", "raw", "bucket for uploads and raw data")
     results_bucket: str = setting("NANOLENS_RESULTS_BUCKET", "results", "bucket for results and artefacts")
     max_object_mb: int = setting("NANOLENS_MAX_OBJECT_MB", 2048, "largest input object accepted, MiB")
