@@ -199,7 +199,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                     store=self.store, source=source, model=model, options=options, timer=timer,
                     deadline=None if remaining is None else asyncio.get_running_loop().time() + remaining,
                     block_bytes=self.settings.block_mb * 1024 * 1024, max_listed=self.settings.max_listed,
-                    max_pixels=self.settings.max_image_mp * 1_000_000)
+                    max_pixels=self.settings.max_image_mp * 2**20)  # 16 admits 4096 x 4096
                 started = time.time()
                 outcome = await analysis.run(job, client)
                 doc = {
