@@ -335,3 +335,27 @@ def test_concurrent_identical_requests_compute_once(stack, gateway, samples):
     responses = asyncio.run(three())
     assert len({r.job_id for r in responses}) == 1
     assert sorted(r.cached for r in responses) == [False, True, True]
+
+
+def test_map_in_an_npz_with_its_own_axis(gateway, samples):
+    cube = samples[1][:8, :8]
+    out = io.BytesIO()
+    np.savez(out, spectra=cube, axis=samples[0].axis)
+    response = analyze(gateway, upload(gateway, out.getvalue(), "small_map.npz"), MAP)
+    result = json.loads(response.result_json)
+    assert result["shape"] == [8, 8, cube.shape[2]]
+    assert abs(sum(result["class_fractions"].values()) - 1) < 1e-4
+
+
+def test_spectra_on_another_axis_are_resampled_onto_the_models(gateway, spectra_stub, samples):
+    """Spectra sampled on a coarser, shorter axis classify like the same spectra on the model's axis."""
+    batch = samples[0]
+    coarse = np.linspace(batch.axis[0] + 3, batch.axis[-1] - 3, 700)
+    resampled = np.array([np.interp(coarse, batch.axis, s) for s in batch.spectra], dtype=np.float32)
+    csv = "\n".join(",".join(f"{v:.4f}" for v in row) for row in np.vstack([coarse, resampled]))
+    result = json.loads(analyze(gateway, upload(gateway, csv.encode(), "coarse.csv")).result_json)
+    direct = spectra_stub.ClassifySpectra(spectra_pb2.ClassifySpectraRequest(
+        spectra=arrays.to_proto(batch.spectra)), timeout=60)
+    on_model_axis = [direct.class_names[i] for i in direct.predicted_class]
+    agree = np.mean([row["class"] == c for row, c in zip(result["spectra"], on_model_axis, strict=True)])
+    assert agree >= 7 / 9, f"only {agree:.0%} of 9 spectra keep their class after resampling"
