@@ -79,3 +79,21 @@ async def test_negative_pixel_size(stub, synthetic):
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stub.AnalyzeImage(request(synthetic.image, pixel_size_nm=-1), timeout=30)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_deadline_stops_the_cnn():
+    """With one pool thread, a call right after a timed-out CNN run only gets through if that run
+    was terminated (a full 2048 x 2048 CNN run takes several seconds here)."""
+    registry = ModelRegistry(TASKS, ANN_MODEL, [SHIPPED_BUNDLES], select_providers("cpu"))
+    registry.load_all()
+    app, port = await create_server([servicer(TemPipeline(registry, InferencePool(1)))])
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = tem_pb2_grpc.TemServiceStub(channel)
+        big = np.tile(generate(seed=5, params=SynthParams(shape=(256, 256))).image, (8, 8))
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.AnalyzeImage(request(big, method=tem_pb2.METHOD_CNN), timeout=0.3)
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        small = generate(seed=6, params=SynthParams(shape=(64, 64))).image
+        response = await stub.AnalyzeImage(request(small, method=tem_pb2.METHOD_WATERSHED), timeout=3)
+        assert response.method == "watershed"
+    await app.server.stop(0)

@@ -198,6 +198,17 @@ class CnnSegmenter:
     overlap: int = 64
     scale: float | str = "auto"
     target_radius: float = TARGET_RADIUS
+    # onnxruntime.RunOptions for every tile's run: setting its ``terminate`` from another thread
+    # stops the segmentation (a caller's deadline passed).
+    run_options: object = None
+
+    @classmethod
+    def from_session(cls, session, preprocessing: dict, **kw) -> CnnSegmenter:
+        """A segmenter on an existing session, with the bundle manifest's preprocessing parameters."""
+        kw.setdefault("target_radius", float(preprocessing.get("target_radius_px", TARGET_RADIUS)))
+        kw.setdefault("tile", int(preprocessing.get("tile", 512)))
+        kw.setdefault("overlap", int(preprocessing.get("overlap", 64)))
+        return cls(session, **kw)
 
     @classmethod
     def from_onnx(cls, path_or_bytes, **kw) -> CnnSegmenter:
@@ -214,15 +225,12 @@ class CnnSegmenter:
         from nanolens_runtime.bundles import ModelBundle
 
         b = ModelBundle.load(Path(path))
-        pre = b.manifest.get("preprocessing", {})
-        kw.setdefault("target_radius", float(pre.get("target_radius_px", TARGET_RADIUS)))
-        kw.setdefault("tile", int(pre.get("tile", 512)))
-        kw.setdefault("overlap", int(pre.get("overlap", 64)))
-        return cls.from_onnx(Path(b.onnx_path), **kw)
+        session = cls.from_onnx(Path(b.onnx_path), threads=kw.pop("threads", 0)).session
+        return cls.from_session(session, b.manifest.get("preprocessing", {}), **kw)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         name = self.session.get_inputs()[0].name
-        return self.session.run(None, {name: np.ascontiguousarray(x, np.float32)})[0]
+        return self.session.run(None, {name: np.ascontiguousarray(x, np.float32)}, self.run_options)[0]
 
     def predict_maps(self, image: np.ndarray, *, dark_particles: bool = True) -> np.ndarray:
         """Raw blended output maps (4, H, W) for a grey image (dark particles by default)."""

@@ -8,9 +8,11 @@ agglomerates and the size distribution.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
+import onnxruntime as ort
 from scipy import ndimage as ndi
 
 from nanolens.common.v1 import common_pb2
@@ -78,7 +80,8 @@ class TemPipeline:
     def _runner(self, model: OnnxModel) -> CnnSegmenter | AnnSizer:
         if model.key not in self._runners:
             if model.bundle.name == CNN_MODEL:
-                self._runners[model.key] = CnnSegmenter(session=model.session)
+                self._runners[model.key] = CnnSegmenter.from_session(model.session,
+                                                                     model.bundle.manifest["preprocessing"])
             else:
                 prep = model.bundle.manifest["preprocessing"]
                 self._runners[model.key] = AnnSizer(model.session, np.asarray(prep["feature_mean"], np.float32),
@@ -88,13 +91,17 @@ class TemPipeline:
     def default_method(self) -> str:
         return "cnn" if self.registry.loaded(CNN_MODEL) is not None else "watershed"
 
-    def segment(self, image: np.ndarray, method: str, bright: bool) -> Sizing:
-        """Run one method on one image (blocking: call it in the pool)."""
+    def segment(self, image: np.ndarray, method: str, bright: bool, run_options=None) -> Sizing:
+        """Run one method on one image (blocking: call it in the pool). ``run_options``
+        (onnxruntime.RunOptions) lets the caller terminate the CNN's model runs."""
         dark = not bright
         model = None
         if method in ("cnn", "ann"):
             model = self.registry.get(CNN_MODEL if method == "cnn" else ANN_MODEL)
-            seg = self._runner(model).segment(image, dark_particles=dark)
+            runner = self._runner(model)
+            if isinstance(runner, CnnSegmenter):
+                runner = dataclasses.replace(runner, run_options=run_options)
+            seg = runner.segment(image, dark_particles=dark)
         elif method == "watershed":
             seg = watershed_segment(image, dark_particles=dark)
         else:
@@ -103,10 +110,15 @@ class TemPipeline:
 
     async def analyze(self, image: np.ndarray, method: str, bright: bool, timer: metrics.StageTimer,
                       deadline_s: float | None) -> Sizing:
+        run_options = ort.RunOptions()
         with timer.stage("inference"):
             try:
-                return await asyncio.wait_for(self.pool.call(self.segment, image, method, bright), deadline_s)
-            except TimeoutError as exc:
+                return await asyncio.wait_for(self.pool.call(self.segment, image, method, bright, run_options),
+                                              deadline_s)
+            except (TimeoutError, asyncio.CancelledError) as exc:
+                run_options.terminate = True  # the CNN stops at its next tile; the baselines run out
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
                 raise DeadlineExceeded(f"{method} did not finish within the deadline") from exc
 
 
