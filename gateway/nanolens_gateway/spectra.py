@@ -76,8 +76,6 @@ async def classify_spectra(job: Job, client: ServiceClient) -> Outcome:
 
 
 # -- maps ----------------------------------------------------------------------------------
-_PROTO_DTYPES = {np.dtype(d): arrays.to_proto(np.zeros(0, d)).dtype
-                 for d in ("<u1", "<u2", "<i2", "<i4", "<i8", "<f2", "<f4", "<f8")}
 
 
 class _MapSource:
@@ -124,12 +122,12 @@ class _MapSource:
             return arrays.to_proto(flat[start:start + n].astype(np.float32, copy=False))
         with self.job.timer.stage("fetch"):
             data = await asyncio.to_thread(self._reader.read_exactly, n * channels * self.layout.dtype.itemsize)
-        dtype = self.layout.dtype.newbyteorder("<") if self.layout.dtype.byteorder == ">" else self.layout.dtype
-        if dtype != self.layout.dtype or dtype not in _PROTO_DTYPES:
+        wire_dtype = arrays.proto_dtype(self.layout.dtype)
+        if wire_dtype is None:  # big-endian, or a type NDArray lacks: convert
             block = np.frombuffer(data, self.layout.dtype).astype(np.float32).reshape(n, channels)
             return arrays.to_proto(block)
         # The file's bytes go on the wire as they are: no decode, no copy.
-        return common_pb2.NDArray(dtype=_PROTO_DTYPES[dtype], shape=[n, channels], data=data)
+        return common_pb2.NDArray(dtype=wire_dtype, shape=[n, channels], data=data)
 
     async def requests(self) -> AsyncIterator[spectra_pb2.ClassifyMapRequest]:
         header = spectra_pb2.MapHeader(shape=list(self.shape), model=selector(self.job))

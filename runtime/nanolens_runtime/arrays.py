@@ -20,6 +20,14 @@ _TO_NUMPY = {
 _FROM_NUMPY = {dtype.newbyteorder("="): code for code, dtype in _TO_NUMPY.items()}
 
 
+def proto_dtype(dtype: np.dtype) -> int | None:
+    """The NDArray dtype for raw little-endian bytes of ``dtype``, or None if there is none."""
+    dtype = np.dtype(dtype)
+    if dtype.byteorder == ">" or (dtype.byteorder == "=" and np.little_endian is False):
+        return None
+    return _FROM_NUMPY.get(dtype.newbyteorder("="))
+
+
 def to_proto(array: np.ndarray) -> common_pb2.NDArray:
     array = np.asarray(array)
     native = array.dtype.newbyteorder("=")

@@ -50,6 +50,7 @@ class ModelRegistry:
         self.bucket = bucket
         self.cache_dir = Path(cache_dir or tempfile.mkdtemp(prefix="nanolens-models-"))
         self._models: dict[tuple[str, str], OnnxModel] = {}
+        self._newest: dict[str, str] = {}  # model name -> newest loaded version
         self._lock = threading.Lock()
 
     # -- loading -----------------------------------------------------------------------
@@ -97,6 +98,9 @@ class ModelRegistry:
         model.warm_up()
         with self._lock:
             self._models.setdefault((bundle.name, bundle.version), model)
+            newest = self._newest.get(bundle.name)
+            if newest is None or version_key(bundle.version) > version_key(newest):
+                self._newest[bundle.name] = bundle.version
             metrics.models_loaded.labels(metrics.service_name()).set(len(self._models))
         log.info("model loaded", extra={"model": model.key, "sha256": bundle.sha256, "provider": model.provider})
         return self._models[(bundle.name, bundle.version)]
@@ -106,14 +110,11 @@ class ModelRegistry:
         return sorted((v for (n, v) in self._models if n == name), key=version_key)
 
     def loaded(self, name: str = "", version: str = "") -> OnnxModel | None:
-        """The model if it is loaded already (no I/O: safe on the event loop), else None."""
+        """The model if it is loaded already (no I/O: safe on the event loop, and on every request's
+        path: the newest version is kept as models load, not sorted per call), else None."""
         name = name or self.default_name
-        if not version:
-            known = self.versions(name)
-            if not known:
-                return None
-            version = known[-1]
-        return self._models.get((name, version))
+        version = version or self._newest.get(name, "")
+        return self._models.get((name, version)) if version else None
 
     def get(self, name: str = "", version: str = "") -> OnnxModel:
         """The named model (default: the service's default), version (default: newest)."""

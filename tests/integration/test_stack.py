@@ -359,3 +359,13 @@ def test_spectra_on_another_axis_are_resampled_onto_the_models(gateway, spectra_
     on_model_axis = [direct.class_names[i] for i in direct.predicted_class]
     agree = np.mean([row["class"] == c for row, c in zip(result["spectra"], on_model_axis, strict=True)])
     assert agree >= 7 / 9, f"only {agree:.0%} of 9 spectra keep their class after resampling"
+
+
+def test_big_endian_map_is_converted_on_the_way(gateway, spectra_stub, samples):
+    cube = samples[1][:4, :4].astype(">f4")
+    response = analyze(gateway, upload(gateway, npy(cube), "big_endian.npy"), MAP)
+    probs = np.load(io.BytesIO(b"".join(r.chunk for r in gateway.Download(gateway_pb2.DownloadRequest(
+        object=next(a.ref for a in response.artifacts if a.name == "probabilities.npy"))))))
+    direct = spectra_stub.ClassifySpectra(spectra_pb2.ClassifySpectraRequest(
+        spectra=arrays.to_proto(cube.reshape(-1, cube.shape[2]).astype("<f4"))), timeout=60)
+    np.testing.assert_allclose(probs.reshape(-1, 3), arrays.from_proto(direct.probabilities), atol=1e-5)

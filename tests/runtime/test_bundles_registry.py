@@ -83,7 +83,9 @@ def test_bucket_registration_and_lazy_fetch(tmp_path, store, storage_settings):
     # Registered after the service started: found on first request, verified, served.
     where = upload_bundle(store, storage_settings.models_bucket, ModelBundle.load(make_bundle(remote, version="7")))
     assert where.endswith("toy/7/")
+    assert reg.loaded("toy").bundle.version == "1"
     assert reg.get("toy", "7").bundle.version == "7"
+    assert reg.loaded("toy").bundle.version == "7"  # the newest loaded version is the default now
     with pytest.raises(AlreadyExists):
         upload_bundle(store, storage_settings.models_bucket, ModelBundle.load(remote / "toy" / "7"))
 

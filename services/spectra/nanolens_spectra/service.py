@@ -11,7 +11,6 @@ import asyncio
 import hashlib
 import time
 from collections import OrderedDict
-from pathlib import Path
 
 import numpy as np
 
@@ -25,12 +24,13 @@ from nanolens_runtime.registry import ModelRegistry
 from nanolens_runtime.server import Servicer
 from nanolens_runtime.settings import InferenceSettings
 from nanolens_runtime.version import SERVICE_VERSION
+from nanolens_spectra.bundles import BUNDLES_DIR, DEFAULT_BUNDLE_NAME
 from nanolens_spectra.science.preprocessing import PreprocessParams, preprocess
 
 SERVICE = "spectra"
 TASK = "spectra-classification"
-DEFAULT_MODEL = "swcnt-endosome"
-SHIPPED_BUNDLES = Path(__file__).parent / "bundles"
+DEFAULT_MODEL = DEFAULT_BUNDLE_NAME
+SHIPPED_BUNDLES = BUNDLES_DIR
 FULL_NAME = spectra_pb2.DESCRIPTOR.services_by_name["SpectraService"].full_name
 
 
