@@ -1,4 +1,5 @@
-"""Decoders for microscope images: TIFF (with ImageJ or FEI pixel sizes), PNG/JPEG/BMP, ``.npy``.
+"""Decoders for microscope images: TIFF (with ImageJ, FEI or Zeiss pixel sizes), Gatan DM3/DM4,
+PNG/JPEG/BMP, ``.npy``.
 
 The result is one greyscale H x W array and, when the file says so, its pixel size in nm.
 Every failure is an ``InvalidArgument`` on ``input`` that says what is wrong; an image larger
@@ -8,6 +9,7 @@ than the configured limit is ``ResourceExhausted``.
 from __future__ import annotations
 
 import io
+import tempfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,22 +20,27 @@ from nanolens_gateway.decoders import suffix_of
 from nanolens_runtime.errors import InvalidArgument, ResourceExhausted
 
 TIFF_SUFFIXES = {".tif", ".tiff"}
+DM_SUFFIXES = {".dm3", ".dm4"}
 PIL_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 MIN_SIDE = 16
-# nm per unit, for the units ImageJ writes
-_UNIT_NM = {"nm": 1.0, "nanometer": 1.0, "um": 1e3, "µm": 1e3, "\\u00B5m": 1e3, "micron": 1e3, "mm": 1e6,
-            "pm": 1e-3, "angstrom": 0.1, "a": 0.1, "å": 0.1}
+# nm per length unit, as ImageJ, Zeiss and DigitalMicrograph write them (micro as MICRO SIGN, Greek mu or "u")
+_UNIT_NM = {"nm": 1.0, "nanometer": 1.0, "um": 1e3, "µm": 1e3, "μm": 1e3, "\\u00b5m": 1e3, "micron": 1e3,
+            "mm": 1e6, "m": 1e9, "pm": 1e-3, "angstrom": 0.1, "a": 0.1, "å": 0.1}
 
 
 @dataclass(frozen=True)
 class DecodedImage:
     image: np.ndarray  # H x W, uint8 / uint16 / float32
     pixel_size_nm: float | None
-    pixel_size_source: str  # "ImageJ", "FEI", "" when unknown
+    pixel_size_source: str  # "ImageJ", "FEI", "Zeiss", "DigitalMicrograph", "" when unknown
 
 
 def _bad(message: str) -> InvalidArgument:
     return InvalidArgument(message, field="input")
+
+
+def _nm_per(unit: object) -> float | None:
+    return _UNIT_NM.get(str(unit).strip().lower())
 
 
 def _tiff(data: bytes, what: str) -> tuple[np.ndarray, float | None, str]:
@@ -44,16 +51,55 @@ def _tiff(data: bytes, what: str) -> tuple[np.ndarray, float | None, str]:
                 width_m = tif.fei_metadata.get("Scan", {}).get("PixelWidth")
                 if width_m:
                     return image, float(width_m) * 1e9, "FEI"
+            if tif.is_sem and tif.sem_metadata:  # Zeiss SmartSEM: ("Pixel Size", value, unit)
+                entry = tif.sem_metadata.get("ap_pixel_size") or tif.sem_metadata.get("ap_image_pixel_size")
+                if entry and len(entry) == 3 and isinstance(entry[1], int | float) and entry[1] > 0 \
+                        and _nm_per(entry[2]):
+                    return image, float(entry[1]) * _nm_per(entry[2]), "Zeiss"
             if tif.is_imagej and tif.imagej_metadata:
-                unit = str(tif.imagej_metadata.get("unit", "")).strip().lower()
+                nm_per_unit = _nm_per(tif.imagej_metadata.get("unit", ""))
                 x_res = tif.pages[0].tags.get("XResolution")
-                if unit in _UNIT_NM and x_res is not None:
+                if nm_per_unit and x_res is not None:
                     numerator, denominator = x_res.value
                     if numerator > 0:  # pixels per unit
-                        return image, _UNIT_NM[unit] * denominator / numerator, "ImageJ"
+                        return image, nm_per_unit * denominator / numerator, "ImageJ"
             return image, None, ""
     except (tifffile.TiffFileError, ValueError, KeyError, IndexError) as exc:
         raise _bad(f"{what} is not a readable TIFF ({exc})") from exc
+
+
+def _dm(data: bytes, what: str) -> tuple[np.ndarray, float | None, str]:
+    """Gatan DigitalMicrograph DM3/DM4 (ncempy; it reads from a file, so the bytes go to a
+    temporary one). The pixel size comes from the spatial calibration of the image's two axes."""
+    from ncempy.io.dm import fileDM  # imports h5py and matplotlib: only when a DM file arrives
+
+    with tempfile.NamedTemporaryFile(suffix=".dm") as tmp:
+        tmp.write(data)
+        tmp.flush()
+        try:
+            with fileDM(tmp.name) as dm:
+                if dm.numObjects == 0:
+                    raise _bad(f"{what} holds no image (a DigitalMicrograph tag file without data)")
+                dataset = dm.getDataset(0)
+        except InvalidArgument:
+            raise
+        except Exception as exc:  # ncempy raises IOError, AssertionError, IndexError... on damaged files
+            raise _bad(f"{what} is not a readable DM3/DM4 file ({type(exc).__name__}: {exc})") from exc
+    image = np.asarray(dataset["data"])
+    if image.ndim != 2:
+        raise _bad(f"{what} holds a {image.ndim}-D dataset of shape {list(image.shape)}; need one 2D image "
+                   "(export a single frame)")
+    sizes, units = dataset.get("pixelSize", []), dataset.get("pixelUnit", [])
+    if len(sizes) != 2 or len(units) != 2:
+        return image, None, ""
+    per_unit = [_nm_per(u) for u in units]
+    if None in per_unit or min(sizes) <= 0:
+        return image, None, ""  # uncalibrated (unit "") or not a length (e.g. 1/nm: a diffraction pattern)
+    y_nm, x_nm = (float(s) * f for s, f in zip(sizes, per_unit, strict=True))
+    if abs(y_nm - x_nm) > 0.01 * x_nm:
+        raise _bad(f"{what} has non-square pixels ({x_nm:.4g} x {y_nm:.4g} nm); particle sizing needs square "
+                   "pixels: resample the image first")
+    return image, x_nm, "DigitalMicrograph"
 
 
 def _pil(data: bytes, what: str) -> np.ndarray:
@@ -114,6 +160,8 @@ def decode_image(data: bytes, key: str, max_pixels: int) -> DecodedImage:
     pixel_size, source = None, ""
     if suffix in TIFF_SUFFIXES:
         image, pixel_size, source = _tiff(data, what)
+    elif suffix in DM_SUFFIXES:
+        image, pixel_size, source = _dm(data, what)
     elif suffix in PIL_SUFFIXES:
         image = _pil(data, what)
     elif suffix == ".npy":
@@ -123,6 +171,6 @@ def decode_image(data: bytes, key: str, max_pixels: int) -> DecodedImage:
             raise _bad(f"{what} is not a readable .npy file ({exc})") from exc
     else:
         raise _bad(f"{what}: unknown image format {suffix or '(no extension)'}; "
-                   f"use one of {sorted(TIFF_SUFFIXES | PIL_SUFFIXES | {'.npy'})}")
+                   f"use one of {sorted(TIFF_SUFFIXES | DM_SUFFIXES | PIL_SUFFIXES | {'.npy'})}")
     image = validate_image(to_greyscale(image, what), what, max_pixels)
     return DecodedImage(image, pixel_size, source)

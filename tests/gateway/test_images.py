@@ -9,6 +9,7 @@ import pytest
 import tifffile
 from PIL import Image
 
+from dmfile import dm_image
 from nanolens_gateway.images import decode_image
 from nanolens_runtime.errors import InvalidArgument, ResourceExhausted
 from support import data_dir
@@ -46,6 +47,57 @@ def test_fei_tiff_gives_the_pixel_size():
     text = "[Scan]\r\nPixelWidth=1.5e-09\r\n[System]\r\nType=SEM\r\n"
     decoded = decode_image(tiff(GREY, extratags=[(34682, "s", 0, text, True)]), "fei.tif", LIMIT)
     assert decoded.pixel_size_nm == pytest.approx(1.5) and decoded.pixel_size_source == "FEI"
+
+
+def zeiss_tiff(pixel_size: str) -> bytes:
+    """A TIFF with a Zeiss SmartSEM CZ_SEM tag (34118): upper-case keys, each followed by 'Name = value unit',
+    8-bit text (the micro sign is byte 0xB5)."""
+    text = f"0\r\n0\r\nAP_PIXEL_SIZE\r\nPixel Size = {pixel_size}\r\nAP_WD\r\nWD = 8.5 mm\r\n"
+    return tiff(GREY, extratags=[(34118, "s", 0, text.encode("latin-1"), True)])
+
+
+@pytest.mark.parametrize("pixel_size, nm", [("2.344 nm", 2.344), ("1.25 µm", 1250.0), ("3.5 pm", 0.0035)])
+def test_zeiss_tiff_gives_the_pixel_size(pixel_size, nm):
+    decoded = decode_image(zeiss_tiff(pixel_size), "zeiss.tif", LIMIT)
+    assert decoded.pixel_size_nm == pytest.approx(nm) and decoded.pixel_size_source == "Zeiss"
+    np.testing.assert_array_equal(decoded.image, GREY)
+
+
+def test_zeiss_tiff_with_an_unknown_unit_has_no_pixel_size():
+    decoded = decode_image(zeiss_tiff("2.0 furlong"), "zeiss.tif", LIMIT)
+    assert decoded.pixel_size_nm is None and decoded.pixel_size_source == ""
+
+
+@pytest.mark.parametrize("version", [3, 4])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_digitalmicrograph_image_and_pixel_size(version, dtype):
+    image = (GREY.astype(dtype) * (3 if dtype != np.uint8 else 1))
+    data = dm_image(image, 0.125, "nm", version=version, thumbnail=version == 4)
+    decoded = decode_image(data, f"frame.dm{version}", LIMIT)
+    np.testing.assert_array_equal(decoded.image, image)
+    assert decoded.image.dtype == np.dtype(dtype)
+    assert decoded.pixel_size_nm == pytest.approx(0.125) and decoded.pixel_size_source == "DigitalMicrograph"
+
+
+def test_digitalmicrograph_units_are_converted():
+    assert decode_image(dm_image(GREY, 0.002, "µm"), "a.dm3", LIMIT).pixel_size_nm == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("scale, unit", [(1.0, ""), (0.05, "1/nm")])
+def test_digitalmicrograph_without_a_length_calibration_has_no_pixel_size(scale, unit):
+    decoded = decode_image(dm_image(GREY, scale, unit, version=4), "a.dm4", LIMIT)
+    assert decoded.pixel_size_nm is None
+    np.testing.assert_array_equal(decoded.image, GREY)
+
+
+def test_digitalmicrograph_refusals_name_the_problem():
+    with pytest.raises(InvalidArgument, match="non-square pixels"):
+        decode_image(dm_image(GREY, (0.1, 0.2), "nm"), "a.dm3", LIMIT)
+    good = dm_image(GREY, 0.1, "nm")
+    with pytest.raises(InvalidArgument, match="not a readable DM3/DM4"):
+        decode_image(good[:200], "cut.dm3", LIMIT)
+    with pytest.raises(InvalidArgument, match="not a readable DM3/DM4"):
+        decode_image(b"\x00\x00\x00\x07" + good[4:], "wrong-version.dm3", LIMIT)
 
 
 def test_plain_formats_have_no_pixel_size():
