@@ -132,6 +132,21 @@ def test_analyze_tem_image_with_calibration_in_the_file(stack, tmp_path):
     assert "ann:" in text and "nm/px (request)" in text
 
 
+def test_analyze_tem_digitalmicrograph_file_sizes_in_nm(stack, tmp_path):
+    from dmfile import dm_image
+    from nanolens_tem.synthetic import SynthParams, generate
+
+    synthetic = generate(seed=9, params=SynthParams(shape=(256, 256)))
+    image = tmp_path / "agglomerates.dm4"
+    image.write_bytes(dm_image(synthetic.image.astype(np.uint16) * 64, 0.004, "µm", version=4, thumbnail=True))
+    result = json.loads(nanolens(stack, "analyze", "tem", str(image), "--method", "watershed", "--json").stdout)
+    assert result["image"]["pixel_size_source"] == "DigitalMicrograph"
+    assert abs(result["image"]["pixel_size_nm"] - 4.0) < 1e-4
+    assert result["distribution"]["unit"] == "nm"
+    particle = result["particles"][0]
+    assert abs(particle["diameter_nm"] - 4.0 * particle["diameter_px"]) < 1e-3 * particle["diameter_nm"]
+
+
 def test_analyze_tem_refuses_a_mask(stack, tmp_path):
     mask = tmp_path / "mask.png"
     Image.fromarray(((np.indices((64, 64)).sum(axis=0) % 16) < 8).astype(np.uint8) * 255).save(mask)
