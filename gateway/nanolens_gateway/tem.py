@@ -45,7 +45,8 @@ def pixel_size_option(options: dict[str, str]) -> float:
 
 async def resolve_model(client: ServiceClient, model_name: str, model_version: str,
                         options: dict[str, str]) -> common_pb2.ModelInfo:
-    """The model behind the requested method; baselines have none and are named by the method.
+    """The model behind the requested method; the baselines are catalogue entries named by the
+    method, versioned by the service and hashed by their code (so a code change gives a new identity).
     No method: the CNN when the service has one, else watershed (what the service itself picks).
     A model name (``tem-unet``, ``tem-ann``) picks its method and lets a version be pinned."""
     method = method_option(options)
@@ -60,9 +61,7 @@ async def resolve_model(client: ServiceClient, model_name: str, model_version: s
         models = await client.catalogue.all()
         method = "cnn" if any(m.name == MODEL_OF["cnn"] for m in models) else "watershed"
         options["method"] = method  # the result's identity names the method actually run
-    if method in MODEL_OF:
-        return await client.catalogue.resolve(MODEL_OF[method], "")
-    return common_pb2.ModelInfo(name=method, version="builtin")
+    return await client.catalogue.resolve(MODEL_OF.get(method, method), "")
 
 
 async def particle_sizes(job: Job, client: ServiceClient) -> Outcome:

@@ -143,6 +143,8 @@ def test_analyze_tem_digitalmicrograph_file_sizes_in_nm(stack, tmp_path):
     assert result["image"]["pixel_size_source"] == "DigitalMicrograph"
     assert abs(result["image"]["pixel_size_nm"] - 4.0) < 1e-4
     assert result["distribution"]["unit"] == "nm"
+    # the baseline's identity and provenance carry the hash of its code (a code change recomputes)
+    assert result["provenance"]["model_name"] == "watershed" and len(result["provenance"]["model_sha256"]) == 64
     particle = result["particles"][0]
     assert abs(particle["diameter_nm"] - 4.0 * particle["diameter_px"]) < 1e-3 * particle["diameter_nm"]
 

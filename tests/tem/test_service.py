@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from nanolens_runtime import arrays
 from nanolens_runtime.inference import InferencePool, select_providers
 from nanolens_runtime.registry import ModelRegistry
 from nanolens_runtime.server import create_server
+from nanolens_runtime.version import SERVICE_VERSION
 from nanolens_tem.service import ANN_MODEL, SHIPPED_BUNDLES, TASKS, TemPipeline, servicer
 from nanolens_tem.synthetic import SynthParams, generate, geometric_stats
 
@@ -52,6 +55,23 @@ async def test_baselines_measure_particles_and_agglomerates(stub, synthetic, met
     assert response.distribution.unit == "nm"
     assert sum(response.distribution.histogram_counts) == response.distribution.count
     assert response.provenance.service_name == "tem"
+    listed = {m.name: m for m in (await stub.ListModels(tem_pb2.ListModelsRequest(), timeout=30)).models}
+    assert response.provenance.model_name == response.method
+    assert response.provenance.model_sha256 == listed[response.method].sha256
+
+
+async def test_baselines_are_listed_with_the_hash_of_their_code(stub):
+    import hashlib
+
+    import skimage
+
+    from nanolens_tem import baselines
+
+    models = {m.name: m for m in (await stub.ListModels(tem_pb2.ListModelsRequest(), timeout=30)).models}
+    assert {"tem-unet", "tem-ann", "watershed", "hough"} <= set(models)
+    code = Path(baselines.__file__).read_bytes() + f"scikit-image {skimage.__version__}".encode()
+    assert models["watershed"].sha256 == models["hough"].sha256 == hashlib.sha256(code).hexdigest()
+    assert models["watershed"].version == SERVICE_VERSION and not models["watershed"].is_default
 
 
 async def test_ann_sizes_agglomerates_with_the_shipped_model(stub, synthetic):

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import skimage
 from scipy import ndimage as ndi
 
 from nanolens.common.v1 import common_pb2
@@ -23,6 +27,7 @@ from nanolens_runtime.inference import InferencePool, OnnxModel
 from nanolens_runtime.registry import ModelRegistry
 from nanolens_runtime.server import Servicer
 from nanolens_runtime.version import SERVICE_VERSION
+from nanolens_tem import baselines
 from nanolens_tem.ann import AnnSizer
 from nanolens_tem.baselines import Segmentation, hough_segment, watershed_segment
 from nanolens_tem.cnn import CnnSegmenter
@@ -37,6 +42,20 @@ FULL_NAME = tem_pb2.DESCRIPTOR.services_by_name["TemService"].full_name
 METHOD_NAMES = {tem_pb2.METHOD_CNN: "cnn", tem_pb2.METHOD_ANN: "ann", tem_pb2.METHOD_WATERSHED: "watershed",
                 tem_pb2.METHOD_HOUGH: "hough"}
 HISTOGRAM_BINS = 20
+BASELINES = ("watershed", "hough")
+
+
+@cache
+def baseline_infos() -> tuple[common_pb2.ModelInfo, ...]:
+    """The baselines as catalogue entries. They have no model file, so their sha256 is that of the
+    code that runs them (``baselines.py`` and the scikit-image version): a result stored by the
+    gateway is recomputed once that code changes, even when the service version does not."""
+    code = Path(baselines.__file__).read_bytes() + f"scikit-image {skimage.__version__}".encode()
+    sha = hashlib.sha256(code).hexdigest()
+    return tuple(common_pb2.ModelInfo(
+        name=name, version=SERVICE_VERSION, task=TASKS[0], sha256=sha,
+        description=f"{name} baseline (scikit-image {skimage.__version__}; no model file, sha256 of its code)")
+        for name in BASELINES)
 
 
 @dataclass
@@ -146,9 +165,12 @@ def response(sizing: Sizing, pixel_size_nm: float, timer: metrics.StageTimer) ->
                 id=index, particle_count=int(counts[index]), min_row=box[0].start, min_col=box[1].start,
                 max_row=box[0].stop, max_col=box[1].stop))
     model = sizing.model
+    baseline = {b.name: b for b in baseline_infos()}.get(sizing.method)
     provenance = common_pb2.Provenance(
-        model_name=model.bundle.name if model else sizing.method, model_version=model.bundle.version if model else "",
-        model_sha256=model.bundle.sha256 if model else "", service_name=SERVICE, service_version=SERVICE_VERSION,
+        model_name=model.bundle.name if model else sizing.method,
+        model_version=model.bundle.version if model else SERVICE_VERSION,
+        model_sha256=model.bundle.sha256 if model else baseline.sha256 if baseline else "",
+        service_name=SERVICE, service_version=SERVICE_VERSION,
         execution_provider=model.provider if model else "numpy/scikit-image",
         timings=[common_pb2.StageTiming(stage=s, seconds=t) for s, t in timer.timings])
     return tem_pb2.AnalyzeImageResponse(
@@ -186,7 +208,7 @@ class TemServicer(tem_pb2_grpc.TemServiceServicer):
 
     async def ListModels(self, request, context):
         await asyncio.to_thread(self.pipeline.registry.refresh)
-        return tem_pb2.ListModelsResponse(models=self.pipeline.registry.infos())
+        return tem_pb2.ListModelsResponse(models=[*self.pipeline.registry.infos(), *baseline_infos()])
 
 
 def servicer(pipeline: TemPipeline) -> Servicer:
