@@ -60,17 +60,21 @@ async def test_baselines_measure_particles_and_agglomerates(stub, synthetic, met
     assert response.provenance.model_sha256 == listed[response.method].sha256
 
 
-async def test_baselines_are_listed_with_the_hash_of_their_code(stub):
+def baselines_code_sha256() -> str:
     import hashlib
 
     import skimage
 
     from nanolens_tem import baselines
 
+    code = Path(baselines.__file__).read_bytes() + f"scikit-image {skimage.__version__}".encode()
+    return hashlib.sha256(code).hexdigest()
+
+
+async def test_baselines_are_listed_with_the_hash_of_their_code(stub):
     models = {m.name: m for m in (await stub.ListModels(tem_pb2.ListModelsRequest(), timeout=30)).models}
     assert {"tem-unet", "tem-ann", "watershed", "hough"} <= set(models)
-    code = Path(baselines.__file__).read_bytes() + f"scikit-image {skimage.__version__}".encode()
-    assert models["watershed"].sha256 == models["hough"].sha256 == hashlib.sha256(code).hexdigest()
+    assert models["watershed"].sha256 == models["hough"].sha256 == baselines_code_sha256()
     assert models["watershed"].version == SERVICE_VERSION and not models["watershed"].is_default
 
 
