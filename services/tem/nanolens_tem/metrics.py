@@ -6,7 +6,7 @@ import numpy as np
 
 from nanolens_tem.synthetic import geometric_stats
 
-__all__ = ["iou_matrix", "match_instances", "instance_f1", "equivalent_diameters", "psd_errors"]
+__all__ = ["iou_matrix", "match_instances", "instance_f1", "equivalent_diameters", "psd_errors", "drop_small"]
 
 
 def iou_matrix(gt: np.ndarray, pred: np.ndarray) -> np.ndarray:
@@ -72,3 +72,13 @@ def psd_errors(d_pred: np.ndarray, d_true: np.ndarray) -> tuple[float, float]:
     g1, s1 = geometric_stats(d_pred)
     g0, s0 = geometric_stats(d_true)
     return (g1 - g0) / g0, (s1 - s0) / s0
+
+
+def drop_small(labels: np.ndarray, min_area: int) -> np.ndarray:
+    """The label image without instances of fewer than ``min_area`` px (set to background)."""
+    if min_area <= 0:
+        return labels
+    area = np.bincount(labels.ravel())
+    small = area < min_area
+    small[0] = False
+    return np.where(small[labels], 0, labels)

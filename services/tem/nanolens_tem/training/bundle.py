@@ -24,7 +24,10 @@ def flat_metrics(ev: dict, method: str = "cnn") -> dict:
     for block in ev.get("real") or []:
         real = block["methods"].get(method)
         if real:
-            r, tag = real["all"], "strict" if not block.get("cut_bridges") else "bridges_cut"
+            tag = "strict" if not block.get("cut_bridges") else "bridges_cut"
+            if block.get("min_area"):
+                tag += f"_min{block['min_area']}px"
+            r = real["all"]
             out.update({f"real_gold_{tag}_n_images": float(r["n_images"]), f"real_gold_{tag}_f1_iou50": r["f1_iou50"],
                         f"real_gold_{tag}_count_err": r["count_err"], f"real_gold_{tag}_gmd_err": r["gmd_err"],
                         f"real_gold_{tag}_gsd_err": r["gsd_err"]})

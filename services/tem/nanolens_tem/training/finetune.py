@@ -8,7 +8,8 @@ the synthetic-trained network is trained further on a mix of real crops and synt
 that it does not forget the agglomerate case). With ``--folds k`` the real images are split into
 ``k`` folds, stratified by subset; each fold is scored by a model fine-tuned on the other folds
 only, so no image is ever scored by a model that saw it. ``--all`` fine-tunes on every image
-(a model for local use: the data's licence does not allow shipping it).
+(a model for local use: the data's licence does not allow shipping it). ``--score-only`` scores
+the fold models an earlier run left in ``--out`` again (e.g. after the evaluation changed).
 """
 
 from __future__ import annotations
@@ -65,25 +66,29 @@ def finetune(init: Path, real_x, real_y, syn_x, syn_y, *, steps: int, base: int,
 def main(argv=None) -> int:
     from nanolens_tem.cnn import CnnSegmenter
     from nanolens_tem.data import gold_instances, gold_items, read_gray
-    from nanolens_tem.evaluate import evaluate_real
+    from nanolens_tem.evaluate import REAL_VARIANTS, evaluate_real
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--init", type=Path, required=True, help="synthetic-trained state dict (model.pt)")
-    ap.add_argument("--synthetic", type=Path, required=True, help="cnn_train cache synthetic_N.npz")
+    ap.add_argument("--init", type=Path, help="synthetic-trained state dict (model.pt)")
+    ap.add_argument("--synthetic", type=Path, help="cnn_train cache synthetic_N.npz")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--folds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--base", type=int, default=8)
     ap.add_argument("--all", action="store_true")
     ap.add_argument("--target-radius", type=float, default=TARGET_RADIUS)
+    ap.add_argument("--score-only", action="store_true", help="score the fold models already in --out")
     args = ap.parse_args(argv)
+    if not args.score_only and not (args.init and args.synthetic):
+        ap.error("--init and --synthetic are needed to fine-tune (all but --score-only)")
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     items = gold_items()
     # training targets from the mask with bridges cut (plain labelling merges chains of particles)
-    data = [real_item(read_gray(i), gold_instances(m, cut_bridges=2), args.target_radius) for _, i, m in items]
-    z = np.load(args.synthetic)
-    syn_x, syn_y = z["x"][:200], z["y"][:200]
+    if not args.score_only:
+        data = [real_item(read_gray(i), gold_instances(m, cut_bridges=2), args.target_radius) for _, i, m in items]
+        z = np.load(args.synthetic)
+        syn_x, syn_y = z["x"][:200], z["y"][:200]
     subsets = np.array([s for s, _, _ in items])
     fold = np.zeros(len(items), int)
     for s in np.unique(subsets):
@@ -92,12 +97,15 @@ def main(argv=None) -> int:
     results = []
     folds = [None] if args.all else range(args.folds)
     for k in folds:
-        train_idx = np.arange(len(items)) if k is None else np.flatnonzero(fold != k)
-        model = finetune(args.init, [data[i][0] for i in train_idx], [data[i][1] for i in train_idx],
-                         syn_x, syn_y, steps=args.steps, base=args.base, seed=k or 0)
-        onnx_bytes = export_onnx(model)
         name = "all" if k is None else f"fold{k}"
-        (args.out / f"{name}.onnx").write_bytes(onnx_bytes)
+        if args.score_only:
+            onnx_bytes = (args.out / f"{name}.onnx").read_bytes()
+        else:
+            train_idx = np.arange(len(items)) if k is None else np.flatnonzero(fold != k)
+            model = finetune(args.init, [data[i][0] for i in train_idx], [data[i][1] for i in train_idx],
+                             syn_x, syn_y, steps=args.steps, base=args.base, seed=k or 0)
+            onnx_bytes = export_onnx(model)
+            (args.out / f"{name}.onnx").write_bytes(onnx_bytes)
         if k is None:   # local model on all real images: a bundle outside the repository
             from nanolens_runtime.bundles import write_bundle
             from nanolens_tem.training.cnn_train import manifest
@@ -111,7 +119,7 @@ def main(argv=None) -> int:
         test = [items[i] for i in np.flatnonzero(fold == k)]
         methods = {"cnn_finetuned": lambda im, dark_particles=True, sizing="area", _s=seg: _s.segment(
             im, dark_particles=dark_particles, diameter="area")}
-        results.append([evaluate_real(methods, test, cut_bridges=c) for c in (0, 2)])
+        results.append([evaluate_real(methods, test, cut_bridges=c, min_area=a) for c, a in REAL_VARIANTS])
     if results:
         (args.out / "cv_results.json").write_text(json.dumps({"folds": results, "fold_of_item": fold.tolist()},
                                                              indent=2))
