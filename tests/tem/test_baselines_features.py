@@ -3,7 +3,7 @@ import pytest
 
 from nanolens_tem.baselines import estimate_radius, foreground_mask, hough_segment, watershed_segment
 from nanolens_tem.features import FEATURE_NAMES, agglomerate_features, segment_agglomerates
-from nanolens_tem.metrics import equivalent_diameters, instance_f1, iou_matrix, match_instances, psd_errors
+from nanolens_tem.metrics import drop_small, equivalent_diameters, instance_f1, iou_matrix, match_instances, psd_errors
 
 CIRCLES = [(40, 40, 12), (40, 120, 14), (120, 60, 17), (130, 140, 13)]
 
@@ -73,3 +73,18 @@ def test_features_of_a_disk_and_a_rectangle():
     assert r["major_axis"] == pytest.approx(40 * 4 / np.sqrt(12), rel=0.02)
     assert r["feret_max"] == pytest.approx(np.hypot(10, 40), abs=1.5)
     assert r["optical_density"] == pytest.approx(1.0, abs=0.03)
+
+
+def test_drop_small_removes_specks_and_keeps_the_rest():
+    labels = np.zeros((40, 40), np.int32)
+    labels[2:12, 2:12] = 1      # 100 px
+    labels[20, 20] = 2          # a 1 px speck
+    labels[30:33, 30:35] = 3    # 15 px
+    out = drop_small(labels, 20)
+    assert set(np.unique(out).tolist()) == {0, 1}
+    np.testing.assert_array_equal(out == 1, labels == 1)
+    assert drop_small(labels, 0) is labels
+    # a prediction that finds the particle but not the specks: two misses, none once specks are left out
+    predicted = np.where(labels == 1, 7, 0)
+    assert match_instances(labels, predicted) == (1, 0, 2)
+    assert match_instances(drop_small(labels, 20), drop_small(predicted, 20)) == (1, 0, 0)
