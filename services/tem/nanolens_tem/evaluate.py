@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from nanolens_tem.baselines import Segmentation, hough_segment, watershed_segment
-from nanolens_tem.metrics import drop_small, equivalent_diameters, instance_f1, match_instances, psd_errors
+from nanolens_tem.metrics import drop_small, equivalent_diameters, found_truth, instance_f1, match_instances, psd_errors
 from nanolens_tem.splits import TEST_SEED0, eval_params, eval_params_small
 from nanolens_tem.synthetic import generate
 
@@ -61,6 +61,8 @@ def build_methods(cnn: Path | None = None, ann: Path | None = None, cnn_real: Pa
 
 #: methods that size agglomerates without locating particles (no instance F1)
 NO_INSTANCES = ("ann",)
+#: bins of a particle's visible fraction (visible area / its disc's area) for the recall table
+VISIBLE_BINS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.01)
 
 
 def evaluate_synthetic(methods: dict, n: int, seed0: int = TEST_SEED0, shape=(256, 256),
@@ -71,11 +73,13 @@ def evaluate_synthetic(methods: dict, n: int, seed0: int = TEST_SEED0, shape=(25
     range of the reference ANN).
     """
     params = eval_params(shape) if condition == "default" else eval_params_small(shape)
-    acc = {m: {"pred": [], "true": [], "tp": 0, "fp": 0, "fn": 0, "per_image": [], "time": 0.0} for m in methods}
-    n_true = 0
+    acc = {m: {"pred": [], "true": [], "tp": 0, "fp": 0, "fn": 0, "per_image": [], "time": 0.0, "found": []}
+           for m in methods}
+    n_true, visible = 0, []
     for i in range(n):
         s = generate(seed0 + i, params)
         n_true += len(s.diameters)
+        visible.append(s.visible_area / (np.pi * s.diameters**2 / 4))
         for name, fn in methods.items():
             t = time.perf_counter()
             seg = fn(s.image)
@@ -85,11 +89,16 @@ def evaluate_synthetic(methods: dict, n: int, seed0: int = TEST_SEED0, shape=(25
             a["true"].append(s.diameters)
             tp, fp, fn_ = match_instances(s.labels, seg.labels)
             a["tp"], a["fp"], a["fn"] = a["tp"] + tp, a["fp"] + fp, a["fn"] + fn_
+            a["found"].append(found_truth(s.labels, seg.labels, len(s.diameters)))
             if len(seg.diameters) >= 2:
                 a["per_image"].append(psd_errors(seg.diameters, s.diameters))
+    visible = np.concatenate(visible)
+    bins = np.digitize(visible, VISIBLE_BINS[1:-1])
     out = {"n_images": n, "n_true_particles": n_true, "image_shape": list(shape), "condition": condition,
+           "visible_bins": list(VISIBLE_BINS), "n_per_visible_bin": np.bincount(bins, minlength=5).tolist(),
            "methods": {}}
     for name, a in acc.items():
+        found = np.concatenate(a["found"])
         eg, es = psd_errors(np.concatenate(a["pred"]), np.concatenate(a["true"]))
         pi = np.asarray(a["per_image"]).reshape(-1, 2)
         out["methods"][name] = {
@@ -102,6 +111,9 @@ def evaluate_synthetic(methods: dict, n: int, seed0: int = TEST_SEED0, shape=(25
             "f1_iou50": None if name in NO_INSTANCES else instance_f1(a["tp"], a["fp"], a["fn"]),
             "n_detected": int(sum(len(d) for d in a["pred"])),
             "s_per_image": a["time"] / n,
+            # share of true particles found (IoU > 0.5), by how much of each one is visible
+            "recall_by_visible_fraction": None if name in NO_INSTANCES else
+            [float(found[bins == b].mean()) if (bins == b).any() else None for b in range(5)],
         }
     return out
 
@@ -178,6 +190,14 @@ def to_markdown(syns: list[dict], reals: list[dict] | dict | None) -> str:
                 f"{100 * r['gsd_err_per_image_mean']:+.1f} ± {100 * r['gsd_err_per_image_sd']:.1f} % | "
                 f"{100 * r['gmd_abs_err_per_image_mean']:.1f} / {100 * r['gsd_abs_err_per_image_mean']:.1f} % | "
                 f"{_f(r['f1_iou50'])} | {r['n_detected']} | {r['s_per_image']:.3f} |")
+        lines.append("")
+        edges = syn["visible_bins"]
+        head = [f"{edges[b]:.1f}-{min(edges[b + 1], 1.0):.1f} (n={syn['n_per_visible_bin'][b]})" for b in range(5)]
+        lines += ["Recall (true particles found at IoU > 0.5) by the visible fraction of each particle:", "",
+                  "| method | " + " | ".join(head) + " |", "|---|" + "---|" * 5]
+        for m, r in syn["methods"].items():
+            if r.get("recall_by_visible_fraction"):
+                lines.append(f"| {m} | " + " | ".join(_f(v, ".2f") for v in r["recall_by_visible_fraction"]) + " |")
         lines.append("")
     for real in [reals] if isinstance(reals, dict) else (reals or []):
         gt = ("4-connected components of the mask" if not real.get("cut_bridges")

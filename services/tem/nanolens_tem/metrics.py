@@ -6,7 +6,8 @@ import numpy as np
 
 from nanolens_tem.synthetic import geometric_stats
 
-__all__ = ["iou_matrix", "match_instances", "instance_f1", "equivalent_diameters", "psd_errors", "drop_small"]
+__all__ = ["iou_matrix", "match_instances", "instance_f1", "equivalent_diameters", "psd_errors", "drop_small",
+           "found_truth"]
 
 
 def iou_matrix(gt: np.ndarray, pred: np.ndarray) -> np.ndarray:
@@ -38,6 +39,18 @@ def match_instances(gt: np.ndarray, pred: np.ndarray, thresh: float = 0.5) -> tu
         return 0, n_pred, n_gt
     tp = int((iou > thresh).any(1).sum()) if thresh >= 0.5 else _greedy(iou, thresh)
     return tp, n_pred - tp, n_gt - tp
+
+
+def found_truth(gt: np.ndarray, pred: np.ndarray, n_truth: int, thresh: float = 0.5) -> np.ndarray:
+    """Per ground-truth particle ``k`` (label ``k + 1``; ``n_truth`` of them, hidden ones included):
+    whether a predicted instance matches it at IoU > ``thresh`` (>= 0.5, so matches are unique)."""
+    found = np.zeros(n_truth, bool)
+    ids = np.unique(gt)
+    ids = ids[ids > 0]
+    iou = iou_matrix(gt, pred)
+    if iou.size:
+        found[ids - 1] = iou.max(1) > thresh
+    return found
 
 
 def _greedy(iou: np.ndarray, thresh: float) -> int:
