@@ -213,7 +213,9 @@ def test_termination_grace_exceeds_the_drain_grace(scenario, render):
     for deployment in render(values).kind("Deployment"):
         pod = deployment["spec"]["template"]["spec"]
         (container,) = pod["containers"]
-        drain = float(env_of(container)["NANOLENS_GRACE_SECONDS"]["value"])
+        env = env_of(container)
+        drain = float(env["NANOLENS_DRAIN_DELAY_SECONDS"]["value"]) + float(env["NANOLENS_GRACE_SECONDS"]["value"])
+        # The kubelet must not SIGKILL before the delay and the grace period have both run out.
         assert pod["terminationGracePeriodSeconds"] > drain
         # A draining pod answers NOT_SERVING: liveness must not kill it before the drain ends.
         live = container["livenessProbe"]
@@ -221,11 +223,13 @@ def test_termination_grace_exceeds_the_drain_grace(scenario, render):
 
 
 def test_drain_grace_follows_config(render):
-    rendered = render({"config": {"graceSeconds": 45}, "services": {"spectra": {"config": {"graceSeconds": 50}}}})
+    rendered = render({"config": {"graceSeconds": 45}, "services": {"spectra": {"config": {
+        "graceSeconds": 40, "drainDelaySeconds": 8}}}})
     pods = {d["metadata"]["name"]: d["spec"]["template"]["spec"] for d in rendered.kind("Deployment")}
-    assert pods["nanolens-gateway"]["terminationGracePeriodSeconds"] == 55
-    assert pods["nanolens-spectra"]["terminationGracePeriodSeconds"] == 60
-    assert env_of(pods["nanolens-spectra"]["containers"][0])["NANOLENS_GRACE_SECONDS"]["value"] == "50"
+    assert pods["nanolens-gateway"]["terminationGracePeriodSeconds"] == 2 + 45 + 10
+    assert pods["nanolens-spectra"]["terminationGracePeriodSeconds"] == 8 + 40 + 10
+    env = env_of(pods["nanolens-spectra"]["containers"][0])
+    assert env["NANOLENS_GRACE_SECONDS"]["value"] == "40" and env["NANOLENS_DRAIN_DELAY_SECONDS"]["value"] == "8"
 
 
 def test_pods_are_hardened(scenario, render):
@@ -642,7 +646,9 @@ BAD_VALUES = {
         {"services": {"spectra": {"autoscaling": {"targetCPUUtilizationPercentage": 0}}}},
         "no metric to scale on",
     ),
-    "liveness shorter than drain": ({"config": {"graceSeconds": 90}}, "must exceed graceSeconds"),
+    "liveness shorter than drain": ({"config": {"graceSeconds": 90}}, "must exceed drainDelaySeconds"),
+    "liveness shorter than delay + grace": ({"config": {"graceSeconds": 50, "drainDelaySeconds": 15}},
+                                            "must exceed drainDelaySeconds"),
 }
 
 

@@ -157,6 +157,8 @@ Credentials only ever come from a Secret (valueFrom), never as plain values.
   value: {{ $c.logFormat | quote }}
 - name: NANOLENS_MAX_MESSAGE_MB
   value: {{ $c.maxMessageMB | int | quote }}
+- name: NANOLENS_DRAIN_DELAY_SECONDS
+  value: {{ $c.drainDelaySeconds | int | quote }}
 - name: NANOLENS_GRACE_SECONDS
   value: {{ $c.graceSeconds | int | quote }}
 - name: NANOLENS_MAX_BATCH_SIZE
@@ -233,9 +235,9 @@ Credentials only ever come from a Secret (valueFrom), never as plain values.
 {{- if and $as.enabled (le (int $as.targetCPUUtilizationPercentage) 0) (not $as.queueWait.enabled) (empty $as.extraMetrics) -}}
 {{- fail (printf "services.%s.autoscaling: no metric to scale on (CPU target 0, queueWait off, no extraMetrics)" $svc.name) -}}
 {{- end -}}
-{{- $grace := int $svc.config.graceSeconds -}}
+{{- $drain := add (int $svc.config.drainDelaySeconds) (int $svc.config.graceSeconds) -}}
 {{- $live := mul (int $svc.probes.liveness.periodSeconds) (int $svc.probes.liveness.failureThreshold) -}}
-{{- if le (int $live) $grace -}}
-{{- fail (printf "services.%s.probes.liveness: periodSeconds x failureThreshold (%d s) must exceed graceSeconds (%d s), or a draining pod is killed" $svc.name (int $live) $grace) -}}
+{{- if le (int $live) (int $drain) -}}
+{{- fail (printf "services.%s.probes.liveness: periodSeconds x failureThreshold (%d s) must exceed drainDelaySeconds + graceSeconds (%d s), or a draining pod is killed" $svc.name (int $live) (int $drain)) -}}
 {{- end -}}
 {{- end -}}
