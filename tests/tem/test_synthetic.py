@@ -78,3 +78,18 @@ def test_scale_bar_is_excluded_from_ground_truth():
     s = generate(2, SynthParams(scale_bar=True))
     assert s.scale_bar_mask.any()
     assert (s.labels[s.scale_bar_mask] == 0).all()
+
+
+def test_radial_power_spectrum_tells_white_noise_from_blur():
+    from scipy import ndimage as ndi
+
+    from nanolens_tem.figures import radial_power_spectrum
+
+    noise = np.random.default_rng(0).normal(0, 1, (256, 256))
+    f, white = radial_power_spectrum(noise)
+    _, blurred = radial_power_spectrum(ndi.gaussian_filter(noise, 2.0))
+    assert f[0] > 0 and f[-1] < 0.5 and len(f) == len(white)
+    low, high = slice(2, 10), slice(-10, None)
+    # white noise is flat (within sampling scatter); blur removes the high frequencies
+    assert 0.5 < white[high].mean() / white[low].mean() < 2.0
+    assert blurred[high].mean() < 1e-3 * blurred[low].mean()

@@ -6,7 +6,10 @@ an ignored folder such as ``demo-output/``, since it shows real data):
 - ``tem_synthetic_vs_real.png``: a real carbon-black crop beside a synthetic image of the same
   size, with their grey-level histograms;
 - ``tem_synthetic_example.png``: the synthetic half only (safe to commit, it is what
-  ``docs/images/tem_synthetic_example.png`` is made from).
+  ``docs/images/tem_synthetic_example.png`` is made from);
+- ``tem_synthetic_vs_real_statistics.png``: the synthetic image beside statistics of all real
+  images (grey-level histogram, radially averaged power spectrum) and no real pixel, so it can go
+  into the repository's docs, which the real images may not.
 """
 
 from __future__ import annotations
@@ -57,6 +60,56 @@ def side_by_side(real: np.ndarray, synth: np.ndarray, path: Path) -> None:
     ax[2].hist(synth.ravel(), bins, density=True, histtype="step", label="synthetic")
     ax[2].set_yscale("log")
     ax[2].set_xlabel("grey level")
+    ax[2].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def radial_power_spectrum(image: np.ndarray, n_bins: int = 60) -> tuple[np.ndarray, np.ndarray]:
+    """(spatial frequency in cycles/px, radially averaged power) of a mean-removed, Hann-windowed
+    image: where the spectrum falls shows particle size, blur and noise at once."""
+    g = np.asarray(image, float)
+    g = (g - g.mean()) * np.outer(np.hanning(g.shape[0]), np.hanning(g.shape[1]))
+    power = np.abs(np.fft.fftshift(np.fft.fft2(g))) ** 2 / g.size
+    fy = np.fft.fftshift(np.fft.fftfreq(g.shape[0]))
+    fx = np.fft.fftshift(np.fft.fftfreq(g.shape[1]))
+    f = np.hypot(*np.meshgrid(fy, fx, indexing="ij"))
+    edges = np.linspace(0, 0.5, n_bins + 1)
+    idx = np.digitize(f.ravel(), edges) - 1
+    ok = (idx >= 0) & (idx < n_bins)
+    total = np.bincount(idx[ok], power.ravel()[ok], n_bins)
+    count = np.maximum(np.bincount(idx[ok], minlength=n_bins), 1)
+    return (edges[:-1] + edges[1:]) / 2, total / count
+
+
+def statistics_figure(reals: list[np.ndarray], synths: list[np.ndarray], path: Path) -> None:
+    """Synthetic example | grey-level histograms | power spectra, real against synthetic (mean over
+    the images given; no real pixel is drawn)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 3, figsize=(14, 4.4), gridspec_kw={"width_ratios": [1, 1.1, 1.1]})
+    ax[0].imshow(synths[0], cmap="gray", vmin=0, vmax=255)
+    ax[0].set_title("synthetic (real images: see text)")
+    ax[0].axis("off")
+    bins = np.arange(257)
+    for group, name in ((reals, f"real, {len(reals)} images"), (synths, f"synthetic, {len(synths)} images")):
+        hist = np.mean([np.histogram(g, bins, density=True)[0] for g in group], axis=0)
+        ax[1].step(bins[:-1], hist, where="post", label=name)
+        spectra = [radial_power_spectrum(g) for g in group]
+        ax[2].loglog(spectra[0][0][1:], np.mean([p for _, p in spectra], axis=0)[1:], label=name)
+    ax[1].set_yscale("log")
+    ax[1].set_xlabel("grey level")
+    ax[1].set_title("grey-level histogram")
+    ax[1].legend()
+    from matplotlib.ticker import NullFormatter
+
+    ax[2].xaxis.set_minor_formatter(NullFormatter())
+    ax[2].set_xlabel("spatial frequency (cycles / px)")
+    ax[2].set_title("radially averaged power spectrum")
     ax[2].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=80)
@@ -137,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
         real = read_gray(files[0])
         y, x = 100, 1000
         side_by_side(real[y:y + 768, x:x + 768], synth, args.out / "tem_synthetic_vs_real.png")
+        # statistics over every real image and as many synthetic ones, at the same 768 px size
+        crops = [read_gray(f)[100:868, 1000:1768] for f in files]
+        synths = [synth] + [synthetic_example(args.seed + k) for k in range(1, len(crops))]
+        statistics_figure(crops, synths, args.out / "tem_synthetic_vs_real_statistics.png")
     else:
         print(f"real images not found under {carbon_black_dir()}; wrote the synthetic half only")
     if args.overlays:
