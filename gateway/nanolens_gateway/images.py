@@ -161,6 +161,11 @@ def decode_image(data: bytes, key: str, max_pixels: int) -> DecodedImage:
     if suffix in TIFF_SUFFIXES:
         image, pixel_size, source = _tiff(data, what)
     elif suffix in DM_SUFFIXES:
+        # the reader needs a file on /tmp (a small emptyDir in the chart): refuse what cannot be one
+        # image within the limit (8 bytes a pixel, plus tags) before writing it there
+        if len(data) > max_pixels * 8 + 2**20:
+            raise ResourceExhausted(f"{what} is {len(data)} bytes, more than one image of at most {max_pixels} "
+                                    "pixels needs (a stack? export a single frame)")
         image, pixel_size, source = _dm(data, what)
     elif suffix in PIL_SUFFIXES:
         image = _pil(data, what)

@@ -90,6 +90,12 @@ def test_digitalmicrograph_without_a_length_calibration_has_no_pixel_size(scale,
     np.testing.assert_array_equal(decoded.image, GREY)
 
 
+def test_digitalmicrograph_file_too_big_for_one_image_is_refused_before_it_is_read():
+    data = dm_image(RNG.random((1024, 1024)).astype(np.float32), 0.1, "nm")  # 4 MiB
+    with pytest.raises(ResourceExhausted, match="more than one image"):
+        decode_image(data, "stack.dm4", max_pixels=1000)
+
+
 def test_digitalmicrograph_refusals_name_the_problem():
     with pytest.raises(InvalidArgument, match="non-square pixels"):
         decode_image(dm_image(GREY, (0.1, 0.2), "nm"), "a.dm3", LIMIT)
