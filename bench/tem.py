@@ -24,7 +24,7 @@ from nanolens_runtime.inference import InferencePool, select_providers
 from nanolens_runtime.registry import ModelRegistry
 from nanolens_runtime.settings import StorageSettings
 from nanolens_runtime.storage import ObjectStore
-from nanolens_tem.service import ANN_MODEL, CNN_MODEL, SHIPPED_BUNDLES, TASKS, TemPipeline
+from nanolens_tem.service import CNN_MODEL, SHIPPED_BUNDLES, TASKS, TemPipeline
 from nanolens_tem.synthetic import SynthParams, generate
 
 TILE, TILES = 512, 4
@@ -94,7 +94,7 @@ async def batch_through_stack(address: str, keys: list[str], method: str, concur
 def run(quick: bool = False) -> dict:
     parts = tiles(TILES * TILES)
     image = stitch(parts) if not quick else parts[0]
-    registry = ModelRegistry(TASKS, ANN_MODEL, [SHIPPED_BUNDLES], select_providers("auto"))
+    registry = ModelRegistry(TASKS, CNN_MODEL, [SHIPPED_BUNDLES], select_providers("auto"))
     registry.load_all()
     pipeline = TemPipeline(registry, InferencePool())
     methods = ["watershed", "hough", "ann"] + (["cnn"] if registry.loaded(CNN_MODEL) else [])

@@ -10,13 +10,14 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from nanolens.common.v1 import common_pb2
 from nanolens.tem.v1 import tem_pb2, tem_pb2_grpc
 from nanolens_runtime import arrays
 from nanolens_runtime.inference import InferencePool, select_providers
 from nanolens_runtime.registry import ModelRegistry
 from nanolens_runtime.server import create_server
 from nanolens_runtime.version import SERVICE_VERSION
-from nanolens_tem.service import ANN_MODEL, SHIPPED_BUNDLES, TASKS, TemPipeline, servicer
+from nanolens_tem.service import CNN_MODEL, SHIPPED_BUNDLES, TASKS, TemPipeline, servicer
 from nanolens_tem.synthetic import SynthParams, generate, geometric_stats
 
 
@@ -27,7 +28,7 @@ def synthetic():
 
 @pytest.fixture
 async def stub():
-    registry = ModelRegistry(TASKS, ANN_MODEL, [SHIPPED_BUNDLES], select_providers("cpu"))
+    registry = ModelRegistry(TASKS, CNN_MODEL, [SHIPPED_BUNDLES], select_providers("cpu"))
     registry.load_all()
     app, port = await create_server([servicer(TemPipeline(registry, InferencePool(2)))])
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
@@ -108,7 +109,7 @@ async def test_negative_pixel_size(stub, synthetic):
 async def test_a_deadline_stops_the_cnn():
     """With one pool thread, a call right after a timed-out CNN run only gets through if that run
     was terminated (a full 2048 x 2048 CNN run takes several seconds here)."""
-    registry = ModelRegistry(TASKS, ANN_MODEL, [SHIPPED_BUNDLES], select_providers("cpu"))
+    registry = ModelRegistry(TASKS, CNN_MODEL, [SHIPPED_BUNDLES], select_providers("cpu"))
     registry.load_all()
     app, port = await create_server([servicer(TemPipeline(registry, InferencePool(1)))])
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -140,3 +141,55 @@ async def test_bright_particles_on_a_dark_background_like_sem(stub, synthetic, m
     assert bright.distribution.gmd_px == pytest.approx(dark.distribution.gmd_px, rel=0.05)
     # read the wrong way round, the background becomes the "particle" (most of the frame)
     assert np.mean(arrays.from_proto(wrong.labels, "labels") > 0) > 2 * np.mean(same[1] > 0)
+
+
+def copy_bundle(src: Path, root: Path, name: str, version: str) -> None:
+    """The shipped bundle's graph under another name/version (what a fine-tuned model looks like)."""
+    import json
+
+    from nanolens_runtime.bundles import ModelBundle, write_bundle
+
+    bundle = ModelBundle.load(src)
+    manifest = {k: v for k, v in bundle.manifest.items() if k != "graph"}
+    write_bundle(root / name / version, Path(bundle.onnx_path).read_bytes(),
+                 json.loads(json.dumps(dict(manifest, name=name, version=version))))
+
+
+@pytest.fixture
+async def stub_with_more_models(tmp_path):
+    """Shipped bundles plus tem-unet 1.0.1 and a 'tem-unet-local' (say, fine-tuned) CNN."""
+    copy_bundle(SHIPPED_BUNDLES / "tem-unet" / "1.0.0", tmp_path, "tem-unet", "1.0.1")
+    copy_bundle(SHIPPED_BUNDLES / "tem-unet" / "1.0.0", tmp_path, "tem-unet-local", "1")
+    registry = ModelRegistry(TASKS, CNN_MODEL, [SHIPPED_BUNDLES, tmp_path], select_providers("cpu"))
+    registry.load_all()
+    app, port = await create_server([servicer(TemPipeline(registry, InferencePool(2)))])
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    yield tem_pb2_grpc.TemServiceStub(channel)
+    await channel.close()
+    await app.server.stop(0)
+
+
+@pytest.mark.parametrize("name, version, ran", [
+    ("", "", ("tem-unet", "1.0.1")),                 # the newest shipped-name version
+    ("", "1.0.0", ("tem-unet", "1.0.0")),            # a pinned version is the one that runs
+    ("tem-unet-local", "", ("tem-unet-local", "1")),  # another CNN, e.g. fine-tuned on real masks
+])
+async def test_the_requested_cnn_model_is_the_one_that_runs(stub_with_more_models, synthetic, name, version, ran):
+    response = await stub_with_more_models.AnalyzeImage(request(
+        synthetic.image, method=tem_pb2.METHOD_CNN, model=common_pb2.ModelSelector(name=name, version=version)),
+        timeout=120)
+    assert (response.provenance.model_name, response.provenance.model_version) == ran
+    assert response.method == "cnn" and response.distribution.count > 0
+
+
+@pytest.mark.parametrize("method, name, code, words", [
+    (tem_pb2.METHOD_CNN, "tem-ann", grpc.StatusCode.INVALID_ARGUMENT, "needs a model of task instance-segmentation"),
+    (tem_pb2.METHOD_ANN, "tem-unet-local", grpc.StatusCode.INVALID_ARGUMENT, "task agglomerate-sizing"),
+    (tem_pb2.METHOD_CNN, "no-such-model", grpc.StatusCode.NOT_FOUND, "no-such-model"),
+])
+async def test_a_model_that_cannot_run_the_method_is_refused(stub_with_more_models, synthetic, method, name, code,
+                                                             words):
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub_with_more_models.AnalyzeImage(
+            request(synthetic.image, method=method, model=common_pb2.ModelSelector(name=name)), timeout=60)
+    assert info.value.code() == code and words in info.value.details()

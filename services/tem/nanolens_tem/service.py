@@ -37,6 +37,8 @@ from nanolens_tem.synthetic import geometric_stats
 SERVICE = "tem"
 CNN_MODEL, ANN_MODEL = "tem-unet", "tem-ann"
 TASKS = ("instance-segmentation", "agglomerate-sizing")
+#: the methods that run a model: the task its model must have, and the shipped default model
+MODEL_METHODS = {"cnn": (TASKS[0], CNN_MODEL), "ann": (TASKS[1], ANN_MODEL)}
 SHIPPED_BUNDLES = BUNDLES
 FULL_NAME = tem_pb2.DESCRIPTOR.services_by_name["TemService"].full_name
 METHOD_NAMES = {tem_pb2.METHOD_CNN: "cnn", tem_pb2.METHOD_ANN: "ann", tem_pb2.METHOD_WATERSHED: "watershed",
@@ -98,7 +100,7 @@ class TemPipeline:
 
     def _runner(self, model: OnnxModel) -> CnnSegmenter | AnnSizer:
         if model.key not in self._runners:
-            if model.bundle.name == CNN_MODEL:
+            if model.bundle.task == MODEL_METHODS["cnn"][0]:
                 self._runners[model.key] = CnnSegmenter.from_session(model.session,
                                                                      model.bundle.manifest["preprocessing"])
             else:
@@ -110,30 +112,43 @@ class TemPipeline:
     def default_method(self) -> str:
         return "cnn" if self.registry.loaded(CNN_MODEL) is not None else "watershed"
 
-    def segment(self, image: np.ndarray, method: str, bright: bool, run_options=None) -> Sizing:
-        """Run one method on one image (blocking: call it in the pool). ``run_options``
+    def model_for(self, method: str, name: str = "", version: str = "") -> OnnxModel | None:
+        """The model a method runs (None for the baselines): ``name``/``version`` or the method's
+        shipped model, newest version. Blocking (it may fetch from the models bucket)."""
+        if method not in MODEL_METHODS:
+            return None
+        task, default = MODEL_METHODS[method]
+        model = self.registry.get(name or default, version)
+        if model.bundle.task != task:
+            raise InvalidArgument(f"model {model.key} has task {model.bundle.task}; method {method} needs a model of "
+                                  f"task {task}", field="model.name")
+        return model
+
+    def segment(self, image: np.ndarray, method: str, bright: bool, run_options=None,
+                model: OnnxModel | None = None) -> Sizing:
+        """Run one method on one image (blocking: call it in the pool). ``model``: from
+        :meth:`model_for` (default: the method's shipped model). ``run_options``
         (onnxruntime.RunOptions) lets the caller terminate the CNN's model runs."""
         dark = not bright
-        model = None
-        if method in ("cnn", "ann"):
-            model = self.registry.get(CNN_MODEL if method == "cnn" else ANN_MODEL)
+        if method in MODEL_METHODS:
+            model = model or self.model_for(method)
             runner = self._runner(model)
             if isinstance(runner, CnnSegmenter):
                 runner = dataclasses.replace(runner, run_options=run_options)
             seg = runner.segment(image, dark_particles=dark)
         elif method == "watershed":
-            seg = watershed_segment(image, dark_particles=dark)
+            model, seg = None, watershed_segment(image, dark_particles=dark)
         else:
-            seg = hough_segment(image, dark_particles=dark)
+            model, seg = None, hough_segment(image, dark_particles=dark)
         return measure(method, image.shape, seg, model)
 
     async def analyze(self, image: np.ndarray, method: str, bright: bool, timer: metrics.StageTimer,
-                      deadline_s: float | None) -> Sizing:
+                      deadline_s: float | None, model: OnnxModel | None = None) -> Sizing:
         run_options = ort.RunOptions()
         with timer.stage("inference"):
             try:
-                return await asyncio.wait_for(self.pool.call(self.segment, image, method, bright, run_options),
-                                              deadline_s)
+                return await asyncio.wait_for(
+                    self.pool.call(self.segment, image, method, bright, run_options, model), deadline_s)
             except (TimeoutError, asyncio.CancelledError) as exc:
                 run_options.terminate = True  # the CNN stops at its next tile; the baselines run out
                 if isinstance(exc, asyncio.CancelledError):
@@ -198,11 +213,15 @@ class TemServicer(tem_pb2_grpc.TemServiceServicer):
         method = METHOD_NAMES.get(request.method) if request.method else self.pipeline.default_method()
         if method is None:
             raise InvalidArgument(f"unknown method {request.method}", field="method")
-        if method in ("cnn", "ann") and self.pipeline.registry.loaded(CNN_MODEL if method == "cnn" else ANN_MODEL) \
-                is None:
-            raise NotFound(f"method {method} needs a model this service has not loaded", "model", method)
+        model = None
+        if method in MODEL_METHODS:
+            name, version = request.model.name, request.model.version
+            if not (name or version) and self.pipeline.registry.loaded(MODEL_METHODS[method][1]) is None:
+                raise NotFound(f"method {method} needs a model this service has not loaded", "model", method)
+            with timer.stage("model"):  # loaded already, or fetched from the models bucket
+                model = await asyncio.to_thread(self.pipeline.model_for, method, name, version)
         sizing = await self.pipeline.analyze(image, method, request.bright_particles, timer,
-                                             context.time_remaining())
+                                             context.time_remaining(), model)
         with timer.stage("postprocess"):
             return response(sizing, request.pixel_size_nm, timer)
 
