@@ -151,18 +151,28 @@ def cmd_models_list(args) -> int:
     return 0
 
 
-def cmd_spectra_train(args) -> int:
+def register_bundle(path: Path) -> str:
+    """Verify a bundle folder and upload it to the models bucket (NANOLENS_S3_* settings)."""
     from nanolens_runtime.bundles import ModelBundle
     from nanolens_runtime.registry import upload_bundle
     from nanolens_runtime.settings import StorageSettings, from_env
     from nanolens_runtime.storage import ObjectStore
+
+    storage = from_env(StorageSettings)
+    return upload_bundle(ObjectStore.from_settings(storage), storage.models_bucket, ModelBundle.load(path))
+
+
+def cmd_models_register(args) -> int:
+    print(f"registered: {register_bundle(Path(args.bundle))}")
+    return 0
+
+
+def cmd_spectra_train(args) -> int:
     from nanolens_spectra.training import train
 
     result = train.run(args)
     if args.register:
-        storage = from_env(StorageSettings)
-        where = upload_bundle(ObjectStore.from_settings(storage), storage.models_bucket, ModelBundle.load(result.path))
-        print(f"registered: {where}")
+        print(f"registered: {register_bundle(result.path)}")
     return 0
 
 
@@ -223,6 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
     mlist.add_argument("--json", action="store_true")
     mlist.add_argument("--gateway")
     mlist.set_defaults(func=cmd_models_list)
+    mreg = msub.add_parser("register", help="upload a model bundle folder (manifest.json + model.onnx) to the "
+                                            "models bucket; services load it on first use")
+    mreg.add_argument("bundle", help="folder holding manifest.json and model.onnx (e.g. from finetune --all)")
+    mreg.set_defaults(func=cmd_models_register)
 
     spectra = sub.add_parser("spectra", help="spectra models")
     ssub = spectra.add_subparsers(dest="action", required=True)

@@ -20,7 +20,9 @@ from nanolens_runtime.errors import InvalidArgument
 
 METHODS = {"cnn": tem_pb2.METHOD_CNN, "ann": tem_pb2.METHOD_ANN, "watershed": tem_pb2.METHOD_WATERSHED,
            "hough": tem_pb2.METHOD_HOUGH}
-MODEL_OF = {"cnn": "tem-unet", "ann": "tem-ann"}
+MODEL_OF = {"cnn": "tem-unet", "ann": "tem-ann"}  # the shipped model of each model method
+METHOD_OF_TASK = {"instance-segmentation": "cnn", "agglomerate-sizing": "ann"}
+BASELINES = ("watershed", "hough")  # catalogue entries named by the method
 
 
 def method_option(options: dict[str, str]) -> str:
@@ -45,23 +47,29 @@ def pixel_size_option(options: dict[str, str]) -> float:
 
 async def resolve_model(client: ServiceClient, model_name: str, model_version: str,
                         options: dict[str, str]) -> common_pb2.ModelInfo:
-    """The model behind the requested method; the baselines are catalogue entries named by the
-    method, versioned by the service and hashed by their code (so a code change gives a new identity).
-    No method: the CNN when the service has one, else watershed (what the service itself picks).
-    A model name (``tem-unet``, ``tem-ann``) picks its method and lets a version be pinned."""
+    """The model behind the request, which the result's identity names; sets ``options["method"]``.
+
+    - A model name picks the method by the model's task (instance-segmentation: cnn,
+      agglomerate-sizing: ann), so a CNN fine-tuned on local masks is asked for by its name; the
+      baselines are catalogue entries named by the method, versioned by the service and hashed
+      by their code (so a code change gives a new identity).
+    - No name: the method's shipped model (``model_version`` pins its version); no method: the
+      CNN when the service has one, else watershed (what the service itself picks).
+    """
     method = method_option(options)
     if model_name:
-        by_model = {m: k for k, m in MODEL_OF.items()}
-        if model_name not in by_model or (method and by_model[model_name] != method):
-            raise InvalidArgument(f"model {model_name!r} is not one of {sorted(by_model)} for method "
+        model = await client.catalogue.resolve(model_name, model_version)
+        named = model_name if model_name in BASELINES else METHOD_OF_TASK.get(model.task)
+        if named is None or (method and method != named):
+            raise InvalidArgument(f"model {model_name!r} ({model.task or 'no task'}) cannot run method "
                                   f"{method or '(default)'}", field="model_name")
-        options["method"] = by_model[model_name]
-        return await client.catalogue.resolve(model_name, model_version)
+        options["method"] = named
+        return model
     if not method:
         models = await client.catalogue.all()
         method = "cnn" if any(m.name == MODEL_OF["cnn"] for m in models) else "watershed"
         options["method"] = method  # the result's identity names the method actually run
-    return await client.catalogue.resolve(MODEL_OF.get(method, method), "")
+    return await client.catalogue.resolve(MODEL_OF.get(method, method), model_version)
 
 
 async def particle_sizes(job: Job, client: ServiceClient) -> Outcome:
@@ -74,7 +82,10 @@ async def particle_sizes(job: Job, client: ServiceClient) -> Outcome:
     method = method_option(job.options)
     request = tem_pb2.AnalyzeImageRequest(
         image=arrays.to_proto(decoded.image), pixel_size_nm=pixel_size, method=METHODS[method],
-        bright_particles=job.options.get("bright_particles", "").lower() in ("1", "true", "yes"))
+        bright_particles=job.options.get("bright_particles", "").lower() in ("1", "true", "yes"),
+        # the model resolved for the result's identity is the one that runs
+        model=None if method in BASELINES else common_pb2.ModelSelector(name=job.model.name,
+                                                                         version=job.model.version))
     try:
         response = await client.stub.AnalyzeImage(request, timeout=job.remaining())
     except grpc.aio.AioRpcError as exc:

@@ -149,6 +149,26 @@ def test_analyze_tem_digitalmicrograph_file_sizes_in_nm(stack, tmp_path):
     assert abs(particle["diameter_nm"] - 4.0 * particle["diameter_px"]) < 1e-3 * particle["diameter_nm"]
 
 
+def test_a_registered_cnn_is_asked_for_by_name_and_a_pinned_version_is_the_one_that_runs(stack, tmp_path):
+    from nanolens_tem.service import SHIPPED_BUNDLES
+    from nanolens_tem.synthetic import SynthParams, generate
+    from support import renamed_bundle
+
+    bundle = renamed_bundle(SHIPPED_BUNDLES / "tem-unet" / "1.0.0", tmp_path / "bundles", "tem-unet-facility", "1")
+    assert "registered: s3://models/tem-unet-facility/1/" in nanolens(stack, "models", "register", str(bundle)).stdout
+    again = nanolens(stack, "models", "register", str(bundle), check=False)
+    assert again.returncode == 2 and "already registered" in again.stderr
+    image = tmp_path / "agglomerates.npy"
+    np.save(image, generate(seed=10, params=SynthParams(shape=(128, 128))).image)
+    result = json.loads(nanolens(stack, "analyze", "tem", str(image), "--model", "tem-unet-facility", "--json").stdout)
+    assert result["method"] == "cnn"
+    assert (result["provenance"]["model_name"], result["provenance"]["model_version"]) == ("tem-unet-facility", "1")
+    pinned = json.loads(nanolens(stack, "analyze", "tem", str(image), "--model", "tem-unet:1.0.0", "--json").stdout)
+    assert (pinned["provenance"]["model_name"], pinned["provenance"]["model_version"]) == ("tem-unet", "1.0.0")
+    wrong = nanolens(stack, "analyze", "tem", str(image), "--model", "tem-ann", "--method", "cnn", check=False)
+    assert wrong.returncode == 1 and "INVALID_ARGUMENT" in wrong.stderr and "cannot run method cnn" in wrong.stderr
+
+
 def test_analyze_tem_refuses_a_mask(stack, tmp_path):
     mask = tmp_path / "mask.png"
     Image.fromarray(((np.indices((64, 64)).sum(axis=0) % 16) < 8).astype(np.uint8) * 255).save(mask)

@@ -19,6 +19,7 @@ from nanolens_runtime.server import create_server
 from nanolens_runtime.version import SERVICE_VERSION
 from nanolens_tem.service import CNN_MODEL, SHIPPED_BUNDLES, TASKS, TemPipeline, servicer
 from nanolens_tem.synthetic import SynthParams, generate, geometric_stats
+from support import renamed_bundle
 
 
 @pytest.fixture(scope="module")
@@ -143,23 +144,11 @@ async def test_bright_particles_on_a_dark_background_like_sem(stub, synthetic, m
     assert np.mean(arrays.from_proto(wrong.labels, "labels") > 0) > 2 * np.mean(same[1] > 0)
 
 
-def copy_bundle(src: Path, root: Path, name: str, version: str) -> None:
-    """The shipped bundle's graph under another name/version (what a fine-tuned model looks like)."""
-    import json
-
-    from nanolens_runtime.bundles import ModelBundle, write_bundle
-
-    bundle = ModelBundle.load(src)
-    manifest = {k: v for k, v in bundle.manifest.items() if k != "graph"}
-    write_bundle(root / name / version, Path(bundle.onnx_path).read_bytes(),
-                 json.loads(json.dumps(dict(manifest, name=name, version=version))))
-
-
 @pytest.fixture
 async def stub_with_more_models(tmp_path):
     """Shipped bundles plus tem-unet 1.0.1 and a 'tem-unet-local' (say, fine-tuned) CNN."""
-    copy_bundle(SHIPPED_BUNDLES / "tem-unet" / "1.0.0", tmp_path, "tem-unet", "1.0.1")
-    copy_bundle(SHIPPED_BUNDLES / "tem-unet" / "1.0.0", tmp_path, "tem-unet-local", "1")
+    renamed_bundle(SHIPPED_BUNDLES / "tem-unet" / "1.0.0", tmp_path, "tem-unet", "1.0.1")
+    renamed_bundle(SHIPPED_BUNDLES / "tem-unet" / "1.0.0", tmp_path, "tem-unet-local", "1")
     registry = ModelRegistry(TASKS, CNN_MODEL, [SHIPPED_BUNDLES, tmp_path], select_providers("cpu"))
     registry.load_all()
     app, port = await create_server([servicer(TemPipeline(registry, InferencePool(2)))])
