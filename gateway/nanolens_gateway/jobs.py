@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from nanolens.common.v1 import common_pb2
 from nanolens_gateway.results import Artefact
+from nanolens_runtime.errors import Aborted
 from nanolens_runtime.metrics import StageTimer
 from nanolens_runtime.storage import ObjectInfo, ObjectStore
 
@@ -31,7 +32,14 @@ class Job:
         return None if self.deadline is None else max(0.001, self.deadline - asyncio.get_running_loop().time())
 
     def absorb(self, provenance: common_pb2.Provenance) -> None:
-        """Add a service response's stage times to this job's."""
+        """Add a service response's stage times to this job's, after checking that the service ran
+        the model the result's identity names (else the result would be stored under a lie)."""
+        ran = (provenance.model_name, provenance.model_version, provenance.model_sha256)
+        asked = (self.model.name, self.model.version, self.model.sha256)
+        if provenance.model_name and ran != asked:
+            raise Aborted(f"the {provenance.service_name or 'domain'} service ran {ran[0]}:{ran[1]} "
+                          f"(sha256 {ran[2][:12]}) instead of {asked[0]}:{asked[1]} (sha256 {asked[2][:12]}); "
+                          "nothing was stored, retry")
         self.provenance = provenance
         for timing in provenance.timings:
             self.service_timings[timing.stage] = self.service_timings.get(timing.stage, 0.0) + timing.seconds

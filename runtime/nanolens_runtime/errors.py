@@ -81,6 +81,13 @@ class Unauthenticated(NanoLensError):
     code = grpc.StatusCode.UNAUTHENTICATED
 
 
+class Aborted(NanoLensError):
+    """The work was done but cannot be kept (e.g. a service ran another model than the one asked
+    for, as an old replica during a rolling upgrade may); retrying is safe."""
+
+    code = grpc.StatusCode.ABORTED
+
+
 class InvalidModelBundle(NanoLensError):
     """A bundle failed verification (bad manifest, wrong sha256). Refuse to serve it."""
 
