@@ -64,9 +64,11 @@ def foreground_mask(image: np.ndarray, *, dark_particles: bool = True, smooth_si
     min_size : int
         Objects and holes smaller than this (px^2) are removed / filled.
     """
-    f = ndi.gaussian_filter(np.asarray(image, float), smooth_sigma) if smooth_sigma > 0 else image
-    t = threshold_otsu(f)
-    m = f < t if dark_particles else f > t
+    # bright particles: negate, so that an inverted micrograph gives exactly the dark-mode mask
+    # (Otsu on the mirrored histogram would split one grey level off)
+    g = np.asarray(image, float) if dark_particles else -np.asarray(image, float)
+    f = ndi.gaussian_filter(g, smooth_sigma) if smooth_sigma > 0 else g
+    m = f < threshold_otsu(f)
     m = remove_small_objects(m, max_size=min_size)
     return remove_small_holes(m, max_size=min_size)
 
