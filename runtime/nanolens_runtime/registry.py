@@ -52,6 +52,7 @@ class ModelRegistry:
         self._models: dict[tuple[str, str], OnnxModel] = {}
         self._newest: dict[str, str] = {}  # model name -> newest loaded version
         self._lock = threading.Lock()
+        self._fetch_lock = threading.Lock()
 
     # -- loading -----------------------------------------------------------------------
     def load_all(self) -> None:
@@ -84,11 +85,18 @@ class ModelRegistry:
                     log.warning("skipping bundle in bucket", extra={"key": key, "error": str(exc)})
 
     def _fetch(self, name: str, version: str) -> OnnxModel | None:
-        target = self.cache_dir / name / version
-        target.mkdir(parents=True, exist_ok=True)
-        for filename in (MANIFEST_FILE, GRAPH_FILE):
-            (target / filename).write_bytes(self.store.get(self.bucket, f"{name}/{version}/{filename}"))
-        return self._load(target)
+        # One fetch at a time: concurrent first requests for a new model (and ListModels' refresh)
+        # would otherwise write the same cache files while another thread verifies them.
+        with self._fetch_lock:
+            if (name, version) in self._models:
+                return self._models[(name, version)]
+            target = self.cache_dir / name / version
+            target.mkdir(parents=True, exist_ok=True)
+            for filename in (MANIFEST_FILE, GRAPH_FILE):
+                part = target / f"{filename}.part"
+                part.write_bytes(self.store.get(self.bucket, f"{name}/{version}/{filename}"))
+                part.replace(target / filename)
+            return self._load(target)
 
     def _load(self, path: Path) -> OnnxModel | None:
         bundle = ModelBundle.load(path)

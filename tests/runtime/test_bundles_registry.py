@@ -119,3 +119,20 @@ def test_written_graphs_do_not_record_the_checkout_path(tmp_path):
     assert [p.key for p in stored.graph.node[0].metadata_props] == ["namespace"]
     assert b"/home/someone" not in (bundle_dir / "model.onnx").read_bytes()
     ModelBundle.load(bundle_dir)  # and the manifest's sha256 is that of the cleaned graph
+
+
+def test_concurrent_first_requests_for_a_new_model_load_it_once(tmp_path, store, storage_settings):
+    from concurrent.futures import ThreadPoolExecutor
+
+    make_bundle(tmp_path / "local", version="1")
+    reg = registry([tmp_path / "local"], store, storage_settings.models_bucket)
+    reg.load_all()
+    remote = make_bundle(tmp_path / "remote", version="9")
+    upload_bundle(store, storage_settings.models_bucket, ModelBundle.load(remote))
+    loads = []
+    load = reg._load
+    reg._load = lambda path: loads.append(path) or load(path)  # count the loads, nothing else changes
+    with ThreadPoolExecutor(8) as pool:
+        models = list(pool.map(lambda _: reg.get("toy", "9"), range(16)))
+    assert len({id(m) for m in models}) == 1 and models[0].bundle.version == "9"
+    assert len(loads) == 1
