@@ -16,7 +16,7 @@ from nanolens_gateway.jobs import Job, Outcome
 from nanolens_gateway.results import Artefact
 from nanolens_gateway.upstream import ServiceClient, translate
 from nanolens_runtime import arrays
-from nanolens_runtime.errors import InvalidArgument
+from nanolens_runtime.errors import InvalidArgument, ResourceExhausted
 
 METHODS = {"cnn": tem_pb2.METHOD_CNN, "ann": tem_pb2.METHOD_ANN, "watershed": tem_pb2.METHOD_WATERSHED,
            "hough": tem_pb2.METHOD_HOUGH}
@@ -86,6 +86,13 @@ async def particle_sizes(job: Job, client: ServiceClient) -> Outcome:
         # the model resolved for the result's identity is the one that runs
         model=None if method in BASELINES else common_pb2.ModelSelector(name=job.model.name,
                                                                          version=job.model.version))
+    size = request.ByteSize()
+    if size > client.max_message_mb * 2**20:  # gRPC's own refusal names no setting
+        (h, w), dtype = decoded.image.shape, decoded.image.dtype
+        raise ResourceExhausted(
+            f"input {job.source.key!r}: a {w} x {h} {dtype} image is {size / 2**20:.1f} MiB as one message, above "
+            f"the {client.max_message_mb} MiB the TEM service takes (NANOLENS_MAX_MESSAGE_MB); send it as 8- or "
+            "16-bit integers, or raise that limit on the gateway and the service")
     try:
         response = await client.stub.AnalyzeImage(request, timeout=job.remaining())
     except grpc.aio.AioRpcError as exc:

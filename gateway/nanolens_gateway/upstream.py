@@ -83,6 +83,7 @@ class ServiceClient:
 
     def __init__(self, service: str, address: str, max_message_mb: int, stub_class, list_request):
         self.service = service
+        self.max_message_mb = max_message_mb
         self.channel = grpc.aio.insecure_channel(address, options=channel_options(max_message_mb))
         self.stub = stub_class(self.channel)
         self.catalogue = ModelCatalogue(service, lambda: self.stub.ListModels(list_request, timeout=10))

@@ -176,6 +176,17 @@ def test_analyze_tem_refuses_a_mask(stack, tmp_path):
     assert result.returncode == 1 and "INVALID_ARGUMENT" in result.stderr and "mask" in result.stderr
 
 
+def test_a_float_image_too_big_for_one_message_is_refused_with_the_reason(stack, tmp_path):
+    """4096 x 4096 float32 is within the pixel limit but is 64 MiB, the message limit to the service."""
+    levels = (np.indices((4096, 4096)).sum(axis=0) // 256 % 8).astype(np.float32) / 8  # 8 grey levels
+    image = tmp_path / "big-float.tif"
+    tifffile.imwrite(image, levels, compression="zlib")
+    assert image.stat().st_size < 16 * 2**20  # small file, big image
+    result = nanolens(stack, "analyze", "tem", str(image), "--method", "watershed", check=False)
+    assert result.returncode == 1 and "RESOURCE_EXHAUSTED" in result.stderr
+    assert "NANOLENS_MAX_MESSAGE_MB" in result.stderr and "64 MiB" in result.stderr
+
+
 def test_a_gateway_with_tokens_wants_one_from_the_cli(tmp_path):
     with Stack(extra_env={"NANOLENS_GATEWAY_TOKENS": "lab-token"}, log_dir=tmp_path) as endpoints:
         env = dict(os.environ, NANOLENS_GATEWAY=endpoints.gateway)
