@@ -90,6 +90,7 @@ def statistics_figure(reals: list[np.ndarray], synths: list[np.ndarray], path: P
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     fig, ax = plt.subplots(1, 3, figsize=(14, 4.4), gridspec_kw={"width_ratios": [1, 1.1, 1.1]})
     ax[0].imshow(synths[0], cmap="gray", vmin=0, vmax=255)
@@ -105,8 +106,6 @@ def statistics_figure(reals: list[np.ndarray], synths: list[np.ndarray], path: P
     ax[1].set_xlabel("grey level")
     ax[1].set_title("grey-level histogram")
     ax[1].legend()
-    from matplotlib.ticker import NullFormatter
-
     ax[2].xaxis.set_minor_formatter(NullFormatter())
     ax[2].set_xlabel("spatial frequency (cycles / px)")
     ax[2].set_title("radially averaged power spectrum")
