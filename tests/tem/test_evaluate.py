@@ -14,8 +14,8 @@ N = 3
 
 @pytest.fixture(scope="module")
 def truths():
-    return {generate(TEST_SEED0 + i, eval_params()).image.tobytes(): generate(TEST_SEED0 + i, eval_params())
-            for i in range(N)}
+    images = [generate(TEST_SEED0 + i, eval_params()) for i in range(N)]  # the images evaluate_synthetic makes
+    return {s.image.tobytes(): s for s in images}
 
 
 def test_an_oracle_scores_perfect_f1_and_only_misses_what_is_hidden(truths):
