@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import grpc
@@ -27,15 +28,21 @@ def synthetic():
     return generate(seed=3, params=SynthParams(shape=(256, 256), gmd=20.0, gsd=1.15))
 
 
+@contextlib.asynccontextmanager
+async def serving(roots: list[Path], pool_threads: int = 2):
+    """A real TEM service on a free port over the bundles in ``roots``, and a stub to it."""
+    registry = ModelRegistry(TASKS, CNN_MODEL, roots, select_providers("cpu"))
+    registry.load_all()
+    app, port = await create_server([servicer(TemPipeline(registry, InferencePool(pool_threads)))])
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        yield tem_pb2_grpc.TemServiceStub(channel)
+    await app.server.stop(0)
+
+
 @pytest.fixture
 async def stub():
-    registry = ModelRegistry(TASKS, CNN_MODEL, [SHIPPED_BUNDLES], select_providers("cpu"))
-    registry.load_all()
-    app, port = await create_server([servicer(TemPipeline(registry, InferencePool(2)))])
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    yield tem_pb2_grpc.TemServiceStub(channel)
-    await channel.close()
-    await app.server.stop(0)
+    async with serving([SHIPPED_BUNDLES]) as tem:
+        yield tem
 
 
 def request(image, **kwargs) -> tem_pb2.AnalyzeImageRequest:
@@ -110,11 +117,7 @@ async def test_negative_pixel_size(stub, synthetic):
 async def test_a_deadline_stops_the_cnn():
     """With one pool thread, a call right after a timed-out CNN run only gets through if that run
     was terminated (a full 2048 x 2048 CNN run takes several seconds here)."""
-    registry = ModelRegistry(TASKS, CNN_MODEL, [SHIPPED_BUNDLES], select_providers("cpu"))
-    registry.load_all()
-    app, port = await create_server([servicer(TemPipeline(registry, InferencePool(1)))])
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = tem_pb2_grpc.TemServiceStub(channel)
+    async with serving([SHIPPED_BUNDLES], pool_threads=1) as stub:
         big = np.tile(generate(seed=5, params=SynthParams(shape=(256, 256))).image, (8, 8))
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await stub.AnalyzeImage(request(big, method=tem_pb2.METHOD_CNN), timeout=0.3)
@@ -122,7 +125,6 @@ async def test_a_deadline_stops_the_cnn():
         small = generate(seed=6, params=SynthParams(shape=(64, 64))).image
         response = await stub.AnalyzeImage(request(small, method=tem_pb2.METHOD_WATERSHED), timeout=3)
         assert response.method == "watershed"
-    await app.server.stop(0)
 
 
 @pytest.mark.parametrize("method", [tem_pb2.METHOD_CNN, tem_pb2.METHOD_WATERSHED, tem_pb2.METHOD_HOUGH])
@@ -147,13 +149,8 @@ async def stub_with_more_models(tmp_path):
     """Shipped bundles plus tem-unet 1.0.1 and a 'tem-unet-local' (say, fine-tuned) CNN."""
     renamed_bundle(SHIPPED_BUNDLES / "tem-unet" / "1.0.0", tmp_path, "tem-unet", "1.0.1")
     renamed_bundle(SHIPPED_BUNDLES / "tem-unet" / "1.0.0", tmp_path, "tem-unet-local", "1")
-    registry = ModelRegistry(TASKS, CNN_MODEL, [SHIPPED_BUNDLES, tmp_path], select_providers("cpu"))
-    registry.load_all()
-    app, port = await create_server([servicer(TemPipeline(registry, InferencePool(2)))])
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    yield tem_pb2_grpc.TemServiceStub(channel)
-    await channel.close()
-    await app.server.stop(0)
+    async with serving([SHIPPED_BUNDLES, tmp_path]) as tem:
+        yield tem
 
 
 @pytest.mark.parametrize("name, version, ran", [
