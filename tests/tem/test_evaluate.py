@@ -46,3 +46,22 @@ def test_found_truth_indexes_particles_by_label():
     gt[:4, :4], gt[6:, 6:] = 1, 3   # particle 2 (label 2) is hidden
     pred = np.where(gt == 3, 9, 0)
     np.testing.assert_array_equal(found_truth(gt, pred, 3), [False, False, True])
+
+
+def test_the_faceted_condition_scores_the_faceted_generator():
+    from nanolens_tem.faceted import generate_faceted
+    from nanolens_tem.splits import eval_params_faceted
+
+    seed0 = TEST_SEED0 + 200_000
+    items = [generate_faceted(seed0 + i, eval_params_faceted()) for i in range(2)]
+    truth = {s.image.tobytes(): s for s in items}
+
+    def oracle(image, dark_particles=True):
+        s = truth[image.tobytes()]   # a KeyError here means another generator made the images
+        shown = np.unique(s.labels)[1:] - 1
+        return Segmentation(s.labels, s.diameters[shown], _centres(s.labels))
+
+    out = evaluate_synthetic({"oracle": oracle}, 2, seed0=seed0, condition="faceted")
+    assert out["condition"] == "faceted"
+    assert out["methods"]["oracle"]["f1_iou50"] == 1.0
+    assert out["n_true_particles"] == sum(len(s.diameters) for s in items)

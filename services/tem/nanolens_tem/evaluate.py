@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from nanolens_tem.baselines import Segmentation, hough_segment, watershed_segment
+from nanolens_tem.faceted import generate_faceted
 from nanolens_tem.metrics import drop_small, equivalent_diameters, found_truth, instance_f1, match_instances, psd_errors
-from nanolens_tem.splits import TEST_SEED0, eval_params, eval_params_small
+from nanolens_tem.splits import TEST_SEED0, eval_params, eval_params_faceted, eval_params_small
 from nanolens_tem.synthetic import generate
 
 Method = Callable[..., Segmentation]
@@ -74,15 +75,17 @@ def evaluate_synthetic(methods: dict, n: int, seed0: int = TEST_SEED0, shape=(25
                        condition: str = "default") -> dict:
     """Per-method pooled and per-image GMD/GSD errors and F1 on ``n`` held-out synthetic images.
 
-    ``condition``: ``"default"`` (1-40 particles per agglomerate) or ``"small"`` (1-5, the
-    range of the reference ANN).
+    ``condition``: ``"default"`` (1-40 particles per agglomerate), ``"small"`` (1-5, the
+    range of the reference ANN) or ``"faceted"`` (crystals on a film, :mod:`nanolens_tem.faceted`).
     """
-    params = eval_params(shape) if condition == "default" else eval_params_small(shape)
+    make = {"default": lambda k: generate(k, eval_params(shape)),
+            "small": lambda k: generate(k, eval_params_small(shape)),
+            "faceted": lambda k: generate_faceted(k, eval_params_faceted(shape))}[condition]
     acc = {m: {"pred": [], "true": [], "tp": 0, "fp": 0, "fn": 0, "per_image": [], "time": 0.0, "found": []}
            for m in methods}
     n_true, visible = 0, []
     for i in range(n):
-        s = generate(seed0 + i, params)
+        s = make(seed0 + i)
         n_true += len(s.diameters)
         visible.append(s.visible_area / (np.pi * s.diameters**2 / 4))
         for name, fn in methods.items():
@@ -235,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ann", type=Path, help="ANN model folder")
     ap.add_argument("--methods", default="", help="comma-separated subset")
     ap.add_argument("--n-small", type=int, default=500, help="images of the 1-5 particle condition (0: skip)")
+    ap.add_argument("--n-faceted", type=int, default=500, help="images of faceted crystals (0: skip)")
     ap.add_argument("--no-real", action="store_true")
     args = ap.parse_args(argv)
     from nanolens_tem.models import default_onnx, latest_bundle
@@ -250,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         syns.append(evaluate_synthetic(methods, args.n_synthetic))
     if args.n_small:
         syns.append(evaluate_synthetic(methods, args.n_small, seed0=TEST_SEED0 + 100_000, condition="small"))
+    if args.n_faceted:
+        syns.append(evaluate_synthetic(methods, args.n_faceted, seed0=TEST_SEED0 + 200_000, condition="faceted"))
     real = None
     if not args.no_real:
         from nanolens_tem.data import gold_dir

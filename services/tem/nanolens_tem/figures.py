@@ -9,7 +9,9 @@ an ignored folder such as ``demo-output/``, since it shows real data):
   ``docs/images/tem_synthetic_example.png`` is made from);
 - ``tem_synthetic_vs_real_statistics.png``: the synthetic image beside statistics of all real
   images (grey-level histogram, radially averaged power spectrum) and no real pixel, so it can go
-  into the repository's docs, which the real images may not.
+  into the repository's docs, which the real images may not;
+- ``tem_faceted_vs_gold_statistics.png``: the same for the faceted-crystal generator against the
+  real gold tetrahedra and nanoprisms.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nanolens_tem.faceted import FacetedParams, generate_faceted
 from nanolens_tem.synthetic import SynthParams, generate
 
 #: parameters matched by eye and by histogram to the carbon-black test images (primary
@@ -28,6 +31,12 @@ CARBON_BLACK_LIKE = SynthParams(
     max_agglomerates=3, absorption=0.32, overlap_range=(0.05, 0.3), film_texture=0.05,
     dose=250.0, scale_bar=True,
 )
+
+
+#: faceted crystals like the gold tetrahedra images (512 px, crystals about 60-75 px across)
+GOLD_LIKE = FacetedParams(shape=(512, 512), gmd=(55.0, 75.0), gsd=1.1, coverage=(0.45, 0.7),
+                          shape_weights=(0.8, 0.1, 0.1), absorption=(0.6, 1.0),
+                          optics=SynthParams(background_level=225.0, psf_sigma=1.2, dose=600.0))
 
 
 def synthetic_example(seed: int = 7) -> np.ndarray:
@@ -172,7 +181,7 @@ def method_overlays(image: np.ndarray, methods: dict, path: Path, size: int = 42
 
 
 def main(argv: list[str] | None = None) -> int:
-    from nanolens_tem.data import carbon_black_dir, read_gray
+    from nanolens_tem.data import carbon_black_dir, gold_items, read_gray
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True)
@@ -195,15 +204,22 @@ def main(argv: list[str] | None = None) -> int:
         statistics_figure(crops, synths, args.out / "tem_synthetic_vs_real_statistics.png")
     else:
         print(f"real images not found under {carbon_black_dir()}; wrote the synthetic half only")
+    golds = gold_items()
+    if golds:
+        reals = [read_gray(i) for _, i, _ in golds]
+        synths = [generate_faceted(args.seed + k, GOLD_LIKE).image for k in range(len(reals))]
+        statistics_figure(reals, synths, args.out / "tem_faceted_vs_gold_statistics.png")
     if args.overlays:
         from nanolens_tem.evaluate import build_methods
         from nanolens_tem.models import default_onnx, latest_bundle
-        from nanolens_tem.splits import TEST_SEED0, eval_params
+        from nanolens_tem.splits import TEST_SEED0, eval_params, eval_params_faceted
         from nanolens_tem.synthetic import generate
 
         methods = build_methods(cnn=args.cnn or default_onnx("tem-unet"), ann=args.ann or latest_bundle("tem-ann"))
         s = generate(TEST_SEED0, eval_params((384, 384)))
         method_overlays(s.image, methods, args.out / "tem_overlays_synthetic.png", size=384)
+        f = generate_faceted(TEST_SEED0 + 200_000, eval_params_faceted((384, 384)))
+        method_overlays(f.image, methods, args.out / "tem_overlays_faceted.png", size=384)
         for k, f in enumerate(files):
             real = read_gray(f)
             method_overlays(real, methods, args.out / f"tem_overlays_carbonblack_{k}.png", size=480, crop=512)

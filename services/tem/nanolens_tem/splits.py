@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from nanolens_tem.faceted import FacetedParams
 from nanolens_tem.synthetic import SynthParams
 
 TRAIN_SEED0 = 0
@@ -23,3 +24,8 @@ def eval_params_small(shape: tuple[int, int] = (256, 256)) -> SynthParams:
     """Frei & Kruis-like condition: as :func:`eval_params` but 1-5 particles per agglomerate."""
     return SynthParams(shape=shape, gmd=(14.0, 34.0), gsd=(1.1, 1.4), particles_per_agglomerate=(1, 5),
                        max_agglomerates=20, coverage=0.25)
+
+
+def eval_params_faceted(shape: tuple[int, int] = (256, 256)) -> FacetedParams:
+    """Faceted crystals packed on a film (:mod:`nanolens_tem.faceted`): GMD 14-34 px, GSD 1.05-1.25."""
+    return FacetedParams(shape=shape, gmd=(14.0, 34.0), gsd=(1.05, 1.25))

@@ -55,6 +55,7 @@ __all__ = [
     "sample_diameters",
     "aggregate",
     "render",
+    "expose",
     "generate",
     "generate_batch",
     "geometric_stats",
@@ -387,6 +388,20 @@ def _place_agglomerates(rng: np.random.Generator, p: SynthParams, gmd: float, gs
     return np.vstack(all_c), np.concatenate(all_r), np.concatenate(all_a)
 
 
+def expose(rng: np.random.Generator, p: SynthParams, optical_depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Steps 4-7 of the module docstring: ``(uint8 image, scale-bar mask)`` of a specimen whose
+    transmission is ``exp(-optical_depth)``, on the background, optics and detector of ``p``."""
+    clean = _background(rng, p.shape, p) * np.exp(-optical_depth)
+    clean = ndi.gaussian_filter(clean, p.psf_sigma) if p.psf_sigma > 0 else clean
+    counts = rng.poisson(np.clip(clean, 0, None) * p.dose).astype(float)
+    img = counts / p.dose
+    if p.detector_sigma > 0:
+        img = ndi.gaussian_filter(img, p.detector_sigma)
+    image = np.clip(np.rint(img * p.background_level), 0, 255).astype(np.uint8)
+    bar = _draw_scale_bar(image) if p.scale_bar else np.zeros(p.shape, bool)
+    return image, bar
+
+
 def generate(seed: int, params: SynthParams | None = None) -> SyntheticImage:
     """Generate one synthetic TEM image with ground truth (deterministic in ``seed``)."""
     p = params or SynthParams()
@@ -396,17 +411,8 @@ def generate(seed: int, params: SynthParams | None = None) -> SyntheticImage:
     absorption = _resolve(rng, p.absorption)
     centres, radii, agg = _place_agglomerates(rng, p, gmd, gsd)
     thick, labels = render(p.shape, centres, radii, flatness=p.flatness)
-    mu = absorption / gmd
-    clean = _background(rng, p.shape, p) * np.exp(-mu * thick)
-    clean = ndi.gaussian_filter(clean, p.psf_sigma) if p.psf_sigma > 0 else clean
-    counts = rng.poisson(np.clip(clean, 0, None) * p.dose).astype(float)
-    img = counts / p.dose
-    if p.detector_sigma > 0:
-        img = ndi.gaussian_filter(img, p.detector_sigma)
-    image = np.clip(np.rint(img * p.background_level), 0, 255).astype(np.uint8)
-    bar = _draw_scale_bar(image) if p.scale_bar else np.zeros(p.shape, bool)
-    if p.scale_bar:
-        labels = np.where(bar, 0, labels)
+    image, bar = expose(rng, p, optical_depth=thick * (absorption / gmd))
+    labels = np.where(bar, 0, labels)
     n = len(radii)
     visible = np.bincount(labels.ravel(), minlength=n + 1)[1:]
     agg_lut = np.concatenate([[0], agg + 1]).astype(np.int32)

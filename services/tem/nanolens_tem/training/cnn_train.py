@@ -11,6 +11,7 @@ import argparse
 import hashlib
 import json
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,8 +22,12 @@ from scipy import ndimage as ndi
 from torch import nn
 
 from nanolens_tem.cnn import MAX_RADIUS, RADIUS_UNIT, TARGET_RADIUS, normalise
+from nanolens_tem.faceted import FacetedParams, generate_faceted
 from nanolens_tem.splits import TRAIN_SEED0
 from nanolens_tem.synthetic import SynthParams, generate
+
+# faceted-crystal training images use seeds of their own inside the training split
+FACETED_SEED0 = TRAIN_SEED0 + 500_000
 
 # --------------------------------------------------------------------------------------------
 # targets
@@ -45,8 +50,17 @@ def boundary_map(labels: np.ndarray, width: int = 1) -> np.ndarray:
 
 
 def targets_from_synthetic(s) -> np.ndarray:
-    """(4, H, W) float32 targets [fg, boundary, dist, radius/RADIUS_UNIT] of a SyntheticImage."""
+    """(4, H, W) float32 targets [fg, boundary, dist, radius/RADIUS_UNIT] of a SyntheticImage.
+
+    Spheres: the distance is radial from the particle's centre (``1 - rho/r``). Faceted crystals
+    (``s.extra["shape"] == "faceted"``): the distance is to the visible outline, as for real
+    masks (:func:`targets_from_instances`); the radius is the whole particle's in both cases."""
     lab = s.labels
+    if s.extra.get("shape") == "faceted":
+        t = targets_from_instances(lab)
+        if len(s.diameters):
+            t[3] = np.where(lab > 0, s.diameters[np.maximum(lab - 1, 0)] / 2.0 / RADIUS_UNIT, 0)
+        return t
     h, w = lab.shape
     fg = lab > 0
     k = np.maximum(lab - 1, 0)
@@ -138,8 +152,6 @@ def train_params(shape: tuple[int, int] = (256, 256)) -> SynthParams:
 
 
 def _vary(rng: np.random.Generator, p: SynthParams) -> SynthParams:
-    from dataclasses import replace
-
     return replace(p, dose=float(np.exp(rng.uniform(np.log(80), np.log(1500)))),
                    psf_sigma=float(rng.uniform(0.5, 1.8)), film_texture=float(rng.uniform(0.01, 0.07)),
                    flatness=float(rng.uniform(0.3, 1.0)), aggregation="bpca" if rng.random() < 0.3 else "bcca",
@@ -153,6 +165,26 @@ def make_synthetic_set(n: int, seed0: int = TRAIN_SEED0, shape=(256, 256)):
     for i in range(n):
         rng = np.random.default_rng([seed0 + i, 7])
         s = generate(seed0 + i, _vary(rng, base))
+        xs.append(normalise(s.image))
+        ys.append(targets_from_synthetic(s))
+    return np.stack(xs)[:, None], np.stack(ys)
+
+
+def faceted_train_params(shape: tuple[int, int] = (256, 256)) -> FacetedParams:
+    """Faceted crystals at the sizes the network sees after :func:`~nanolens_tem.cnn.auto_scale`."""
+    return FacetedParams(shape=shape, gmd=(14.0, 48.0), gsd=(1.05, 1.3))
+
+
+def make_faceted_set(n: int, seed0: int = FACETED_SEED0, shape=(256, 256)):
+    """``n`` (image, targets) pairs of faceted crystals (:mod:`nanolens_tem.faceted`) from
+    training seeds ``seed0 ..``, with per-image dose, blur and film texture."""
+    xs, ys = [], []
+    base = faceted_train_params(shape)
+    for i in range(n):
+        rng = np.random.default_rng([seed0 + i, 7])
+        optics = replace(base.optics, dose=float(np.exp(rng.uniform(np.log(80), np.log(1500)))),
+                         psf_sigma=float(rng.uniform(0.5, 1.8)), film_texture=float(rng.uniform(0.01, 0.07)))
+        s = generate_faceted(seed0 + i, replace(base, optics=optics))
         xs.append(normalise(s.image))
         ys.append(targets_from_synthetic(s))
     return np.stack(xs)[:, None], np.stack(ys)
@@ -246,6 +278,18 @@ def data_hash(x: np.ndarray, y: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def _cached(path: Path, make, n: int):
+    """``make(n)`` -> (x, y), kept in ``path`` so that reruns train on the same images."""
+    if path.exists():
+        z = np.load(path)
+        return z["x"], z["y"]
+    t = time.time()
+    x, y = make(n)
+    np.savez(path, x=x, y=y)
+    print(f"generated {len(x)} images into {path.name} in {time.time() - t:.0f}s", flush=True)
+    return x, y
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True, help="work folder: checkpoint, ONNX, bundle")
@@ -256,30 +300,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--base", type=int, default=12)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--init", type=Path, help="checkpoint to start from (fine-tuning)")
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--n-faceted", type=int, default=0, help="faceted-crystal images added to the spheres")
+    ap.add_argument("--faceted-weight", type=float, default=0.4, help="fraction of samples drawn from them")
     ap.add_argument("--version", default="1.0.0")
     ap.add_argument("--name", default="tem-unet")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    cache = args.out / f"synthetic_{args.n_images}.npz"
-    if cache.exists():
-        z = np.load(cache)
-        x, y = z["x"], z["y"]
-    else:
-        t = time.time()
-        x, y = make_synthetic_set(args.n_images)
-        np.savez(cache, x=x, y=y)
-        print(f"generated {len(x)} images in {time.time() - t:.0f}s", flush=True)
+    x, y = _cached(args.out / f"synthetic_{args.n_images}.npz", make_synthetic_set, args.n_images)
+    weights, source = None, (f"nanolens_tem.synthetic, training seeds {TRAIN_SEED0}..{TRAIN_SEED0 + len(x) - 1}, "
+                             "train_params() with per-image dose/PSF/texture variation")
+    if args.n_faceted:
+        fx, fy = _cached(args.out / f"faceted_{args.n_faceted}.npz", make_faceted_set, args.n_faceted)
+        weights = np.concatenate([np.full(len(x), (1 - args.faceted_weight) / len(x)),
+                                  np.full(len(fx), args.faceted_weight / len(fx))])
+        x, y = np.concatenate([x, fx]), np.concatenate([y, fy])
+        source += (f"; nanolens_tem.faceted, seeds {FACETED_SEED0}..{FACETED_SEED0 + len(fx) - 1}, "
+                   f"faceted_train_params(), {args.faceted_weight:.0%} of the samples")
     model = UNet(args.base)
     if args.init:
         model.load_state_dict(torch.load(args.init))
-    train(model, x, y, steps=args.steps, batch=args.batch, crop=args.crop)
+    train(model, x, y, steps=args.steps, batch=args.batch, crop=args.crop, lr=args.lr, sample_weights=weights)
     torch.save(model.state_dict(), args.out / "model.pt")
     onnx_bytes = export_onnx(model)
     (args.out / "model.onnx").write_bytes(onnx_bytes)
-    info = {"sha256": data_hash(x, y), "n_items": int(len(x)),
-            "source": f"nanolens_tem.synthetic, training seeds {TRAIN_SEED0}..{TRAIN_SEED0 + len(x) - 1}, "
-                      "train_params() with per-image dose/PSF/texture variation"}
+    info = {"sha256": data_hash(x, y), "n_items": int(len(x)), "source": source}
     (args.out / "training_data.json").write_text(json.dumps(info, indent=2))
     print("wrote", args.out / "model.onnx", len(onnx_bytes), "bytes")
     return 0
