@@ -88,3 +88,24 @@ def test_drop_small_removes_specks_and_keeps_the_rest():
     predicted = np.where(labels == 1, 7, 0)
     assert match_instances(labels, predicted) == (1, 0, 2)
     assert match_instances(drop_small(labels, 20), drop_small(predicted, 20)) == (1, 0, 0)
+
+
+def test_uneven_illumination_does_not_become_particles():
+    """A background that falls off by a third across the frame: a global Otsu threshold marks its
+    dark side as particles (as on the real carbon-black image Case1_E7_025); the flattened mask
+    follows the particles."""
+    from nanolens_tem.synthetic import SynthParams, generate
+
+    s = generate(3, SynthParams(shape=(384, 384), gradient=0.0))
+    ramp = np.linspace(1.0, 0.62, 384)[None, :]
+    image = np.clip(s.image * ramp, 0, 255).astype(np.uint8)
+    truth = s.labels > 0
+
+    def iou(m):
+        return (m & truth).sum() / (m | truth).sum()
+
+    assert iou(foreground_mask(image, flatten=False)) < 0.6
+    assert iou(foreground_mask(image)) > 0.8
+    # an evenly lit image keeps (nearly) the mask it had without flattening
+    even = foreground_mask(s.image)
+    assert (even != foreground_mask(s.image, flatten=False)).mean() < 0.01

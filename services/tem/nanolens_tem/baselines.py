@@ -28,6 +28,7 @@ from skimage.transform import hough_circle, hough_circle_peaks
 __all__ = [
     "Segmentation",
     "foreground_mask",
+    "flatten_background",
     "estimate_radius",
     "watershed_segment",
     "hough_segment",
@@ -49,8 +50,26 @@ class Segmentation:
     centres: np.ndarray
 
 
+def flatten_background(g: np.ndarray, mask: np.ndarray, degree: int = 2, step: int = 4) -> np.ndarray:
+    """``g`` minus a polynomial surface (of ``degree`` in x and y) fitted to every ``step``-th
+    pixel outside ``mask`` (grown by ``step`` px), plus that surface's mean: uneven illumination
+    removed, grey levels kept."""
+    h, w = g.shape
+    keep = ~ndi.binary_dilation(mask[::step, ::step])
+    u, v = np.linspace(-1, 1, w), np.linspace(-1, 1, h)
+    us, vs = np.meshgrid(u[::step], v[::step])
+    powers = [(i, j) for i in range(degree + 1) for j in range(degree + 1 - i)]
+    a = np.stack([us[keep] ** i * vs[keep] ** j for i, j in powers], 1)
+    coef, *_ = np.linalg.lstsq(a, g[::step, ::step][keep], rcond=None)
+    cm = np.zeros((degree + 1, degree + 1))
+    for c, (i, j) in zip(coef, powers, strict=True):
+        cm[j, i] = c
+    surface = np.vander(v, degree + 1, increasing=True) @ cm @ np.vander(u, degree + 1, increasing=True).T
+    return g - surface + surface.mean()
+
+
 def foreground_mask(image: np.ndarray, *, dark_particles: bool = True, smooth_sigma: float = 1.0,
-                    min_size: int = 30) -> np.ndarray:
+                    min_size: int = 30, flatten: bool = True) -> np.ndarray:
     """Particle/agglomerate mask by Otsu's threshold on a Gaussian-smoothed image.
 
     Parameters
@@ -63,12 +82,22 @@ def foreground_mask(image: np.ndarray, *, dark_particles: bool = True, smooth_si
         Gaussian pre-smoothing in px.
     min_size : int
         Objects and holes smaller than this (px^2) are removed / filled.
+    flatten : bool
+        Remove uneven illumination first: a quadratic surface is fitted to the background of a
+        first Otsu mask and subtracted, twice (a global threshold otherwise marks the dark side
+        of an unevenly lit background as particles). Skipped when under 5 % of the image is
+        background.
     """
     # bright particles: negate, so that an inverted micrograph gives exactly the dark-mode mask
     # (Otsu on the mirrored histogram would split one grey level off)
     g = np.asarray(image, float) if dark_particles else -np.asarray(image, float)
     f = ndi.gaussian_filter(g, smooth_sigma) if smooth_sigma > 0 else g
     m = f < threshold_otsu(f)
+    for _ in range(2 if flatten else 0):
+        if (~m).mean() < 0.05:
+            break
+        flat = flatten_background(f, m)
+        m = flat < threshold_otsu(flat)
     m = remove_small_objects(m, max_size=min_size)
     return remove_small_holes(m, max_size=min_size)
 
