@@ -1,6 +1,5 @@
 """Checks on the real measured TEM data (skipped, with the reason, when it is absent)."""
 
-import numpy as np
 import pytest
 
 from nanolens_tem.metrics import instance_f1, match_instances
@@ -17,30 +16,31 @@ def test_gold_masks_give_the_documented_instance_counts(gold_data):
     assert counts == {"tetrahedra": 480, "nanoprisms": 39}
 
 
-def _f1(seg_fn, items):
+def _f1(seg_fn, items, cut_bridges=0):
     from nanolens_tem.data import gold_instances, read_gray
 
     tp = fp = fn = 0
     for _, img, mask in items:
-        a, b, c = match_instances(gold_instances(mask), seg_fn(read_gray(img)).labels)
+        a, b, c = match_instances(gold_instances(mask, cut_bridges), seg_fn(read_gray(img)).labels)
         tp, fp, fn = tp + a, fp + b, fn + c
     return instance_f1(tp, fp, fn)
 
 
-def test_shipped_cnn_segments_real_gold_images(gold_data):
-    """Regression guard for the synthetic-only CNN on real masks (documented in docs/tem.md:
-    zero-shot it is below the watershed baseline; fine-tuned on other real images it is above)."""
+def test_shipped_cnn_beats_watershed_on_real_gold_images(gold_data):
+    """Zero-shot, the shipped CNN (trained on synthetic spheres and faceted crystals, never on
+    these images) separates the real gold crystals better than the watershed baseline: F1 0.743
+    against 0.680 on the 30 images with bridges cut (docs/tem.md)."""
+    from nanolens_tem.baselines import watershed_segment
     from nanolens_tem.cnn import CnnSegmenter
     from nanolens_tem.models import latest_bundle
 
     bundle = latest_bundle("tem-unet")
     if bundle is None:
         pytest.skip("no shipped tem-unet bundle")
-    tet = [it for it in gold_data if it[0] == "tetrahedra"]
-    items = tet[:2] + [it for it in gold_data if it[0] == "nanoprisms"][:2]
     seg = CnnSegmenter.from_bundle(bundle)
-    f1 = _f1(lambda im: seg.segment(im, diameter="area"), items)
-    assert np.isfinite(f1) and f1 > 0.25
+    cnn = _f1(lambda im: seg.segment(im, diameter="area"), gold_data, cut_bridges=2)
+    watershed = _f1(watershed_segment, gold_data, cut_bridges=2)
+    assert cnn > watershed + 0.04 and cnn > 0.7
 
 
 def test_carbon_black_images_read():

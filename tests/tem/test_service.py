@@ -146,15 +146,16 @@ async def test_bright_particles_on_a_dark_background_like_sem(stub, synthetic, m
 
 @pytest.fixture
 async def stub_with_more_models(tmp_path):
-    """Shipped bundles plus tem-unet 1.0.1 and a 'tem-unet-local' (say, fine-tuned) CNN."""
-    renamed_bundle(SHIPPED_BUNDLES / "tem-unet" / "1.0.0", tmp_path, "tem-unet", "1.0.1")
+    """Shipped bundles plus a tem-unet newer than any shipped one and a 'tem-unet-local' (say,
+    fine-tuned) CNN."""
+    renamed_bundle(SHIPPED_BUNDLES / "tem-unet" / "1.0.0", tmp_path, "tem-unet", "9.0.0")
     renamed_bundle(SHIPPED_BUNDLES / "tem-unet" / "1.0.0", tmp_path, "tem-unet-local", "1")
     async with serving([SHIPPED_BUNDLES, tmp_path]) as tem:
         yield tem
 
 
 @pytest.mark.parametrize("name, version, ran", [
-    ("", "", ("tem-unet", "1.0.1")),                 # the newest shipped-name version
+    ("", "", ("tem-unet", "9.0.0")),                 # the newest version of the default model
     ("", "1.0.0", ("tem-unet", "1.0.0")),            # a pinned version is the one that runs
     ("tem-unet-local", "", ("tem-unet-local", "1")),  # another CNN, e.g. fine-tuned on real masks
 ])
