@@ -40,7 +40,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from scipy import ndimage as ndi
 
-from nanolens_tem.synthetic import SyntheticImage, SynthParams, expose, sample_diameters
+from nanolens_tem.synthetic import SyntheticImage, SynthParams, _resolve, expose, sample_diameters
 
 __all__ = ["FacetedParams", "SHAPES", "shape_distance", "generate_faceted"]
 
@@ -71,13 +71,6 @@ class FacetedParams:
     contrast_spread: float = 0.35
     max_attempts: int = 200
     optics: SynthParams = field(default_factory=lambda: SynthParams(psf_sigma=1.2, dose=600.0))
-
-
-def _resolve(rng: np.random.Generator, value, log: bool = False) -> float:
-    if np.isscalar(value):
-        return float(value)
-    lo, hi = value
-    return float(np.exp(rng.uniform(np.log(lo), np.log(hi)))) if log else float(rng.uniform(lo, hi))
 
 
 def _apothem(n_sides: int, area: float, rounding: float) -> float:
