@@ -18,13 +18,16 @@ with :func:`nanolens_tem.synthetic.expose`:
    field) and kept if they stay at least a per-particle gap (a fraction ``gap`` of the diameter)
    away from those already placed. A particle that lands on others is kept instead while fewer
    than a fraction ``overlap_fraction`` of the particles overlap (crystals lying on top of each
-   other) and it covers less than half of its area. Dropping stops at the target ``coverage`` or
-   after ``max_attempts`` misses in a row.
-3. **Thickness and contrast.** A particle's projected thickness rises from its outline over a
-   ramp (a fraction of the apothem: near 1 is a tetrahedron seen down an axis, small is a flat
-   plate) to a plateau; its optical depth at the plateau is ``absorption`` times a per-particle
-   log-normal factor (``contrast_spread``), the diffraction contrast that makes some crystals of
-   one batch far darker than others. Optical depths of overlapping particles add.
+   other) and it covers less than half of its area. A fraction ``attraction`` of the particles
+   that fit then slide straight towards the nearest placed one until their gap closes (packed
+   monolayers, as on the real films). Dropping stops at the target ``coverage`` or after
+   ``max_attempts`` misses in a row.
+3. **Thickness and contrast.** A particle's projected thickness rises from a fraction
+   ``edge_thickness`` of its plateau at the outline over a ramp (a fraction of the apothem: large
+   is a tetrahedron seen down an axis, small a flat plate) to the plateau; its optical depth at
+   the plateau is ``absorption`` times a per-particle log-normal factor (``contrast_spread``), the
+   diffraction contrast that makes some crystals of one batch far darker than others. Optical
+   depths of overlapping particles add.
 
 Ground truth as for agglomerates (:class:`~nanolens_tem.synthetic.SyntheticImage`): diameters are
 equivalent-circle diameters of the whole particle (hidden parts included), centres are
@@ -50,8 +53,8 @@ SHAPES = {"triangle": 3, "hexagon": 6, "disc": 0}
 @dataclass(frozen=True)
 class FacetedParams:
     """Parameters of :func:`generate_faceted`. Ranges ``(low, high)`` are drawn once per image
-    (``gmd`` log-uniformly) or, for the per-particle ones (``rounding``, ``ramp``, ``gap``),
-    once per particle. ``optics`` supplies background, optics and detector (its particle
+    (``gmd`` log-uniformly) or, for the per-particle ones (``rounding``, ``ramp``,
+    ``edge_thickness``, ``gap``), once per particle. ``optics`` supplies background, optics and detector (its particle
     fields are not used)."""
 
     shape: tuple[int, int] = (256, 256)
