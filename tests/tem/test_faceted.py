@@ -93,3 +93,17 @@ def test_training_targets_follow_the_outline_and_the_whole_radius():
         m = s.labels == j
         if m.any():
             assert t[2][m].max() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("bad, words", [
+    ({"shape_weights": (0, 0, 0)}, "shape_weights"),
+    ({"shape_weights": (1, 1)}, "shape_weights"),
+    ({"coverage": 1.5}, "coverage"),
+    ({"gap": (0.1, 0.01)}, "gap"),
+    ({"gsd": 0.9}, "gsd"),
+    ({"rounding": (0.0, 1.2)}, "rounding"),
+    ({"shape": (8, 256)}, "shape"),
+])
+def test_bad_parameters_are_refused_by_name(bad, words):
+    with pytest.raises(ValueError, match=words):
+        FacetedParams(**bad)

@@ -75,6 +75,26 @@ class FacetedParams:
     max_attempts: int = 200
     optics: SynthParams = field(default_factory=lambda: SynthParams(psf_sigma=1.2, dose=600.0))
 
+    def __post_init__(self):
+        def span(name, lo=0.0, hi=np.inf):
+            v = getattr(self, name)
+            vals = (v,) if np.isscalar(v) else tuple(v)
+            if len(vals) not in (1, 2) or not all(lo <= x <= hi for x in vals) or vals[0] > vals[-1]:
+                raise ValueError(f"FacetedParams.{name} = {v!r}: expected a value or a (low, high) range in "
+                                 f"[{lo}, {hi}]")
+        if len(self.shape) != 2 or min(self.shape) < 16:
+            raise ValueError(f"FacetedParams.shape = {self.shape!r}: expected (height, width), each >= 16 px")
+        for name in ("gmd", "d_min", "d_max", "absorption", "contrast_spread"):
+            span(name)
+        span("gsd", 1.0)
+        for name in ("rounding", "ramp", "edge_thickness", "gap", "overlap_fraction", "attraction"):
+            span(name, 0.0, 1.0)
+        span("coverage", 0.0, 0.95)
+        w = np.asarray(self.shape_weights, float)
+        if w.shape != (len(SHAPES),) or (w < 0).any() or w.sum() <= 0:
+            raise ValueError(f"FacetedParams.shape_weights = {self.shape_weights!r}: expected "
+                             f"{len(SHAPES)} non-negative weights ({', '.join(SHAPES)}) with a positive sum")
+
 
 def _apothem(n_sides: int, area: float, rounding: float) -> float:
     """Outer apothem ``a`` of a regular ``n``-gon whose corners are rounded with radius
