@@ -109,3 +109,16 @@ def test_uneven_illumination_does_not_become_particles():
     # an evenly lit image keeps (nearly) the mask it had without flattening
     even = foreground_mask(s.image)
     assert (even != foreground_mask(s.image, flatten=False)).mean() < 0.01
+
+
+def test_flattening_leaves_an_image_without_background_alone():
+    from nanolens_tem.baselines import flatten_background
+
+    g = np.random.default_rng(0).normal(100, 5, (40, 40))
+    assert np.array_equal(flatten_background(g, np.ones(g.shape, bool)), g)
+    # a pure tilt outside a central block is removed exactly, inside too
+    yy, xx = np.mgrid[0:64, 0:64]
+    tilt = 100 + 0.5 * xx - 0.2 * yy
+    block = np.zeros(tilt.shape, bool)
+    block[20:40, 20:40] = True
+    np.testing.assert_allclose(flatten_background(tilt, block), np.full(tilt.shape, tilt.mean()), atol=1e-9)

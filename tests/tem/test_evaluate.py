@@ -65,3 +65,8 @@ def test_the_faceted_condition_scores_the_faceted_generator():
     assert out["condition"] == "faceted"
     assert out["methods"]["oracle"]["f1_iou50"] == 1.0
     assert out["n_true_particles"] == sum(len(s.diameters) for s in items)
+
+
+def test_an_unknown_condition_is_refused_by_name():
+    with pytest.raises(ValueError, match="unknown condition 'spheres'"):
+        evaluate_synthetic({}, 1, condition="spheres")

@@ -59,6 +59,8 @@ def flatten_background(g: np.ndarray, mask: np.ndarray, degree: int = 2, step: i
     u, v = np.linspace(-1, 1, w), np.linspace(-1, 1, h)
     us, vs = np.meshgrid(u[::step], v[::step])
     powers = [(i, j) for i in range(degree + 1) for j in range(degree + 1 - i)]
+    if keep.sum() < 10 * len(powers):       # too little background to fit a surface to
+        return g
     a = np.stack([us[keep] ** i * vs[keep] ** j for i, j in powers], 1)
     coef, *_ = np.linalg.lstsq(a, g[::step, ::step][keep], rcond=None)
     cm = np.zeros((degree + 1, degree + 1))

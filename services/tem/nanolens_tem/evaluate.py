@@ -78,9 +78,12 @@ def evaluate_synthetic(methods: dict, n: int, seed0: int = TEST_SEED0, shape=(25
     ``condition``: ``"default"`` (1-40 particles per agglomerate), ``"small"`` (1-5, the
     range of the reference ANN) or ``"faceted"`` (crystals on a film, :mod:`nanolens_tem.faceted`).
     """
-    make = {"default": lambda k: generate(k, eval_params(shape)),
-            "small": lambda k: generate(k, eval_params_small(shape)),
-            "faceted": lambda k: generate_faceted(k, eval_params_faceted(shape))}[condition]
+    makers = {"default": lambda k: generate(k, eval_params(shape)),
+              "small": lambda k: generate(k, eval_params_small(shape)),
+              "faceted": lambda k: generate_faceted(k, eval_params_faceted(shape))}
+    if condition not in makers:
+        raise ValueError(f"unknown condition {condition!r}; use one of {', '.join(makers)}")
+    make = makers[condition]
     acc = {m: {"pred": [], "true": [], "tp": 0, "fp": 0, "fn": 0, "per_image": [], "time": 0.0, "found": []}
            for m in methods}
     n_true, visible = 0, []

@@ -306,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--version", default="1.0.0")
     ap.add_argument("--name", default="tem-unet")
     args = ap.parse_args(argv)
+    if args.n_faceted and not 0 < args.faceted_weight < 1:
+        ap.error(f"--faceted-weight {args.faceted_weight}: expected a fraction between 0 and 1")
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     x, y = _cached(args.out / f"synthetic_{args.n_images}.npz", make_synthetic_set, args.n_images)
