@@ -1,7 +1,8 @@
 """Results in object storage: identity, layout and the cache that identity gives.
 
 A result's identity is the input's exact content (bucket, key, version, ETag), the
-analysis, the model's name, version and graph sha256, and the options. The same
+analysis, the model's name, version and graph sha256, the sha256 of the service code around
+the model, and the options. The same
 identity returns the stored result instead of computing it again. Results live next
 to their input::
 
@@ -36,7 +37,7 @@ def identity(source: ObjectInfo, analysis: str, model: common_pb2.ModelInfo, opt
     doc = {
         "input": [source.bucket, source.key, source.version_id, source.etag],
         "analysis": analysis,
-        "model": [model.name, model.version, model.sha256],
+        "model": [model.name, model.version, model.sha256, model.code_sha256],
         "options": sorted(options.items()),
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()

@@ -47,6 +47,16 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def code_sha256(*files: Path, extra: str = "") -> str:
+    """sha256 of the named source files (in order) and ``extra`` (e.g. library versions): the
+    identity of the code around a model, which stored results depend on as much as on the model."""
+    h = hashlib.sha256()
+    for f in files:
+        h.update(Path(f).read_bytes())
+    h.update(extra.encode())
+    return h.hexdigest()
+
+
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

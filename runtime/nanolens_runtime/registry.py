@@ -149,7 +149,9 @@ class ModelRegistry:
     def models(self) -> list[OnnxModel]:
         return [self._models[k] for k in sorted(self._models, key=lambda k: (k[0], version_key(k[1])))]
 
-    def infos(self) -> list[common_pb2.ModelInfo]:
+    def infos(self, code_sha256: str = "") -> list[common_pb2.ModelInfo]:
+        """Catalogue entries of the loaded models; ``code_sha256`` is the serving code's
+        (:func:`nanolens_runtime.bundles.code_sha256`)."""
         default = self.versions(self.default_name)
         infos = []
         for model in self.models:
@@ -161,6 +163,6 @@ class ModelRegistry:
                 training_data_sha256=str(m["training_data"].get("sha256", "")), created=m["created"],
                 is_default=bool(default)
                 and (model.bundle.name, model.bundle.version) == (self.default_name, default[-1]),
-                description=m["description"],
+                description=m["description"], code_sha256=code_sha256,
             ))
         return infos

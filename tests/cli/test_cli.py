@@ -54,8 +54,14 @@ def test_analyze_map_is_detected_from_the_array(stack, tmp_path):
 
 
 def test_models_list(stack):
+    from nanolens_spectra.service import serving_code_sha256 as spectra_code
+    from nanolens_tem.service import serving_code_sha256 as tem_code
+
     listed = json.loads(nanolens(stack, "models", "list", "--json").stdout)
     assert any(m["is_default"] for m in listed["services"][0]["models"])
+    # through the gateway, every entry names the serving code that result identities depend on
+    codes = {s["service"]: {m["code_sha256"] for m in s["models"]} for s in listed["services"]}
+    assert codes == {"spectra": {spectra_code()}, "tem": {tem_code()}}
 
 
 def test_errors_are_one_clear_line(stack, tmp_path):

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from nanolens_runtime.bundles import ModelBundle, version_key, write_bundle
+from nanolens_runtime.bundles import ModelBundle, code_sha256, version_key, write_bundle
 from nanolens_runtime.errors import AlreadyExists, InvalidModelBundle, NotFound
 from nanolens_runtime.inference import select_providers
 from nanolens_runtime.registry import ModelRegistry, upload_bundle
@@ -136,3 +136,15 @@ def test_concurrent_first_requests_for_a_new_model_load_it_once(tmp_path, store,
         models = list(pool.map(lambda _: reg.get("toy", "9"), range(16)))
     assert len({id(m) for m in models}) == 1 and models[0].bundle.version == "9"
     assert len(loads) == 1
+
+
+def test_code_hash_follows_every_file_and_the_extra(tmp_path):
+    a, b = tmp_path / "a.py", tmp_path / "b.py"
+    a.write_text("x = 1\n")
+    b.write_text("y = 2\n")
+    base = code_sha256(a, b, extra="lib 1.0")
+    assert base == code_sha256(a, b, extra="lib 1.0")
+    assert code_sha256(a, b, extra="lib 1.1") != base
+    assert code_sha256(b, a, extra="lib 1.0") != base
+    b.write_text("y = 3\n")
+    assert code_sha256(a, b, extra="lib 1.0") != base

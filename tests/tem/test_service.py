@@ -18,7 +18,7 @@ from nanolens_runtime.inference import InferencePool, select_providers
 from nanolens_runtime.registry import ModelRegistry
 from nanolens_runtime.server import create_server
 from nanolens_runtime.version import SERVICE_VERSION
-from nanolens_tem.service import CNN_MODEL, SHIPPED_BUNDLES, TASKS, TemPipeline, servicer
+from nanolens_tem.service import CNN_MODEL, SHIPPED_BUNDLES, TASKS, TemPipeline, servicer, serving_code_sha256
 from nanolens_tem.synthetic import SynthParams, generate, geometric_stats
 from support import renamed_bundle
 
@@ -85,6 +85,24 @@ async def test_baselines_are_listed_with_the_hash_of_their_code(stub):
     assert {"tem-unet", "tem-ann", "watershed", "hough"} <= set(models)
     assert models["watershed"].sha256 == models["hough"].sha256 == baselines_code_sha256()
     assert models["watershed"].version == SERVICE_VERSION and not models["watershed"].is_default
+    # every entry, model or baseline, names the serving code around it: the CNN's scale estimate
+    # and the ANN's features use the baselines' mask, so a change there changes their results too
+    assert {m.code_sha256 for m in models.values()} == {serving_code_sha256()}
+    assert len(serving_code_sha256()) == 64
+
+
+def test_the_serving_code_hash_covers_the_shared_mask(monkeypatch, tmp_path):
+    from nanolens_tem import baselines
+
+    before = serving_code_sha256()
+    edited = tmp_path / "baselines.py"
+    edited.write_bytes(Path(baselines.__file__).read_bytes() + b"\n# edited\n")
+    monkeypatch.setattr(baselines, "__file__", str(edited))
+    serving_code_sha256.cache_clear()
+    try:
+        assert serving_code_sha256() != before
+    finally:
+        serving_code_sha256.cache_clear()
 
 
 async def test_ann_sizes_agglomerates_with_the_shipped_model(stub, synthetic):

@@ -11,6 +11,8 @@ import asyncio
 import hashlib
 import time
 from collections import OrderedDict
+from functools import cache
+from pathlib import Path
 
 import numpy as np
 
@@ -18,6 +20,7 @@ from nanolens.common.v1 import common_pb2
 from nanolens.spectra.v1 import spectra_pb2, spectra_pb2_grpc
 from nanolens_runtime import arrays, metrics
 from nanolens_runtime.batching import DynamicBatcher
+from nanolens_runtime.bundles import code_sha256
 from nanolens_runtime.errors import InvalidArgument
 from nanolens_runtime.inference import InferencePool, OnnxModel
 from nanolens_runtime.registry import ModelRegistry
@@ -25,6 +28,7 @@ from nanolens_runtime.server import Servicer
 from nanolens_runtime.settings import InferenceSettings
 from nanolens_runtime.version import SERVICE_VERSION
 from nanolens_spectra.bundles import BUNDLES_DIR, DEFAULT_BUNDLE_NAME
+from nanolens_spectra.science import preprocessing
 from nanolens_spectra.science.preprocessing import PreprocessParams, preprocess
 
 SERVICE = "spectra"
@@ -148,6 +152,13 @@ def _axis(message: common_pb2.NDArray) -> np.ndarray | None:
     return arrays.from_proto(message, "axis").astype(np.float64)
 
 
+@cache
+def serving_code_sha256() -> str:
+    """sha256 of the code between a spectrum and a result (this module and the preprocessing), in
+    every catalogue entry, so that the gateway recomputes stored results when it changes."""
+    return code_sha256(Path(__file__), Path(preprocessing.__file__), extra=f"numpy {np.__version__}")
+
+
 class SpectraServicer(spectra_pb2_grpc.SpectraServiceServicer):
     def __init__(self, pipeline: SpectraPipeline):
         self.pipeline = pipeline
@@ -241,7 +252,7 @@ class SpectraServicer(spectra_pb2_grpc.SpectraServiceServicer):
 
     async def ListModels(self, request, context):
         await asyncio.to_thread(self.pipeline.registry.refresh)
-        return spectra_pb2.ListModelsResponse(models=self.pipeline.registry.infos())
+        return spectra_pb2.ListModelsResponse(models=self.pipeline.registry.infos(serving_code_sha256()))
 
 
 def servicer(pipeline: SpectraPipeline) -> Servicer:

@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import scipy
 import skimage
 from scipy import ndimage as ndi
 
 from nanolens.common.v1 import common_pb2
 from nanolens.tem.v1 import tem_pb2, tem_pb2_grpc
 from nanolens_runtime import arrays, metrics
+from nanolens_runtime.bundles import code_sha256
 from nanolens_runtime.errors import DeadlineExceeded, InvalidArgument, NotFound, ResourceExhausted
 from nanolens_runtime.inference import InferencePool, OnnxModel
 from nanolens_runtime.registry import ModelRegistry
@@ -48,14 +49,24 @@ BASELINES = ("watershed", "hough")
 
 
 @cache
+def serving_code_sha256() -> str:
+    """sha256 of the code between an image and a result, whatever the model: this module and the
+    science it calls (the CNN's tiling and scale estimate, the ANN's features, the shared Otsu
+    mask, the distribution statistics), with the versions of the libraries they lean on. Every
+    catalogue entry carries it, so the gateway recomputes stored results when it changes."""
+    from nanolens_tem import ann, cnn, features, synthetic
+
+    modules = (Path(__file__), cnn.__file__, ann.__file__, features.__file__, baselines.__file__, synthetic.__file__)
+    return code_sha256(*map(Path, modules), extra=f"scikit-image {skimage.__version__}, scipy {scipy.__version__}")
+
+
+@cache
 def baseline_infos() -> tuple[common_pb2.ModelInfo, ...]:
     """The baselines as catalogue entries. They have no model file, so their sha256 is that of the
-    code that runs them (``baselines.py`` and the scikit-image version): a result stored by the
-    gateway is recomputed once that code changes, even when the service version does not."""
-    code = Path(baselines.__file__).read_bytes() + f"scikit-image {skimage.__version__}".encode()
-    sha = hashlib.sha256(code).hexdigest()
+    code that runs them (``baselines.py`` and the scikit-image version)."""
+    sha = code_sha256(Path(baselines.__file__), extra=f"scikit-image {skimage.__version__}")
     return tuple(common_pb2.ModelInfo(
-        name=name, version=SERVICE_VERSION, task=TASKS[0], sha256=sha,
+        name=name, version=SERVICE_VERSION, task=TASKS[0], sha256=sha, code_sha256=serving_code_sha256(),
         description=f"{name} baseline (scikit-image {skimage.__version__}; no model file, sha256 of its code)")
         for name in BASELINES)
 
@@ -227,7 +238,8 @@ class TemServicer(tem_pb2_grpc.TemServiceServicer):
 
     async def ListModels(self, request, context):
         await asyncio.to_thread(self.pipeline.registry.refresh)
-        return tem_pb2.ListModelsResponse(models=[*self.pipeline.registry.infos(), *baseline_infos()])
+        return tem_pb2.ListModelsResponse(models=[*self.pipeline.registry.infos(serving_code_sha256()),
+                                                  *baseline_infos()])
 
 
 def servicer(pipeline: TemPipeline) -> Servicer:
