@@ -1,8 +1,8 @@
 """``make demo``: the whole platform on loopback, on generated sample data with known truth.
 
 Starts the S3 server, the spectra and TEM services and the gateway; writes seeded synthetic
-samples (a two-column spectrum, a multi-spectrum CSV, a 64 x 64 spectral map, a TEM image of
-agglomerates with its pixel size in ImageJ metadata); uploads and analyses each through the
+samples (a two-column spectrum, a multi-spectrum CSV, a 64 x 64 spectral map, TEM images of
+agglomerates and of faceted crystals with their pixel size in ImageJ metadata); uploads and analyses each through the
 gateway; asks once more for the map to show the stored result coming back; writes results,
 artefacts and a summary that compares each answer with the generator's ground truth into the
 output folder; stops everything it started.
@@ -31,6 +31,7 @@ TEM_PIXEL_NM = 0.5
 def write_samples(folder: Path) -> dict[str, dict]:
     """Sample files and their ground truth."""
     from nanolens_spectra.science.synthetic import CLASSES, generate_map, generate_spectra
+    from nanolens_tem.faceted import FacetedParams, generate_faceted
     from nanolens_tem.synthetic import SynthParams
     from nanolens_tem.synthetic import generate as generate_tem
 
@@ -48,16 +49,17 @@ def write_samples(folder: Path) -> dict[str, dict]:
     spectral_map = folder / f"map_{MAP_SIZE}x{MAP_SIZE}.npy"
     np.save(spectral_map, cube)
     (folder / "truth_class_map.png").write_bytes(pictures.class_map_png(truth, len(CLASSES)))
-    micrograph = folder / "agglomerates.tif"
-    agglomerates = generate_tem(SEED, SynthParams(shape=(512, 512), gmd=22.0, gsd=1.2))
-    tifffile.imwrite(micrograph, agglomerates.image, imagej=True, metadata={"unit": "nm"},
-                     resolution=(1 / TEM_PIXEL_NM, 1 / TEM_PIXEL_NM))
+    micrographs = {"agglomerates.tif": generate_tem(SEED, SynthParams(shape=(512, 512), gmd=22.0, gsd=1.2)),
+                   "crystals.tif": generate_faceted(SEED, FacetedParams(shape=(512, 512), gmd=40.0, gsd=1.1))}
+    for name, micrograph in micrographs.items():
+        tifffile.imwrite(folder / name, micrograph.image, imagej=True, metadata={"unit": "nm"},
+                         resolution=(1 / TEM_PIXEL_NM, 1 / TEM_PIXEL_NM))
     return {
         single.name: {"path": single, "kind": gateway_pb2.ANALYSIS_KIND_SPECTRA, "truth": labels[:1]},
         matrix.name: {"path": matrix, "kind": gateway_pb2.ANALYSIS_KIND_SPECTRA, "truth": labels},
         spectral_map.name: {"path": spectral_map, "kind": gateway_pb2.ANALYSIS_KIND_SPECTRAL_MAP, "truth": truth},
-        micrograph.name: {"path": micrograph, "kind": gateway_pb2.ANALYSIS_KIND_PARTICLE_SIZES,
-                          "truth": agglomerates.diameters * TEM_PIXEL_NM},
+        **{name: {"path": folder / name, "kind": gateway_pb2.ANALYSIS_KIND_PARTICLE_SIZES,
+                  "truth": micrograph.diameters * TEM_PIXEL_NM} for name, micrograph in micrographs.items()},
     }
 
 

@@ -1,0 +1,29 @@
+"""`make demo` keeps doing what the README says: every sample analysed through the stack, its
+answer compared with the generator's truth, the stored map coming back on the second request."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from support import REPO
+
+
+@pytest.mark.slow
+def test_demo_analyses_every_sample_close_to_its_truth(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "nanolens_cli.main", "demo", "--out", str(tmp_path)], cwd=REPO,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    runs = {a["sample"]: a for a in summary["analyses"]}
+    assert set(runs) == {"single_spectrum.txt", "spectra.csv", "map_64x64.npy", "agglomerates.tif", "crystals.tif"}
+    for name in ("spectra.csv", "map_64x64.npy"):
+        assert runs[name]["versus_truth"]["accuracy"] > 0.8
+    for name in ("agglomerates.tif", "crystals.tif"):   # the default CNN, in nm from the TIFF's calibration
+        truth = runs[name]["versus_truth"]
+        assert abs(truth["gmd_error"]) < 0.1 and abs(truth["gsd_error"]) < 0.1
+        assert runs[name]["model"].startswith("tem-unet:")
+        assert {"result.json", "labels.tif", "overlay.png", "psd.png"} <= set(runs[name]["outputs"])
+    repeat = runs["map_64x64.npy"]["repeat"]
+    assert repeat["cached"] and repeat["same_result"]
