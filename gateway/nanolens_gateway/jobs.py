@@ -40,6 +40,10 @@ class Job:
             raise Aborted(f"the {provenance.service_name or 'domain'} service ran {ran[0]}:{ran[1]} "
                           f"(sha256 {ran[2][:12]}) instead of {asked[0]}:{asked[1]} (sha256 {asked[2][:12]}); "
                           "nothing was stored, retry")
+        if provenance.code_sha256 and self.model.code_sha256 and provenance.code_sha256 != self.model.code_sha256:
+            raise Aborted(f"the {provenance.service_name or 'domain'} service runs other serving code (sha256 "
+                          f"{provenance.code_sha256[:12]}) than its catalogue listed ({self.model.code_sha256[:12]}), "
+                          "as during a rolling upgrade; nothing was stored, retry")
         self.provenance = provenance
         for timing in provenance.timings:
             self.service_timings[timing.stage] = self.service_timings.get(timing.stage, 0.0) + timing.seconds

@@ -8,7 +8,7 @@ from nanolens_runtime.errors import Aborted
 from nanolens_runtime.metrics import StageTimer
 from nanolens_runtime.storage import ObjectInfo
 
-ASKED = common_pb2.ModelInfo(name="tem-unet", version="1.0.0", sha256="a" * 64)
+ASKED = common_pb2.ModelInfo(name="tem-unet", version="1.0.0", sha256="a" * 64, code_sha256="c" * 64)
 
 
 def job() -> Job:
@@ -20,7 +20,7 @@ def job() -> Job:
 def test_the_model_asked_for_is_absorbed_with_its_timings():
     j = job()
     j.absorb(common_pb2.Provenance(service_name="tem", model_name="tem-unet", model_version="1.0.0",
-                                   model_sha256="a" * 64,
+                                   model_sha256="a" * 64, code_sha256="c" * 64,
                                    timings=[common_pb2.StageTiming(stage="inference", seconds=0.5)]))
     assert j.service_timings == {"inference": 0.5} and j.provenance.model_version == "1.0.0"
 
@@ -32,3 +32,13 @@ def test_another_model_than_asked_is_refused(version, sha):
         j.absorb(common_pb2.Provenance(service_name="tem", model_name="tem-unet", model_version=version,
                                        model_sha256=sha))
     assert j.provenance is None and j.service_timings == {}
+
+
+def test_the_same_model_behind_other_serving_code_is_refused():
+    """A replica with newer pre- or post-processing than the catalogue said: its result would be
+    stored under an identity that names the old code."""
+    j = job()
+    with pytest.raises(Aborted, match="other serving code"):
+        j.absorb(common_pb2.Provenance(service_name="tem", model_name="tem-unet", model_version="1.0.0",
+                                       model_sha256="a" * 64, code_sha256="d" * 64))
+    assert j.provenance is None

@@ -67,6 +67,7 @@ async def test_baselines_measure_particles_and_agglomerates(stub, synthetic, met
     listed = {m.name: m for m in (await stub.ListModels(tem_pb2.ListModelsRequest(), timeout=30)).models}
     assert response.provenance.model_name == response.method
     assert response.provenance.model_sha256 == listed[response.method].sha256
+    assert response.provenance.code_sha256 == listed[response.method].code_sha256 == serving_code_sha256()
 
 
 def baselines_code_sha256() -> str:

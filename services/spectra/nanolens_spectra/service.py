@@ -142,6 +142,7 @@ def provenance(model: OnnxModel, timer: metrics.StageTimer) -> common_pb2.Proven
     return common_pb2.Provenance(
         model_name=model.bundle.name, model_version=model.bundle.version, model_sha256=model.bundle.sha256,
         service_name=SERVICE, service_version=SERVICE_VERSION, execution_provider=model.provider,
+        code_sha256=serving_code_sha256(),
         timings=[common_pb2.StageTiming(stage=s, seconds=t) for s, t in timer.timings],
     )
 

@@ -196,7 +196,7 @@ def response(sizing: Sizing, pixel_size_nm: float, timer: metrics.StageTimer) ->
         model_name=model.bundle.name if model else sizing.method,
         model_version=model.bundle.version if model else SERVICE_VERSION,
         model_sha256=model.bundle.sha256 if model else baseline.sha256 if baseline else "",
-        service_name=SERVICE, service_version=SERVICE_VERSION,
+        service_name=SERVICE, service_version=SERVICE_VERSION, code_sha256=serving_code_sha256(),
         execution_provider=model.provider if model else "numpy/scikit-image",
         timings=[common_pb2.StageTiming(stage=s, seconds=t) for s, t in timer.timings])
     return tem_pb2.AnalyzeImageResponse(

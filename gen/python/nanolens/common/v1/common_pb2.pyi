@@ -71,7 +71,7 @@ class StageTiming(_message.Message):
     def __init__(self, stage: _Optional[str] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class Provenance(_message.Message):
-    __slots__ = ("model_name", "model_version", "model_sha256", "service_name", "service_version", "timings", "execution_provider")
+    __slots__ = ("model_name", "model_version", "model_sha256", "service_name", "service_version", "timings", "execution_provider", "code_sha256")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +79,7 @@ class Provenance(_message.Message):
     SERVICE_VERSION_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     EXECUTION_PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    CODE_SHA256_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     model_version: str
     model_sha256: str
@@ -86,7 +87,8 @@ class Provenance(_message.Message):
     service_version: str
     timings: _containers.RepeatedCompositeFieldContainer[StageTiming]
     execution_provider: str
-    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., model_sha256: _Optional[str] = ..., service_name: _Optional[str] = ..., service_version: _Optional[str] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ..., execution_provider: _Optional[str] = ...) -> None: ...
+    code_sha256: str
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., model_sha256: _Optional[str] = ..., service_name: _Optional[str] = ..., service_version: _Optional[str] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ..., execution_provider: _Optional[str] = ..., code_sha256: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
     __slots__ = ("name", "version", "task", "sha256", "class_names", "metrics", "training_data_sha256", "created", "is_default", "description", "code_sha256")
