@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,14 @@ from nanolens_runtime.bundles import write_bundle
 REPO = Path(__file__).resolve().parent.parent
 # The shared test stack's object and upload limit: small, so that "too big" is quick to show.
 LIMIT_MB = 16
+
+
+def run_module(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """``python -m ARGS`` in the repository, as a user runs it; fails the test (with the end of
+    stderr) unless it exits 0."""
+    run = subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return run
 
 
 def data_dir() -> Path:

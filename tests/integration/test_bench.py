@@ -4,19 +4,15 @@ Timings are not asserted (shared, noisy machines); only that each figure is ther
 """
 
 import json
-import subprocess
-import sys
 
 import pytest
 
-from support import REPO
+from support import run_module
 
 
 @pytest.mark.slow
 def test_quick_benchmark_runs_every_suite(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)], cwd=REPO,
-                         capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-2000:]
+    run_module("bench", "--quick", "--out", str(tmp_path))
     spectra = json.loads((tmp_path / "spectra.json").read_text())
     tem = json.loads((tmp_path / "tem.json").read_text())
     assert spectra["map"]["n_spectra"] == 64 * 64 and spectra["map"]["platform_s"] > 0

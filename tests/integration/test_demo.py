@@ -2,19 +2,15 @@
 answer compared with the generator's truth, the stored map coming back on the second request."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
-from support import REPO
+from support import run_module
 
 
 @pytest.mark.slow
 def test_demo_analyses_every_sample_close_to_its_truth(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "nanolens_cli.main", "demo", "--out", str(tmp_path)], cwd=REPO,
-                         capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-2000:]
+    run_module("nanolens_cli.main", "demo", "--out", str(tmp_path))
     summary = json.loads((tmp_path / "summary.json").read_text())
     runs = {a["sample"]: a for a in summary["analyses"]}
     assert set(runs) == {"single_spectrum.txt", "spectra.csv", "map_64x64.npy", "agglomerates.tif", "crystals.tif"}
