@@ -2,8 +2,8 @@
 
 Starts the S3 server, the spectra and TEM services and the gateway; writes seeded synthetic
 samples (a two-column spectrum, a multi-spectrum CSV, a 64 x 64 spectral map, TEM images of
-agglomerates and of faceted crystals with their pixel size in ImageJ metadata); uploads and analyses each through the
-gateway; asks once more for the map to show the stored result coming back; writes results,
+agglomerates and of faceted crystals with their pixel size in ImageJ metadata); uploads and
+analyses each through the gateway; asks once more for the map to show the stored result coming back; writes results,
 artefacts and a summary that compares each answer with the generator's ground truth into the
 output folder; stops everything it started.
 """

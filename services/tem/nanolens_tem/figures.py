@@ -11,7 +11,10 @@ an ignored folder such as ``demo-output/``, since it shows real data):
   images (grey-level histogram, radially averaged power spectrum) and no real pixel, so it can go
   into the repository's docs, which the real images may not;
 - ``tem_faceted_vs_gold_statistics.png``: the same for the faceted-crystal generator against the
-  real gold tetrahedra and nanoprisms.
+  real gold tetrahedra and nanoprisms;
+- with ``--overlays``: every method's outlines on a synthetic agglomerate image and a synthetic
+  faceted-crystal image (``tem_overlays_synthetic.png``, ``tem_overlays_faceted.png``, safe to
+  commit) and on the six carbon-black images (``tem_overlays_carbonblack_K.png``, real data).
 """
 
 from __future__ import annotations
