@@ -89,10 +89,48 @@ def test_training_targets_follow_the_outline_and_the_whole_radius():
     assert np.array_equal(t[0] > 0, fg)
     k = s.labels[fg] - 1
     assert t[3][fg] == pytest.approx(s.diameters[k] / 2 / RADIUS_UNIT)
+    own = ~s.extra["overlap"]
     for j in range(1, s.labels.max() + 1):    # outline distance peaks at 1 in every instance
-        m = s.labels == j
+        m = (s.labels == j) & own
         if m.any():
             assert t[2][m].max() == pytest.approx(1.0)
+
+
+def test_overlaps_are_marked_and_trained_as_boundary():
+    """Pixels two crystals cover are darker (optical depths add), and their training targets
+    part the crystals there, as real masks do: particle, boundary, distance 0."""
+    from nanolens_tem.training.cnn_train import targets_from_synthetic
+
+    p = FacetedParams(gap=(-0.08, -0.02), overlap_fraction=0.5, coverage=0.6, contrast_spread=0.0,
+                      absorption=0.8, optics=FacetedParams().optics.__class__(psf_sigma=0.7, dose=3000.0))
+    s = generate_faceted(11, p)
+    overlap, single = s.extra["overlap"], (s.labels > 0) & ~s.extra["overlap"]
+    assert overlap.sum() > 200 and (s.labels[overlap] > 0).all()
+    assert s.image[overlap].mean() < s.image[single].mean() - 15
+    t = targets_from_synthetic(s)
+    assert (t[0][overlap] == 1).all() and (t[1][overlap] == 1).all() and (t[2][overlap] == 0).all()
+    # without overlaps allowed, nothing is marked
+    assert not generate_faceted(11, FacetedParams(gap=(0.05, 0.05), overlap_fraction=0.0)).extra["overlap"].any()
+
+
+def test_lattice_images_are_rows_of_close_packed_triangles():
+    """A row superlattice: each crystal's nearest neighbour sits half a triangle side away
+    (about 0.67 GMD), much closer and more regular than in a random packing."""
+    from scipy.spatial import cKDTree
+
+    def nearest(s):
+        inner = _inside_frame(s)
+        d, _ = cKDTree(s.centres[:, :2]).query(s.centres[inner, :2], k=2)
+        return d[:, 1] / s.extra["gmd"]
+
+    lattice = FacetedParams(gmd=24.0, gsd=1.05, lattice_fraction=1.0, rounding=(0.1, 0.1))
+    s = generate_faceted(3, lattice)
+    assert s.extra["lattice"] and len(s.diameters) > 40
+    nn = nearest(s)
+    assert 0.55 < np.median(nn) < 0.8
+    assert np.quantile(nn, 0.9) < 0.9
+    loose = generate_faceted(3, FacetedParams(gmd=24.0, gsd=1.05, rounding=(0.1, 0.1)))
+    assert not loose.extra["lattice"] and np.median(nearest(loose)) > 0.9
 
 
 @pytest.mark.parametrize("bad, words", [
@@ -100,6 +138,8 @@ def test_training_targets_follow_the_outline_and_the_whole_radius():
     ({"shape_weights": (1, 1)}, "shape_weights"),
     ({"coverage": 1.5}, "coverage"),
     ({"gap": (0.1, 0.01)}, "gap"),
+    ({"gap": (-0.5, 0.0)}, "gap"),
+    ({"lattice_fraction": 1.5}, "lattice_fraction"),
     ({"gsd": 0.9}, "gsd"),
     ({"rounding": (0.0, 1.2)}, "rounding"),
     ({"shape": (8, 256)}, "shape"),

@@ -21,7 +21,11 @@ with :func:`nanolens_tem.synthetic.expose`:
    other) and it covers less than half of its area. A fraction ``attraction`` of the particles
    that fit then slide straight towards the nearest placed one until their gap closes (packed
    monolayers, as on the real films). Dropping stops at the target ``coverage`` or after
-   ``max_attempts`` misses in a row.
+   ``max_attempts`` misses in a row. A negative ``gap`` lets neighbours overlap by a thin strip
+   (the lens-shaped overlaps between touching tetrahedra). With probability ``lattice_fraction``
+   an image is instead a row superlattice of triangles pointing alternately up and down (the
+   ordered monolayers of tetrahedra): candidates sit on that lattice, with jitter and vacancies,
+   and each one is kept under the same overlap rules.
 3. **Thickness and contrast.** A particle's projected thickness rises from a fraction
    ``edge_thickness`` of its plateau at the outline over a ramp (a fraction of the apothem: large
    is a tetrahedron seen down an axis, small a flat plate) to the plateau; its optical depth at
@@ -33,7 +37,8 @@ Ground truth as for agglomerates (:class:`~nanolens_tem.synthetic.SyntheticImage
 equivalent-circle diameters of the whole particle (hidden parts included), centres are
 ``(row, col, depth)`` with a random depth order that decides who is in front, every particle is
 its own agglomerate, and ``extra["shape"] == "faceted"`` tells the training targets to use the
-outline distance instead of the sphere's radial one.
+outline distance instead of the sphere's radial one. ``extra["overlap"]`` marks the pixels that
+two or more crystals cover; the masks of real crystal images leave them out of every instance.
 """
 
 from __future__ import annotations
@@ -69,6 +74,7 @@ class FacetedParams:
     coverage: float | tuple[float, float] = (0.3, 0.7)
     gap: tuple[float, float] = (0.01, 0.08)
     overlap_fraction: float = 0.08
+    lattice_fraction: float = 0.0
     attraction: float = 0.85
     absorption: float | tuple[float, float] = (0.4, 1.1)
     contrast_spread: float = 0.35
@@ -87,8 +93,9 @@ class FacetedParams:
         for name in ("gmd", "d_min", "d_max", "absorption", "contrast_spread"):
             span(name)
         span("gsd", 1.0)
-        for name in ("rounding", "ramp", "edge_thickness", "gap", "overlap_fraction", "attraction"):
+        for name in ("rounding", "ramp", "edge_thickness", "overlap_fraction", "attraction", "lattice_fraction"):
             span(name, 0.0, 1.0)
+        span("gap", -0.3, 1.0)
         span("coverage", 0.0, 0.95)
         w = np.asarray(self.shape_weights, float)
         if w.shape != (len(SHAPES),) or (w < 0).any() or w.sum() <= 0:
@@ -170,6 +177,38 @@ def _slide(shape, occupied, cy, cx, shape_of, win, sd):
     return best
 
 
+def _lattice_sites(rng: np.random.Generator, shape: tuple[int, int], gmd: float,
+                   gap: tuple[float, float]) -> list[tuple[float, float, float]]:
+    """``(row, col, angle)`` of the sites of a row superlattice of triangles (equivalent-circle
+    diameter ``gmd``) pointing alternately up and down along rows at a random angle, with
+    positional and angular jitter, about a tenth of the sites vacant, in random order.
+    Neighbours in a row face each other across a gap drawn from ``gap`` (a fraction of ``gmd``,
+    negative: overlapping); rows are separated by a bright gap and slide against each other, as
+    in ordered monolayers of tetrahedra."""
+    side = gmd * np.sqrt(np.pi / np.sqrt(3))                   # a triangle of area pi gmd^2 / 4
+    height = side * np.sqrt(3) / 2
+    pitch = height * (1 + rng.uniform(0.02, 0.15))             # row to row
+    # moving a neighbour by s along the row opens the gap between facing edges by s sin 60
+    step = side / 2 + rng.uniform(*gap) * gmd / np.sin(np.pi / 3)
+    theta = rng.uniform(0, np.pi)
+    along = np.array([np.sin(theta), np.cos(theta)])            # (row, col) unit vectors
+    across = np.array([np.cos(theta), -np.sin(theta)])
+    h, w = shape
+    centre, reach = np.array([h / 2, w / 2]), np.hypot(h, w) / 2 + side
+    sites = []
+    for i in range(-int(reach / pitch) - 1, int(reach / pitch) + 2):
+        shift = rng.uniform(0, 2 * step)
+        for j in range(-int(reach / step) - 1, int(reach / step) + 2):
+            up = j % 2 == 0
+            # the centroid of an up triangle is a third of its height above the row's base line
+            pos = centre + (j * step + shift) * along + (i * pitch + height * (1 / 3 if up else 2 / 3)) * across
+            pos = pos + rng.normal(0, 0.03 * side, 2)
+            angle = theta - np.pi / 2 if up else theta + np.pi / 2  # normal of the base edge
+            if -gmd / 3 <= pos[0] <= h + gmd / 3 and -gmd / 3 <= pos[1] <= w + gmd / 3 and rng.random() > 0.1:
+                sites.append((float(pos[0]), float(pos[1]), float(angle + rng.normal(0, 0.05))))
+    return [sites[k] for k in rng.permutation(len(sites))]
+
+
 def generate_faceted(seed: int, params: FacetedParams | None = None) -> SyntheticImage:
     """Generate one synthetic image of faceted nanocrystals with ground truth (deterministic in
     ``seed``)."""
@@ -180,21 +219,29 @@ def generate_faceted(seed: int, params: FacetedParams | None = None) -> Syntheti
     gsd = _resolve(rng, p.gsd)
     absorption = _resolve(rng, p.absorption)
     coverage = _resolve(rng, p.coverage)
+    # drawn only when asked for, so that images without lattices stay as they were
+    lattice = bool(p.lattice_fraction) and rng.random() < p.lattice_fraction
+    sites = _lattice_sites(rng, p.shape, gmd, p.gap) if lattice else None
     weights = np.asarray(p.shape_weights, float) / sum(p.shape_weights)
     kinds = list(SHAPES.values())
     occupied = np.zeros(p.shape, bool)
+    cover = np.zeros(p.shape, np.int16)
     optical_depth = np.zeros(p.shape)
     front = np.full(p.shape, np.inf)
     labels = np.zeros(p.shape, np.int32)
     diam, cent, attempts, n_overlapping = [], [], 0, 0
-    while occupied.mean() < coverage and attempts < p.max_attempts:
+    while sites if sites is not None else (occupied.mean() < coverage and attempts < p.max_attempts):
         d = float(sample_diameters(rng, 1, gmd, gsd, p.d_min, p.d_max)[0])
-        n_sides = int(kinds[rng.choice(len(kinds), p=weights)])
-        rounding = rng.uniform(*p.rounding)
+        if sites is not None:
+            n_sides, rounding = 3, rng.uniform(*p.rounding)
+            cy, cx, angle = sites.pop()
+        else:
+            n_sides = int(kinds[rng.choice(len(kinds), p=weights)])
+            rounding = rng.uniform(*p.rounding)
+            cy, cx = rng.uniform(-d / 3, h + d / 3), rng.uniform(-d / 3, w + d / 3)
+            angle = rng.uniform(0, 2 * np.pi)
         a = _apothem(n_sides, np.pi * d * d / 4, rounding)
         reach = a / np.cos(np.pi / n_sides) if n_sides else a            # circumradius
-        cy, cx = rng.uniform(-d / 3, h + d / 3), rng.uniform(-d / 3, w + d / 3)
-        angle = rng.uniform(0, 2 * np.pi)
         gap = rng.uniform(*p.gap) * d
         shape_of = (n_sides, a, rounding, angle, reach, gap)
         fp = _footprint(p.shape, cy, cx, *shape_of)
@@ -202,12 +249,15 @@ def generate_faceted(seed: int, params: FacetedParams | None = None) -> Syntheti
             attempts += 1
             continue
         win, sd = fp
-        overlapping = bool((occupied[win] & (sd <= gap)).any())
-        if overlapping and (n_overlapping >= p.overlap_fraction * (len(diam) + 1)
-                            or (occupied[win] & (sd <= 0)).sum() > 0.5 * (sd <= 0).sum()):
+        hidden = (occupied[win] & (sd <= 0)).sum() / (sd <= 0).sum()
+        # lattice neighbours may overlap by a thin lens (tilted tetrahedra) without counting as
+        # lying on top of each other
+        thin_lens = sites is not None and hidden <= 0.15
+        overlapping = not thin_lens and bool((occupied[win] & (sd <= gap)).any())
+        if overlapping and (n_overlapping >= p.overlap_fraction * (len(diam) + 1) or hidden > 0.5):
             attempts += 1
             continue
-        if not overlapping and diam and rng.random() < p.attraction:
+        if not overlapping and diam and sites is None and rng.random() < p.attraction:
             cy, cx, win, sd = _slide(p.shape, occupied, cy, cx, shape_of, win, sd)
         attempts = 0
         n_overlapping += overlapping
@@ -222,6 +272,7 @@ def generate_faceted(seed: int, params: FacetedParams | None = None) -> Syntheti
         front[win] = np.where(mine, depth, front[win])
         labels[win] = np.where(mine, k + 1, labels[win])
         occupied[win] |= inside
+        cover[win] += inside
         diam.append(d)
         cent.append((cy, cx, depth))
     optics = replace(p.optics, shape=p.shape)
@@ -233,5 +284,6 @@ def generate_faceted(seed: int, params: FacetedParams | None = None) -> Syntheti
         image=image, labels=labels, agglomerate_labels=labels.copy(), diameters=np.asarray(diam, float),
         centres=np.asarray(cent, float).reshape(-1, 3), agglomerate_ids=np.arange(n), visible_area=visible,
         scale_bar_mask=bar, params=optics, seed=seed,
-        extra={"shape": "faceted", "gmd": gmd, "gsd": gsd, "absorption": absorption, "coverage": coverage},
+        extra={"shape": "faceted", "gmd": gmd, "gsd": gsd, "absorption": absorption, "coverage": coverage,
+               "lattice": sites is not None, "overlap": (cover >= 2) & ~bar},
     )
