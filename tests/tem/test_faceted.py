@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 
 from nanolens_tem.faceted import SHAPES, FacetedParams, _apothem, generate_faceted, shape_distance
 
@@ -133,6 +134,26 @@ def test_lattice_images_are_rows_of_close_packed_triangles():
     assert not loose.extra["lattice"] and np.median(nearest(loose)) > 0.9
 
 
+def test_bend_contours_darken_bands_inside_crystals():
+    """With bend contours, the grey levels inside a crystal spread much wider than across its
+    plain plateau (one crystal per image, noise-free exposure, no other contrast variation)."""
+    from nanolens_tem.synthetic import SynthParams
+
+    def interior_spread(bend):
+        spreads = []
+        for seed in range(6):
+            p = FacetedParams(shape=(96, 96), gmd=60.0, gsd=1.0, coverage=0.01, ramp=(0.05, 0.05),
+                              contrast_spread=0.0, bend_contours=bend,
+                              optics=SynthParams(psf_sigma=0.5, dose=1e6, film_texture=0.0))
+            s = generate_faceted(seed, p)
+            core = ndi.binary_erosion(s.labels == 1, iterations=6)
+            if core.sum() > 100:
+                spreads.append(np.percentile(s.image[core], 95) - np.percentile(s.image[core], 5))
+        return np.median(spreads)
+
+    assert interior_spread(1.0) > interior_spread(0.0) + 10
+
+
 @pytest.mark.parametrize("bad, words", [
     ({"shape_weights": (0, 0, 0)}, "shape_weights"),
     ({"shape_weights": (1, 1)}, "shape_weights"),
@@ -140,6 +161,7 @@ def test_lattice_images_are_rows_of_close_packed_triangles():
     ({"gap": (0.1, 0.01)}, "gap"),
     ({"gap": (-0.5, 0.0)}, "gap"),
     ({"lattice_fraction": 1.5}, "lattice_fraction"),
+    ({"bend_contours": -0.1}, "bend_contours"),
     ({"gsd": 0.9}, "gsd"),
     ({"rounding": (0.0, 1.2)}, "rounding"),
     ({"shape": (8, 256)}, "shape"),

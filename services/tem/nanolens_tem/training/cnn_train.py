@@ -177,9 +177,10 @@ def make_synthetic_set(n: int, seed0: int = TRAIN_SEED0, shape=(256, 256)):
 def faceted_train_params(shape: tuple[int, int] = (256, 256)) -> FacetedParams:
     """Faceted crystals at the sizes the network sees after :func:`~nanolens_tem.cnn.auto_scale`:
     packed monolayers whose neighbours may overlap by a thin lens, more crystals lying on others
-    than in the default parameters, and a third of the images ordered row superlattices."""
+    than in the default parameters, a third of the images ordered row superlattices, and bend
+    contours across half of the crystals."""
     return FacetedParams(shape=shape, gmd=(14.0, 48.0), gsd=(1.05, 1.3), rounding=(0.05, 0.45), gap=(-0.06, 0.06),
-                         overlap_fraction=0.3, lattice_fraction=0.3, coverage=(0.3, 0.8))
+                         overlap_fraction=0.3, lattice_fraction=0.3, coverage=(0.3, 0.8), bend_contours=0.5)
 
 
 def make_faceted_set(n: int, seed0: int = FACETED_SEED0, shape=(256, 256)):
