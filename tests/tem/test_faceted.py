@@ -97,9 +97,9 @@ def test_training_targets_follow_the_outline_and_the_whole_radius():
             assert t[2][m].max() == pytest.approx(1.0)
 
 
-def test_overlaps_are_marked_and_trained_as_boundary():
-    """Pixels two crystals cover are darker (optical depths add), and their training targets
-    part the crystals there, as real masks do: particle, boundary, distance 0."""
+def test_overlaps_are_marked_and_can_be_trained_as_boundary():
+    """Pixels two crystals cover are darker (optical depths add), and the ``dense`` recipe's
+    training targets part the crystals there, as real masks do: particle, boundary, distance 0."""
     from nanolens_tem.training.cnn_train import targets_from_synthetic
 
     p = FacetedParams(gap=(-0.08, -0.02), overlap_fraction=0.5, coverage=0.6, contrast_spread=0.0,
@@ -108,8 +108,11 @@ def test_overlaps_are_marked_and_trained_as_boundary():
     overlap, single = s.extra["overlap"], (s.labels > 0) & ~s.extra["overlap"]
     assert overlap.sum() > 200 and (s.labels[overlap] > 0).all()
     assert s.image[overlap].mean() < s.image[single].mean() - 15
-    t = targets_from_synthetic(s)
+    t = targets_from_synthetic(s, overlap_as_boundary=True)
     assert (t[0][overlap] == 1).all() and (t[1][overlap] == 1).all() and (t[2][overlap] == 0).all()
+    # by default (tem-unet 1.1.0's recipe) an overlap belongs to the front crystal
+    front = targets_from_synthetic(s)
+    assert (front[0][overlap] == 1).all() and front[1][overlap].mean() < 0.5 and front[2][overlap].max() > 0.3
     # without overlaps allowed, nothing is marked
     assert not generate_faceted(11, FacetedParams(gap=(0.05, 0.05), overlap_fraction=0.0)).extra["overlap"].any()
 
@@ -169,3 +172,10 @@ def test_bend_contours_darken_bands_inside_crystals():
 def test_bad_parameters_are_refused_by_name(bad, words):
     with pytest.raises(ValueError, match=words):
         FacetedParams(**bad)
+
+
+def test_unknown_faceted_recipe_is_refused_by_name():
+    from nanolens_tem.training.cnn_train import make_faceted_set
+
+    with pytest.raises(ValueError, match="'tiled'.*packed"):
+        make_faceted_set(1, recipe="tiled")

@@ -49,17 +49,18 @@ def boundary_map(labels: np.ndarray, width: int = 1) -> np.ndarray:
     return b
 
 
-def targets_from_synthetic(s) -> np.ndarray:
+def targets_from_synthetic(s, overlap_as_boundary: bool = False) -> np.ndarray:
     """(4, H, W) float32 targets [fg, boundary, dist, radius/RADIUS_UNIT] of a SyntheticImage.
 
     Spheres: the distance is radial from the particle's centre (``1 - rho/r``). Faceted crystals
     (``s.extra["shape"] == "faceted"``): the distance is to the visible outline, as for real
-    masks (:func:`targets_from_instances`), and pixels that two crystals cover are particle and
-    boundary with distance 0: real masks leave such overlap lenses out of both instances, so the
-    network learns to part the crystals there. The radius is the whole particle's in both cases."""
+    masks (:func:`targets_from_instances`). With ``overlap_as_boundary``, pixels that two crystals
+    cover are particle and boundary with distance 0, as real masks leave such overlap lenses out of
+    both instances; otherwise they belong to the front crystal. The radius is the whole
+    particle's in both cases."""
     lab = s.labels
     if s.extra.get("shape") == "faceted":
-        overlap = s.extra.get("overlap", np.zeros(lab.shape, bool))
+        overlap = s.extra["overlap"] if overlap_as_boundary else np.zeros(lab.shape, bool)
         t = targets_from_instances(np.where(overlap, 0, lab))
         t[0][overlap], t[1][overlap], t[2][overlap] = 1.0, 1.0, 0.0
         if len(s.diameters):
@@ -175,26 +176,38 @@ def make_synthetic_set(n: int, seed0: int = TRAIN_SEED0, shape=(256, 256)):
 
 
 def faceted_train_params(shape: tuple[int, int] = (256, 256)) -> FacetedParams:
-    """Faceted crystals at the sizes the network sees after :func:`~nanolens_tem.cnn.auto_scale`:
-    packed monolayers whose neighbours may overlap by a thin lens, more crystals lying on others
-    than in the default parameters, a third of the images ordered row superlattices, and bend
-    contours across half of the crystals."""
-    return FacetedParams(shape=shape, gmd=(14.0, 48.0), gsd=(1.05, 1.3), rounding=(0.05, 0.45), gap=(-0.06, 0.06),
-                         overlap_fraction=0.3, lattice_fraction=0.3, coverage=(0.3, 0.8), bend_contours=0.5)
+    """Faceted crystals at the sizes the network sees after :func:`~nanolens_tem.cnn.auto_scale`
+    (recipe ``packed``, ``tem-unet`` 1.1.0)."""
+    return FacetedParams(shape=shape, gmd=(14.0, 48.0), gsd=(1.05, 1.3))
 
 
-def make_faceted_set(n: int, seed0: int = FACETED_SEED0, shape=(256, 256)):
+def dense_faceted_train_params(shape: tuple[int, int] = (256, 256)) -> FacetedParams:
+    """Recipe ``dense``: packed monolayers whose neighbours may overlap by a thin lens, more
+    crystals lying on others, a third of the images ordered row superlattices, bend contours
+    across half of the crystals (an experiment, see docs/tem.md; not in a shipped model)."""
+    return replace(faceted_train_params(shape), rounding=(0.05, 0.45), gap=(-0.06, 0.06), overlap_fraction=0.3,
+                   lattice_fraction=0.3, coverage=(0.3, 0.8), bend_contours=0.5)
+
+
+#: faceted training recipes: (parameters, overlaps trained as boundary)
+FACETED_RECIPES = {"packed": (faceted_train_params, False), "dense": (dense_faceted_train_params, True)}
+
+
+def make_faceted_set(n: int, seed0: int = FACETED_SEED0, shape=(256, 256), recipe: str = "packed"):
     """``n`` (image, targets) pairs of faceted crystals (:mod:`nanolens_tem.faceted`) from
     training seeds ``seed0 ..``, with per-image dose, blur and film texture."""
+    if recipe not in FACETED_RECIPES:
+        raise ValueError(f"faceted recipe {recipe!r}: expected one of {', '.join(FACETED_RECIPES)}")
+    params_of, overlap_as_boundary = FACETED_RECIPES[recipe]
     xs, ys = [], []
-    base = faceted_train_params(shape)
+    base = params_of(shape)
     for i in range(n):
         rng = np.random.default_rng([seed0 + i, 7])
         optics = replace(base.optics, dose=float(np.exp(rng.uniform(np.log(80), np.log(1500)))),
                          psf_sigma=float(rng.uniform(0.5, 1.8)), film_texture=float(rng.uniform(0.01, 0.07)))
         s = generate_faceted(seed0 + i, replace(base, optics=optics))
         xs.append(normalise(s.image))
-        ys.append(targets_from_synthetic(s))
+        ys.append(targets_from_synthetic(s, overlap_as_boundary))
     return np.stack(xs)[:, None], np.stack(ys)
 
 
@@ -311,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--n-faceted", type=int, default=0, help="faceted-crystal images added to the spheres")
     ap.add_argument("--faceted-weight", type=float, default=0.4, help="fraction of samples drawn from them")
+    ap.add_argument("--faceted-recipe", choices=sorted(FACETED_RECIPES), default="packed",
+                    help="packed: tem-unet 1.1.0's; dense: lattices, thin overlaps as boundary, bend contours")
     ap.add_argument("--version", default="1.0.0")
     ap.add_argument("--name", default="tem-unet")
     args = ap.parse_args(argv)
@@ -322,12 +337,14 @@ def main(argv: list[str] | None = None) -> int:
     weights, source = None, (f"nanolens_tem.synthetic, training seeds {TRAIN_SEED0}..{TRAIN_SEED0 + len(x) - 1}, "
                              "train_params() with per-image dose/PSF/texture variation")
     if args.n_faceted:
-        fx, fy = _cached(args.out / f"faceted_{args.n_faceted}.npz", make_faceted_set, args.n_faceted)
+        recipe = args.faceted_recipe
+        fx, fy = _cached(args.out / f"faceted_{args.n_faceted}{'' if recipe == 'packed' else '_' + recipe}.npz",
+                         lambda n: make_faceted_set(n, recipe=recipe), args.n_faceted)
         weights = np.concatenate([np.full(len(x), (1 - args.faceted_weight) / len(x)),
                                   np.full(len(fx), args.faceted_weight / len(fx))])
         x, y = np.concatenate([x, fx]), np.concatenate([y, fy])
         source += (f"; nanolens_tem.faceted, seeds {FACETED_SEED0}..{FACETED_SEED0 + len(fx) - 1}, "
-                   f"faceted_train_params(), {args.faceted_weight:.0%} of the samples")
+                   f"{FACETED_RECIPES[recipe][0].__name__}(), {args.faceted_weight:.0%} of the samples")
     model = UNet(args.base)
     if args.init:
         model.load_state_dict(torch.load(args.init))
