@@ -246,6 +246,7 @@ def generate_faceted(seed: int, params: FacetedParams | None = None) -> Syntheti
     front = np.full(p.shape, np.inf)
     labels = np.zeros(p.shape, np.int32)
     diam, cent, attempts, n_overlapping = [], [], 0, 0
+    # a lattice is placed site by site; random drops go on until the coverage or too many misses
     while sites if sites is not None else (occupied.mean() < coverage and attempts < p.max_attempts):
         d = float(sample_diameters(rng, 1, gmd, gsd, p.d_min, p.d_max)[0])
         if sites is not None:
