@@ -145,8 +145,9 @@ def cmd_models_list(args) -> int:
     for service in response.services:
         for m in service.models:
             acc = m.metrics.get("cv_accuracy_mean")
+            # segmenters and the classical baselines have no classes to list
             print(f"{service.service:<8} {m.name:<24} {m.version:<8} {'default' if m.is_default else '':<8}"
-                  f"{m.sha256[:12]}  classes={','.join(m.class_names)}"
+                  f"{m.sha256[:12]}" + (f"  classes={','.join(m.class_names)}" if m.class_names else "")
                   + (f"  cv_accuracy={acc:.3f}" if acc is not None else ""))
     return 0
 

@@ -62,6 +62,11 @@ def test_models_list(stack):
     # through the gateway, every entry names the serving code that result identities depend on
     codes = {s["service"]: {m["code_sha256"] for m in s["models"]} for s in listed["services"]}
     assert codes == {"spectra": {spectra_code()}, "tem": {tem_code()}}
+    # the plain listing: one line per model, classes only where a model has them
+    lines = nanolens(stack, "models", "list").stdout.splitlines()
+    assert len(lines) == sum(len(s["models"]) for s in listed["services"])
+    assert not any(line.rstrip().endswith("classes=") or "classes= " in line for line in lines)
+    assert any(line.startswith("spectra") and "classes=" in line for line in lines)
 
 
 def test_errors_are_one_clear_line(stack, tmp_path):
