@@ -3,6 +3,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from nanolens_tem.faceted import SHAPES, FacetedParams, _apothem, generate_faceted, shape_distance
+from nanolens_tem.synthetic import SynthParams
 
 
 def test_deterministic_for_a_seed():
@@ -103,7 +104,7 @@ def test_overlaps_are_marked_and_can_be_trained_as_boundary():
     from nanolens_tem.training.cnn_train import targets_from_synthetic
 
     p = FacetedParams(gap=(-0.08, -0.02), overlap_fraction=0.5, coverage=0.6, contrast_spread=0.0,
-                      absorption=0.8, optics=FacetedParams().optics.__class__(psf_sigma=0.7, dose=3000.0))
+                      absorption=0.8, optics=SynthParams(psf_sigma=0.7, dose=3000.0))
     s = generate_faceted(11, p)
     overlap, single = s.extra["overlap"], (s.labels > 0) & ~s.extra["overlap"]
     assert overlap.sum() > 200 and (s.labels[overlap] > 0).all()
@@ -140,7 +141,6 @@ def test_lattice_images_are_rows_of_close_packed_triangles():
 def test_bend_contours_darken_bands_inside_crystals():
     """With bend contours, the grey levels inside a crystal spread much wider than across its
     plain plateau (one crystal per image, noise-free exposure, no other contrast variation)."""
-    from nanolens_tem.synthetic import SynthParams
 
     def interior_spread(bend):
         spreads = []
