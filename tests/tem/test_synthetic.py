@@ -67,11 +67,43 @@ def test_aggregates_are_connected_with_bounded_overlap(method):
     assert dist.min() > 10.0 * (1 - 0.1) * 0.5
 
 
-def test_front_most_particle_owns_the_pixel():
-    c = np.array([[20.0, 20.0, 0.0], [20.0, 26.0, -10.0]])   # second is nearer the source
-    thick, lab = render((40, 50), c, np.array([8.0, 8.0]))
-    assert lab[20, 23] == 2 and lab[20, 14] == 1
-    assert thick[20, 23] > thick[20, 14]
+def test_overlap_labels_follow_the_image_not_the_unseen_depth_order():
+    """Thicknesses add, so a scene and its mirror image in depth give the same picture: the
+    default labels must not change with it, while the front-most rule swaps the overlap."""
+    c = np.array([[20.0, 20.0, 0.0], [20.0, 30.0, -10.0], [24.0, 24.0, 6.0]])
+    r = np.array([12.0, 5.0, 4.0])
+    mirrored = c * [1, 1, -1]
+    thick, lab = render((40, 50), c, r)
+    thick_m, lab_m = render((40, 50), mirrored, r)
+    assert np.array_equal(thick, thick_m)
+    assert np.array_equal(lab, lab_m)
+    _, front = render((40, 50), c, r, overlaps="front")
+    _, front_m = render((40, 50), mirrored, r, overlaps="front")
+    assert not np.array_equal(front, front_m)
+    # each particle owns its centre; between the large one and the small one the boundary is
+    # where their distances relative to the radius meet (rho / r at column 27: 7/12 against 3/5)
+    assert lab[20, 20] == 1 and lab[20, 30] == 2 and lab[24, 24] == 3
+    assert lab[20, 27] == 1 and lab[20, 29] == 2
+    # front-most: the small particle behind the large one (depth 6) is hidden altogether
+    assert front[20, 30] == 2 and 3 not in front
+
+
+def test_every_particle_owns_its_centre():
+    """Under the default rule no particle is hidden behind another, so no true particle is
+    unfindable by construction; under the front-most rule some are."""
+    owners = {"deepest": [], "front": []}
+    for seed in range(4):
+        for rule, found in owners.items():
+            s = generate(seed, SynthParams(overlaps=rule))
+            cy, cx = np.rint(s.centres[:, :2]).astype(int).T
+            found.append(s.labels[cy, cx] == np.arange(1, len(s.diameters) + 1))
+    assert np.concatenate(owners["deepest"]).all()
+    assert np.concatenate(owners["front"]).mean() < 0.95
+
+
+def test_unknown_overlap_rule_is_refused_by_name():
+    with pytest.raises(ValueError, match="overlaps.*'back'"):
+        render((10, 10), np.zeros((1, 3)), np.ones(1), overlaps="back")
 
 
 def test_scale_bar_is_excluded_from_ground_truth():

@@ -24,7 +24,7 @@ from torch import nn
 from nanolens_tem.cnn import MAX_RADIUS, RADIUS_UNIT, TARGET_RADIUS, normalise
 from nanolens_tem.faceted import FacetedParams, generate_faceted
 from nanolens_tem.splits import TRAIN_SEED0
-from nanolens_tem.synthetic import SynthParams, generate
+from nanolens_tem.synthetic import OVERLAP_RULES, SynthParams, generate
 
 # faceted-crystal training images use seeds of their own inside the training split
 FACETED_SEED0 = TRAIN_SEED0 + 500_000
@@ -163,10 +163,12 @@ def _vary(rng: np.random.Generator, p: SynthParams) -> SynthParams:
                    scale_bar=bool(rng.random() < 0.1))
 
 
-def make_synthetic_set(n: int, seed0: int = TRAIN_SEED0, shape=(256, 256)):
-    """``n`` (image, targets) pairs from training seeds ``seed0 .. seed0 + n - 1``."""
+def make_synthetic_set(n: int, seed0: int = TRAIN_SEED0, shape=(256, 256), overlaps: str = "deepest"):
+    """``n`` (image, targets) pairs from training seeds ``seed0 .. seed0 + n - 1``; ``overlaps``
+    labels overlapping spheres (:func:`~nanolens_tem.synthetic.render`; ``"front"`` reproduces
+    the training images of ``tem-unet`` 1.0.0 and 1.1.0)."""
     xs, ys = [], []
-    base = train_params(shape)
+    base = replace(train_params(shape), overlaps=overlaps)
     for i in range(n):
         rng = np.random.default_rng([seed0 + i, 7])
         s = generate(seed0 + i, _vary(rng, base))
@@ -326,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--faceted-weight", type=float, default=0.4, help="fraction of samples drawn from them")
     ap.add_argument("--faceted-recipe", choices=sorted(FACETED_RECIPES), default="packed",
                     help="packed: tem-unet 1.1.0's; dense: lattices, thin overlaps as boundary, bend contours")
+    ap.add_argument("--sphere-overlaps", choices=OVERLAP_RULES, default="deepest",
+                    help="labels of overlapping spheres: deepest (from tem-unet 1.2.0) or front (up to 1.1.0)")
     ap.add_argument("--version", default="1.0.0")
     ap.add_argument("--name", default="tem-unet")
     args = ap.parse_args(argv)
@@ -333,9 +337,12 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--faceted-weight {args.faceted_weight}: expected a fraction between 0 and 1")
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    x, y = _cached(args.out / f"synthetic_{args.n_images}.npz", make_synthetic_set, args.n_images)
+    rule = args.sphere_overlaps
+    # caches of the rules and recipes added after 1.0.0 carry their name, so none is reused for another
+    x, y = _cached(args.out / f"synthetic_{args.n_images}{'' if rule == 'front' else '_' + rule}.npz",
+                   lambda n: make_synthetic_set(n, overlaps=rule), args.n_images)
     weights, source = None, (f"nanolens_tem.synthetic, training seeds {TRAIN_SEED0}..{TRAIN_SEED0 + len(x) - 1}, "
-                             "train_params() with per-image dose/PSF/texture variation")
+                             f"train_params() with per-image dose/PSF/texture variation, overlaps labelled {rule!r}")
     if args.n_faceted:
         recipe = args.faceted_recipe
         fx, fy = _cached(args.out / f"faceted_{args.n_faceted}{'' if recipe == 'packed' else '_' + recipe}.npz",
