@@ -4,9 +4,9 @@
 
 1. **Synthetic** (held-out test seeds, :func:`nanolens_tem.splits.eval_params`): relative error of
    the geometric mean diameter (GMD) and geometric standard deviation (GSD) of the detected
-   primary particles against *all* true particles (hidden ones included, as in Frei & Kruis
-   2018), pooled over the images and per image; instance F1 at IoU 0.5 against the visible
-   ground-truth instances.
+   primary particles against *all* true particles (as in Frei & Kruis 2018), pooled over the
+   images and per image; instance F1 at IoU 0.5 against the ground-truth instance labels (each
+   particle owns the part of its disc the image gives it, :func:`nanolens_tem.synthetic.render`).
 2. **Real** (Chen lab gold tetrahedra / nanoprisms with manual masks; instances are the
    4-connected components of the mask): instance F1 at IoU 0.5, count error, and GMD/GSD errors of
    equivalent-circle diameters, per subset and overall.
@@ -67,7 +67,8 @@ def n_labels(labels: np.ndarray) -> int:
 
 #: methods that size agglomerates without locating particles (no instance F1)
 NO_INSTANCES = ("ann",)
-#: bins of a particle's visible fraction (visible area / its disc's area) for the recall table
+#: bins of the fraction of its disc a particle owns in the labels (``visible_area`` / disc area), for
+#: the recall table
 VISIBLE_BINS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.01)
 
 
@@ -125,7 +126,7 @@ def evaluate_synthetic(methods: dict, n: int, seed0: int = TEST_SEED0, shape=(25
             "f1_iou50": None if name in NO_INSTANCES else instance_f1(a["tp"], a["fp"], a["fn"]),
             "n_detected": int(sum(len(d) for d in a["pred"])),
             "s_per_image": a["time"] / n,
-            # share of true particles found (IoU > 0.5), by how much of each one is visible
+            # share of true particles found (IoU > 0.5), by the share of its disc each one owns in the labels
             "recall_by_visible_fraction": None if name in NO_INSTANCES else
             [float(found[bins == b].mean()) if (bins == b).any() else None for b in range(5)],
         }
@@ -207,7 +208,7 @@ def to_markdown(syns: list[dict], reals: list[dict] | dict | None) -> str:
         lines.append("")
         edges = syn["visible_bins"]
         head = [f"{edges[b]:.1f}-{min(edges[b + 1], 1.0):.1f} (n={syn['n_per_visible_bin'][b]})" for b in range(5)]
-        lines += ["Recall (true particles found at IoU > 0.5) by the visible fraction of each particle:", "",
+        lines += ["Recall (true particles found at IoU > 0.5) by the share of its disc each particle owns in the labels:", "",
                   "| method | " + " | ".join(head) + " |", "|---|" + "---|" * 5]
         for m, r in syn["methods"].items():
             if r.get("recall_by_visible_fraction"):
