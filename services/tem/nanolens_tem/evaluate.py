@@ -208,7 +208,8 @@ def to_markdown(syns: list[dict], reals: list[dict] | dict | None) -> str:
         lines.append("")
         edges = syn["visible_bins"]
         head = [f"{edges[b]:.1f}-{min(edges[b + 1], 1.0):.1f} (n={syn['n_per_visible_bin'][b]})" for b in range(5)]
-        lines += ["Recall (true particles found at IoU > 0.5) by the share of its disc each particle owns in the labels:", "",
+        lines += ["Recall (true particles found at IoU > 0.5) by the share of its disc each particle owns "
+                  "in the labels:", "",
                   "| method | " + " | ".join(head) + " |", "|---|" + "---|" * 5]
         for m, r in syn["methods"].items():
             if r.get("recall_by_visible_fraction"):
