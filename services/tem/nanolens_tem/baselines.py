@@ -134,7 +134,7 @@ def _centres(labels: np.ndarray) -> np.ndarray:
 
 #: tuned on the synthetic tuning split (see the module docstring)
 WATERSHED_DEFAULTS = {"min_distance": 0.4, "threshold": 0.3, "smooth": 0.0, "min_area": 0.1}
-HOUGH_DEFAULTS = {"sigma": 1.5, "r_lo": 0.9, "r_hi": 2.2, "threshold": 0.35, "min_distance": 1.1}
+HOUGH_DEFAULTS = {"sigma": 1.25, "r_lo": 0.9, "r_hi": 2.8, "threshold": 0.35, "min_distance": 1.1}
 
 
 def watershed_segment(image: np.ndarray, *, mask: np.ndarray | None = None, min_distance: float | None = None,
