@@ -125,3 +125,16 @@ def test_radial_power_spectrum_tells_white_noise_from_blur():
     # white noise is flat (within sampling scatter); blur removes the high frequencies
     assert 0.5 < white[high].mean() / white[low].mean() < 2.0
     assert blurred[high].mean() < 1e-3 * blurred[low].mean()
+
+
+def test_training_sets_of_the_two_rules_differ_only_in_the_overlap_targets():
+    """``cnn_train --sphere-overlaps``: the same images, the same foreground, other owners of the
+    overlaps (so the distance targets differ exactly where particles overlap)."""
+    pytest.importorskip("torch")
+    from nanolens_tem.training.cnn_train import make_synthetic_set
+
+    x_deep, y_deep = make_synthetic_set(2, seed0=5)
+    x_front, y_front = make_synthetic_set(2, seed0=5, overlaps="front")
+    assert np.array_equal(x_deep, x_front) and np.array_equal(y_deep[:, 0], y_front[:, 0])
+    changed = (y_deep[:, 2] != y_front[:, 2]).mean()
+    assert 0.0 < changed < 0.5 * y_deep[:, 0].mean()
