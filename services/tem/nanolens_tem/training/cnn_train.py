@@ -301,6 +301,12 @@ def data_hash(x: np.ndarray, y: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def _cache_path(folder: Path, stem: str, n: int, variant: str, original: str) -> Path:
+    """``stem_n.npz`` for the variant 1.0.0/1.1.0 were trained on, ``stem_n_variant.npz`` for
+    the ones added later, so that no cache is reused for another variant."""
+    return folder / f"{stem}_{n}{'' if variant == original else '_' + variant}.npz"
+
+
 def _cached(path: Path, make, n: int):
     """``make(n)`` -> (x, y), kept in ``path`` so that reruns train on the same images."""
     if path.exists():
@@ -338,14 +344,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     rule = args.sphere_overlaps
-    # caches of the rules and recipes added after 1.0.0 carry their name, so none is reused for another
-    x, y = _cached(args.out / f"synthetic_{args.n_images}{'' if rule == 'front' else '_' + rule}.npz",
+    x, y = _cached(_cache_path(args.out, "synthetic", args.n_images, rule, "front"),
                    lambda n: make_synthetic_set(n, overlaps=rule), args.n_images)
     weights, source = None, (f"nanolens_tem.synthetic, training seeds {TRAIN_SEED0}..{TRAIN_SEED0 + len(x) - 1}, "
                              f"train_params() with per-image dose/PSF/texture variation, overlaps labelled {rule!r}")
     if args.n_faceted:
         recipe = args.faceted_recipe
-        fx, fy = _cached(args.out / f"faceted_{args.n_faceted}{'' if recipe == 'packed' else '_' + recipe}.npz",
+        fx, fy = _cached(_cache_path(args.out, "faceted", args.n_faceted, recipe, "packed"),
                          lambda n: make_faceted_set(n, recipe=recipe), args.n_faceted)
         weights = np.concatenate([np.full(len(x), (1 - args.faceted_weight) / len(x)),
                                   np.full(len(fx), args.faceted_weight / len(fx))])
