@@ -114,3 +114,45 @@ def test_serving_module_does_not_import_torch():
     src = str(__import__("pathlib").Path(nanolens_tem.__file__).parents[1])
     r = subprocess.run([sys.executable, "-c", code], env={"PYTHONPATH": src}, capture_output=True, timeout=60)
     assert r.returncode == 0, r.stderr.decode()
+
+
+def _disc_maps(discs, shape=(90, 200)):
+    """Ideal output maps of separate discs ``(cy, cx, r)``."""
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    maps = np.zeros((4, h, w), np.float32)
+    maps[0] = maps[1] = -10
+    for cy, cx, r in discs:
+        rho = np.hypot(yy - cy, xx - cx)
+        inside = rho <= r
+        maps[0][inside] = 10
+        maps[2][inside] = np.clip(1 - rho / r, 0, 1)[inside]
+        maps[3][inside] = r / 32.0
+    return maps
+
+
+def test_radius_spread_widens_sizes_about_their_geometric_mean():
+    maps = _disc_maps([(45, 30, 10), (45, 90, 15), (45, 160, 22)])
+    plain = np.sort(instances_from_maps(maps).diameters)
+    wide = np.sort(instances_from_maps(maps, radius_spread=1.5).diameters)
+    assert plain == pytest.approx([20, 30, 44], abs=0.5)
+    centre = np.log(plain).mean()
+    assert np.log(wide).mean() == pytest.approx(centre, abs=1e-6)
+    assert np.log(wide) - centre == pytest.approx(1.5 * (np.log(plain) - centre), abs=1e-6)
+    # area sizing and single particles are left alone
+    area = instances_from_maps(maps, diameter="area").diameters
+    assert instances_from_maps(maps, diameter="area", radius_spread=1.5).diameters == pytest.approx(area)
+    one = _disc_maps([(45, 90, 15)])
+    assert instances_from_maps(one, radius_spread=1.5).diameters == pytest.approx([30], abs=0.5)
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="radius_spread"):
+            instances_from_maps(maps, radius_spread=bad)
+
+
+def test_segmenter_takes_radius_spread_from_the_bundle_postprocessing():
+    from nanolens_tem.cnn import CnnSegmenter
+
+    assert CnnSegmenter.from_session(None, {}).radius_spread == 1.0
+    seg = CnnSegmenter.from_session(None, {"tile": 256}, {"radius_spread": 1.2})
+    assert (seg.radius_spread, seg.tile) == (1.2, 256)
+

@@ -18,7 +18,9 @@ grey image to four maps at full resolution:
 Instances: seeds are connected components of ``dist > seed_level`` inside the foreground and
 away from boundaries, grown by a watershed on ``-dist`` restricted to the foreground. There is no
 limit on the number of particles per agglomerate. Each instance's diameter is ``2 x`` the median
-predicted radius over its pixels (robust to occlusion) or its equivalent-circle diameter.
+predicted radius over its pixels (robust to occlusion), widened about the image's geometric mean
+by the bundle's ``radius_spread`` (the radius map regresses towards the sizes around a particle),
+or its equivalent-circle diameter.
 
 Large images are processed in overlapping tiles whose raw outputs are blended with a separable
 weight window that falls to (almost) zero at tile borders, so that no seams appear.
@@ -130,12 +132,17 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 def instances_from_maps(maps: np.ndarray, *, fg_threshold: float = 0.5, seed_level: float = 0.45,
                         boundary_threshold: float = 0.5, min_seed_area: int = 4, min_area: int = 12,
-                        diameter: str = "radius") -> Segmentation:
+                        diameter: str = "radius", radius_spread: float = 1.0) -> Segmentation:
     """Turn the four output maps (C, H, W) into particle instances.
 
     ``diameter="radius"`` sizes each instance from the predicted radius map (px, including hidden
-    parts), ``"area"`` by its equivalent-circle diameter.
+    parts), ``"area"`` by its equivalent-circle diameter. ``radius_spread`` (radius sizing only)
+    widens the log diameters of the image's instances about their geometric mean by this factor:
+    the radius map pulls each particle towards the sizes around it, and a model's bundle states
+    the factor that undoes this (:mod:`nanolens_tem.training.calibrate`).
     """
+    if radius_spread <= 0 or not np.isfinite(radius_spread):
+        raise ValueError(f"radius_spread {radius_spread}: expected a positive factor")
     fg = _sigmoid(maps[0]) > fg_threshold
     bnd = _sigmoid(maps[1]) > boundary_threshold
     dist = np.clip(maps[2], 0.0, 1.0)
@@ -157,6 +164,9 @@ def instances_from_maps(maps: np.ndarray, *, fg_threshold: float = 0.5, seed_lev
     if diameter == "radius":
         r = np.maximum(maps[3], 0) * RADIUS_UNIT
         d = 2.0 * np.asarray(ndi.median(r, lab, np.arange(1, n + 1)))
+        if radius_spread != 1.0 and n >= 2 and (d > 0).all():
+            centre = np.log(d).mean()
+            d = np.exp(centre + radius_spread * (np.log(d) - centre))
     else:
         d = 2.0 * np.sqrt(np.bincount(lab.ravel())[1:] / np.pi)
     return Segmentation(lab, d, _centres(lab))
@@ -201,13 +211,17 @@ class CnnSegmenter:
     # onnxruntime.RunOptions for every tile's run: setting its ``terminate`` from another thread
     # stops the segmentation (a caller's deadline passed).
     run_options: object = None
+    #: see :func:`instances_from_maps`; from the bundle's ``postprocessing`` (1: sizes as predicted)
+    radius_spread: float = 1.0
 
     @classmethod
-    def from_session(cls, session, preprocessing: dict, **kw) -> CnnSegmenter:
-        """A segmenter on an existing session, with the bundle manifest's preprocessing parameters."""
+    def from_session(cls, session, preprocessing: dict, postprocessing: dict | None = None, **kw) -> CnnSegmenter:
+        """A segmenter on an existing session, with the bundle manifest's pre- and
+        post-processing parameters (bundles before ``tem-unet`` 1.3.0 have no post-processing)."""
         kw.setdefault("target_radius", float(preprocessing.get("target_radius_px", TARGET_RADIUS)))
         kw.setdefault("tile", int(preprocessing.get("tile", 512)))
         kw.setdefault("overlap", int(preprocessing.get("overlap", 64)))
+        kw.setdefault("radius_spread", float((postprocessing or {}).get("radius_spread", 1.0)))
         return cls(session, **kw)
 
     @classmethod
@@ -226,7 +240,7 @@ class CnnSegmenter:
 
         b = ModelBundle.load(Path(path))
         session = cls.from_onnx(Path(b.onnx_path), threads=kw.pop("threads", 0)).session
-        return cls.from_session(session, b.manifest.get("preprocessing", {}), **kw)
+        return cls.from_session(session, b.manifest.get("preprocessing", {}), b.manifest.get("postprocessing"), **kw)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         name = self.session.get_inputs()[0].name
@@ -248,4 +262,5 @@ class CnnSegmenter:
 
     def segment(self, image: np.ndarray, *, dark_particles: bool = True, **kw) -> Segmentation:
         """Primary-particle instances of a grey image; ``kw`` go to :func:`instances_from_maps`."""
+        kw.setdefault("radius_spread", self.radius_spread)
         return instances_from_maps(self.predict_maps(image, dark_particles=dark_particles), **kw)

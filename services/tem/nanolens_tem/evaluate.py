@@ -1,6 +1,6 @@
 """Evaluation of every TEM sizing method against ground truth.
 
-``python -m nanolens_tem.evaluate --n-synthetic 500 --out DIR [--cnn model.onnx] [--ann DIR]``
+``python -m nanolens_tem.evaluate --n-synthetic 500 --out DIR [--cnn BUNDLE_DIR|model.onnx] [--ann DIR]``
 
 1. **Synthetic** (held-out test seeds, :func:`nanolens_tem.splits.eval_params`): relative error of
    the geometric mean diameter (GMD) and geometric standard deviation (GSD) of the detected
@@ -54,7 +54,8 @@ def build_methods(cnn: Path | None = None, ann: Path | None = None, cnn_real: Pa
     if cnn is not None:
         from nanolens_tem.cnn import CnnSegmenter
 
-        seg = CnnSegmenter.from_onnx(Path(cnn))
+        # a bundle folder brings its manifest's pre- and post-processing; a bare ONNX file the defaults
+        seg = CnnSegmenter.from_bundle(Path(cnn)) if Path(cnn).is_dir() else CnnSegmenter.from_onnx(Path(cnn))
         methods["cnn"] = lambda image, dark_particles=True, sizing="own": seg.segment(
             image, dark_particles=dark_particles, diameter="radius" if sizing == "own" else "area")
     return methods
@@ -239,16 +240,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n-synthetic", type=int, default=500)
     ap.add_argument("--out", type=Path, default=Path("bench-output/tem"))
-    ap.add_argument("--cnn", type=Path, help="CNN ONNX file (default: the shipped bundle if present)")
+    ap.add_argument("--cnn", type=Path, help="CNN bundle folder or bare ONNX file (default: the newest shipped bundle)")
     ap.add_argument("--ann", type=Path, help="ANN model folder")
     ap.add_argument("--methods", default="", help="comma-separated subset")
     ap.add_argument("--n-small", type=int, default=500, help="images of the 1-5 particle condition (0: skip)")
     ap.add_argument("--n-faceted", type=int, default=500, help="images of faceted crystals (0: skip)")
     ap.add_argument("--no-real", action="store_true")
     args = ap.parse_args(argv)
-    from nanolens_tem.models import default_onnx, latest_bundle
+    from nanolens_tem.models import latest_bundle
 
-    cnn = args.cnn or default_onnx("tem-unet")
+    cnn = args.cnn or latest_bundle("tem-unet")
     ann = args.ann or latest_bundle("tem-ann")
     methods = build_methods(cnn=cnn, ann=ann)
     if args.methods:

@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--overlays", action="store_true", help="also overlay every method on carbon-black crops")
-    ap.add_argument("--cnn", type=Path, help="CNN ONNX (default: shipped bundle)")
+    ap.add_argument("--cnn", type=Path, help="CNN bundle folder or bare ONNX file (default: the newest shipped bundle)")
     ap.add_argument("--ann", type=Path, help="ANN bundle folder")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -214,11 +214,11 @@ def main(argv: list[str] | None = None) -> int:
         statistics_figure(reals, synths, args.out / "tem_faceted_vs_gold_statistics.png")
     if args.overlays:
         from nanolens_tem.evaluate import build_methods
-        from nanolens_tem.models import default_onnx, latest_bundle
+        from nanolens_tem.models import latest_bundle
         from nanolens_tem.splits import TEST_SEED0, eval_params, eval_params_faceted
         from nanolens_tem.synthetic import generate
 
-        methods = build_methods(cnn=args.cnn or default_onnx("tem-unet"), ann=args.ann or latest_bundle("tem-ann"))
+        methods = build_methods(cnn=args.cnn or latest_bundle("tem-unet"), ann=args.ann or latest_bundle("tem-ann"))
         s = generate(TEST_SEED0, eval_params((384, 384)))
         method_overlays(s.image, methods, args.out / "tem_overlays_synthetic.png", size=384)
         f = generate_faceted(TEST_SEED0 + 200_000, eval_params_faceted((384, 384)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nanolens_runtime.bundles import GRAPH_FILE, find_bundles, version_key
+from nanolens_runtime.bundles import find_bundles, version_key
 
 BUNDLES = Path(__file__).resolve().parent / "bundles"
 
@@ -14,8 +14,3 @@ def latest_bundle(name: str, root: Path = BUNDLES) -> Path | None:
     versions = [p for p in find_bundles(root) if p.parent.name == name]
     return max(versions, key=lambda p: version_key(p.name)) if versions else None
 
-
-def default_onnx(name: str) -> Path | None:
-    """The ONNX file of the latest shipped bundle ``name``, or None."""
-    bundle = latest_bundle(name)
-    return bundle / GRAPH_FILE if bundle else None

@@ -112,8 +112,9 @@ class TemPipeline:
     def _runner(self, model: OnnxModel) -> CnnSegmenter | AnnSizer:
         if model.key not in self._runners:
             if model.bundle.task == MODEL_METHODS["cnn"][0]:
-                self._runners[model.key] = CnnSegmenter.from_session(model.session,
-                                                                     model.bundle.manifest["preprocessing"])
+                man = model.bundle.manifest
+                self._runners[model.key] = CnnSegmenter.from_session(model.session, man["preprocessing"],
+                                                                     man.get("postprocessing"))
             else:
                 prep = model.bundle.manifest["preprocessing"]
                 self._runners[model.key] = AnnSizer(model.session, np.asarray(prep["feature_mean"], np.float32),

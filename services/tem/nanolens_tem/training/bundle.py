@@ -1,6 +1,9 @@
 """Write the CNN model bundle from a trained ONNX file, with evaluation metrics in the manifest.
 
 ``python -m nanolens_tem.training.bundle --work DIR --eval EVAL.json --out BUNDLE_DIR``
+
+``DIR/calibration.json``, when present (:mod:`nanolens_tem.training.calibrate`), becomes the
+manifest's ``postprocessing``.
 """
 
 from __future__ import annotations
@@ -51,7 +54,10 @@ def main(argv=None) -> int:
     if args.note:
         data["source"] += "; " + args.note
     metrics = flat_metrics(json.loads(args.eval.read_text())) if args.eval else {}
-    write_bundle(args.out, onnx_bytes, manifest(args.name, args.version, metrics, data, args.base))
+    calib_file = args.work / "calibration.json"
+    calibration = json.loads(calib_file.read_text()) if calib_file.exists() else None
+    write_bundle(args.out, onnx_bytes, manifest(args.name, args.version, metrics, data, args.base,
+                                                calibration=calibration))
     print("wrote", args.out)
     return 0
 

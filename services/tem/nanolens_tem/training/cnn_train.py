@@ -136,13 +136,36 @@ class UNet(nn.Module):
         return self.head(x)
 
 
+def instance_weights(t: np.ndarray, max_weight: float, ref_radius: float = TARGET_RADIUS) -> np.ndarray:
+    """(H, W) loss weights from targets ``t`` (4, H, W): ``sqrt(pi ref_radius^2 / area)`` clipped
+    to [1, ``max_weight``] on each particle, by the area the particle owns, so that small and
+    mostly hidden particles, which the per-pixel loss otherwise neglects, count for more; 1 on
+    the background. Particles are the connected parts of foreground minus boundary; boundary
+    pixels take the largest weight next to them."""
+    core = (t[0] > 0.5) & (t[1] < 0.5)
+    lab, n = ndi.label(core)
+    w = np.ones(t.shape[1:], np.float32)
+    if n:
+        area = np.bincount(lab.ravel())[1:].astype(np.float64)
+        wk = np.clip(np.sqrt(np.pi * ref_radius**2 / area), 1.0, max_weight)
+        w = np.concatenate([[1.0], wk]).astype(np.float32)[lab]
+        edge = (t[0] > 0.5) & ~core
+        w[edge] = ndi.grey_dilation(w, size=3)[edge]
+    return w
+
+
 def loss_fn(out: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+    """Foreground and boundary BCE plus L1 of distance and radius on the foreground; a fifth
+    target channel, when present, weights every pixel (:func:`instance_weights`)."""
     fg = tgt[:, 0]
-    l_fg = F.binary_cross_entropy_with_logits(out[:, 0], fg)
-    l_b = F.binary_cross_entropy_with_logits(out[:, 1], tgt[:, 1], pos_weight=torch.tensor(3.0))
-    m = fg.sum().clamp_min(1.0)
-    l_d = ((out[:, 2] - tgt[:, 2]).abs() * fg).sum() / m
-    l_r = ((out[:, 3] - tgt[:, 3]).abs() * fg).sum() / m
+    w = tgt[:, 4] if tgt.shape[1] > 4 else torch.ones_like(fg)
+    bce = F.binary_cross_entropy_with_logits
+    l_fg = (bce(out[:, 0], fg, reduction="none") * w).sum() / w.sum()
+    l_b = (bce(out[:, 1], tgt[:, 1], pos_weight=torch.tensor(3.0), reduction="none") * w).sum() / w.sum()
+    wf = w * fg
+    m = wf.sum().clamp_min(1.0)
+    l_d = ((out[:, 2] - tgt[:, 2]).abs() * wf).sum() / m
+    l_r = ((out[:, 3] - tgt[:, 3]).abs() * wf).sum() / m
     return l_fg + l_b + 2.0 * l_d + 2.0 * l_r
 
 
@@ -271,8 +294,10 @@ def export_onnx(model: nn.Module) -> bytes:
 
 
 def manifest(name: str, version: str, metrics: dict, data_desc: dict, base: int,
-             target_radius: float = TARGET_RADIUS) -> dict:
-    return {
+             target_radius: float = TARGET_RADIUS, calibration: dict | None = None) -> dict:
+    """The bundle manifest; ``calibration`` (:mod:`nanolens_tem.training.calibrate`) becomes
+    ``postprocessing``."""
+    out = {
         "schema_version": 1,
         "name": name,
         "version": version,
@@ -292,6 +317,9 @@ def manifest(name: str, version: str, metrics: dict, data_desc: dict, base: int,
         "training_data": data_desc,
         "framework": {"torch": torch.__version__, "onnx_exporter": "dynamo", "unet_base": base},
     }
+    if calibration:
+        out["postprocessing"] = {"radius_spread": calibration["radius_spread"], "radius_spread_fit": calibration}
+    return out
 
 
 def data_hash(x: np.ndarray, y: np.ndarray) -> str:
@@ -336,6 +364,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="packed: tem-unet 1.1.0's; dense: lattices, thin overlaps as boundary, bend contours")
     ap.add_argument("--sphere-overlaps", choices=OVERLAP_RULES, default="deepest",
                     help="labels of overlapping spheres: deepest (from tem-unet 1.2.0) or front (up to 1.1.0)")
+    ap.add_argument("--instance-weight", type=float, default=1.0,
+                    help="largest loss weight of a small particle (instance_weights); 1: unweighted")
+    ap.add_argument("--seed", type=int, default=0, help="crop/augmentation seed (vary it between continued runs)")
     ap.add_argument("--version", default="1.0.0")
     ap.add_argument("--name", default="tem-unet")
     args = ap.parse_args(argv)
@@ -357,10 +388,15 @@ def main(argv: list[str] | None = None) -> int:
         x, y = np.concatenate([x, fx]), np.concatenate([y, fy])
         source += (f"; nanolens_tem.faceted, seeds {FACETED_SEED0}..{FACETED_SEED0 + len(fx) - 1}, "
                    f"{FACETED_RECIPES[recipe][0].__name__}(), {args.faceted_weight:.0%} of the samples")
+    if args.instance_weight > 1:
+        w = np.stack([instance_weights(t, args.instance_weight) for t in y])[:, None]
+        y = np.concatenate([y, w], axis=1)
+        source += f"; loss weighted by particle size, at most {args.instance_weight:g}x"
     model = UNet(args.base)
     if args.init:
         model.load_state_dict(torch.load(args.init))
-    train(model, x, y, steps=args.steps, batch=args.batch, crop=args.crop, lr=args.lr, sample_weights=weights)
+    train(model, x, y, steps=args.steps, batch=args.batch, crop=args.crop, lr=args.lr, seed=args.seed,
+          sample_weights=weights)
     torch.save(model.state_dict(), args.out / "model.pt")
     onnx_bytes = export_onnx(model)
     (args.out / "model.onnx").write_bytes(onnx_bytes)

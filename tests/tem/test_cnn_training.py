@@ -1,0 +1,72 @@
+"""Training-side pieces of the TEM U-Net: loss weights and the radius-spread calibration."""
+
+import numpy as np
+import pytest
+
+from nanolens_tem.training.calibrate import fit_spread
+
+torch = pytest.importorskip("torch")
+
+
+def _targets(discs, shape=(64, 128)):
+    """fg / boundary / dist / radius targets of separate discs ``(cy, cx, r)``."""
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    t = np.zeros((4, h, w), np.float32)
+    for cy, cx, r in discs:
+        inside = np.hypot(yy - cy, xx - cx) <= r
+        t[0][inside] = 1
+        t[3][inside] = r / 32
+    return t
+
+
+def test_instance_weights_favour_small_particles_and_leave_background_at_one():
+    from nanolens_tem.training.cnn_train import instance_weights
+
+    t = _targets([(32, 30, 4), (32, 90, 20)])
+    w = instance_weights(t, max_weight=4.0, ref_radius=12.0)
+    small, large = w[32, 30], w[32, 90]
+    assert small == pytest.approx(min(4.0, np.sqrt(np.pi * 144 / (t[0][:, :60] > 0).sum())), rel=1e-5)
+    assert large == 1.0  # larger than the reference: not down-weighted below 1
+    assert w[t[0] == 0].max() == 1.0
+    assert instance_weights(t, max_weight=2.0, ref_radius=12.0).max() == 2.0
+
+
+def test_loss_ignores_pixels_of_zero_weight():
+    from nanolens_tem.training.cnn_train import loss_fn
+
+    t = torch.from_numpy(_targets([(32, 30, 8), (32, 90, 8)]))[None]
+    out = torch.zeros(1, 4, 64, 128)
+    wrong = out.clone()
+    wrong[0, 2, :, 60:] = 5.0  # bad distance prediction on the right particle only
+    w_all = torch.ones(1, 1, 64, 128)
+    w_left = w_all.clone()
+    w_left[..., 60:] = 0
+    assert loss_fn(wrong, torch.cat([t, w_all], 1)) > loss_fn(out, torch.cat([t, w_all], 1)) + 1
+    assert loss_fn(wrong, torch.cat([t, w_left], 1)) == pytest.approx(float(loss_fn(out, torch.cat([t, w_left], 1))))
+    # unit weights give the unweighted loss
+    assert loss_fn(wrong, torch.cat([t, w_all], 1)) == pytest.approx(float(loss_fn(wrong, t)))
+
+
+def test_fit_spread_undoes_a_shrinkage_towards_the_mean():
+    rng = np.random.default_rng(0)
+    true_c = rng.normal(0, 0.25, 4000)
+    pred_c = 0.8 * true_c + rng.normal(0, 0.05, 4000)
+    fit = fit_spread(true_c, pred_c)
+    assert fit["slope_pred_on_true"] == pytest.approx(0.8, abs=0.01)
+    assert fit["residual_sd"] == pytest.approx(0.05, abs=0.005)
+    # the spread factor restores the spread of the true sizes
+    assert np.std(fit["radius_spread"] * pred_c) == pytest.approx(np.std(true_c), rel=1e-3)
+    assert fit["n_particles"] == 4000
+    with pytest.raises(ValueError, match="too few"):
+        fit_spread(true_c[:5], pred_c[:5])
+
+
+def test_manifest_carries_the_calibration_as_postprocessing():
+    from nanolens_tem.training.cnn_train import manifest
+
+    cal = {"radius_spread": 1.17, "n_particles": 900}
+    m = manifest("tem-unet", "9.9.9", {}, {"source": "test"}, 8, calibration=cal)
+    assert m["postprocessing"]["radius_spread"] == 1.17
+    assert m["postprocessing"]["radius_spread_fit"]["n_particles"] == 900
+    assert "postprocessing" not in manifest("tem-unet", "9.9.9", {}, {"source": "test"}, 8)
