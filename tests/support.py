@@ -71,9 +71,10 @@ def make_bundle(root: Path, name: str = "toy", version: str = "1", task: str = "
     return write_bundle(root / name / version, linear_softmax_onnx(n_in, len(classes), seed, repeats), manifest)
 
 
-def renamed_bundle(src: Path, root: Path, name: str, version: str) -> Path:
+def renamed_bundle(src: Path, root: Path, name: str, version: str, **changes) -> Path:
     """A bundle's graph under another name/version in ``root/name/version`` (what a model
-    fine-tuned and registered by a facility looks like to the platform)."""
+    fine-tuned and registered by a facility looks like to the platform); ``changes`` replace
+    top-level manifest entries."""
     import json
 
     from nanolens_runtime.bundles import ModelBundle
@@ -81,4 +82,4 @@ def renamed_bundle(src: Path, root: Path, name: str, version: str) -> Path:
     bundle = ModelBundle.load(src)
     manifest = {k: v for k, v in bundle.manifest.items() if k != "graph"}
     return write_bundle(root / name / version, Path(bundle.onnx_path).read_bytes(),
-                        json.loads(json.dumps(dict(manifest, name=name, version=version))))
+                        json.loads(json.dumps(dict(manifest, name=name, version=version, **changes))))

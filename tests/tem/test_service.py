@@ -197,3 +197,20 @@ async def test_a_model_that_cannot_run_the_method_is_refused(stub_with_more_mode
         await stub_with_more_models.AnalyzeImage(
             request(synthetic.image, method=method, model=common_pb2.ModelSelector(name=name)), timeout=60)
     assert info.value.code() == code and words in info.value.details()
+
+
+async def test_the_served_cnn_applies_the_bundle_radius_spread(tmp_path, synthetic):
+    """Two copies of one network, one whose manifest widens the sizes: the service sizes with it."""
+    src = SHIPPED_BUNDLES / "tem-unet" / "1.0.0"
+    renamed_bundle(src, tmp_path, "tem-unet-plain", "1")
+    renamed_bundle(src, tmp_path, "tem-unet-wide", "1", postprocessing={"radius_spread": 1.5})
+    async with serving([tmp_path]) as tem:
+        got = {}
+        for name in ("tem-unet-plain", "tem-unet-wide"):
+            r = await tem.AnalyzeImage(request(synthetic.image, method=tem_pb2.METHOD_CNN,
+                                               model=common_pb2.ModelSelector(name=name)), timeout=120)
+            got[name] = np.log([p.diameter_px for p in r.particles])
+    plain, wide = got["tem-unet-plain"], got["tem-unet-wide"]
+    assert len(plain) == len(wide) >= 5
+    assert wide.mean() == pytest.approx(plain.mean(), abs=1e-5)
+    assert wide - wide.mean() == pytest.approx(1.5 * (plain - plain.mean()), abs=1e-4)
