@@ -144,6 +144,11 @@ def test_radius_spread_widens_sizes_about_their_geometric_mean():
     assert instances_from_maps(maps, diameter="area", radius_spread=1.5).diameters == pytest.approx(area)
     one = _disc_maps([(45, 90, 15)])
     assert instances_from_maps(one, radius_spread=1.5).diameters == pytest.approx([30], abs=0.5)
+    # an instance the radius map gives no size stays at 0; the others widen about their own mean
+    blank = maps.copy()
+    blank[3][:, :60] = 0
+    d = instances_from_maps(blank, radius_spread=1.5).diameters
+    assert (d == 0).sum() == 1 and np.log(d[d > 0]).mean() == pytest.approx(np.log(plain[1:]).mean(), abs=1e-5)
     for bad in (0.0, -1.0, float("nan")):
         with pytest.raises(ValueError, match="radius_spread"):
             instances_from_maps(maps, radius_spread=bad)

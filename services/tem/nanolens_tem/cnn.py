@@ -164,9 +164,10 @@ def instances_from_maps(maps: np.ndarray, *, fg_threshold: float = 0.5, seed_lev
     if diameter == "radius":
         r = np.maximum(maps[3], 0) * RADIUS_UNIT
         d = 2.0 * np.asarray(ndi.median(r, lab, np.arange(1, n + 1)))
-        if radius_spread != 1.0 and n >= 2 and (d > 0).all():
-            centre = np.log(d).mean()
-            d = np.exp(centre + radius_spread * (np.log(d) - centre))
+        sized = d > 0  # an instance where the map reads no radius stays at 0
+        if radius_spread != 1.0 and sized.sum() >= 2:
+            centre = np.log(d[sized]).mean()
+            d[sized] = np.exp(centre + radius_spread * (np.log(d[sized]) - centre))
     else:
         d = 2.0 * np.sqrt(np.bincount(lab.ravel())[1:] / np.pi)
     return Segmentation(lab, d, _centres(lab))
