@@ -29,14 +29,14 @@ def test_tiled_equals_untiled_for_a_local_operator():
     assert np.abs(whole - tiled)[interior].max() < 2e-3 * np.abs(whole).max()
 
 
-def test_instances_from_ideal_maps():
-    """Two overlapping discs in ideal maps become two instances with the right radii."""
-    h, w = 80, 120
+def _disc_maps(discs, shape=(90, 200)):
+    """Ideal output maps of discs ``(cy, cx, r)``; where discs overlap, a pixel goes to the disc
+    in which it lies deeper."""
+    h, w = shape
     yy, xx = np.mgrid[0:h, 0:w]
     maps = np.zeros((4, h, w), np.float32)
-    maps[0] = -10
-    maps[1] = -10
-    for cy, cx, r in [(40, 40, 15), (40, 65, 12)]:
+    maps[0] = maps[1] = -10
+    for cy, cx, r in discs:
         rho = np.hypot(yy - cy, xx - cx)
         inside = rho <= r
         d = np.clip(1 - rho / r, 0, 1)
@@ -44,6 +44,12 @@ def test_instances_from_ideal_maps():
         maps[0][inside] = 10
         maps[2][take] = d[take]
         maps[3][take] = r / 32.0
+    return maps
+
+
+def test_instances_from_ideal_maps():
+    """Two overlapping discs in ideal maps become two instances with the right radii."""
+    maps = _disc_maps([(40, 40, 15), (40, 65, 12)], shape=(80, 120))
     seg = instances_from_maps(maps)
     assert seg.labels.max() == 2
     assert sorted(seg.diameters) == pytest.approx([24, 30], abs=0.5)
@@ -116,21 +122,6 @@ def test_serving_module_does_not_import_torch():
     assert r.returncode == 0, r.stderr.decode()
 
 
-def _disc_maps(discs, shape=(90, 200)):
-    """Ideal output maps of separate discs ``(cy, cx, r)``."""
-    h, w = shape
-    yy, xx = np.mgrid[0:h, 0:w]
-    maps = np.zeros((4, h, w), np.float32)
-    maps[0] = maps[1] = -10
-    for cy, cx, r in discs:
-        rho = np.hypot(yy - cy, xx - cx)
-        inside = rho <= r
-        maps[0][inside] = 10
-        maps[2][inside] = np.clip(1 - rho / r, 0, 1)[inside]
-        maps[3][inside] = r / 32.0
-    return maps
-
-
 def test_radius_spread_widens_sizes_about_their_geometric_mean():
     maps = _disc_maps([(45, 30, 10), (45, 90, 15), (45, 160, 22)])
     plain = np.sort(instances_from_maps(maps).diameters)
@@ -160,4 +151,3 @@ def test_segmenter_takes_radius_spread_from_the_bundle_postprocessing():
     assert CnnSegmenter.from_session(None, {}).radius_spread == 1.0
     seg = CnnSegmenter.from_session(None, {"tile": 256}, {"radius_spread": 1.2})
     assert (seg.radius_spread, seg.tile) == (1.2, 256)
-

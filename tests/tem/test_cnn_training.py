@@ -62,6 +62,29 @@ def test_fit_spread_undoes_a_shrinkage_towards_the_mean():
         fit_spread(true_c[:5], pred_c[:5])
 
 
+def test_matched_log_sizes_pairs_each_found_particle_with_its_truth():
+    """With a segmenter that finds every particle but shrinks its size towards the image mean by
+    0.8, the calibration recovers that slope and the factor that undoes it."""
+    from nanolens_tem.baselines import Segmentation
+    from nanolens_tem.synthetic import SynthParams, generate
+    from nanolens_tem.training.calibrate import matched_log_sizes
+
+    class Shrinking:
+        def segment(self, image, radius_spread=1.0):
+            s = truth[id(image)]
+            centre = np.log(s.diameters).mean()
+            d = np.exp(centre + 0.8 * (np.log(s.diameters) - centre))
+            return Segmentation(s.labels, d, np.zeros((len(d), 2)))
+
+    images = [generate(k, SynthParams(shape=(128, 128), gmd=18.0, gsd=1.3)) for k in (1, 2, 3)]
+    truth = {id(s.image): s for s in images}
+    true_c, pred_c = matched_log_sizes(Shrinking(), images)
+    assert len(true_c) == sum(len(s.diameters) for s in images)  # the labels give every sphere its centre
+    fit = fit_spread(true_c, pred_c)
+    assert fit["slope_pred_on_true"] == pytest.approx(0.8, abs=0.02)
+    assert fit["radius_spread"] == pytest.approx(1.25, abs=0.03)
+
+
 def test_manifest_carries_the_calibration_as_postprocessing():
     from nanolens_tem.training.cnn_train import manifest
 
