@@ -17,6 +17,7 @@ import tifffile
 from PIL import Image, UnidentifiedImageError
 
 from nanolens_gateway.decoders import suffix_of
+from nanolens_runtime.arrays import require_micrograph_levels
 from nanolens_runtime.errors import InvalidArgument, ResourceExhausted
 
 TIFF_SUFFIXES = {".tif", ".tiff"}
@@ -138,11 +139,7 @@ def validate_image(image: np.ndarray, what: str, max_pixels: int) -> np.ndarray:
         raise ResourceExhausted(f"{what} has {image.size} pixels, above the limit of {max_pixels}")
     if image.dtype.kind == "f" and not np.isfinite(image).all():
         raise _bad(f"{what} contains NaN or Inf")
-    sample = image[:: max(1, image.shape[0] // 256), :: max(1, image.shape[1] // 256)]
-    levels = np.unique(sample)
-    if levels.size <= 2:
-        raise _bad(f"{what} has only {levels.size} grey level(s) ({levels.tolist()}): "
-                   "is it a mask or a blank frame rather than a micrograph?")
+    require_micrograph_levels(image, "input", what)
     if image.dtype.kind == "i":
         image = image.astype(np.float32)
     elif image.dtype.kind == "f" and image.dtype != np.float32:

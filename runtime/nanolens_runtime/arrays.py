@@ -55,3 +55,14 @@ def from_proto(message: common_pb2.NDArray, field: str = "array", finite: bool =
     if finite and array.dtype.kind == "f" and array.size and not np.isfinite(array).all():
         raise InvalidArgument(f"{field} contains NaN or Inf", field=field)
     return array
+
+
+def require_micrograph_levels(image: np.ndarray, field: str, what: str = "") -> None:
+    """Refuse an image with at most two grey levels: a blank frame or a mask sent as an image.
+    Every thresholding method would fail on it or find nonsense, so it is the caller's error.
+    Looks at a grid of about 256 x 256 pixels, so a huge image costs no full pass."""
+    sample = image[:: max(1, image.shape[0] // 256), :: max(1, image.shape[1] // 256)]
+    levels = np.unique(sample)
+    if levels.size <= 2:
+        raise InvalidArgument(f"{what or field} has only {levels.size} grey level(s) ({levels.tolist()}): "
+                              "is it a mask or a blank frame rather than a micrograph?", field=field)

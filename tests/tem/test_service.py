@@ -117,14 +117,19 @@ async def test_ann_sizes_agglomerates_with_the_shipped_model(stub, synthetic):
     (np.zeros((8, 8), np.uint8), "image.shape"),
     (np.zeros((32, 32, 3), np.uint8), "image.shape"),
     (np.zeros((32, 32), np.int64), "image.dtype"),
+    (np.full((64, 64), 128, np.uint8), "image"),  # a blank frame
+    ((np.indices((64, 64)).sum(axis=0) % 2 * 255).astype(np.uint8), "image"),  # a mask
+    (np.array([[0.5, np.nan] * 16] * 32, np.float32), "image"),
 ])
-async def test_bad_images(stub, image, field):
+async def test_bad_images(stub, synthetic, image, field):
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stub.AnalyzeImage(request(image), timeout=30)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     bad = error_details_pb2.BadRequest()
     assert rpc_status.from_call(info.value).details[0].Unpack(bad)
     assert bad.field_violations[0].field == field
+    healthy = await stub.AnalyzeImage(request(synthetic.image, method=tem_pb2.METHOD_WATERSHED), timeout=120)
+    assert healthy.distribution.count > 0  # the bad request left the service serving
 
 
 async def test_negative_pixel_size(stub, synthetic):

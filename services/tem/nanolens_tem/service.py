@@ -220,6 +220,7 @@ class TemServicer(tem_pb2_grpc.TemServiceServicer):
             if image.dtype.kind not in "uf" or image.dtype.itemsize > 4:
                 raise InvalidArgument(f"image dtype {image.dtype} is not uint8, uint16 or float32",
                                       field="image.dtype")
+            arrays.require_micrograph_levels(image, "image")  # the gateway checks this too; callers may not use it
         if request.pixel_size_nm < 0 or not np.isfinite(request.pixel_size_nm):
             raise InvalidArgument(f"pixel_size_nm must be >= 0, got {request.pixel_size_nm}", field="pixel_size_nm")
         method = METHOD_NAMES.get(request.method) if request.method else self.pipeline.default_method()
