@@ -93,3 +93,29 @@ def test_manifest_carries_the_calibration_as_postprocessing():
     assert m["postprocessing"]["radius_spread"] == 1.17
     assert m["postprocessing"]["radius_spread_fit"]["n_particles"] == 900
     assert "postprocessing" not in manifest("tem-unet", "9.9.9", {}, {"source": "test"}, 8)
+
+
+def test_widen_keeps_the_function_and_breaks_the_symmetry_of_the_copies():
+    from nanolens_tem.training.cnn_train import UNet, unet_base, widen
+
+    torch.manual_seed(0)
+    narrow = UNet(4)
+    narrow.train()
+    for _ in range(3):  # non-trivial BatchNorm running statistics
+        narrow(torch.randn(2, 1, 32, 32))
+    narrow.eval()
+    x = torch.randn(2, 1, 48, 64)
+    wide = widen(narrow, 6).eval()
+    assert unet_base(wide.state_dict()) == 6 and wide.enc[4][0].out_channels == 36
+    with torch.no_grad():
+        ref, same = narrow(x), wide(x)
+        assert torch.allclose(same, ref, atol=1e-5)
+        noisy = widen(narrow, 6, noise=0.05, seed=1).eval()(x)
+    assert not torch.allclose(noisy, ref, atol=1e-5)  # the copies differ ...
+    assert float((noisy - ref).abs().mean()) < 0.05 * float(ref.abs().mean())  # ... a little
+    wide.train()  # in training, too, the copies see the statistics of their originals
+    narrow.train()
+    with torch.no_grad():
+        assert torch.allclose(wide(x), narrow(x), atol=1e-4)
+    with pytest.raises(ValueError, match="base-4 .* base 3"):
+        widen(narrow, 3)

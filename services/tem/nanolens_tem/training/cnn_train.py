@@ -136,6 +136,79 @@ class UNet(nn.Module):
         return self.head(x)
 
 
+def unet_base(state: dict) -> int:
+    """The ``base`` width of a :class:`UNet` checkpoint (its head reads ``base`` channels)."""
+    return int(state["head.weight"].shape[1])
+
+
+def widen(model: UNet, base: int, noise: float = 0.0, seed: int = 0) -> UNet:
+    """A wider copy of ``model`` that computes the same function (Net2WiderNet, Chen et al. 2016).
+
+    Each new channel copies an old one chosen at random; every layer that reads a copied channel
+    divides its weights for it by the number of copies, so the sum it computes is unchanged, and
+    BatchNorm sees identical copies with identical statistics. Copies would then receive identical
+    updates forever, so ``noise`` (relative to each layer's weight sd) perturbs the weights of the
+    new channels only."""
+    old_base = model.head.in_channels
+    if base < old_base:
+        raise ValueError(f"cannot widen a base-{old_base} U-Net to base {base}")
+    rng = np.random.default_rng(seed)
+    wide = UNet(base, model.head.out_channels)
+    mult = (1, 2, 3, 4, 6)
+
+    def channel_map(i: int) -> tuple[np.ndarray, np.ndarray]:  # new -> old channel, copies per old one
+        n_old, n_new = mult[i] * old_base, mult[i] * base
+        g = np.concatenate([np.arange(n_old), rng.integers(0, n_old, n_new - n_old)])
+        return g, np.bincount(g, minlength=n_old).astype(np.float32)
+
+    def copy_bn(dst: nn.BatchNorm2d, src: nn.BatchNorm2d, g: np.ndarray) -> None:
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            getattr(dst, name).data.copy_(getattr(src, name).data[g])
+        dst.num_batches_tracked.data.copy_(src.num_batches_tracked.data)
+
+    def perturb(w: torch.Tensor, new_out: slice, out_dim: int) -> None:
+        if noise > 0:
+            part = w.narrow(out_dim, new_out.start, w.shape[out_dim] - new_out.start)
+            gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+            part.add_(torch.randn(part.shape, generator=gen) * noise * float(w.std()))
+
+    def copy_conv(dst: nn.Conv2d, src: nn.Conv2d, g_out, g_in, copies_in, transposed: bool = False) -> None:
+        w = src.weight.data
+        if transposed:  # ConvTranspose2d weights are (in, out, k, k)
+            w = w[g_in][:, g_out] / torch.from_numpy(copies_in[g_in])[:, None, None, None]
+        else:
+            w = w[g_out][:, g_in] / torch.from_numpy(copies_in[g_in])[None, :, None, None]
+        dst.weight.data.copy_(w)
+        perturb(dst.weight.data, slice(src.weight.shape[0 if not transposed else 1], None), 1 if transposed else 0)
+        if src.bias is not None:
+            dst.bias.data.copy_(src.bias.data[g_out])
+
+    def copy_block(dst: nn.Sequential, src: nn.Sequential, i: int, g_in, copies_in):
+        g_mid, c_mid = channel_map(i)
+        copy_conv(dst[0], src[0], g_mid, g_in, copies_in)
+        copy_bn(dst[1], src[1], g_mid)
+        g_out, c_out = channel_map(i)
+        copy_conv(dst[3], src[3], g_out, g_mid, c_mid)
+        copy_bn(dst[4], src[4], g_out)
+        return g_out, c_out
+
+    g, c = np.zeros(1, int), np.ones(1, np.float32)  # the one image channel
+    enc_maps = []
+    for i in range(5):
+        g, c = copy_block(wide.enc[i], model.enc[i], i, g, c)
+        enc_maps.append((g, c))
+    for i in reversed(range(4)):
+        g_up, c_up = channel_map(i)
+        copy_conv(wide.up[i], model.up[i], g_up, g, c, transposed=True)
+        g_skip, c_skip = enc_maps[i]
+        n_old = mult[i] * old_base  # decoder input: [upsampled, skip], each n_old channels before
+        g, c = copy_block(wide.dec[i], model.dec[i], i, np.concatenate([g_up, n_old + g_skip]),
+                          np.concatenate([c_up, c_skip]))
+    out = np.arange(model.head.out_channels)
+    copy_conv(wide.head, model.head, out, g, c)
+    return wide
+
+
 def instance_weights(t: np.ndarray, max_weight: float, ref_radius: float = TARGET_RADIUS) -> np.ndarray:
     """(H, W) loss weights from targets ``t`` (4, H, W): ``sqrt(pi ref_radius^2 / area)`` clipped
     to [1, ``max_weight``] on each particle, by the area the particle owns, so that small and
@@ -356,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--crop", type=int, default=192)
     ap.add_argument("--base", type=int, default=12)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--init", type=Path, help="checkpoint to start from (fine-tuning)")
+    ap.add_argument("--init", type=Path, help="checkpoint to start from (fine-tuning); a narrower one is widened "
+                    "to --base first, computing the same function (widen)")
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--n-faceted", type=int, default=0, help="faceted-crystal images added to the spheres")
     ap.add_argument("--faceted-weight", type=float, default=0.4, help="fraction of samples drawn from them")
@@ -394,7 +468,13 @@ def main(argv: list[str] | None = None) -> int:
         source += f"; loss weighted by particle size, at most {args.instance_weight:g}x"
     model = UNet(args.base)
     if args.init:
-        model.load_state_dict(torch.load(args.init))
+        state = torch.load(args.init)
+        if (init_base := unet_base(state)) != args.base:  # a narrower network grows into the wider one
+            narrow = UNet(init_base)
+            narrow.load_state_dict(state)
+            state = widen(narrow, args.base, noise=0.01, seed=args.seed).state_dict()
+            source += f"; widened from base {init_base} to {args.base} (Net2WiderNet)"
+        model.load_state_dict(state)
     train(model, x, y, steps=args.steps, batch=args.batch, crop=args.crop, lr=args.lr, seed=args.seed,
           sample_weights=weights)
     torch.save(model.state_dict(), args.out / "model.pt")
