@@ -12,7 +12,9 @@ import argparse
 import json
 from pathlib import Path
 
-from nanolens_tem.training.cnn_train import manifest
+import torch
+
+from nanolens_tem.training.cnn_train import manifest, unet_base
 
 
 def flat_metrics(ev: dict, method: str = "cnn") -> dict:
@@ -46,17 +48,17 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--name", default="tem-unet")
     ap.add_argument("--version", default="1.0.0")
-    ap.add_argument("--base", type=int, default=8)
     ap.add_argument("--note", default="")
     args = ap.parse_args(argv)
     onnx_bytes = (args.work / "model.onnx").read_bytes()
     data = json.loads((args.work / "training_data.json").read_text())
     if args.note:
         data["source"] += "; " + args.note
+    base = unet_base(torch.load(args.work / "model.pt"))  # the checkpoint says how wide the net is
     metrics = flat_metrics(json.loads(args.eval.read_text())) if args.eval else {}
     calib_file = args.work / "calibration.json"
     calibration = json.loads(calib_file.read_text()) if calib_file.exists() else None
-    write_bundle(args.out, onnx_bytes, manifest(args.name, args.version, metrics, data, args.base,
+    write_bundle(args.out, onnx_bytes, manifest(args.name, args.version, metrics, data, base,
                                                 calibration=calibration))
     print("wrote", args.out)
     return 0
