@@ -119,3 +119,18 @@ def test_widen_keeps_the_function_and_breaks_the_symmetry_of_the_copies():
         assert torch.allclose(wide(x), narrow(x), atol=1e-4)
     with pytest.raises(ValueError, match="base-4 .* base 3"):
         widen(narrow, 3)
+
+
+def test_bundle_reads_the_network_width_from_the_checkpoint(tmp_path):
+    import json
+
+    from nanolens_tem.training import bundle
+    from nanolens_tem.training.cnn_train import UNet, export_onnx
+
+    net = UNet(4).eval()
+    torch.save(net.state_dict(), tmp_path / "model.pt")
+    (tmp_path / "model.onnx").write_bytes(export_onnx(net))
+    (tmp_path / "training_data.json").write_text(json.dumps({"source": "test", "n_items": 1, "sha256": "0" * 64}))
+    assert bundle.main(["--work", str(tmp_path), "--out", str(tmp_path / "b"), "--version", "9.9.9"]) == 0
+    m = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert m["framework"]["unet_base"] == 4 and m["version"] == "9.9.9"
