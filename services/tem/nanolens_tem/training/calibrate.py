@@ -62,18 +62,9 @@ def fit_spread(true_c: np.ndarray, pred_c: np.ndarray) -> dict:
             "n_particles": int(len(true_c))}
 
 
-def calibration_images(n: int, seed0: int = CALIB_SEED0):
-    """``n`` sphere images drawn like the training images (per-image dose, blur, texture)."""
-    from nanolens_tem.synthetic import generate
-    from nanolens_tem.training.cnn_train import _vary, train_params
-
-    for i in range(n):
-        rng = np.random.default_rng([seed0 + i, 7])
-        yield generate(seed0 + i, _vary(rng, train_params()))
-
-
 def main(argv: list[str] | None = None) -> int:
     from nanolens_tem.cnn import CnnSegmenter
+    from nanolens_tem.training.cnn_train import training_images
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--onnx", type=Path, required=True)
@@ -82,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args(argv)
     seg = CnnSegmenter.from_onnx(args.onnx, threads=args.threads)
-    fit = fit_spread(*matched_log_sizes(seg, calibration_images(args.n_images)))
+    fit = fit_spread(*matched_log_sizes(seg, training_images(args.n_images, CALIB_SEED0)))
     fit.update(n_images=args.n_images, seeds=f"{CALIB_SEED0}..{CALIB_SEED0 + args.n_images - 1}",
                images="nanolens_tem.training.cnn_train.train_params() with per-image dose/PSF/texture variation")
     args.out.write_text(json.dumps(fit, indent=2))

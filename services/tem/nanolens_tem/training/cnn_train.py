@@ -166,9 +166,9 @@ def widen(model: UNet, base: int, noise: float = 0.0, seed: int = 0) -> UNet:
             getattr(dst, name).data.copy_(getattr(src, name).data[g])
         dst.num_batches_tracked.data.copy_(src.num_batches_tracked.data)
 
-    def perturb(w: torch.Tensor, new_out: slice, out_dim: int) -> None:
+    def perturb(w: torch.Tensor, out_dim: int, n_old_out: int) -> None:  # the new output channels only
         if noise > 0:
-            part = w.narrow(out_dim, new_out.start, w.shape[out_dim] - new_out.start)
+            part = w.narrow(out_dim, n_old_out, w.shape[out_dim] - n_old_out)
             gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
             part.add_(torch.randn(part.shape, generator=gen) * noise * float(w.std()))
 
@@ -179,7 +179,8 @@ def widen(model: UNet, base: int, noise: float = 0.0, seed: int = 0) -> UNet:
         else:
             w = w[g_out][:, g_in] / torch.from_numpy(copies_in[g_in])[None, :, None, None]
         dst.weight.data.copy_(w)
-        perturb(dst.weight.data, slice(src.weight.shape[0 if not transposed else 1], None), 1 if transposed else 0)
+        out_dim = 1 if transposed else 0
+        perturb(dst.weight.data, out_dim, src.weight.shape[out_dim])
         if src.bias is not None:
             dst.bias.data.copy_(src.bias.data[g_out])
 
@@ -259,15 +260,22 @@ def _vary(rng: np.random.Generator, p: SynthParams) -> SynthParams:
                    scale_bar=bool(rng.random() < 0.1))
 
 
-def make_synthetic_set(n: int, seed0: int = TRAIN_SEED0, shape=(256, 256), overlaps: str = "deepest"):
-    """``n`` (image, targets) pairs from training seeds ``seed0 .. seed0 + n - 1``; ``overlaps``
-    labels overlapping spheres (:func:`~nanolens_tem.synthetic.render`; ``"front"`` reproduces
-    the training images of ``tem-unet`` 1.0.0 and 1.1.0)."""
-    xs, ys = [], []
+def training_images(n: int, seed0: int = TRAIN_SEED0, shape=(256, 256), overlaps: str = "deepest"):
+    """The sphere images of seeds ``seed0 .. seed0 + n - 1`` drawn like the training images
+    (per-image dose, blur, texture: :func:`_vary`); other seeds give images of the same
+    distribution that were never trained on (:mod:`nanolens_tem.training.calibrate`)."""
     base = replace(train_params(shape), overlaps=overlaps)
     for i in range(n):
         rng = np.random.default_rng([seed0 + i, 7])
-        s = generate(seed0 + i, _vary(rng, base))
+        yield generate(seed0 + i, _vary(rng, base))
+
+
+def make_synthetic_set(n: int, seed0: int = TRAIN_SEED0, shape=(256, 256), overlaps: str = "deepest"):
+    """``n`` (image, targets) pairs of :func:`training_images`; ``overlaps`` labels overlapping
+    spheres (:func:`~nanolens_tem.synthetic.render`; ``"front"`` reproduces the training images
+    of ``tem-unet`` 1.0.0 and 1.1.0)."""
+    xs, ys = [], []
+    for s in training_images(n, seed0, shape, overlaps):
         xs.append(normalise(s.image))
         ys.append(targets_from_synthetic(s))
     return np.stack(xs)[:, None], np.stack(ys)
