@@ -110,20 +110,28 @@ def overlay_png(image: np.ndarray, labels: np.ndarray) -> bytes:
     return _png(Image.fromarray(rgb, mode="RGB"))
 
 
-def psd_png(diameters: np.ndarray, unit: str, gmd: float, gsd: float, method: str) -> bytes:
-    """Histogram of primary-particle diameters with the geometric mean and sd."""
+def psd_png(diameters: np.ndarray, unit: str, gmd: float, gsd: float, method: str,
+            weights: np.ndarray | None = None) -> bytes:
+    """Histogram of primary-particle diameters with the geometric mean and sd; with occlusion
+    weights (TEM CNN), the weighted histogram is drawn over the found particles' one."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    title = f"{method}: n = {diameters.size}"
     if diameters.size:
-        ax.hist(diameters, bins=20, color=class_colours(1)[0], edgecolor="white")
+        _, edges, _ = ax.hist(diameters, bins=20, color=class_colours(1)[0], edgecolor="white", label="found")
+        if weights is not None:
+            ax.hist(diameters, bins=edges, weights=weights, histtype="step", color="black", lw=1.2,
+                    label="with hidden ones (weights)")
+            ax.legend(fontsize=8, frameon=False)
+            title += f" (about {weights.sum():.0f} with hidden ones)"
         ax.axvline(gmd, color="black", lw=1, ls="--")
     ax.set_xlabel(f"primary-particle diameter ({unit})")
     ax.set_ylabel("particles")
-    ax.set_title(f"{method}: n = {diameters.size}, GMD = {gmd:.3g} {unit}, GSD = {gsd:.3g}", fontsize=9)
+    ax.set_title(f"{title}, GMD = {gmd:.3g} {unit}, GSD = {gsd:.3g}", fontsize=9)
     fig.tight_layout()
     out = io.BytesIO()
     fig.savefig(out, format="png", dpi=100)

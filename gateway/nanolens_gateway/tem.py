@@ -103,19 +103,25 @@ async def particle_sizes(job: Job, client: ServiceClient) -> Outcome:
         dist = response.distribution
         unit = "nm" if pixel_size else "px"
         diameters = np.array([p.diameter_nm if pixel_size else p.diameter_px for p in response.particles])
+        weights = np.array([p.weight for p in response.particles]) if dist.occlusion_corrected else None
+        sized = diameters > 0  # as in the distribution: a particle the method could not size is left out
         summary = {
             "method": response.method,
             "image": {"height": int(labels.shape[0]), "width": int(labels.shape[1]),
                       "pixel_size_nm": pixel_size or None, "pixel_size_source": source},
             "distribution": {"count": dist.count, "gmd_px": dist.gmd_px, "gmd_nm": dist.gmd_nm or None,
                              "gsd": dist.gsd, "unit": dist.unit, "histogram_edges": list(dist.histogram_edges),
-                             "histogram_counts": list(dist.histogram_counts)},
+                             "histogram_counts": list(dist.histogram_counts),
+                             "occlusion_corrected": dist.occlusion_corrected,
+                             "estimated_count": round(dist.estimated_count, 1),
+                             "histogram_estimated_counts": [round(c, 2) for c in dist.histogram_estimated_counts]},
             "n_particles": len(response.particles),
             "n_agglomerates": len(response.agglomerates),
             "particles": [
                 {"id": p.id, "diameter_px": round(p.diameter_px, 3),
                  "diameter_nm": round(p.diameter_nm, 3) if pixel_size else None, "area_px": round(p.area_px, 1),
-                 "centroid": [round(p.centroid_row, 2), round(p.centroid_col, 2)], "agglomerate": p.agglomerate_id}
+                 "centroid": [round(p.centroid_row, 2), round(p.centroid_col, 2)], "agglomerate": p.agglomerate_id,
+                 "weight": round(p.weight, 3)}
                 for p in response.particles[:job.max_listed]
             ],
             "agglomerates": [
@@ -127,6 +133,7 @@ async def particle_sizes(job: Job, client: ServiceClient) -> Outcome:
         artefacts = [
             Artefact("labels.tif", pictures.labels_tiff(labels), "image/tiff"),
             Artefact("overlay.png", pictures.overlay_png(decoded.image, labels), "image/png"),
-            Artefact("psd.png", pictures.psd_png(diameters, unit, gmd, dist.gsd, response.method), "image/png"),
+            Artefact("psd.png", pictures.psd_png(diameters[sized], unit, gmd, dist.gsd, response.method,
+                                                 None if weights is None else weights[sized]), "image/png"),
         ]
     return Outcome(summary, artefacts)

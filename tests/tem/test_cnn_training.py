@@ -85,13 +85,54 @@ def test_matched_log_sizes_pairs_each_found_particle_with_its_truth():
     assert fit["radius_spread"] == pytest.approx(1.25, abs=0.03)
 
 
+def test_fit_detection_measures_what_a_segmenter_misses_and_its_weights_undo_it():
+    """A segmenter that returns the true particles except those owning under half of their disc,
+    whose pixels go to the nearest kept particle (as a watershed on the foreground would give
+    them): the fitted table sees the loss, and its weights bring the GMD of the found particles
+    back to that of all of them (in-sample: this checks the wiring, not how well it transfers)."""
+    from scipy import ndimage as ndi
+
+    from nanolens_tem.baselines import Segmentation
+    from nanolens_tem.metrics import psd_errors
+    from nanolens_tem.splits import eval_params
+    from nanolens_tem.synthetic import generate
+    from nanolens_tem.training.calibrate import fit_detection
+
+    class MissesHidden:
+        def segment(self, image):
+            s = truth[id(image)]
+            owned = s.visible_area / (np.pi * s.diameters**2 / 4)
+            keep = np.flatnonzero(owned >= 0.5)
+            renumber = np.zeros(len(s.diameters) + 1, s.labels.dtype)
+            renumber[keep + 1] = np.arange(1, len(keep) + 1)
+            labels = renumber[s.labels]
+            _, (rows, cols) = ndi.distance_transform_edt(labels == 0, return_indices=True)
+            labels = np.where(s.labels > 0, labels[rows, cols], 0)
+            return Segmentation(labels, s.diameters[keep], np.zeros((len(keep), 2)))
+
+    images = [generate(k, eval_params((256, 256))) for k in range(40)]
+    truth = {id(s.image): s for s in images}
+    model = fit_detection(MissesHidden(), images, min_per_cell=1)
+    assert model.n_particles.sum() == sum(len(s.diameters) for s in images)
+    assert model.recall.min() < 0.7 and model.recall.max() == 1.0
+    segs = [MissesHidden().segment(s.image) for s in images]
+    found = np.concatenate([g.diameters for g in segs])
+    weights = np.concatenate([model.weights(g.labels, g.diameters) for g in segs])
+    true = np.concatenate([s.diameters for s in images])
+    gmd_found, _ = psd_errors(found, true)
+    gmd_weighted, _ = psd_errors(found, true, weights)
+    assert gmd_found > 0.01 and abs(gmd_weighted) < gmd_found / 3
+
+
 def test_manifest_carries_the_calibration_as_postprocessing():
     from nanolens_tem.training.cnn_train import manifest
 
-    cal = {"radius_spread": 1.17, "n_particles": 900}
+    cal = {"radius_spread": 1.17, "n_particles": 900, "detection": {"recall": [[0.5]]}}
     m = manifest("tem-unet", "9.9.9", {}, {"source": "test"}, 8, calibration=cal)
     assert m["postprocessing"]["radius_spread"] == 1.17
     assert m["postprocessing"]["radius_spread_fit"]["n_particles"] == 900
+    assert m["postprocessing"]["detection"] == {"recall": [[0.5]]}
+    assert "detection" not in m["postprocessing"]["radius_spread_fit"] and "detection" in cal
     assert "postprocessing" not in manifest("tem-unet", "9.9.9", {}, {"source": "test"}, 8)
 
 

@@ -219,3 +219,39 @@ async def test_the_served_cnn_applies_the_bundle_radius_spread(tmp_path, synthet
     assert len(plain) == len(wide) >= 5
     assert wide.mean() == pytest.approx(plain.mean(), abs=1e-5)
     assert wide - wide.mean() == pytest.approx(1.5 * (plain - plain.mean()), abs=1e-4)
+
+
+async def test_the_served_cnn_weights_the_distribution_with_the_bundle_detection_model(tmp_path, synthetic):
+    """A copy of one network whose manifest carries a detection model (smaller-than-average
+    particles found half the time): the particles carry its weights and the distribution uses them."""
+    from nanolens_tem.occlusion import OVERLAP_EDGES, SIZE_EDGES, DetectionModel
+
+    recall = np.ones((len(SIZE_EDGES) + 1, len(OVERLAP_EDGES) + 1))
+    recall[:2] = 0.5
+    table = DetectionModel(recall, np.full(recall.shape, 100))
+    src = SHIPPED_BUNDLES / "tem-unet" / "1.0.0"
+    renamed_bundle(src, tmp_path, "tem-unet-plain", "1")
+    renamed_bundle(src, tmp_path, "tem-unet-weighted", "1", postprocessing={"detection": table.to_json()})
+    async with serving([tmp_path]) as tem:
+        got = {}
+        for name in ("tem-unet-plain", "tem-unet-weighted"):
+            got[name] = await tem.AnalyzeImage(request(synthetic.image, method=tem_pb2.METHOD_CNN, pixel_size_nm=2.0,
+                                                       model=common_pb2.ModelSelector(name=name)), timeout=120)
+    plain, weighted = got["tem-unet-plain"], got["tem-unet-weighted"]
+    assert [p.weight for p in plain.particles] == [1.0] * len(plain.particles)
+    assert not plain.distribution.occlusion_corrected
+    assert plain.distribution.estimated_count == plain.distribution.count
+    assert list(plain.distribution.histogram_estimated_counts) == list(plain.distribution.histogram_counts)
+
+    d = np.array([p.diameter_px for p in weighted.particles])
+    w = np.array([p.weight for p in weighted.particles])
+    labels = arrays.from_proto(weighted.labels, "labels")
+    assert w == pytest.approx(table.weights(labels, d))
+    assert set(np.round(w, 6)) == {1.0, 2.0}  # both kinds present in this image
+    dist = weighted.distribution
+    assert dist.occlusion_corrected and dist.estimated_count == pytest.approx(w.sum())
+    assert sum(dist.histogram_estimated_counts) == pytest.approx(w.sum())
+    assert (dist.gmd_px, dist.gsd) == pytest.approx(geometric_stats(d, w), rel=1e-9)
+    assert dist.gmd_nm == pytest.approx(2.0 * dist.gmd_px)
+    # the small ones count double, so the GMD falls below the found particles' own
+    assert dist.gmd_px < plain.distribution.gmd_px

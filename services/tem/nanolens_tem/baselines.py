@@ -43,12 +43,15 @@ class Segmentation:
     """Instance segmentation of primary particles.
 
     ``labels``: (H, W) int32, 0 background, ``k`` particle ``k``; ``diameters``: (K,) px, one per
-    label ``1..K`` (the method's own size estimate); ``centres``: (K, 2) (row, col) px.
+    label ``1..K`` (the method's own size estimate); ``centres``: (K, 2) (row, col) px;
+    ``weights``: (K,) how many particles each one stands for in the size distribution, hidden
+    ones included (:mod:`nanolens_tem.occlusion`), or None: one each.
     """
 
     labels: np.ndarray
     diameters: np.ndarray
     centres: np.ndarray
+    weights: np.ndarray | None = None
 
 
 def flatten_background(g: np.ndarray, mask: np.ndarray, degree: int = 2, step: int = 4) -> np.ndarray:

@@ -20,7 +20,8 @@ away from boundaries, grown by a watershed on ``-dist`` restricted to the foregr
 limit on the number of particles per agglomerate. Each instance's diameter is ``2 x`` the median
 predicted radius over its pixels (robust to occlusion), widened about the image's geometric mean
 by the bundle's ``radius_spread`` (the radius map regresses towards the sizes around a particle),
-or its equivalent-circle diameter.
+or its equivalent-circle diameter. A bundle with a detection model also weights each instance
+for the particles hidden like it that were not found (:mod:`nanolens_tem.occlusion`).
 
 Large images are processed in overlapping tiles whose raw outputs are blended with a separable
 weight window that falls to (almost) zero at tile borders, so that no seams appear.
@@ -37,6 +38,7 @@ from skimage.measure import label
 from skimage.segmentation import watershed
 
 from nanolens_tem.baselines import Segmentation, _centres, _relabel
+from nanolens_tem.occlusion import DetectionModel
 
 __all__ = ["RADIUS_UNIT", "OUT_CHANNELS", "normalise", "blend_window", "tiled_predict", "instances_from_maps",
            "CnnSegmenter"]
@@ -214,6 +216,9 @@ class CnnSegmenter:
     run_options: object = None
     #: see :func:`instances_from_maps`; from the bundle's ``postprocessing`` (1: sizes as predicted)
     radius_spread: float = 1.0
+    #: occlusion weights of the size distribution (:mod:`nanolens_tem.occlusion`), from the
+    #: bundle's ``postprocessing.detection`` (bundles before ``tem-unet`` 1.5.0: none)
+    detection: DetectionModel | None = None
 
     @classmethod
     def from_session(cls, session, preprocessing: dict, postprocessing: dict | None = None, **kw) -> CnnSegmenter:
@@ -222,7 +227,10 @@ class CnnSegmenter:
         kw.setdefault("target_radius", float(preprocessing.get("target_radius_px", TARGET_RADIUS)))
         kw.setdefault("tile", int(preprocessing.get("tile", 512)))
         kw.setdefault("overlap", int(preprocessing.get("overlap", 64)))
-        kw.setdefault("radius_spread", float((postprocessing or {}).get("radius_spread", 1.0)))
+        post = postprocessing or {}
+        kw.setdefault("radius_spread", float(post.get("radius_spread", 1.0)))
+        if "detection" in post:
+            kw.setdefault("detection", DetectionModel.from_json(post["detection"]))
         return cls(session, **kw)
 
     @classmethod
@@ -262,6 +270,12 @@ class CnnSegmenter:
         return maps
 
     def segment(self, image: np.ndarray, *, dark_particles: bool = True, **kw) -> Segmentation:
-        """Primary-particle instances of a grey image; ``kw`` go to :func:`instances_from_maps`."""
+        """Primary-particle instances of a grey image; ``kw`` go to :func:`instances_from_maps`.
+
+        With radius sizing and a detection model, the instances carry occlusion weights; with
+        ``diameter="area"`` (the visible area) they do not, since hidden parts are not measured."""
         kw.setdefault("radius_spread", self.radius_spread)
-        return instances_from_maps(self.predict_maps(image, dark_particles=dark_particles), **kw)
+        seg = instances_from_maps(self.predict_maps(image, dark_particles=dark_particles), **kw)
+        if self.detection is not None and kw.get("diameter", "radius") == "radius":
+            seg.weights = self.detection.weights(seg.labels, seg.diameters)
+        return seg

@@ -77,12 +77,13 @@ def equivalent_diameters(labels: np.ndarray) -> np.ndarray:
     return 2.0 * np.sqrt(area / np.pi)
 
 
-def psd_errors(d_pred: np.ndarray, d_true: np.ndarray) -> tuple[float, float]:
-    """Relative errors (fractions, signed) of GMD and GSD of ``d_pred`` against ``d_true``.
+def psd_errors(d_pred: np.ndarray, d_true: np.ndarray, w_pred: np.ndarray | None = None) -> tuple[float, float]:
+    """Relative errors (fractions, signed) of GMD and GSD of ``d_pred`` (each standing for
+    ``w_pred`` particles, 1 when left out) against ``d_true``.
 
     The GSD error is taken on the GSD itself (as in Frei & Kruis 2018), not on ``ln GSD``.
     """
-    g1, s1 = geometric_stats(d_pred)
+    g1, s1 = geometric_stats(d_pred, w_pred)
     g0, s0 = geometric_stats(d_true)
     return (g1 - g0) / g0, (s1 - s0) / s0
 

@@ -83,6 +83,7 @@ class Sizing:
     agglomerate_of: np.ndarray  # (K,) agglomerate id (1-based)
     agglomerates: np.ndarray  # H x W agglomerate labels
     model: OnnxModel | None
+    weights: np.ndarray | None = None  # (K,) occlusion weights (nanolens_tem.occlusion); None: all 1
 
 
 def measure(method: str, image_shape: tuple[int, int], seg: Segmentation, model: OnnxModel | None) -> Sizing:
@@ -99,8 +100,9 @@ def measure(method: str, image_shape: tuple[int, int], seg: Segmentation, model:
         areas = np.bincount(labels.ravel(), minlength=len(diameters) + 1)[1:len(diameters) + 1].astype(float)
     rows = np.clip(np.round(centroids[:, 0]).astype(int), 0, image_shape[0] - 1)
     cols = np.clip(np.round(centroids[:, 1]).astype(int), 0, image_shape[1] - 1)
+    weights = None if seg.weights is None else np.asarray(seg.weights, dtype=np.float64)
     return Sizing(method, labels.astype(np.uint16), diameters, areas, centroids,
-                  agglomerates[rows, cols].astype(np.int32), agglomerates, model)
+                  agglomerates[rows, cols].astype(np.int32), agglomerates, model, weights)
 
 
 class TemPipeline:
@@ -168,21 +170,29 @@ class TemPipeline:
                 raise DeadlineExceeded(f"{method} did not finish within the deadline") from exc
 
 
+def particle_weights(sizing: Sizing) -> np.ndarray:
+    return np.ones(len(sizing.diameters_px)) if sizing.weights is None else sizing.weights
+
+
 def distribution(sizing: Sizing, pixel_size_nm: float) -> tem_pb2.Distribution:
-    d = sizing.diameters_px[sizing.diameters_px > 0]
-    gmd, gsd = geometric_stats(d) if d.size else (0.0, 0.0)
+    sized = sizing.diameters_px > 0
+    d, w = sizing.diameters_px[sized], particle_weights(sizing)[sized]
+    gmd, gsd = geometric_stats(d, w) if d.size else (0.0, 0.0)
     scale, unit = (pixel_size_nm, "nm") if pixel_size_nm > 0 else (1.0, "px")
     counts, edges = np.histogram(d * scale, bins=HISTOGRAM_BINS) if d.size else (np.zeros(0, int), np.zeros(0))
+    estimated = np.histogram(d * scale, bins=edges, weights=w)[0] if d.size else np.zeros(0)
     return tem_pb2.Distribution(count=int(d.size), gmd_px=gmd, gmd_nm=gmd * pixel_size_nm, gsd=gsd,
-                                histogram_edges=edges.tolist(), histogram_counts=counts.tolist(), unit=unit)
+                                histogram_edges=edges.tolist(), histogram_counts=counts.tolist(), unit=unit,
+                                occlusion_corrected=sizing.weights is not None, estimated_count=float(w.sum()),
+                                histogram_estimated_counts=estimated.tolist())
 
 
 def response(sizing: Sizing, pixel_size_nm: float, timer: metrics.StageTimer) -> tem_pb2.AnalyzeImageResponse:
     particles = [
         tem_pb2.Particle(id=i + 1, diameter_px=float(d), diameter_nm=float(d * pixel_size_nm), area_px=float(a),
-                         centroid_row=float(c[0]), centroid_col=float(c[1]), agglomerate_id=int(g))
-        for i, (d, a, c, g) in enumerate(zip(sizing.diameters_px, sizing.areas_px, sizing.centroids,
-                                             sizing.agglomerate_of, strict=True))
+                         centroid_row=float(c[0]), centroid_col=float(c[1]), agglomerate_id=int(g), weight=float(w))
+        for i, (d, a, c, g, w) in enumerate(zip(sizing.diameters_px, sizing.areas_px, sizing.centroids,
+                                                sizing.agglomerate_of, particle_weights(sizing), strict=True))
     ]
     agglomerates = []
     counts = np.bincount(sizing.agglomerate_of, minlength=int(sizing.agglomerates.max(initial=0)) + 1)

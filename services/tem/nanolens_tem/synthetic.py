@@ -143,19 +143,28 @@ class SyntheticImage:
     extra: dict = field(default_factory=dict)
 
 
-def geometric_stats(d: np.ndarray) -> tuple[float, float]:
+def geometric_stats(d: np.ndarray, weights: np.ndarray | None = None) -> tuple[float, float]:
     """Geometric mean diameter and geometric standard deviation of diameters ``d`` (> 0).
 
+    ``weights``: how many particles each diameter stands for (frequency weights, e.g. the
+    occlusion correction of :mod:`nanolens_tem.occlusion`); all 1 when left out.
     Returns ``(gmd, gsd)``; ``gsd`` is 1 for fewer than two values, ``nan, nan`` for none.
     """
     d = np.asarray(d, dtype=float)
-    d = d[d > 0]
+    w = np.ones_like(d) if weights is None else np.asarray(weights, dtype=float)
+    if w.shape != d.shape or not np.all(np.isfinite(w) & (w > 0)):
+        raise ValueError(f"weights: expected one positive finite weight per diameter ({d.shape}), got {w.shape}")
+    keep = d > 0
+    d, w = d[keep], w[keep]
     if d.size == 0:
         return float("nan"), float("nan")
     logd = np.log(d)
-    gmd = float(np.exp(logd.mean()))
-    gsd = float(np.exp(logd.std(ddof=1))) if d.size > 1 else 1.0
-    return gmd, gsd
+    mean = float(np.average(logd, weights=w))
+    total = float(w.sum())
+    if d.size < 2 or total <= 1:
+        return float(np.exp(mean)), 1.0
+    # the ddof=1 variance of the particles the weights stand for
+    return float(np.exp(mean)), float(np.exp(np.sqrt(np.sum(w * (logd - mean) ** 2) / (total - 1))))
 
 
 def sample_diameters(rng: np.random.Generator, n: int, gmd: float, gsd: float,

@@ -26,6 +26,9 @@ def flat_metrics(ev: dict, method: str = "cnn") -> dict:
             c = block["condition"]
             out.update({f"synthetic_{c}_n_images": float(block["n_images"]), f"synthetic_{c}_gmd_err": syn["gmd_err"],
                         f"synthetic_{c}_gsd_err": syn["gsd_err"], f"synthetic_{c}_f1_iou50": syn["f1_iou50"]})
+            if "gmd_err_found_only" in syn:  # occlusion-corrected above; the found particles alone here
+                out.update({f"synthetic_{c}_gmd_err_found_only": syn["gmd_err_found_only"],
+                            f"synthetic_{c}_gsd_err_found_only": syn["gsd_err_found_only"]})
     for block in ev.get("real") or []:
         real = block["methods"].get(method)
         if real:

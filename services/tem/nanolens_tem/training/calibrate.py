@@ -1,4 +1,5 @@
-"""Fit a CNN's ``radius_spread`` on calibration images from the training distribution.
+"""Fit a CNN's ``radius_spread`` and its detection model on calibration images from the
+training distribution.
 
 ``python -m nanolens_tem.training.calibrate --onnx W/model.onnx --out W/calibration.json``
 
@@ -10,21 +11,29 @@ diameters, both centred on their image's mean log diameter. The factor is the ra
 spreads, ``sqrt(sum true^2 / sum predicted^2)``: it makes the spread of the sizes, the GSD, right,
 which is what the size distribution needs. :mod:`nanolens_tem.training.bundle` writes it into the
 manifest's ``postprocessing``, where :class:`nanolens_tem.cnn.CnnSegmenter` reads it.
+
+Then, with that factor, the detection model of :mod:`nanolens_tem.occlusion`: the recall of true
+particles by relative size and agglomerate overlap, on sphere and faceted calibration images in
+the 60/40 proportion in which the shipped networks saw them in training.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from pathlib import Path
 
 import numpy as np
 
+from nanolens_tem.occlusion import DetectionModel, truth_context
 from nanolens_tem.splits import TRAIN_SEED0
 
 #: calibration seeds: inside the training split, away from the sphere (0..) and faceted
 #: (500 000..) training images
 CALIB_SEED0 = TRAIN_SEED0 + 800_000
+#: faceted calibration seeds (the faceted training images start at 500 000)
+CALIB_FACETED_SEED0 = TRAIN_SEED0 + 900_000
 
 
 def matched_log_sizes(segmenter, images) -> tuple[np.ndarray, np.ndarray]:
@@ -62,20 +71,42 @@ def fit_spread(true_c: np.ndarray, pred_c: np.ndarray) -> dict:
             "n_particles": int(len(true_c))}
 
 
+def fit_detection(segmenter, images, min_per_cell: int = 20) -> DetectionModel:
+    """The detection model (:mod:`nanolens_tem.occlusion`) of ``segmenter`` on ``images``
+    (SyntheticImage objects), with the segmenter's own sizing."""
+    from nanolens_tem.metrics import found_truth
+
+    rows = []
+    for s in images:
+        seg = segmenter.segment(s.image)
+        found = found_truth(s.labels, seg.labels, len(s.diameters))
+        rows.append(truth_context(s.labels, s.diameters, found, seg.labels, seg.diameters))
+    return DetectionModel.fit(rows, min_per_cell)
+
+
 def main(argv: list[str] | None = None) -> int:
     from nanolens_tem.cnn import CnnSegmenter
-    from nanolens_tem.training.cnn_train import training_images
+    from nanolens_tem.training.cnn_train import faceted_training_images, training_images
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--onnx", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True, help="calibration JSON (bundle.py reads it from --work)")
-    ap.add_argument("--n-images", type=int, default=150)
+    ap.add_argument("--n-images", type=int, default=150, help="sphere images for the radius spread")
+    ap.add_argument("--n-detection-spheres", type=int, default=300, help="sphere images for the detection model")
+    ap.add_argument("--n-detection-faceted", type=int, default=200, help="faceted images for the detection model")
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args(argv)
     seg = CnnSegmenter.from_onnx(args.onnx, threads=args.threads)
     fit = fit_spread(*matched_log_sizes(seg, training_images(args.n_images, CALIB_SEED0)))
     fit.update(n_images=args.n_images, seeds=f"{CALIB_SEED0}..{CALIB_SEED0 + args.n_images - 1}",
                images="nanolens_tem.training.cnn_train.train_params() with per-image dose/PSF/texture variation")
+    seg.radius_spread = fit["radius_spread"]
+    images = itertools.chain(training_images(args.n_detection_spheres, CALIB_SEED0),
+                             faceted_training_images(args.n_detection_faceted, CALIB_FACETED_SEED0))
+    fit["detection"] = fit_detection(seg, images).to_json()
+    fit["detection"]["images"] = (
+        f"{args.n_detection_spheres} sphere images (seeds {CALIB_SEED0}..), {args.n_detection_faceted} faceted "
+        f"(training_images / faceted_training_images, seeds {CALIB_FACETED_SEED0}..)")
     args.out.write_text(json.dumps(fit, indent=2))
     print(json.dumps(fit, indent=2))
     return 0

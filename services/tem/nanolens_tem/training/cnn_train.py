@@ -299,19 +299,24 @@ def dense_faceted_train_params(shape: tuple[int, int] = (256, 256)) -> FacetedPa
 FACETED_RECIPES = {"packed": (faceted_train_params, False), "dense": (dense_faceted_train_params, True)}
 
 
-def make_faceted_set(n: int, seed0: int = FACETED_SEED0, shape=(256, 256), recipe: str = "packed"):
-    """``n`` (image, targets) pairs of faceted crystals (:mod:`nanolens_tem.faceted`) from
-    training seeds ``seed0 ..``, with per-image dose, blur and film texture."""
+def faceted_training_images(n: int, seed0: int = FACETED_SEED0, shape=(256, 256), recipe: str = "packed"):
+    """The faceted-crystal images (:mod:`nanolens_tem.faceted`) of seeds ``seed0 .. seed0 + n - 1``
+    drawn like the training images of ``recipe``, with per-image dose, blur and film texture."""
     if recipe not in FACETED_RECIPES:
         raise ValueError(f"faceted recipe {recipe!r}: expected one of {', '.join(FACETED_RECIPES)}")
-    params_of, overlap_as_boundary = FACETED_RECIPES[recipe]
-    xs, ys = [], []
-    base = params_of(shape)
+    base = FACETED_RECIPES[recipe][0](shape)
     for i in range(n):
         rng = np.random.default_rng([seed0 + i, 7])
         optics = replace(base.optics, dose=float(np.exp(rng.uniform(np.log(80), np.log(1500)))),
                          psf_sigma=float(rng.uniform(0.5, 1.8)), film_texture=float(rng.uniform(0.01, 0.07)))
-        s = generate_faceted(seed0 + i, replace(base, optics=optics))
+        yield generate_faceted(seed0 + i, replace(base, optics=optics))
+
+
+def make_faceted_set(n: int, seed0: int = FACETED_SEED0, shape=(256, 256), recipe: str = "packed"):
+    """``n`` (image, targets) pairs of :func:`faceted_training_images` (training seeds ``seed0 ..``)."""
+    overlap_as_boundary = FACETED_RECIPES.get(recipe, (None, False))[1]
+    xs, ys = [], []
+    for s in faceted_training_images(n, seed0, shape, recipe):
         xs.append(normalise(s.image))
         ys.append(targets_from_synthetic(s, overlap_as_boundary))
     return np.stack(xs)[:, None], np.stack(ys)
@@ -399,7 +404,11 @@ def manifest(name: str, version: str, metrics: dict, data_desc: dict, base: int,
         "framework": {"torch": torch.__version__, "onnx_exporter": "dynamo", "unet_base": base},
     }
     if calibration:
+        calibration = dict(calibration)
+        detection = calibration.pop("detection", None)
         out["postprocessing"] = {"radius_spread": calibration["radius_spread"], "radius_spread_fit": calibration}
+        if detection:  # nanolens_tem.occlusion
+            out["postprocessing"]["detection"] = detection
     return out
 
 

@@ -36,7 +36,7 @@ class AnalyzeImageRequest(_message.Message):
     def __init__(self, image: _Optional[_Union[_common_pb2.NDArray, _Mapping]] = ..., pixel_size_nm: _Optional[float] = ..., method: _Optional[_Union[Method, str]] = ..., bright_particles: _Optional[bool] = ..., model: _Optional[_Union[_common_pb2.ModelSelector, _Mapping]] = ...) -> None: ...
 
 class Particle(_message.Message):
-    __slots__ = ("id", "diameter_px", "diameter_nm", "area_px", "centroid_row", "centroid_col", "agglomerate_id")
+    __slots__ = ("id", "diameter_px", "diameter_nm", "area_px", "centroid_row", "centroid_col", "agglomerate_id", "weight")
     ID_FIELD_NUMBER: _ClassVar[int]
     DIAMETER_PX_FIELD_NUMBER: _ClassVar[int]
     DIAMETER_NM_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +44,7 @@ class Particle(_message.Message):
     CENTROID_ROW_FIELD_NUMBER: _ClassVar[int]
     CENTROID_COL_FIELD_NUMBER: _ClassVar[int]
     AGGLOMERATE_ID_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
     id: int
     diameter_px: float
     diameter_nm: float
@@ -51,7 +52,8 @@ class Particle(_message.Message):
     centroid_row: float
     centroid_col: float
     agglomerate_id: int
-    def __init__(self, id: _Optional[int] = ..., diameter_px: _Optional[float] = ..., diameter_nm: _Optional[float] = ..., area_px: _Optional[float] = ..., centroid_row: _Optional[float] = ..., centroid_col: _Optional[float] = ..., agglomerate_id: _Optional[int] = ...) -> None: ...
+    weight: float
+    def __init__(self, id: _Optional[int] = ..., diameter_px: _Optional[float] = ..., diameter_nm: _Optional[float] = ..., area_px: _Optional[float] = ..., centroid_row: _Optional[float] = ..., centroid_col: _Optional[float] = ..., agglomerate_id: _Optional[int] = ..., weight: _Optional[float] = ...) -> None: ...
 
 class Agglomerate(_message.Message):
     __slots__ = ("id", "particle_count", "min_row", "min_col", "max_row", "max_col")
@@ -70,7 +72,7 @@ class Agglomerate(_message.Message):
     def __init__(self, id: _Optional[int] = ..., particle_count: _Optional[int] = ..., min_row: _Optional[int] = ..., min_col: _Optional[int] = ..., max_row: _Optional[int] = ..., max_col: _Optional[int] = ...) -> None: ...
 
 class Distribution(_message.Message):
-    __slots__ = ("count", "gmd_px", "gmd_nm", "gsd", "histogram_edges", "histogram_counts", "unit")
+    __slots__ = ("count", "gmd_px", "gmd_nm", "gsd", "histogram_edges", "histogram_counts", "unit", "occlusion_corrected", "estimated_count", "histogram_estimated_counts")
     COUNT_FIELD_NUMBER: _ClassVar[int]
     GMD_PX_FIELD_NUMBER: _ClassVar[int]
     GMD_NM_FIELD_NUMBER: _ClassVar[int]
@@ -78,6 +80,9 @@ class Distribution(_message.Message):
     HISTOGRAM_EDGES_FIELD_NUMBER: _ClassVar[int]
     HISTOGRAM_COUNTS_FIELD_NUMBER: _ClassVar[int]
     UNIT_FIELD_NUMBER: _ClassVar[int]
+    OCCLUSION_CORRECTED_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    HISTOGRAM_ESTIMATED_COUNTS_FIELD_NUMBER: _ClassVar[int]
     count: int
     gmd_px: float
     gmd_nm: float
@@ -85,7 +90,10 @@ class Distribution(_message.Message):
     histogram_edges: _containers.RepeatedScalarFieldContainer[float]
     histogram_counts: _containers.RepeatedScalarFieldContainer[int]
     unit: str
-    def __init__(self, count: _Optional[int] = ..., gmd_px: _Optional[float] = ..., gmd_nm: _Optional[float] = ..., gsd: _Optional[float] = ..., histogram_edges: _Optional[_Iterable[float]] = ..., histogram_counts: _Optional[_Iterable[int]] = ..., unit: _Optional[str] = ...) -> None: ...
+    occlusion_corrected: bool
+    estimated_count: float
+    histogram_estimated_counts: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, count: _Optional[int] = ..., gmd_px: _Optional[float] = ..., gmd_nm: _Optional[float] = ..., gsd: _Optional[float] = ..., histogram_edges: _Optional[_Iterable[float]] = ..., histogram_counts: _Optional[_Iterable[int]] = ..., unit: _Optional[str] = ..., occlusion_corrected: _Optional[bool] = ..., estimated_count: _Optional[float] = ..., histogram_estimated_counts: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class AnalyzeImageResponse(_message.Message):
     __slots__ = ("method", "particles", "agglomerates", "distribution", "labels", "provenance")
