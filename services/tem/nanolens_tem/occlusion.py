@@ -45,7 +45,10 @@ def found_context(labels: np.ndarray, diameters: np.ndarray) -> tuple[np.ndarray
     the agglomerate label image and each agglomerate's mean owned share (index 0: none, 1)."""
     n = len(diameters)
     groups, n_groups = ndi.label(labels > 0, structure=EIGHT)
-    group_of = np.asarray(ndi.maximum(groups, labels, np.arange(1, n + 1)), int) if n else np.zeros(0, int)
+    # every pixel of an instance lies in the same group, so any one of them names it
+    group_of = np.zeros(n + 1, int)
+    group_of[labels.ravel()] = groups.ravel()
+    group_of = group_of[1:]
     area = np.bincount(labels.ravel(), minlength=n + 1)[1:n + 1]
     d = np.maximum(np.asarray(diameters, float), 1e-9)
     owned = np.minimum(area / (np.pi * d**2 / 4), 1.0)
