@@ -71,7 +71,9 @@ def _versus_truth(result: dict, folder: Path, truth: np.ndarray) -> dict:
         gmd, gsd = geometric_stats(truth)
         dist = result["distribution"]
         return {"gmd_error": round(dist["gmd_nm"] / gmd - 1, 4), "gsd_error": round(dist["gsd"] / gsd - 1, 4),
-                "particles_found": dist["count"], "particles_true": int(truth.size)}
+                "particles_found": dist["count"], "particles_true": int(truth.size),
+                "occlusion_corrected": dist.get("occlusion_corrected", False),
+                "particles_estimated": dist.get("estimated_count", dist["count"])}
     return {"accuracy": round(_accuracy(result, folder, truth), 4)}
 
 
