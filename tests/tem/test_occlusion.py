@@ -51,6 +51,9 @@ def test_found_context_reads_relative_size_and_how_much_the_agglomerate_overlaps
     assert ctx[0, 1] == pytest.approx(1.0, abs=0.05)
     assert ctx[1, 1] == ctx[2, 1] < 0.85
     assert groups.max() == 2 and per_group[0] == 1.0
+    # an instance the method could not size leaves the others' relative sizes alone
+    unsized = found_context(lab, np.array([24.0, 30.0, 0.0]))[0]
+    assert unsized[:2, 0] == pytest.approx(np.log([24.0, 30.0]) - np.log([24.0, 30.0]).mean())
 
 
 def test_truth_context_puts_a_true_particle_in_the_group_that_covers_most_of_it():
@@ -92,6 +95,7 @@ def test_detection_model_fits_the_recall_per_cell_and_weights_by_its_inverse():
     cell = np.digitize(ctx[0, 0], SIZE_EDGES), np.digitize(ctx[0, 1], OVERLAP_EDGES)
     assert ctx[0, 0] < 0 and cell[1] == 0  # smaller than the mean, in a pair owning under 70 % of its discs
     assert w[0] == pytest.approx(1 / model.recall[cell]) and w[0] > 2.0
+    assert model.weights(lab, np.array([30.0, 30.0, 0.0]))[2] == 1.0  # unsized: not in the distribution
 
 
 def test_detection_model_refuses_what_it_cannot_stand_on():

@@ -50,14 +50,15 @@ def found_context(labels: np.ndarray, diameters: np.ndarray) -> tuple[np.ndarray
     group_of[labels.ravel()] = groups.ravel()
     group_of = group_of[1:]
     area = np.bincount(labels.ravel(), minlength=n + 1)[1:n + 1]
-    d = np.maximum(np.asarray(diameters, float), 1e-9)
+    raw = np.asarray(diameters, float)
+    d = np.maximum(raw, 1e-9)
     owned = np.minimum(area / (np.pi * d**2 / 4), 1.0)
     per_group = np.ones(n_groups + 1)
     members = np.bincount(group_of, minlength=n_groups + 1)
     has = members > 0
     per_group[has] = np.bincount(group_of, weights=owned, minlength=n_groups + 1)[has] / members[has]
     per_group[0] = 1.0
-    return np.c_[_relative_log_size(d, d), per_group[group_of]], groups, per_group
+    return np.c_[_relative_log_size(raw, raw), per_group[group_of]], groups, per_group
 
 
 def _relative_log_size(d: np.ndarray, found_d: np.ndarray) -> np.ndarray:
@@ -105,17 +106,19 @@ class DetectionModel:
         n, hits = np.zeros(shape), np.zeros(shape)
         np.add.at(n, cell, 1)
         np.add.at(hits, cell, rows[:, 2])
-        if n.min() < min_per_cell:
+        if n.min() < max(min_per_cell, 1):
             i, j = np.unravel_index(n.argmin(), shape)
             raise ValueError(f"detection model: cell (size bin {i}, overlap bin {j}) has {int(n.min())} "
                              f"true particles, fewer than {min_per_cell}; calibrate on more images")
         return cls(recall=hits / n, n_particles=n.astype(int))
 
     def weights(self, labels: np.ndarray, diameters: np.ndarray) -> np.ndarray:
-        """Per instance: ``1 / recall`` of its cell, at most :attr:`MAX_WEIGHT`."""
+        """Per instance: ``1 / recall`` of its cell, at most :attr:`MAX_WEIGHT` (1 for an instance
+        without a size, which the distribution leaves out)."""
         ctx, _, _ = found_context(labels, diameters)
         cell = (np.digitize(ctx[:, 0], self.size_edges), np.digitize(ctx[:, 1], self.overlap_edges))
-        return np.minimum(1.0 / np.maximum(self.recall[cell], 1e-9), self.MAX_WEIGHT)
+        w = np.minimum(1.0 / np.maximum(self.recall[cell], 1e-9), self.MAX_WEIGHT)
+        return np.where(np.asarray(diameters) > 0, w, 1.0)
 
     def to_json(self) -> dict:
         return {"size_edges": list(self.size_edges), "overlap_edges": list(self.overlap_edges),
