@@ -152,8 +152,10 @@ def geometric_stats(d: np.ndarray, weights: np.ndarray | None = None) -> tuple[f
     """
     d = np.asarray(d, dtype=float)
     w = np.ones_like(d) if weights is None else np.asarray(weights, dtype=float)
-    if w.shape != d.shape or not np.all(np.isfinite(w) & (w > 0)):
-        raise ValueError(f"weights: expected one positive finite weight per diameter ({d.shape}), got {w.shape}")
+    if w.shape != d.shape:
+        raise ValueError(f"weights: expected one per diameter, shape {d.shape}, got shape {w.shape}")
+    if not np.all(np.isfinite(w) & (w > 0)):
+        raise ValueError("weights: every weight must be positive and finite")
     keep = d > 0
     d, w = d[keep], w[keep]
     if d.size == 0:
