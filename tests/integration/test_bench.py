@@ -4,10 +4,27 @@ Timings are not asserted (shared, noisy machines); only that each figure is ther
 """
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 
+from bench.memory import ResidentPeak
 from support import run_module
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's resident high-water reset")
+def test_resident_peak_sees_a_native_buffer_freed_inside_the_block():
+    before = np.ones(2**25)           # 256 MiB resident before: a high-water mark the reset must clear
+    del before
+    with ResidentPeak() as idle:
+        pass
+    with ResidentPeak() as busy:
+        buf = np.ones(2**25 // 2)     # 128 MiB, touched, then freed before the block ends
+        del buf
+    assert idle.added_mib < 16
+    assert 120 < busy.added_mib < 160
+    assert busy.peak_mib >= busy.added_mib
 
 
 @pytest.mark.slow
@@ -19,5 +36,8 @@ def test_quick_benchmark_runs_every_suite(tmp_path):
     assert spectra["single_spectrum"]["batched_64_callers"]["requests"] > 0
     assert set(tem["methods"]) == {"cnn", "ann", "watershed", "hough"}
     assert all(m["through_stack_s"] > 0 and m["particles"] > 0 for m in tem["methods"].values())
+    # the added peak may be 0 where freed heap from an earlier method is reused
+    assert all(m["peak_resident_mib"] > 100 and m["peak_resident_mib"] >= m["peak_resident_added_mib"] >= 0
+               for m in tem["methods"].values())
     assert tem["default_method"] == "cnn" and tem["default_vs_watershed"] > 0
     assert tem["batch"]["images_per_s"] > 0
