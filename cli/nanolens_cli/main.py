@@ -126,6 +126,8 @@ def cmd_analyze_tem(args) -> int:
         options["pixel_size_nm"] = repr(args.pixel_size_nm)
     if args.bright_particles:
         options["bright_particles"] = "true"
+    if args.tta:
+        options["tta"] = "true"
     return _analyze(args, gateway_pb2.ANALYSIS_KIND_PARTICLE_SIZES, options, _print_particles)
 
 
@@ -226,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="default: the best method the service has")
     tem.add_argument("--pixel-size-nm", type=float, help="overrides the pixel size in the file's metadata")
     tem.add_argument("--bright-particles", action="store_true", help="particles brighter than the background")
+    tem.add_argument("--tta", action="store_true",
+                     help="cnn only: average the network over the image's 8 rotations and reflections (8x the time)")
     tem.set_defaults(func=cmd_analyze_tem)
 
     models = sub.add_parser("models", help="models behind the gateway")

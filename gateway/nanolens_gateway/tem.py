@@ -32,6 +32,14 @@ def method_option(options: dict[str, str]) -> str:
     return method
 
 
+def bool_option(options: dict[str, str], name: str) -> bool:
+    raw = options.get(name, "")
+    value = {"": False, "0": False, "false": False, "no": False, "1": True, "true": True, "yes": True}.get(raw.lower())
+    if value is None:
+        raise InvalidArgument(f"option {name}={raw!r} must be true or false (1/0, yes/no)", field=f"options.{name}")
+    return value
+
+
 def pixel_size_option(options: dict[str, str]) -> float:
     raw = options.get("pixel_size_nm", "")
     if not raw:
@@ -82,7 +90,8 @@ async def particle_sizes(job: Job, client: ServiceClient) -> Outcome:
     method = method_option(job.options)
     request = tem_pb2.AnalyzeImageRequest(
         image=arrays.to_proto(decoded.image), pixel_size_nm=pixel_size, method=METHODS[method],
-        bright_particles=job.options.get("bright_particles", "").lower() in ("1", "true", "yes"),
+        bright_particles=bool_option(job.options, "bright_particles"),
+        test_time_augmentation=bool_option(job.options, "tta"),
         # the model resolved for the result's identity is the one that runs
         model=None if method in BASELINES else common_pb2.ModelSelector(name=job.model.name,
                                                                          version=job.model.version))

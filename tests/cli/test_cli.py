@@ -180,6 +180,18 @@ def test_a_registered_cnn_is_asked_for_by_name_and_a_pinned_version_is_the_one_t
     assert wrong.returncode == 1 and "INVALID_ARGUMENT" in wrong.stderr and "cannot run method cnn" in wrong.stderr
 
 
+def test_analyze_tem_with_test_time_augmentation(stack, tmp_path):
+    from nanolens_tem.synthetic import SynthParams, generate
+
+    image = tmp_path / "agglomerates.npy"
+    np.save(image, generate(seed=11, params=SynthParams(shape=(128, 128))).image)
+    result = json.loads(nanolens(stack, "analyze", "tem", str(image), "--tta", "--json").stdout)
+    assert result["method"] == "cnn" and result["options"]["tta"] == "true" and result["n_particles"] > 0
+    refused = nanolens(stack, "analyze", "tem", str(image), "--tta", "--method", "hough", check=False)
+    assert refused.returncode == 1 and "INVALID_ARGUMENT" in refused.stderr
+    assert "test_time_augmentation applies to the cnn method only" in refused.stderr
+
+
 def test_analyze_tem_refuses_a_mask(stack, tmp_path):
     mask = tmp_path / "mask.png"
     Image.fromarray(((np.indices((64, 64)).sum(axis=0) % 16) < 8).astype(np.uint8) * 255).save(mask)

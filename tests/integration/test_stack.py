@@ -369,3 +369,25 @@ def test_big_endian_map_is_converted_on_the_way(gateway, spectra_stub, samples):
     direct = spectra_stub.ClassifySpectra(spectra_pb2.ClassifySpectraRequest(
         spectra=arrays.to_proto(cube.reshape(-1, cube.shape[2]).astype("<f4"))), timeout=60)
     np.testing.assert_allclose(probs.reshape(-1, 3), arrays.from_proto(direct.probabilities), atol=1e-5)
+
+
+def test_particle_sizing_options_are_checked_and_tta_is_its_own_result(stack, gateway):
+    """A yes/no option that is neither is refused with its name, test-time augmentation is refused
+    by the methods that have no network, and an augmented CNN result is stored apart from the plain one."""
+    from nanolens_tem.synthetic import SynthParams, generate
+
+    sizes = gateway_pb2.ANALYSIS_KIND_PARTICLE_SIZES
+    ref = upload(gateway, npy(generate(seed=12, params=SynthParams(shape=(128, 128))).image), "particles.npy")
+    for options, words in [({"bright_particles": "maybe"}, "bright_particles='maybe'"),
+                           ({"tta": "2"}, "tta='2'"),
+                           ({"tta": "yes", "method": "watershed"}, "test_time_augmentation")]:
+        with pytest.raises(grpc.RpcError) as info:
+            analyze(gateway, ref, sizes, options=options)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+        assert words in info.value.details()
+    plain = analyze(gateway, ref, sizes, options={"method": "cnn"})
+    augmented = analyze(gateway, ref, sizes, options={"method": "cnn", "tta": "true"})
+    assert not augmented.cached and augmented.result.key != plain.result.key
+    doc = json.loads(augmented.result_json)
+    assert doc["options"]["tta"] == "true" and doc["method"] == "cnn" and doc["n_particles"] > 0
+    assert_healthy(stack)

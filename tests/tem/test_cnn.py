@@ -151,3 +151,26 @@ def test_segmenter_takes_radius_spread_from_the_bundle_postprocessing():
     assert CnnSegmenter.from_session(None, {}).radius_spread == 1.0
     seg = CnnSegmenter.from_session(None, {"tile": 256}, {"radius_spread": 1.2})
     assert (seg.radius_spread, seg.tile) == (1.2, 256)
+
+
+def test_test_time_augmentation_turns_every_view_back(small_unet):
+    """The mean over the 8 rotations and reflections commutes with them, even for an untrained
+    network that does not (an inverse applied the wrong way round breaks this), and it differs
+    from a single view."""
+    import onnxruntime as ort
+
+    from nanolens_tem.cnn import CnnSegmenter
+    from nanolens_tem.synthetic import SynthParams, generate
+
+    _, onnx_bytes = small_unet
+    seg = CnnSegmenter(ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"]), scale=1.0)
+    image = generate(3, params=SynthParams(shape=(96, 128))).image
+    maps = seg.predict_maps(image, tta=True)
+    assert maps.shape == (4, 96, 128)
+    turned = seg.predict_maps(np.ascontiguousarray(np.rot90(image)), tta=True)
+    assert np.abs(turned - np.rot90(maps, axes=(1, 2))).max() < 1e-5
+    mirrored = seg.predict_maps(np.ascontiguousarray(image[::-1]), tta=True)
+    assert np.abs(mirrored - maps[:, ::-1]).max() < 1e-5
+    single = seg.predict_maps(image)
+    assert np.abs(single - maps).mean() > 1e-3
+    assert seg.segment(image, tta=True).labels.shape == image.shape

@@ -255,3 +255,26 @@ async def test_the_served_cnn_weights_the_distribution_with_the_bundle_detection
     assert dist.gmd_nm == pytest.approx(2.0 * dist.gmd_px)
     # the small ones count double, so the GMD falls below the found particles' own
     assert dist.gmd_px < plain.distribution.gmd_px
+
+
+async def test_test_time_augmentation_runs_the_cnn_on_every_view(stub, synthetic):
+    """The served result with ``test_time_augmentation`` is the shipped model's augmented
+    segmentation, and the other methods refuse the flag rather than ignore it."""
+    from nanolens_tem.cnn import CnnSegmenter
+
+    newest = max((SHIPPED_BUNDLES / CNN_MODEL).iterdir(), key=lambda p: tuple(map(int, p.name.split("."))))
+    want = CnnSegmenter.from_bundle(newest).segment(synthetic.image, tta=True)
+    got = await stub.AnalyzeImage(request(synthetic.image, method=tem_pb2.METHOD_CNN, test_time_augmentation=True),
+                                  timeout=120)
+    assert got.provenance.model_version == newest.name
+    assert np.array_equal(arrays.from_proto(got.labels, "labels"), want.labels)
+    assert [p.diameter_px for p in got.particles] == pytest.approx(want.diameters)
+    plain = await stub.AnalyzeImage(request(synthetic.image, method=tem_pb2.METHOD_CNN), timeout=120)
+    assert not np.array_equal(arrays.from_proto(plain.labels, "labels"), want.labels)
+    for method in (tem_pb2.METHOD_WATERSHED, tem_pb2.METHOD_ANN):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.AnalyzeImage(request(synthetic.image, method=method, test_time_augmentation=True), timeout=30)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        bad = error_details_pb2.BadRequest()
+        assert rpc_status.from_call(info.value).details[0].Unpack(bad)
+        assert bad.field_violations[0].field == "test_time_augmentation"

@@ -255,8 +255,22 @@ class CnnSegmenter:
         name = self.session.get_inputs()[0].name
         return self.session.run(None, {name: np.ascontiguousarray(x, np.float32)}, self.run_options)[0]
 
-    def predict_maps(self, image: np.ndarray, *, dark_particles: bool = True) -> np.ndarray:
-        """Raw blended output maps (4, H, W) for a grey image (dark particles by default)."""
+    def predict_maps(self, image: np.ndarray, *, dark_particles: bool = True, tta: bool = False) -> np.ndarray:
+        """Raw blended output maps (4, H, W) for a grey image (dark particles by default).
+
+        ``tta``: test-time augmentation, the mean of the maps of the image's 8 rotations and
+        reflections, each turned back (8 times the time). The four maps are invariant under those
+        transforms, so their mean is too: a rotated image gives the rotated maps."""
+        if tta:
+            total = np.zeros((4, *image.shape), np.float32)
+            for turns in range(4):
+                for mirror in (False, True):
+                    view = np.rot90(image, turns)
+                    view = view[:, ::-1] if mirror else view
+                    maps = self.predict_maps(np.ascontiguousarray(view), dark_particles=dark_particles)
+                    maps = maps[:, :, ::-1] if mirror else maps
+                    total += np.rot90(maps, -turns, axes=(1, 2))
+            return total / 8
         x = normalise(image)
         if not dark_particles:
             x = -x
@@ -269,13 +283,14 @@ class CnnSegmenter:
         maps[3] /= f
         return maps
 
-    def segment(self, image: np.ndarray, *, dark_particles: bool = True, **kw) -> Segmentation:
-        """Primary-particle instances of a grey image; ``kw`` go to :func:`instances_from_maps`.
+    def segment(self, image: np.ndarray, *, dark_particles: bool = True, tta: bool = False, **kw) -> Segmentation:
+        """Primary-particle instances of a grey image; ``tta``: see :meth:`predict_maps`; ``kw`` go
+        to :func:`instances_from_maps`.
 
         With radius sizing and a detection model, the instances carry occlusion weights; with
         ``diameter="area"`` (the visible area) they do not, since hidden parts are not measured."""
         kw.setdefault("radius_spread", self.radius_spread)
-        seg = instances_from_maps(self.predict_maps(image, dark_particles=dark_particles), **kw)
+        seg = instances_from_maps(self.predict_maps(image, dark_particles=dark_particles, tta=tta), **kw)
         if self.detection is not None and kw.get("diameter", "radius") == "radius":
             seg.weights = self.detection.weights(seg.labels, seg.diameters)
         return seg

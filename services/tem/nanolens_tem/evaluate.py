@@ -58,6 +58,9 @@ def build_methods(cnn: Path | None = None, ann: Path | None = None, cnn_real: Pa
         seg = CnnSegmenter.from_bundle(Path(cnn)) if Path(cnn).is_dir() else CnnSegmenter.from_onnx(Path(cnn))
         methods["cnn"] = lambda image, dark_particles=True, sizing="own": seg.segment(
             image, dark_particles=dark_particles, diameter="radius" if sizing == "own" else "area")
+        # test-time augmentation (8 views): ask for it with --methods cnn_tta
+        methods["cnn_tta"] = lambda image, dark_particles=True, sizing="own": seg.segment(
+            image, dark_particles=dark_particles, tta=True, diameter="radius" if sizing == "own" else "area")
     return methods
 
 
@@ -255,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("bench-output/tem"))
     ap.add_argument("--cnn", type=Path, help="CNN bundle folder or bare ONNX file (default: the newest shipped bundle)")
     ap.add_argument("--ann", type=Path, help="ANN model folder")
-    ap.add_argument("--methods", default="", help="comma-separated subset")
+    ap.add_argument("--methods", default="", help="comma-separated subset of watershed, hough, ann, cnn, cnn_tta "
+                    "(the CNN with test-time augmentation); default: all but cnn_tta")
     ap.add_argument("--n-small", type=int, default=500, help="images of the 1-5 particle condition (0: skip)")
     ap.add_argument("--n-faceted", type=int, default=500, help="images of faceted crystals (0: skip)")
     ap.add_argument("--no-real", action="store_true")
@@ -265,8 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     cnn = args.cnn or latest_bundle("tem-unet")
     ann = args.ann or latest_bundle("tem-ann")
     methods = build_methods(cnn=cnn, ann=ann)
-    if args.methods:
-        methods = {k: v for k, v in methods.items() if k in args.methods.split(",")}
+    methods = {k: v for k, v in methods.items() if k in args.methods.split(",")} if args.methods else \
+        {k: v for k, v in methods.items() if k != "cnn_tta"}  # 8 times the CNN's time: only when asked
     args.out.mkdir(parents=True, exist_ok=True)
     syns = []
     if args.n_synthetic:

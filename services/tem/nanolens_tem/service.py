@@ -105,6 +105,12 @@ def measure(method: str, image_shape: tuple[int, int], seg: Segmentation, model:
                   agglomerates[rows, cols].astype(np.int32), agglomerates, model, weights)
 
 
+def require_cnn_for_tta(method: str, tta: bool) -> None:
+    if tta and method != "cnn":
+        raise InvalidArgument(f"test_time_augmentation applies to the cnn method only, not {method}",
+                              field="test_time_augmentation")
+
+
 class TemPipeline:
     def __init__(self, registry: ModelRegistry, pool: InferencePool):
         self.registry = registry
@@ -139,17 +145,20 @@ class TemPipeline:
         return model
 
     def segment(self, image: np.ndarray, method: str, bright: bool, run_options=None,
-                model: OnnxModel | None = None) -> Sizing:
+                model: OnnxModel | None = None, tta: bool = False) -> Sizing:
         """Run one method on one image (blocking: call it in the pool). ``model``: from
         :meth:`model_for` (default: the method's shipped model). ``run_options``
-        (onnxruntime.RunOptions) lets the caller terminate the CNN's model runs."""
+        (onnxruntime.RunOptions) lets the caller terminate the CNN's model runs. ``tta``: the
+        CNN's test-time augmentation (:meth:`CnnSegmenter.predict_maps`)."""
         dark = not bright
+        require_cnn_for_tta(method, tta)
         if method in MODEL_METHODS:
             model = model or self.model_for(method)
             runner = self._runner(model)
             if isinstance(runner, CnnSegmenter):
-                runner = dataclasses.replace(runner, run_options=run_options)
-            seg = runner.segment(image, dark_particles=dark)
+                seg = dataclasses.replace(runner, run_options=run_options).segment(image, dark_particles=dark, tta=tta)
+            else:
+                seg = runner.segment(image, dark_particles=dark)
         elif method == "watershed":
             model, seg = None, watershed_segment(image, dark_particles=dark)
         else:
@@ -157,12 +166,12 @@ class TemPipeline:
         return measure(method, image.shape, seg, model)
 
     async def analyze(self, image: np.ndarray, method: str, bright: bool, timer: metrics.StageTimer,
-                      deadline_s: float | None, model: OnnxModel | None = None) -> Sizing:
+                      deadline_s: float | None, model: OnnxModel | None = None, tta: bool = False) -> Sizing:
         run_options = ort.RunOptions()
         with timer.stage("inference"):
             try:
                 return await asyncio.wait_for(
-                    self.pool.call(self.segment, image, method, bright, run_options, model), deadline_s)
+                    self.pool.call(self.segment, image, method, bright, run_options, model, tta), deadline_s)
             except (TimeoutError, asyncio.CancelledError) as exc:
                 run_options.terminate = True  # the CNN stops at its next tile; the baselines run out
                 if isinstance(exc, asyncio.CancelledError):
@@ -236,6 +245,7 @@ class TemServicer(tem_pb2_grpc.TemServiceServicer):
         method = METHOD_NAMES.get(request.method) if request.method else self.pipeline.default_method()
         if method is None:
             raise InvalidArgument(f"unknown method {request.method}", field="method")
+        require_cnn_for_tta(method, request.test_time_augmentation)
         model = None
         if method in MODEL_METHODS:
             name, version = request.model.name, request.model.version
@@ -244,7 +254,7 @@ class TemServicer(tem_pb2_grpc.TemServiceServicer):
             with timer.stage("model"):  # loaded already, or fetched from the models bucket
                 model = await asyncio.to_thread(self.pipeline.model_for, method, name, version)
         sizing = await self.pipeline.analyze(image, method, request.bright_particles, timer,
-                                             context.time_remaining(), model)
+                                             context.time_remaining(), model, request.test_time_augmentation)
         with timer.stage("postprocess"):
             return response(sizing, request.pixel_size_nm, timer)
 

@@ -78,6 +78,7 @@ def main(argv=None) -> int:
     ap.add_argument("--all", action="store_true")
     ap.add_argument("--target-radius", type=float, default=TARGET_RADIUS)
     ap.add_argument("--score-only", action="store_true", help="score the fold models already in --out")
+    ap.add_argument("--tta", action="store_true", help="score with test-time augmentation too (cnn_finetuned_tta)")
     args = ap.parse_args(argv)
     if not args.score_only and not (args.init and args.synthetic):
         ap.error("--init and --synthetic are needed to fine-tune (all but --score-only)")
@@ -119,6 +120,9 @@ def main(argv=None) -> int:
         test = [items[i] for i in np.flatnonzero(fold == k)]
         methods = {"cnn_finetuned": lambda im, dark_particles=True, sizing="area", _s=seg: _s.segment(
             im, dark_particles=dark_particles, diameter="area")}
+        if args.tta:
+            methods["cnn_finetuned_tta"] = lambda im, dark_particles=True, sizing="area", _s=seg: _s.segment(
+                im, dark_particles=dark_particles, tta=True, diameter="area")
         results.append([evaluate_real(methods, test, cut_bridges=c, min_area=a) for c, a in REAL_VARIANTS])
     if results:
         (args.out / "cv_results.json").write_text(json.dumps({"folds": results, "fold_of_item": fold.tolist()},

@@ -22,18 +22,20 @@ METHOD_WATERSHED: Method
 METHOD_HOUGH: Method
 
 class AnalyzeImageRequest(_message.Message):
-    __slots__ = ("image", "pixel_size_nm", "method", "bright_particles", "model")
+    __slots__ = ("image", "pixel_size_nm", "method", "bright_particles", "model", "test_time_augmentation")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     PIXEL_SIZE_NM_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     BRIGHT_PARTICLES_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    TEST_TIME_AUGMENTATION_FIELD_NUMBER: _ClassVar[int]
     image: _common_pb2.NDArray
     pixel_size_nm: float
     method: Method
     bright_particles: bool
     model: _common_pb2.ModelSelector
-    def __init__(self, image: _Optional[_Union[_common_pb2.NDArray, _Mapping]] = ..., pixel_size_nm: _Optional[float] = ..., method: _Optional[_Union[Method, str]] = ..., bright_particles: _Optional[bool] = ..., model: _Optional[_Union[_common_pb2.ModelSelector, _Mapping]] = ...) -> None: ...
+    test_time_augmentation: bool
+    def __init__(self, image: _Optional[_Union[_common_pb2.NDArray, _Mapping]] = ..., pixel_size_nm: _Optional[float] = ..., method: _Optional[_Union[Method, str]] = ..., bright_particles: _Optional[bool] = ..., model: _Optional[_Union[_common_pb2.ModelSelector, _Mapping]] = ..., test_time_augmentation: _Optional[bool] = ...) -> None: ...
 
 class Particle(_message.Message):
     __slots__ = ("id", "diameter_px", "diameter_nm", "area_px", "centroid_row", "centroid_col", "agglomerate_id", "weight")
