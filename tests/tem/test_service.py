@@ -261,8 +261,9 @@ async def test_test_time_augmentation_runs_the_cnn_on_every_view(stub, synthetic
     """The served result with ``test_time_augmentation`` is the shipped model's augmented
     segmentation, and the other methods refuse the flag rather than ignore it."""
     from nanolens_tem.cnn import CnnSegmenter
+    from nanolens_tem.models import latest_bundle
 
-    newest = max((SHIPPED_BUNDLES / CNN_MODEL).iterdir(), key=lambda p: tuple(map(int, p.name.split("."))))
+    newest = latest_bundle(CNN_MODEL)
     want = CnnSegmenter.from_bundle(newest).segment(synthetic.image, tta=True)
     got = await stub.AnalyzeImage(request(synthetic.image, method=tem_pb2.METHOD_CNN, test_time_augmentation=True),
                                   timeout=120)

@@ -105,12 +105,6 @@ def measure(method: str, image_shape: tuple[int, int], seg: Segmentation, model:
                   agglomerates[rows, cols].astype(np.int32), agglomerates, model, weights)
 
 
-def require_cnn_for_tta(method: str, tta: bool) -> None:
-    if tta and method != "cnn":
-        raise InvalidArgument(f"test_time_augmentation applies to the cnn method only, not {method}",
-                              field="test_time_augmentation")
-
-
 class TemPipeline:
     def __init__(self, registry: ModelRegistry, pool: InferencePool):
         self.registry = registry
@@ -151,7 +145,9 @@ class TemPipeline:
         (onnxruntime.RunOptions) lets the caller terminate the CNN's model runs. ``tta``: the
         CNN's test-time augmentation (:meth:`CnnSegmenter.predict_maps`)."""
         dark = not bright
-        require_cnn_for_tta(method, tta)
+        if tta and method != "cnn":
+            raise InvalidArgument(f"test_time_augmentation applies to the cnn method only, not {method}",
+                                  field="test_time_augmentation")
         if method in MODEL_METHODS:
             model = model or self.model_for(method)
             runner = self._runner(model)
@@ -245,7 +241,6 @@ class TemServicer(tem_pb2_grpc.TemServiceServicer):
         method = METHOD_NAMES.get(request.method) if request.method else self.pipeline.default_method()
         if method is None:
             raise InvalidArgument(f"unknown method {request.method}", field="method")
-        require_cnn_for_tta(method, request.test_time_augmentation)
         model = None
         if method in MODEL_METHODS:
             name, version = request.model.name, request.model.version
