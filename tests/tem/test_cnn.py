@@ -174,3 +174,15 @@ def test_test_time_augmentation_turns_every_view_back(small_unet):
     single = seg.predict_maps(image)
     assert np.abs(single - maps).mean() > 1e-3
     assert seg.segment(image, tta=True).labels.shape == image.shape
+
+
+def test_label_medians_match_scipy_for_odd_and_even_counts():
+    from nanolens_tem.cnn import label_medians
+
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 6, size=(40, 50))
+    labels[0, :5] = [1, 2, 3, 4, 5]  # every label present
+    values = rng.normal(size=labels.shape).astype(np.float32)
+    want = ndi.median(values.astype(np.float64), labels, np.arange(1, 6))
+    assert label_medians(values, labels, 5) == pytest.approx(want, abs=1e-12)
+    assert {int(c) % 2 for c in np.bincount(labels.ravel())[1:]} == {0, 1}  # both kinds of count
