@@ -39,6 +39,22 @@ def test_radius_estimate():
     assert estimate_radius(foreground_mask(disks(circles=[(50, 50, 15), (50, 120, 15)]))) == pytest.approx(15, abs=1.5)
 
 
+def test_centres_match_scipy_and_mark_empty_labels():
+    from scipy import ndimage as ndi
+
+    from nanolens_tem.baselines import _centres
+
+    rng = np.random.default_rng(3)
+    labels = ndi.label(ndi.gaussian_filter(rng.normal(size=(70, 90)), 2) > 0.1)[0]
+    labels[labels == 2] = 0  # a label with no pixels left
+    n = int(labels.max())
+    want = np.asarray(ndi.center_of_mass(np.ones_like(labels), labels, np.arange(1, n + 1)))
+    got = _centres(labels)
+    assert got.shape == (n, 2) and n > 5
+    assert np.isnan(got[1]).all()
+    np.testing.assert_allclose(np.delete(got, 1, 0), np.delete(want, 1, 0), rtol=0, atol=1e-9)
+
+
 def test_metrics_on_known_labels():
     a = np.zeros((20, 20), int)
     a[2:8, 2:8] = 1

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nanolens_tem.baselines import Segmentation
+from nanolens_tem.baselines import Segmentation, _centres
 from nanolens_tem.features import FEATURE_NAMES, agglomerate_features, segment_agglomerates
 
 __all__ = ["HIDDEN", "LOG_FEATURES", "transform_features", "decode", "AnnSizer"]
@@ -81,8 +81,6 @@ class AnnSizer:
         ``labels`` are agglomerates, not particles (the method does not locate particles);
         ``centres`` repeat each agglomerate's centroid for its particles.
         """
-        from scipy import ndimage as ndi
-
         agg = segment_agglomerates(image, dark_particles=dark_particles)
         n = int(agg.max())
         if n == 0:
@@ -90,5 +88,5 @@ class AnnSizer:
         f = agglomerate_features(image, agg, dark_particles=dark_particles)
         logits, reg = self.predict(f)
         counts, diams = decode(logits, reg, f[:, 0])
-        cent = np.asarray(ndi.center_of_mass(np.ones_like(agg), agg, np.arange(1, n + 1))).reshape(n, 2)
+        cent = _centres(agg)
         return Segmentation(agg, np.concatenate(diams), np.repeat(cent, counts, axis=0))
