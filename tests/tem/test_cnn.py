@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from nanolens_tem.cnn import blend_window, instances_from_maps, tiled_predict
+from nanolens_tem.cnn import blend_window, instances_from_maps, tile_layout, tiled_predict
 
 
 def _local_op(x):
@@ -17,6 +17,24 @@ def test_blend_window_ramps_sum_to_one():
     assert w.max() == 1.0
     # overlapping raised-cosine ramps of two neighbouring tiles add up to one
     assert w[-32:] + w[:32] == pytest.approx(np.ones(32), abs=2e-3)
+
+
+@pytest.mark.parametrize("tile,overlap", [(512, 64), (128, 48), (96, 32), (256, 0)])
+def test_tile_layout_covers_with_the_fewest_smallest_tiles(tile, overlap):
+    for n in range(1, 3000, 7):
+        size, starts = tile_layout(n, tile, overlap)
+        assert size % 16 == 0 and size <= max(tile, -(-n // 16) * 16)
+        if len(starts) == 1:
+            assert n <= tile and starts == [0] and size >= n
+            continue
+        k = len(starts)
+        assert starts[0] == 0 and starts[-1] + size == n                  # covers the axis, no padding
+        assert min(np.diff(starts)) > 0 and size - max(np.diff(starts)) >= overlap
+        assert (k - 1) * tile - (k - 2) * overlap < n                      # one tile fewer would not do
+        assert k * (size - 16) - (k - 1) * overlap < n                     # nor k tiles 16 px smaller
+    assert tile_layout(2048, 512, 64) == (464, [0, 396, 792, 1188, 1584])
+    with pytest.raises(ValueError, match="overlap"):
+        tile_layout(1000, 64, 64)
 
 
 def test_tiled_equals_untiled_for_a_local_operator():
@@ -186,3 +204,19 @@ def test_label_medians_match_scipy_for_odd_and_even_counts():
     want = ndi.median(values.astype(np.float64), labels, np.arange(1, 6))
     assert label_medians(values, labels, 5) == pytest.approx(want, abs=1e-12)
     assert {int(c) % 2 for c in np.bincount(labels.ravel())[1:]} == {0, 1}  # both kinds of count
+
+
+@pytest.mark.parametrize("gmd", [16.0, 30.0, 44.0, 60.0])
+def test_auto_scale_coarse_check_keeps_the_full_resolution_decision(gmd):
+    """The binned estimate may only skip the full one where the full one says "no resampling"."""
+    from nanolens_tem import cnn
+    from nanolens_tem.synthetic import SynthParams, generate
+
+    image = generate(7, SynthParams(shape=(512, 512), gmd=(gmd, gmd), gsd=(1.15, 1.15),
+                                    particles_per_agglomerate=(3, 12))).image
+    full = cnn._radius(image, True)
+    coarse = cnn._radius(image, True, binned=True)
+    assert 0.85 * full < coarse < 1.3 * full
+    want = cnn.TARGET_RADIUS / full if full > cnn.MAX_RADIUS else 1.0
+    assert cnn.auto_scale(image) == pytest.approx(want, rel=1e-12)
+    assert cnn.auto_scale(255 - image, dark_particles=False) == pytest.approx(want, rel=1e-12)

@@ -36,11 +36,11 @@ import numpy as np
 from skimage.measure import label
 from skimage.segmentation import watershed
 
-from nanolens_tem.baselines import Segmentation, _centres, _relabel
+from nanolens_tem.baselines import Segmentation, _centres, _relabel, estimate_radius, foreground_mask
 from nanolens_tem.occlusion import DetectionModel
 
-__all__ = ["RADIUS_UNIT", "OUT_CHANNELS", "normalise", "blend_window", "tiled_predict", "instances_from_maps",
-           "CnnSegmenter"]
+__all__ = ["RADIUS_UNIT", "OUT_CHANNELS", "normalise", "blend_window", "tile_layout", "tiled_predict",
+           "instances_from_maps", "auto_scale", "CnnSegmenter"]
 
 RADIUS_UNIT = 32.0
 OUT_CHANNELS = ("fg", "boundary", "dist", "radius")
@@ -69,15 +69,28 @@ def _pad_to(x: np.ndarray, h: int, w: int) -> np.ndarray:
     return np.pad(x, ((0, ph), (0, pw)), mode="reflect") if ph or pw else x
 
 
-def _starts(n: int, tile: int, step: int) -> list[int]:
+def _ceil16(n: float) -> int:
+    return int(np.ceil(n / MULTIPLE) * MULTIPLE)
+
+
+def tile_layout(n: int, tile: int, overlap: int) -> tuple[int, list[int]]:
+    """Tile side and start offsets along one axis of ``n`` px: the fewest tiles of at most
+    ``tile`` px that overlap by at least ``overlap``, made as small as that allows (a multiple
+    of 16) and spread evenly. A 2048 px side takes 5 tiles of 464 px, not 5 of 512 (18 % fewer
+    pixels through the network). An axis that fits is one tile, padded to a multiple of 16."""
+    if not 0 <= overlap < tile:
+        raise ValueError(f"tile {tile} px with overlap {overlap} px: the overlap must be at least 0 and less "
+                         "than the tile")
     if n <= tile:
-        return [0]
-    s = list(range(0, n - tile, step))
-    return s + [n - tile]
+        return max(_ceil16(n), MULTIPLE), [0]
+    k = int(np.ceil((n - overlap) / (tile - overlap)))
+    size = _ceil16((n + (k - 1) * overlap) / k)
+    return size, [i * (n - size) // (k - 1) for i in range(k)]
 
 
 def tiled_predict(run, x: np.ndarray, tile: int = 512, overlap: int = 64) -> np.ndarray:
-    """Apply ``run`` ((1, 1, h, w) -> (1, C, h, w)) to a 2D array in blended tiles.
+    """Apply ``run`` ((1, 1, h, w) -> (1, C, h, w)) to a 2D array in blended tiles
+    (:func:`tile_layout` along each axis).
 
     Parameters
     ----------
@@ -86,9 +99,9 @@ def tiled_predict(run, x: np.ndarray, tile: int = 512, overlap: int = 64) -> np.
     x : (H, W) float32
         Normalised image.
     tile : int
-        Tile side in px (rounded up to a multiple of 16). Images that fit are run whole.
+        Largest tile side in px (rounded up to a multiple of 16). Images that fit are run whole.
     overlap : int
-        Overlap between neighbouring tiles in px; also the length of the blending ramps.
+        Least overlap between neighbouring tiles in px; also the length of the blending ramps.
 
     Returns
     -------
@@ -96,34 +109,31 @@ def tiled_predict(run, x: np.ndarray, tile: int = 512, overlap: int = 64) -> np.
         Blended raw network outputs.
     """
     h, w = x.shape
-    tile = int(np.ceil(tile / MULTIPLE) * MULTIPLE)
-    if h <= tile and w <= tile:
-        ph, pw = int(np.ceil(h / MULTIPLE) * MULTIPLE), int(np.ceil(w / MULTIPLE) * MULTIPLE)
-        xp = _pad_to(x, max(ph, MULTIPLE), max(pw, MULTIPLE))
+    tile = _ceil16(tile)
+    (th, ys), (tw, xs) = tile_layout(h, tile, overlap), tile_layout(w, tile, overlap)
+    xp = _pad_to(x, max(h, th), max(w, tw))
+    if len(ys) == len(xs) == 1:
         return run(xp[None, None])[0, :, :h, :w]
-    xp = _pad_to(x, max(h, tile), max(w, tile))
     hp, wp = xp.shape
-    step = tile - overlap
     acc, wsum = None, np.zeros((hp, wp), np.float32)
-    ys, xs = _starts(hp, tile, step), _starts(wp, tile, step)
     for y0 in ys:
-        wy = blend_window(tile, overlap if len(ys) > 1 else 0)
+        wy = blend_window(th, overlap if len(ys) > 1 else 0)
         if y0 == ys[0]:
             wy[: overlap] = 1.0
         if y0 == ys[-1]:
-            wy[tile - overlap:] = 1.0
+            wy[th - overlap:] = 1.0
         for x0 in xs:
-            wx = blend_window(tile, overlap if len(xs) > 1 else 0)
+            wx = blend_window(tw, overlap if len(xs) > 1 else 0)
             if x0 == xs[0]:
                 wx[: overlap] = 1.0
             if x0 == xs[-1]:
-                wx[tile - overlap:] = 1.0
-            out = run(xp[None, None, y0:y0 + tile, x0:x0 + tile])[0]
+                wx[tw - overlap:] = 1.0
+            out = run(xp[None, None, y0:y0 + th, x0:x0 + tw])[0]
             if acc is None:
                 acc = np.zeros((out.shape[0], hp, wp), np.float32)
             wt = wy[:, None] * wx[None, :]
-            acc[:, y0:y0 + tile, x0:x0 + tile] += out * wt
-            wsum[y0:y0 + tile, x0:x0 + tile] += wt
+            acc[:, y0:y0 + th, x0:x0 + tw] += out * wt
+            wsum[y0:y0 + th, x0:x0 + tw] += wt
     return (acc / wsum)[:, :h, :w]
 
 
@@ -193,13 +203,32 @@ TARGET_RADIUS = 12.0
 MAX_RADIUS = 18.0
 
 
+#: a coarse radius estimate (on the 2 x 2 binned image) below this fraction of the resampling
+#: limit means "no resampling" without the full-resolution estimate. Coarse / full read 0.78 to
+#: 3.7 (1st percentile 0.91) on the 1 530 evaluation images (500 per synthetic condition, 30 real)
+#: and 1.00 to 1.65 on 21 large ones (the benchmark mosaic at 7 scales, 8 carbon-black and 6
+#: magnified gold micrographs); none of them changed its decision. The margin leaves 10 % below
+#: the lowest ratio seen. It saves about 0.8 s of 1.2 s on a 2048 px image.
+COARSE_MARGIN = 0.7
+
+
+def _radius(image: np.ndarray, dark_particles: bool, binned: bool = False) -> float:
+    if not binned:
+        return estimate_radius(foreground_mask(image, dark_particles=dark_particles))
+    h, w = image.shape[0] // 2, image.shape[1] // 2
+    small = np.asarray(image, np.float32)[:2 * h, :2 * w].reshape(h, 2, w, 2).mean((1, 3))
+    return 2.0 * estimate_radius(foreground_mask(small, dark_particles=dark_particles, smooth_sigma=0.5, min_size=8))
+
+
 def auto_scale(image: np.ndarray, dark_particles: bool = True, target_radius: float = TARGET_RADIUS) -> float:
     """Resampling factor that brings the estimated particle radius (px) into the training range
-    (1.0 when it already is, < 1 for large particles)."""
-    from nanolens_tem.baselines import estimate_radius, foreground_mask
-
-    r = estimate_radius(foreground_mask(image, dark_particles=dark_particles))
-    return target_radius / r if r > max(MAX_RADIUS, target_radius) else 1.0
+    (1.0 when it already is, < 1 for large particles). Images of at least 64 x 64 px are first
+    estimated on the binned image (see :data:`COARSE_MARGIN`)."""
+    limit = max(MAX_RADIUS, target_radius)
+    if min(image.shape) >= 64 and _radius(image, dark_particles, binned=True) < COARSE_MARGIN * limit:
+        return 1.0
+    r = _radius(image, dark_particles)
+    return target_radius / r if r > limit else 1.0
 
 
 def resample(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
