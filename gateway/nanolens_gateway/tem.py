@@ -53,9 +53,31 @@ def pixel_size_option(options: dict[str, str]) -> float:
     return value
 
 
+YES_NO_OPTIONS = ("bright_particles", "tta")
+
+
+def canonical_options(options: dict[str, str]) -> None:
+    """Check the yes/no options and the pixel size before anything is fetched, and write them in
+    one spelling, so that the same request makes the same result identity: a yes/no option that is
+    true becomes ``"true"`` and one that is false is dropped (``tta=no`` is no ``tta``); the pixel
+    size becomes the float's shortest form (``0.50`` is ``0.5``)."""
+    for name in YES_NO_OPTIONS:
+        if bool_option(options, name):
+            options[name] = "true"
+        else:
+            options.pop(name, None)
+    if "pixel_size_nm" in options:
+        value = pixel_size_option(options)
+        if value:
+            options["pixel_size_nm"] = repr(value)
+        else:
+            del options["pixel_size_nm"]
+
+
 async def resolve_model(client: ServiceClient, model_name: str, model_version: str,
                         options: dict[str, str]) -> common_pb2.ModelInfo:
-    """The model behind the request, which the result's identity names; sets ``options["method"]``.
+    """The model behind the request, which the result's identity names; puts ``options`` in their
+    canonical form (:func:`canonical_options`) and sets ``options["method"]``.
 
     - A model name picks the method by the model's task (instance-segmentation: cnn,
       agglomerate-sizing: ann), so a CNN fine-tuned on local masks is asked for by its name; the
@@ -64,7 +86,10 @@ async def resolve_model(client: ServiceClient, model_name: str, model_version: s
     - No name: the method's shipped model (``model_version`` pins its version); no method: the
       CNN when the service has one, else watershed (what the service itself picks).
     """
+    canonical_options(options)
     method = method_option(options)
+    if method:
+        options["method"] = method  # METHOD=CNN is method=cnn
     if model_name:
         model = await client.catalogue.resolve(model_name, model_version)
         named = model_name if model_name in BASELINES else METHOD_OF_TASK.get(model.task)

@@ -372,8 +372,9 @@ def test_big_endian_map_is_converted_on_the_way(gateway, spectra_stub, samples):
 
 
 def test_particle_sizing_options_are_checked_and_tta_is_its_own_result(stack, gateway):
-    """A yes/no option that is neither is refused with its name, test-time augmentation is refused
-    by the methods that have no network, and an augmented CNN result is stored apart from the plain one."""
+    """A yes/no option that is neither is refused with its name before the input is fetched,
+    test-time augmentation is refused by the methods that have no network, an augmented CNN result
+    is stored apart from the plain one, and spellings of the same options share one result."""
     from nanolens_tem.synthetic import SynthParams, generate
 
     sizes = gateway_pb2.ANALYSIS_KIND_PARTICLE_SIZES
@@ -385,9 +386,22 @@ def test_particle_sizing_options_are_checked_and_tta_is_its_own_result(stack, ga
             analyze(gateway, ref, sizes, options=options)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
         assert words in info.value.details()
+    # the options are checked before the input is fetched: a text file is refused for the option
+    text = upload(gateway, b"not a micrograph", "notes.txt")
+    with pytest.raises(grpc.RpcError) as info:
+        analyze(gateway, text, sizes, options={"bright_particles": "maybe"})
+    assert "bright_particles='maybe'" in info.value.details()
     plain = analyze(gateway, ref, sizes, options={"method": "cnn"})
     augmented = analyze(gateway, ref, sizes, options={"method": "cnn", "tta": "true"})
     assert not augmented.cached and augmented.result.key != plain.result.key
     doc = json.loads(augmented.result_json)
     assert doc["options"]["tta"] == "true" and doc["method"] == "cnn" and doc["n_particles"] > 0
+    # other spellings of the same request find the stored results
+    for options, stored in [({"method": "CNN", "tta": "no", "bright_particles": "0"}, plain),
+                            ({"method": "cnn", "tta": "Yes", "bright_particles": "false"}, augmented)]:
+        again = analyze(gateway, ref, sizes, options=options)
+        assert again.cached and again.result.key == stored.result.key, options
+    sized = [analyze(gateway, ref, sizes, options={"method": "watershed", "pixel_size_nm": v}) for v in ("0.50", ".5")]
+    assert sized[1].cached and sized[1].result.key == sized[0].result.key
+    assert json.loads(sized[0].result_json)["options"]["pixel_size_nm"] == "0.5"
     assert_healthy(stack)
