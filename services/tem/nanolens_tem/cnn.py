@@ -215,6 +215,7 @@ COARSE_MARGIN = 0.7
 def _radius(image: np.ndarray, dark_particles: bool, binned: bool = False) -> float:
     if not binned:
         return estimate_radius(foreground_mask(image, dark_particles=dark_particles))
+    # binned 2 x 2: the mask's smoothing halves (1 -> 0.5 px) and its smallest object quarters (30 -> 8 px^2)
     h, w = image.shape[0] // 2, image.shape[1] // 2
     small = np.asarray(image, np.float32)[:2 * h, :2 * w].reshape(h, 2, w, 2).mean((1, 3))
     return 2.0 * estimate_radius(foreground_mask(small, dark_particles=dark_particles, smooth_sigma=0.5, min_size=8))
