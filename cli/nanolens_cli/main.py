@@ -110,6 +110,10 @@ def cmd_analyze_spectra(args) -> int:
         return 2
     kind = (gateway_pb2.ANALYSIS_KIND_SPECTRAL_MAP if args.map or looks_like_map(path)
             else gateway_pb2.ANALYSIS_KIND_SPECTRA)
+    bad = [kv for kv in args.option if not kv.partition("=")[0] or "=" not in kv]
+    if bad:
+        print(f"error: --option {bad[0]!r} is not KEY=VALUE", file=sys.stderr)
+        return 2
     return _analyze(args, kind, dict(kv.split("=", 1) for kv in args.option), _print_spectra)
 
 
@@ -219,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     spec = domains.add_parser("spectra", help="classify spectra or a spectral map (H x W x C .npy/.npz)")
     common(spec)
     spec.add_argument("--map", action="store_true", help="treat the file as a spectral map (auto for 3-D arrays)")
-    spec.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
+    spec.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                      help="analysis option; spectra take array_key=NAME (the array of an .npz file)")
     spec.set_defaults(func=cmd_analyze_spectra)
 
     tem = domains.add_parser("tem", help="primary-particle sizes in a TEM or SEM image (TIFF, PNG, JPEG, .npy)")

@@ -85,6 +85,13 @@ class Analysis:
     service: str
     run: Callable[[Job, ServiceClient], Awaitable[Outcome]]
     resolve: Callable[[ServiceClient, str, str, dict[str, str]], Awaitable[common_pb2.ModelInfo]]
+    options: tuple[str, ...]  # the option keys it reads; any other key is refused (a typo would go unseen)
+
+    def check_option_keys(self, options: dict[str, str]) -> None:
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            raise InvalidArgument(f"option {unknown[0]!r} is not an option of {self.name} analyses; "
+                                  f"they take {', '.join(self.options)}", field=f"options.{unknown[0]}")
 
 
 async def _named_model(client: ServiceClient, name: str, version: str, options: dict) -> common_pb2.ModelInfo:
@@ -92,10 +99,12 @@ async def _named_model(client: ServiceClient, name: str, version: str, options: 
 
 
 ANALYSES = {
-    gateway_pb2.ANALYSIS_KIND_SPECTRA: Analysis("spectra", "spectra", spectra.classify_spectra, _named_model),
-    gateway_pb2.ANALYSIS_KIND_SPECTRAL_MAP: Analysis("spectral_map", "spectra", spectra.classify_map, _named_model),
+    gateway_pb2.ANALYSIS_KIND_SPECTRA: Analysis("spectra", "spectra", spectra.classify_spectra, _named_model,
+                                                spectra.OPTIONS),
+    gateway_pb2.ANALYSIS_KIND_SPECTRAL_MAP: Analysis("spectral_map", "spectra", spectra.classify_map, _named_model,
+                                                     spectra.OPTIONS),
     gateway_pb2.ANALYSIS_KIND_PARTICLE_SIZES: Analysis("particle_sizes", "tem", tem.particle_sizes,
-                                                       tem.resolve_model),
+                                                       tem.resolve_model, tem.OPTIONS),
 }
 
 
@@ -178,6 +187,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         bucket = request.input.bucket or self.settings.raw_bucket
         key = validate_key(request.input.key, "input.key")
         options = dict(request.options)
+        analysis.check_option_keys(options)
         timer = StageTimer()
         with timer.stage("fetch"):
             source = await asyncio.to_thread(self.store.stat, bucket, key, request.input.version_id)

@@ -19,6 +19,7 @@ from nanolens_runtime import arrays
 from nanolens_runtime.errors import InvalidArgument
 
 NPY_HEADER_READ = 4096
+OPTIONS = ("array_key",)  # which array of an .npz file holds the spectra
 
 
 def selector(job: Job) -> spectra_pb2.ModelSelector:

@@ -77,6 +77,13 @@ def test_errors_are_one_clear_line(stack, tmp_path):
     assert result.stderr.strip().startswith("error: INVALID_ARGUMENT") and "columns" in result.stderr
     missing = nanolens(stack, "analyze", "spectra", str(tmp_path / "nope.csv"), check=False)
     assert missing.returncode == 2 and "not a file" in missing.stderr
+    good = tmp_path / "good.csv"
+    good.write_text("1,2,3\n4,5,6\n")
+    for option in ("array_key", "=spectra"):
+        shape = nanolens(stack, "analyze", "spectra", str(good), "--option", option, check=False)
+        assert shape.returncode == 2 and f"--option {option!r} is not KEY=VALUE" in shape.stderr, shape.stderr
+    typo = nanolens(stack, "analyze", "spectra", str(good), "--option", "arraykey=b", check=False)
+    assert typo.returncode == 1 and "option 'arraykey'" in typo.stderr and "array_key" in typo.stderr
 
 
 def test_up_prints_endpoints_and_stops_everything_on_sigterm():

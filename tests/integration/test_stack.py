@@ -138,8 +138,27 @@ def test_same_input_and_model_give_the_stored_result(gateway, samples):
     assert not first.cached and second.cached
     assert second.job_id == first.job_id and second.result.key == first.result.key
     assert not analyze(gateway, ref, force=True).cached
-    other = analyze(gateway, ref, options={"note": "x"})
-    assert not other.cached and other.result.key != first.result.key
+    array = analyze(gateway, ref, options={"array_key": "spectra"})  # options are part of the identity
+    assert not array.cached and array.result.key != first.result.key
+
+
+def test_unknown_option_keys_are_refused_before_the_fetch(gateway, samples):
+    ref = upload(gateway, npy(samples[0].spectra), "typo.npy")
+    first = analyze(gateway, ref)
+    missing = common_pb2.ObjectRef(bucket="raw", key="no/such/object.tif")
+    for kind, ref_, options, known in [
+            (gateway_pb2.ANALYSIS_KIND_SPECTRA, ref, {"note": "x"}, "array_key"),
+            (gateway_pb2.ANALYSIS_KIND_SPECTRAL_MAP, ref, {"arraykey": "m"}, "array_key"),
+            # a typo would otherwise run the default method; the object is not even looked up
+            (gateway_pb2.ANALYSIS_KIND_PARTICLE_SIZES, missing, {"metod": "watershed"},
+             "method, pixel_size_nm, bright_particles, tta"),
+            (gateway_pb2.ANALYSIS_KIND_PARTICLE_SIZES, missing, {"method": "cnn", "METHOD": "hough"}, "method")]:
+        with pytest.raises(grpc.RpcError) as info:
+            analyze(gateway, ref_, kind, options=options)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+        typo = sorted(set(options) - {"method"})[0]
+        assert f"option {typo!r}" in info.value.details() and known in info.value.details()
+    assert analyze(gateway, ref).cached and analyze(gateway, ref).job_id == first.job_id  # nothing stored is lost
 
 
 def test_map_is_streamed_in_blocks_and_matches_direct_classification(stack, gateway, spectra_stub, samples):
