@@ -63,6 +63,35 @@ def finetune(init: Path, real_x, real_y, syn_x, syn_y, *, steps: int, base: int,
 
 
 
+def folds_by_subset(subsets: np.ndarray, folds: int) -> np.ndarray:
+    """Fold of each image: the images of each subset dealt out in turn, so every fold holds each
+    subset in proportion."""
+    fold = np.zeros(len(subsets), int)
+    for s in np.unique(subsets):
+        idx = np.flatnonzero(subsets == s)
+        fold[idx] = np.arange(len(idx)) % folds
+    return fold
+
+
+def training_subset(train_idx: np.ndarray, subsets: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """``n`` of the images ``train_idx``, drawn (seeded) from each subset in its share of them,
+    at least one of each: the learning curve's smaller training sets."""
+    if not 0 < n <= len(train_idx):
+        raise ValueError(f"--n-train {n} must be 1..{len(train_idx)} (the images outside the scored fold)")
+    kinds, counts = np.unique(subsets[train_idx], return_counts=True)
+    if n < len(kinds):
+        raise ValueError(f"--n-train {n} is fewer than the {len(kinds)} subsets it must hold")
+    share = np.maximum(1, np.floor(n * counts / counts.sum()).astype(int))
+    while share.sum() < n:  # the rounding's remainder to the subsets furthest below their share
+        share[np.argmax(n * counts / counts.sum() - share)] += 1
+    while share.sum() > n:
+        share[np.argmax(share)] -= 1
+    rng = np.random.default_rng(seed)
+    picked = [rng.choice(train_idx[subsets[train_idx] == kind], size=m, replace=False)
+              for kind, m in zip(kinds, share, strict=True)]
+    return np.sort(np.concatenate(picked))
+
+
 def main(argv=None) -> int:
     from nanolens_tem.cnn import CnnSegmenter
     from nanolens_tem.data import gold_instances, gold_items, read_gray
@@ -79,6 +108,9 @@ def main(argv=None) -> int:
     ap.add_argument("--target-radius", type=float, default=TARGET_RADIUS)
     ap.add_argument("--score-only", action="store_true", help="score the fold models already in --out")
     ap.add_argument("--tta", action="store_true", help="score with test-time augmentation too (cnn_finetuned_tta)")
+    ap.add_argument("--n-train", type=int, default=0,
+                    help="fine-tune each fold on only this many of its training images (a learning curve); "
+                         "0: all of them")
     args = ap.parse_args(argv)
     if not args.score_only and not (args.init and args.synthetic):
         ap.error("--init and --synthetic are needed to fine-tune (all but --score-only)")
@@ -91,10 +123,8 @@ def main(argv=None) -> int:
         z = np.load(args.synthetic)
         syn_x, syn_y = z["x"][:200], z["y"][:200]
     subsets = np.array([s for s, _, _ in items])
-    fold = np.zeros(len(items), int)
-    for s in np.unique(subsets):
-        idx = np.flatnonzero(subsets == s)
-        fold[idx] = np.arange(len(idx)) % args.folds
+    fold = folds_by_subset(subsets, args.folds)
+    trained_on = {}
     results = []
     folds = [None] if args.all else range(args.folds)
     for k in folds:
@@ -103,6 +133,9 @@ def main(argv=None) -> int:
             onnx_bytes = (args.out / f"{name}.onnx").read_bytes()
         else:
             train_idx = np.arange(len(items)) if k is None else np.flatnonzero(fold != k)
+            if args.n_train:
+                train_idx = training_subset(train_idx, subsets, args.n_train, seed=k or 0)
+            trained_on[name] = [items[i][1].name for i in train_idx]
             model = finetune(args.init, [data[i][0] for i in train_idx], [data[i][1] for i in train_idx],
                              syn_x, syn_y, steps=args.steps, base=args.base, seed=k or 0)
             onnx_bytes = export_onnx(model)
@@ -125,8 +158,9 @@ def main(argv=None) -> int:
                 im, dark_particles=dark_particles, tta=True, diameter="area")
         results.append([evaluate_real(methods, test, cut_bridges=c, min_area=a) for c, a in REAL_VARIANTS])
     if results:
-        (args.out / "cv_results.json").write_text(json.dumps({"folds": results, "fold_of_item": fold.tolist()},
-                                                             indent=2))
+        (args.out / "cv_results.json").write_text(json.dumps(
+            {"folds": results, "fold_of_item": fold.tolist(), "trained_on": trained_on or "(not recorded)"},
+            indent=2))
         print(json.dumps(results, indent=1))
     return 0
 
