@@ -361,7 +361,7 @@ def train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, steps: int, batch: 
         loss.backward()
         opt.step()
         sched.step()
-        hist.append(float(loss))
+        hist.append(loss.item())
         if log_every and (step + 1) % log_every == 0:
             print(f"step {step + 1}/{steps} loss {np.mean(hist[-log_every:]):.4f} {time.time() - t0:.0f}s", flush=True)
     model.eval()
