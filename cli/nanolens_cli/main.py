@@ -110,7 +110,7 @@ def cmd_analyze_spectra(args) -> int:
         return 2
     kind = (gateway_pb2.ANALYSIS_KIND_SPECTRAL_MAP if args.map or looks_like_map(path)
             else gateway_pb2.ANALYSIS_KIND_SPECTRA)
-    bad = [kv for kv in args.option if not kv.partition("=")[0] or "=" not in kv]
+    bad = [kv for kv in args.option if not all(kv.partition("=")[:2])]  # no key, or no '='
     if bad:
         print(f"error: --option {bad[0]!r} is not KEY=VALUE", file=sys.stderr)
         return 2

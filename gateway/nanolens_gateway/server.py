@@ -90,8 +90,10 @@ class Analysis:
     def check_option_keys(self, options: dict[str, str]) -> None:
         unknown = sorted(set(options) - set(self.options))
         if unknown:
-            raise InvalidArgument(f"option {unknown[0]!r} is not an option of {self.name} analyses; "
-                                  f"they take {', '.join(self.options)}", field=f"options.{unknown[0]}")
+            named = ", ".join(repr(k) for k in unknown)
+            raise InvalidArgument(f"option {named} {'is not an option' if len(unknown) == 1 else 'are not options'} "
+                                  f"of {self.name} analyses; they take {', '.join(self.options)}",
+                                  field=f"options.{unknown[0]}")
 
 
 async def _named_model(client: ServiceClient, name: str, version: str, options: dict) -> common_pb2.ModelInfo:
