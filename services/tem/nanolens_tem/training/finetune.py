@@ -111,6 +111,10 @@ def main(argv=None) -> int:
     ap.add_argument("--n-train", type=int, default=0,
                     help="fine-tune each fold on only this many of its training images (a learning curve); "
                          "0: all of them")
+    ap.add_argument("--exclude-train", default="", metavar="TEXT",
+                    help="leave images whose file name contains TEXT out of fine-tuning (they are still scored)")
+    ap.add_argument("--draw", type=int, default=0,
+                    help="which draw of the --n-train images (its seed is the fold + 1000 x draw)")
     args = ap.parse_args(argv)
     if not args.score_only and not (args.init and args.synthetic):
         ap.error("--init and --synthetic are needed to fine-tune (all but --score-only)")
@@ -133,8 +137,10 @@ def main(argv=None) -> int:
             onnx_bytes = (args.out / f"{name}.onnx").read_bytes()
         else:
             train_idx = np.arange(len(items)) if k is None else np.flatnonzero(fold != k)
+            if args.exclude_train:
+                train_idx = np.array([i for i in train_idx if args.exclude_train not in items[i][1].name])
             if args.n_train:
-                train_idx = training_subset(train_idx, subsets, args.n_train, seed=k or 0)
+                train_idx = training_subset(train_idx, subsets, args.n_train, seed=(k or 0) + 1000 * args.draw)
             trained_on[name] = [items[i][1].name for i in train_idx]
             model = finetune(args.init, [data[i][0] for i in train_idx], [data[i][1] for i in train_idx],
                              syn_x, syn_y, steps=args.steps, base=args.base, seed=k or 0)
