@@ -10,6 +10,9 @@ that it does not forget the agglomerate case). With ``--folds k`` the real image
 only, so no image is ever scored by a model that saw it. ``--all`` fine-tunes on every image
 (a model for local use: the data's licence does not allow shipping it). ``--score-only`` scores
 the fold models an earlier run left in ``--out`` again (e.g. after the evaluation changed).
+``--n-train n --draw d`` fine-tunes each fold model on a seeded draw of only ``n`` of its
+training images (the learning curve in docs/tem.md); ``--exclude-train TEXT`` leaves images whose
+name contains TEXT out of fine-tuning, while they are still scored.
 """
 
 from __future__ import annotations
@@ -138,7 +141,9 @@ def main(argv=None) -> int:
         else:
             train_idx = np.arange(len(items)) if k is None else np.flatnonzero(fold != k)
             if args.exclude_train:
-                train_idx = np.array([i for i in train_idx if args.exclude_train not in items[i][1].name])
+                train_idx = np.array([i for i in train_idx if args.exclude_train not in items[i][1].name], int)
+                if not len(train_idx):
+                    ap.error(f"--exclude-train {args.exclude_train!r} leaves {name} no image to fine-tune on")
             if args.n_train:
                 train_idx = training_subset(train_idx, subsets, args.n_train, seed=(k or 0) + 1000 * args.draw)
             trained_on[name] = [items[i][1].name for i in train_idx]
