@@ -23,7 +23,6 @@ METHODS = {"cnn": tem_pb2.METHOD_CNN, "ann": tem_pb2.METHOD_ANN, "watershed": te
 MODEL_OF = {"cnn": "tem-unet", "ann": "tem-ann"}  # the shipped model of each model method
 METHOD_OF_TASK = {"instance-segmentation": "cnn", "agglomerate-sizing": "ann"}
 BASELINES = ("watershed", "hough")  # catalogue entries named by the method
-OPTIONS = ("method", "pixel_size_nm", "bright_particles", "tta")
 
 
 def method_option(options: dict[str, str]) -> str:
@@ -55,6 +54,7 @@ def pixel_size_option(options: dict[str, str]) -> float:
 
 
 YES_NO_OPTIONS = ("bright_particles", "tta")
+OPTIONS = ("method", "pixel_size_nm", *YES_NO_OPTIONS)  # every key particle sizing reads
 
 
 def canonical_options(options: dict[str, str]) -> None:

@@ -131,7 +131,9 @@ def main(argv=None) -> int:
         syn_x, syn_y = z["x"][:200], z["y"][:200]
     subsets = np.array([s for s, _, _ in items])
     fold = folds_by_subset(subsets, args.folds)
-    trained_on = {}
+    # which images each fold model saw; a rescoring keeps what the training run recorded
+    previous = args.out / "cv_results.json"
+    trained_on = json.loads(previous.read_text()).get("trained_on", {}) if args.score_only and previous.exists() else {}
     results = []
     folds = [None] if args.all else range(args.folds)
     for k in folds:
@@ -170,7 +172,7 @@ def main(argv=None) -> int:
         results.append([evaluate_real(methods, test, cut_bridges=c, min_area=a) for c, a in REAL_VARIANTS])
     if results:
         (args.out / "cv_results.json").write_text(json.dumps(
-            {"folds": results, "fold_of_item": fold.tolist(), "trained_on": trained_on or "(not recorded)"},
+            {"folds": results, "fold_of_item": fold.tolist(), "trained_on": trained_on},
             indent=2))
         print(json.dumps(results, indent=1))
     return 0
