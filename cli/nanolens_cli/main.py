@@ -30,7 +30,11 @@ def cmd_up(args) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())
     print("starting S3 server, spectra and TEM services, gateway ...", file=sys.stderr)
-    endpoints = stack.start()
+    try:
+        endpoints = stack.start()
+    except (RuntimeError, TimeoutError) as exc:  # a process that did not start; its log is in the message
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     try:
         print(f"s3       {endpoints.s3}")
         print(f"spectra  {endpoints.spectra}")

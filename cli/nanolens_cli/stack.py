@@ -56,7 +56,8 @@ class Process:
                 self.serving.set()
             if echo:
                 sys.stderr.write(f"[{self.name}] {line}")
-        self.serving.set()  # EOF: unblock waiters; they check returncode
+        self.popen.wait()  # EOF: the process is ending; reap it first so that waiters see its returncode
+        self.serving.set()  # (they check it: a dead process's EOF used to pass for SERVING, its port taken or not)
 
 
 @dataclass

@@ -86,10 +86,28 @@ def test_errors_are_one_clear_line(stack, tmp_path):
     assert typo.returncode == 1 and "option 'arraykey'" in typo.stderr and "array_key" in typo.stderr
 
 
+def test_up_reports_a_taken_port_at_once_and_leaves_nothing_running():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        gateway = taken.getsockname()[1]
+        others = [free_port() for _ in range(3)]
+        # the gateway dies on the taken port; its end of output used to pass for SERVING ("stack ready")
+        result = subprocess.run([sys.executable, "-m", "nanolens_cli.main", "up", "--gateway-port", str(gateway),
+                                 "--spectra-port", str(others[0]), "--s3-port", str(others[1]),
+                                 "--tem-port", str(others[2])], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "stack ready" not in result.stdout
+    assert "error: gateway did not become ready" in result.stderr, result.stderr
+    assert f"127.0.0.1:{gateway}" in result.stderr  # the gateway's own bind error, in its log lines
+    for port in others:  # what it started before the gateway failed was stopped again
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
 def test_up_prints_endpoints_and_stops_everything_on_sigterm():
-    ports = [free_port() for _ in range(3)]
+    ports = [free_port() for _ in range(4)]  # every port chosen: the defaults may be taken on this machine
     proc = subprocess.Popen([sys.executable, "-m", "nanolens_cli.main", "up", "--gateway-port", str(ports[0]),
-                             "--spectra-port", str(ports[1]), "--s3-port", str(ports[2])],
+                             "--spectra-port", str(ports[1]), "--s3-port", str(ports[2]), "--tem-port", str(ports[3])],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         lines = []
@@ -97,6 +115,10 @@ def test_up_prints_endpoints_and_stops_everything_on_sigterm():
             lines.append(line)
             if "stack ready" in line:
                 break
+        if not any("stack ready" in line for line in lines):  # it ended early: say why (one flaky run said nothing)
+            proc.kill()
+            pytest.fail(f"`nanolens up` exited {proc.wait(10)} before the stack was ready; stdout {''.join(lines)!r}, "
+                        f"stderr {proc.stderr.read()[-2000:]!r}")
         assert f"gateway  127.0.0.1:{ports[0]}" in "".join(lines)
         for port in ports:
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
