@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
-import numpy as np
 
 from nanolens.common.v1 import common_pb2
 from nanolens.gateway.v1 import gateway_pb2, gateway_pb2_grpc
@@ -107,21 +106,6 @@ class GatewayClient:
 
     def list_models(self, timeout: float | None = 30) -> gateway_pb2.ListModelsResponse:
         return self.stub.ListModels(gateway_pb2.ListModelsRequest(), timeout=timeout, metadata=self.metadata)
-
-
-def looks_like_map(path: Path) -> bool:
-    """A local .npy/.npz whose (main) array is H x W x C is a spectral map."""
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".npy":
-            return np.load(path, mmap_mode="r", allow_pickle=False).ndim == 3
-        if suffix == ".npz":
-            with np.load(path, allow_pickle=False) as archive:
-                key = "spectra" if "spectra" in archive.files else archive.files[0]
-                return archive[key].ndim == 3
-    except (ValueError, OSError, IndexError):
-        return False  # the gateway will say what is wrong with the file
-    return False
 
 
 def save_outputs(client: GatewayClient, response: gateway_pb2.AnalyzeResponse, out: Path) -> list[Path]:

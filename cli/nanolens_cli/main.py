@@ -24,28 +24,30 @@ def _gateway(args) -> str:
 def cmd_up(args) -> int:
     from nanolens_cli.stack import Stack
 
-    stack = Stack(host=args.host, s3_port=args.s3_port, spectra_port=args.spectra_port, tem_port=args.tem_port,
-                  gateway_port=args.gateway_port, echo_logs=args.logs)
+    ports = {name.removesuffix("_port"): value for name, value in vars(args).items() if name.endswith("_port")}
+    stack = Stack(host=args.host, ports=ports, echo_logs=args.logs)
     stopped = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
         signal.signal(sig, lambda *_: stopped.set())
-    print("starting S3 server, spectra and TEM services, gateway ...", file=sys.stderr)
+    print(f"starting S3 server, {', '.join(stack.services[:-1])} services, gateway ...", file=sys.stderr)
     try:
         endpoints = stack.start()
     except (RuntimeError, TimeoutError) as exc:  # a process that did not start; its log is in the message
         print(f"error: {exc}", file=sys.stderr)
         return 1
     try:
-        print(f"s3       {endpoints.s3}")
-        print(f"spectra  {endpoints.spectra}")
-        print(f"tem      {endpoints.tem}")
-        print(f"gateway  {endpoints.gateway}")
+        print(f"{'s3':<8} {endpoints.s3}")
+        for name, address in endpoints.services.items():
+            print(f"{name:<8} {address}")
+        print(f"{'gateway':<8} {endpoints.gateway}")
         for name, url in endpoints.metrics.items():
             print(f"metrics  {name} {url}")
         print("stack ready (Ctrl-C stops it); clients use:", flush=True)
         for key, value in endpoints.client_env().items():
             print(f"  export {key}={value}", flush=True)
         stopped.wait()
+    except OSError:  # stdout went away (a pipe whose reader died): stop all the same
+        pass
     finally:
         print("stopping ...", file=sys.stderr)
         stack.stop()
@@ -53,13 +55,31 @@ def cmd_up(args) -> int:
     return 0
 
 
-def _analyze(args, kind: int, options: dict[str, str], print_summary) -> int:
-    """Upload a local file, analyse it through the gateway, print or save the result."""
+def cmd_analyze(args) -> int:
+    """Upload a local file, analyse it through the gateway (the analysis and options from the
+    domain's record), print or save the result."""
     from nanolens_cli.client import GatewayClient, save_outputs
+
+    domain = args.domain_record
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"error: {path} is not a file", file=sys.stderr)
+        return 2
+    bad = [kv for kv in args.option if not all(kv.partition("=")[:2])]  # no key, or no '='
+    if bad:
+        print(f"error: --option {bad[0]!r} is not KEY=VALUE", file=sys.stderr)
+        return 2
+    options = dict(kv.split("=", 1) for kv in args.option)
+    for option in domain.options():
+        value = getattr(args, _dest(option.flag), None) if option.flag else None
+        if value is None or value is False:
+            continue
+        options[option.key] = "true" if value is True else str(value)
+    kind = domain.choose(path, args) if domain.choose else domain.analyses[0].kind
 
     client = GatewayClient(_gateway(args))
     try:
-        uploaded = client.upload(Path(args.file), key=args.key, timeout=args.timeout)
+        uploaded = client.upload(path, key=args.key, timeout=args.timeout)
         response = client.analyze(uploaded.object, kind, model=args.model, options=options, force=args.force,
                                   timeout=args.timeout)
         if args.out:
@@ -76,67 +96,14 @@ def _analyze(args, kind: int, options: dict[str, str], print_summary) -> int:
     prov = result["provenance"]
     print(f"model {prov['model_name']} {prov['model_version']} ({prov['model_sha256'][:12] or 'no model'}) "
           f"on {prov['execution_provider']}")
-    print_summary(result)
+    for line in domain.summarise(result):
+        print(line)
     print(f"result: s3://{response.result.bucket}/{response.result.key}")
     return 0
 
 
-def _print_spectra(result: dict) -> None:
-    if "class_fractions" in result:
-        print(f"map {result['shape'][0]} x {result['shape'][1]} x {result['shape'][2]}")
-        for name, fraction in result["class_fractions"].items():
-            print(f"  {name:<20} {100 * fraction:6.2f} %")
-        return
-    for row in result["spectra"]:
-        probs = "  ".join(f"{n} {p:.3f}" for n, p in row["probabilities"].items())
-        print(f"  #{row['index']:<4} {row['class']:<20} {probs}")
-    if result["listed"] < result["n_spectra"]:
-        print(f"  ... {result['n_spectra'] - result['listed']} more in probabilities.npy")
-
-
-def _print_particles(result: dict) -> None:
-    dist, image = result["distribution"], result["image"]
-    size = f"{image['pixel_size_nm']:.4g} nm/px ({image['pixel_size_source']})" if image["pixel_size_nm"] else \
-        "pixel size unknown"
-    gmd = f"{dist['gmd_nm']:.4g} nm" if dist["gmd_nm"] else f"{dist['gmd_px']:.4g} px"
-    print(f"{result['method']}: {dist['count']} primary particles in {result['n_agglomerates']} agglomerates; "
-          f"{image['width']} x {image['height']} px, {size}")
-    print(f"  GMD {gmd}, GSD {dist['gsd']:.3f}")
-
-
-def cmd_analyze_spectra(args) -> int:
-    from nanolens.gateway.v1 import gateway_pb2
-    from nanolens_cli.client import looks_like_map
-
-    path = Path(args.file)
-    if not path.is_file():
-        print(f"error: {path} is not a file", file=sys.stderr)
-        return 2
-    kind = (gateway_pb2.ANALYSIS_KIND_SPECTRAL_MAP if args.map or looks_like_map(path)
-            else gateway_pb2.ANALYSIS_KIND_SPECTRA)
-    bad = [kv for kv in args.option if not all(kv.partition("=")[:2])]  # no key, or no '='
-    if bad:
-        print(f"error: --option {bad[0]!r} is not KEY=VALUE", file=sys.stderr)
-        return 2
-    return _analyze(args, kind, dict(kv.split("=", 1) for kv in args.option), _print_spectra)
-
-
-def cmd_analyze_tem(args) -> int:
-    from nanolens.gateway.v1 import gateway_pb2
-
-    if not Path(args.file).is_file():
-        print(f"error: {args.file} is not a file", file=sys.stderr)
-        return 2
-    options = {}
-    if args.method:
-        options["method"] = args.method
-    if args.pixel_size_nm is not None:
-        options["pixel_size_nm"] = repr(args.pixel_size_nm)
-    if args.bright_particles:
-        options["bright_particles"] = "true"
-    if args.tta:
-        options["tta"] = "true"
-    return _analyze(args, gateway_pb2.ANALYSIS_KIND_PARTICLE_SIZES, options, _print_particles)
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
 
 
 def cmd_models_list(args) -> int:
@@ -187,6 +154,25 @@ def cmd_spectra_train(args) -> int:
     return 0
 
 
+def all_settings() -> list[tuple[str, list[tuple[str, object, str]]]]:
+    """(group, [(variable, default, description)]) for every process's settings."""
+    from nanolens_gateway.domains import address_settings
+    from nanolens_gateway.server import GatewaySettings
+    from nanolens_runtime.settings import InferenceSettings, ServerSettings, StorageSettings, describe
+
+    return [("every process", describe(ServerSettings)), ("object storage", describe(StorageSettings)),
+            ("domain services: inference", describe(InferenceSettings)),
+            ("gateway", describe(GatewaySettings) + address_settings())]
+
+
+def cmd_settings(args) -> int:
+    for group, rows in all_settings():
+        print(f"# {group}")
+        for env, default, doc in rows:
+            print(f"{env:<34} {default!s:<18} {doc}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from nanolens_cli.demo import run_demo
 
@@ -199,21 +185,36 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add_arguments(parser)
 
 
+def _add_option_flag(parser: argparse.ArgumentParser, option) -> None:
+    """An analysis option as a typed flag: yes/no options are switches, choices are checked here."""
+    if option.kind == "yes_no":
+        parser.add_argument(option.flag, action="store_true", help=option.help)
+    elif option.kind == "choice":
+        parser.add_argument(option.flag, choices=option.choices, help=option.help)
+    elif option.kind == "positive_number":
+        parser.add_argument(option.flag, type=float, help=option.help)
+    else:
+        parser.add_argument(option.flag, help=option.help)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from nanolens_gateway.domains import domains as all_domains
+
     parser = argparse.ArgumentParser(prog="nanolens", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="run S3 server, services and gateway on loopback until Ctrl-C")
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--gateway-port", type=int, default=50050)
-    up.add_argument("--spectra-port", type=int, default=50051)
-    up.add_argument("--tem-port", type=int, default=50052)
+    for i, domain in enumerate(all_domains()):
+        up.add_argument(f"--{domain.name}-port", type=int, default=50051 + i, help=f"{domain.name} service port")
     up.add_argument("--s3-port", type=int, default=9000)
     up.add_argument("--logs", action="store_true", help="echo the processes' logs")
     up.set_defaults(func=cmd_up)
 
     analyze = sub.add_parser("analyze", help="upload a file and analyse it through the gateway")
     domains = analyze.add_subparsers(dest="domain", required=True)
+
     def common(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("file")
         sub.add_argument("--model", default="", help="NAME or NAME:VERSION (default: the service's default)")
@@ -224,22 +225,18 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--timeout", type=float, default=600.0, help="deadline in seconds")
         sub.add_argument("--gateway", help=f"gateway host:port (env NANOLENS_GATEWAY, default {DEFAULT_GATEWAY})")
 
-    spec = domains.add_parser("spectra", help="classify spectra or a spectral map (H x W x C .npy/.npz)")
-    common(spec)
-    spec.add_argument("--map", action="store_true", help="treat the file as a spectral map (auto for 3-D arrays)")
-    spec.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                      help="analysis option; spectra take array_key=NAME (the array of an .npz file)")
-    spec.set_defaults(func=cmd_analyze_spectra)
-
-    tem = domains.add_parser("tem", help="primary-particle sizes in a TEM or SEM image (TIFF, PNG, JPEG, .npy)")
-    common(tem)
-    tem.add_argument("--method", choices=["cnn", "ann", "watershed", "hough"],
-                     help="default: the best method the service has")
-    tem.add_argument("--pixel-size-nm", type=float, help="overrides the pixel size in the file's metadata")
-    tem.add_argument("--bright-particles", action="store_true", help="particles brighter than the background")
-    tem.add_argument("--tta", action="store_true",
-                     help="cnn only: average the network over the image's 8 rotations and reflections (8x the time)")
-    tem.set_defaults(func=cmd_analyze_tem)
+    for domain in all_domains():
+        one = domains.add_parser(domain.name, help=f"{domain.title}: {domain.file_help}")
+        common(one)
+        for flag, spec in domain.cli_flags:
+            one.add_argument(flag, **spec)
+        for option in domain.options():
+            if option.flag:
+                _add_option_flag(one, option)
+        keys = ", ".join(o.key for o in domain.options()) or "none"
+        one.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                         help=f"analysis option (keys: {keys})")
+        one.set_defaults(func=cmd_analyze, domain_record=domain)
 
     models = sub.add_parser("models", help="models behind the gateway")
     msub = models.add_subparsers(dest="action", required=True)
@@ -259,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--register", action="store_true",
                        help="upload to the models bucket (NANOLENS_S3_* settings)")
     train.set_defaults(func=cmd_spectra_train)
+
+    settings = sub.add_parser("settings", help="every NANOLENS_* setting of every process, with its default")
+    settings.set_defaults(func=cmd_settings)
 
     demo = sub.add_parser("demo", help="the main job: stack on loopback, sample data, analyses, pictures")
     demo.add_argument("--out", default="demo-output")

@@ -63,28 +63,68 @@ class Process:
 @dataclass
 class Endpoints:
     s3: str
-    spectra: str
-    tem: str
     gateway: str
+    services: dict[str, str]  # domain name -> host:port
     metrics: dict[str, str]
+
+    def __getattr__(self, name: str) -> str:  # endpoints.spectra, endpoints.tem, ...
+        services = self.__dict__.get("services", {})
+        if name in services:
+            return services[name]
+        raise AttributeError(name)
 
     def client_env(self) -> dict[str, str]:
         return {"NANOLENS_GATEWAY": self.gateway, "NANOLENS_S3_ENDPOINT": self.s3,
                 "NANOLENS_S3_ACCESS_KEY": LOCAL_ACCESS_KEY, "NANOLENS_S3_SECRET_KEY": LOCAL_SECRET_KEY}
 
 
+# Run first in each child, then exec'd into the real program: the kernel sends SIGTERM when the
+# stack's process dies, however it dies (Ctrl-C through a pipe, SIGKILL), so no child outlives it.
+# The setting survives exec; set in the child itself rather than by preexec_fn, which is unsafe
+# beside the stack's reader threads. On a system without prctl, stop() is what remains.
+_DIE_WITH_PARENT = """
+import ctypes, os, signal, sys
+parent = int(sys.argv[1])
+try:
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+except (OSError, AttributeError):
+    pass
+if os.getppid() != parent:  # the parent died before prctl took effect
+    sys.exit(1)
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
+def _refuse_taken(host: str, port: int, what: str) -> None:
+    """A port someone else listens on is one clear line, before anything starts: the stack never
+    attaches to a server it did not start (another program's S3 on 9000 looked like ours)."""
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise RuntimeError(f"port {port} on {host} ({what}) is in use by another program ({exc.strerror}); "
+                               f"stop it or choose another port") from None
+
+
 class Stack:
-    """Start with ``start()``, stop with ``stop()`` (or use as a context manager)."""
+    """Start with ``start()``, stop with ``stop()`` (or use as a context manager).
 
-    SERVICES = ("spectra", "tem", "gateway")  # started in this order; the gateway last
+    Runs one process per registered domain (``nanolens_gateway.domains``), or only those named
+    in ``domains``, then the gateway. ``ports`` fixes ports by name (``s3``, ``gateway``, a
+    domain's name); the rest are free ports.
+    """
 
-    def __init__(self, host: str = "127.0.0.1", s3_port: int = 0, spectra_port: int = 0, gateway_port: int = 0,
-                 tem_port: int = 0, echo_logs: bool = False, extra_env: dict[str, str] | None = None,
-                 log_dir: Path | None = None):
+    def __init__(self, host: str = "127.0.0.1", ports: dict[str, int] | None = None, echo_logs: bool = False,
+                 extra_env: dict[str, str] | None = None, log_dir: Path | None = None,
+                 domains: tuple[str, ...] | None = None):
+        from nanolens_gateway.domains import domains as registered
+
         self.host = host
-        self.ports = {"s3": s3_port or free_port(), "spectra": spectra_port or free_port(),
-                      "tem": tem_port or free_port(), "gateway": gateway_port or free_port()}
-        self.metrics_ports = {name: free_port() for name in self.SERVICES}
+        self.domains = [d for d in registered() if domains is None or d.name in domains]
+        self.services = [d.name for d in self.domains] + ["gateway"]  # started in this order; the gateway last
+        ports = {k: v for k, v in (ports or {}).items() if v}
+        self.ports = {name: ports.get(name) or free_port() for name in ["s3", *self.services]}
+        self.metrics_ports = {name: free_port() for name in self.services}
         self.echo_logs = echo_logs
         self.extra_env = extra_env or {}
         self.log_dir = log_dir
@@ -93,29 +133,31 @@ class Stack:
     @property
     def endpoints(self) -> Endpoints:
         h = self.host
-        return Endpoints(s3=f"{h}:{self.ports['s3']}", spectra=f"{h}:{self.ports['spectra']}",
-                         tem=f"{h}:{self.ports['tem']}", gateway=f"{h}:{self.ports['gateway']}",
+        return Endpoints(s3=f"{h}:{self.ports['s3']}", gateway=f"{h}:{self.ports['gateway']}",
+                         services={d.name: f"{h}:{self.ports[d.name]}" for d in self.domains},
                          metrics={k: f"http://{h}:{p}/metrics" for k, p in self.metrics_ports.items()})
 
     def _env(self, service: str) -> dict[str, str]:
         env = dict(os.environ)
         env.update({
             "NANOLENS_GRPC_HOST": self.host, "NANOLENS_GRPC_PORT": str(self.ports[service]),
-            "NANOLENS_METRICS_PORT": str(self.metrics_ports[service]),
+            "NANOLENS_METRICS_HOST": self.host, "NANOLENS_METRICS_PORT": str(self.metrics_ports[service]),
             "NANOLENS_S3_ENDPOINT": self.endpoints.s3,
             "NANOLENS_S3_ACCESS_KEY": LOCAL_ACCESS_KEY, "NANOLENS_S3_SECRET_KEY": LOCAL_SECRET_KEY,
-            "NANOLENS_SPECTRA_ADDR": self.endpoints.spectra, "NANOLENS_TEM_ADDR": self.endpoints.tem,
             "NANOLENS_GRACE_SECONDS": "5",
             "NANOLENS_DRAIN_DELAY_SECONDS": "0.5",
             "NANOLENS_LOG_FORMAT": env.get("NANOLENS_LOG_FORMAT", "json"),
             "PYTHONUNBUFFERED": "1",
         })
+        for domain in self.domains:  # the gateway reaches every domain the stack runs, and no other
+            env[domain.addr_setting] = self.endpoints.services[domain.name]
         # One BLAS thread per pool thread; numpy's default oversubscribes a small machine badly.
         env.setdefault("OPENBLAS_NUM_THREADS", "1")
         env.update(self.extra_env)
         return env
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> Process:
+        argv = [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *argv]
         popen = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                  start_new_session=True)
         proc = Process(name, popen)
@@ -124,21 +166,27 @@ class Stack:
         return proc
 
     def spawn_service(self, name: str) -> Process:
-        """Start one NanoLens process (``spectra``, ``tem`` or ``gateway``) with this stack's settings."""
-        return self._spawn(name, [sys.executable, "-m", f"nanolens_{name}"], self._env(name))
+        """Start one NanoLens process (a domain's service, or ``gateway``) with this stack's settings."""
+        module = next((d.module for d in self.domains if d.name == name), f"nanolens_{name}")
+        return self._spawn(name, [sys.executable, "-m", module], self._env(name))
 
     def start(self, timeout: float = 90.0) -> Endpoints:
+        for name, port in self.ports.items():
+            _refuse_taken(self.host, port, name)
+        for name, port in self.metrics_ports.items():
+            _refuse_taken(self.host, port, f"{name} metrics")
         try:
             s3 = self._spawn("s3", [sys.executable, "-m", "moto.server", "-H", self.host, "-p",
                                     str(self.ports["s3"])], dict(os.environ))
             wait_for_port(self.ports["s3"], timeout, s3.popen)
             # The domain services load their models side by side; the gateway starts once they serve.
-            services = {name: self.spawn_service(name) for name in self.SERVICES[:-1]}
-            services["gateway"] = None
-            for name in self.SERVICES:
-                proc = services[name] or self.spawn_service(name)
+            started = {name: self.spawn_service(name) for name in self.services[:-1]}
+            for name in self.services:
+                proc = started.get(name) or self.spawn_service(name)
                 if not proc.serving.wait(timeout) or proc.popen.poll() is not None:
                     raise RuntimeError(f"{name} did not become ready:\n{''.join(proc.lines[-30:])}")
+            if s3.popen.poll() is not None:
+                raise RuntimeError(f"the S3 server exited with {s3.popen.returncode}:\n{''.join(s3.lines[-30:])}")
         except BaseException:
             self.stop()
             raise

@@ -4,8 +4,8 @@ import asyncio
 import logging
 
 from nanolens_gateway.auth import BearerTokenAuth, parse_tokens
+from nanolens_gateway.domains import domains
 from nanolens_gateway.server import GatewayServicer, GatewaySettings, servicer
-from nanolens_gateway.upstream import spectra_client, tem_client
 from nanolens_runtime.server import serve
 from nanolens_runtime.settings import ServerSettings, StorageSettings, from_env
 from nanolens_runtime.storage import ObjectStore
@@ -18,9 +18,8 @@ def main() -> None:
     storage = from_env(StorageSettings)
 
     async def build():
-        clients = {"spectra": spectra_client(gateway.spectra_addr, server.max_message_mb)}
-        if gateway.tem_addr:
-            clients["tem"] = tem_client(gateway.tem_addr, server.max_message_mb)
+        # one client per registered domain that has an address (NANOLENS_<DOMAIN>_ADDR)
+        clients = {d.name: d.client(d.address(), server.max_message_mb) for d in domains() if d.address()}
         impl = GatewayServicer(gateway, ObjectStore.from_settings(storage), clients)
 
         async def warm_up():

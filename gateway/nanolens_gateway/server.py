@@ -11,7 +11,6 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -19,8 +18,8 @@ from google.protobuf import json_format
 
 from nanolens.common.v1 import common_pb2
 from nanolens.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from nanolens_gateway import spectra, tem
-from nanolens_gateway.jobs import Job, Outcome
+from nanolens_gateway.domains import analyses
+from nanolens_gateway.jobs import Job
 from nanolens_gateway.results import ResultStore, artefact_protos, identity, result_prefix
 from nanolens_gateway.upstream import ServiceClient
 from nanolens_runtime.errors import AlreadyExists, InvalidArgument, ResourceExhausted, Unavailable
@@ -38,8 +37,7 @@ MAX_URL_SECONDS = 7 * 24 * 3600
 
 @dataclass(frozen=True)
 class GatewaySettings:
-    spectra_addr: str = setting("NANOLENS_SPECTRA_ADDR", "127.0.0.1:50051", "spectra service host:port")
-    tem_addr: str = setting("NANOLENS_TEM_ADDR", "", "TEM service host:port (empty: particle sizing is off)")
+    # each domain service's address is NANOLENS_<DOMAIN>_ADDR (nanolens_gateway.domains)
     max_image_mp: int = setting(
         "NANOLENS_MAX_IMAGE_MP", 16,
         "largest micrograph accepted, megapixels (it travels as one message: keep it under NANOLENS_MAX_MESSAGE_MB)")
@@ -74,40 +72,6 @@ def _default_key(filename: str) -> str:
     name = PurePosixPath(filename.replace("\\", "/")).name or "upload.bin"
     name = re.sub(r"[^A-Za-z0-9._-]", "_", name)
     return f"uploads/{uuid.uuid4().hex}/{name}"
-
-
-@dataclass(frozen=True)
-class Analysis:
-    """One kind of analysis: its name in results, the service that runs it, how to run it, and
-    how to resolve the model that makes its result's identity."""
-
-    name: str
-    service: str
-    run: Callable[[Job, ServiceClient], Awaitable[Outcome]]
-    resolve: Callable[[ServiceClient, str, str, dict[str, str]], Awaitable[common_pb2.ModelInfo]]
-    options: tuple[str, ...]  # the option keys it reads; any other key is refused (a typo would go unseen)
-
-    def check_option_keys(self, options: dict[str, str]) -> None:
-        unknown = sorted(set(options) - set(self.options))
-        if unknown:
-            named = ", ".join(repr(k) for k in unknown)
-            raise InvalidArgument(f"option {named} {'is not an option' if len(unknown) == 1 else 'are not options'} "
-                                  f"of {self.name} analyses; they take {', '.join(self.options)}",
-                                  field=f"options.{unknown[0]}")
-
-
-async def _named_model(client: ServiceClient, name: str, version: str, options: dict) -> common_pb2.ModelInfo:
-    return await client.catalogue.resolve(name, version)
-
-
-ANALYSES = {
-    gateway_pb2.ANALYSIS_KIND_SPECTRA: Analysis("spectra", "spectra", spectra.classify_spectra, _named_model,
-                                                spectra.OPTIONS),
-    gateway_pb2.ANALYSIS_KIND_SPECTRAL_MAP: Analysis("spectral_map", "spectra", spectra.classify_map, _named_model,
-                                                     spectra.OPTIONS),
-    gateway_pb2.ANALYSIS_KIND_PARTICLE_SIZES: Analysis("particle_sizes", "tem", tem.particle_sizes,
-                                                       tem.resolve_model, tem.OPTIONS),
-}
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
@@ -177,19 +141,19 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
 
     # -- analyses ----------------------------------------------------------------------
     async def Analyze(self, request, context):
-        if request.analysis not in ANALYSES:
+        table = analyses()
+        if request.analysis not in table:
             raise InvalidArgument(f"analysis {request.analysis} is not one of "
-                                  f"{[gateway_pb2.AnalysisKind.Name(k) for k in ANALYSES]}", field="analysis")
-        analysis = ANALYSES[request.analysis]
-        client = self.clients.get(analysis.service)
+                                  f"{[gateway_pb2.AnalysisKind.Name(k) for k in table]}", field="analysis")
+        domain, analysis = table[request.analysis]
+        client = self.clients.get(domain.name)
         if client is None:
-            raise Unavailable(f"no {analysis.service} service is configured for {analysis.name} analyses "
-                              f"(NANOLENS_{analysis.service.upper()}_ADDR)")
+            raise Unavailable(f"no {domain.name} service is configured for {analysis.name} analyses "
+                              f"({domain.addr_setting})")
         name = analysis.name
         bucket = request.input.bucket or self.settings.raw_bucket
         key = validate_key(request.input.key, "input.key")
-        options = dict(request.options)
-        analysis.check_option_keys(options)
+        options = analysis.canonical_options(dict(request.options))  # checked before anything is fetched
         timer = StageTimer()
         with timer.stage("fetch"):
             source = await asyncio.to_thread(self.store.stat, bucket, key, request.input.version_id)
@@ -224,7 +188,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                     "identity": ident,
                     **outcome.summary,
                 }
-                doc["provenance"] = self._provenance(job, analysis.service)  # the store stage: metrics only
+                doc["provenance"] = self._provenance(job, domain.name)  # the store stage: metrics only
                 with timer.stage("store"):
                     doc = await asyncio.to_thread(self.results.save, prefix, doc, outcome.artefacts)
         finally:

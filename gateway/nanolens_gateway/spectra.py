@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import numpy as np
 
 from nanolens.common.v1 import common_pb2
-from nanolens.spectra.v1 import spectra_pb2
+from nanolens.gateway.v1 import gateway_pb2
+from nanolens.spectra.v1 import spectra_pb2, spectra_pb2_grpc
 from nanolens_gateway import pictures
 from nanolens_gateway.decoders import NpyLayout, SpectraData, decode_spectra, parse_npy_header, suffix_of
+from nanolens_gateway.domains import Analysis, Domain, Option
 from nanolens_gateway.jobs import Job, Outcome
 from nanolens_gateway.results import Artefact
 from nanolens_gateway.upstream import ServiceClient, translate
@@ -19,7 +22,7 @@ from nanolens_runtime import arrays
 from nanolens_runtime.errors import InvalidArgument
 
 NPY_HEADER_READ = 4096
-OPTIONS = ("array_key",)  # which array of an .npz file holds the spectra
+OPTIONS = (Option("array_key", "the array of an .npz file holding the spectra (default: 'spectra' or the only one)"),)
 
 
 def selector(job: Job) -> spectra_pb2.ModelSelector:
@@ -193,3 +196,50 @@ async def classify_map(job: Job, client: ServiceClient) -> Outcome:
             Artefact("probability_maps.png", pictures.probability_maps_png(prob_maps), "image/png"),
         ]
     return Outcome(summary, artefacts)
+
+
+def looks_like_map(path: Path) -> bool:
+    """A local .npy/.npz whose (main) array is H x W x C is a spectral map."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            return np.load(path, mmap_mode="r", allow_pickle=False).ndim == 3
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                key = "spectra" if "spectra" in archive.files else archive.files[0]
+                return archive[key].ndim == 3
+    except (ValueError, OSError, IndexError):
+        return False  # the gateway will say what is wrong with the file
+    return False
+
+
+def choose(path: Path, flags) -> int:
+    """A spectral map when asked for (``--map``) or when the file holds an H x W x C array."""
+    if getattr(flags, "map", False) or looks_like_map(path):
+        return gateway_pb2.ANALYSIS_KIND_SPECTRAL_MAP
+    return gateway_pb2.ANALYSIS_KIND_SPECTRA
+
+
+def summarise(result: dict) -> list[str]:
+    if "class_fractions" in result:
+        lines = [f"map {result['shape'][0]} x {result['shape'][1]} x {result['shape'][2]}"]
+        lines += [f"  {name:<20} {100 * fraction:6.2f} %" for name, fraction in result["class_fractions"].items()]
+        return lines
+    lines = []
+    for row in result["spectra"]:
+        probs = "  ".join(f"{n} {p:.3f}" for n, p in row["probabilities"].items())
+        lines.append(f"  #{row['index']:<4} {row['class']:<20} {probs}")
+    if result["listed"] < result["n_spectra"]:
+        lines.append(f"  ... {result['n_spectra'] - result['listed']} more in probabilities.npy")
+    return lines
+
+
+DOMAIN = Domain(
+    name="spectra", title="Raman spectra and spectral maps", module="nanolens_spectra",
+    stub=spectra_pb2_grpc.SpectraServiceStub, list_models_request=spectra_pb2.ListModelsRequest(),
+    analyses=(Analysis(gateway_pb2.ANALYSIS_KIND_SPECTRA, "spectra", classify_spectra, OPTIONS),
+              Analysis(gateway_pb2.ANALYSIS_KIND_SPECTRAL_MAP, "spectral_map", classify_map, OPTIONS)),
+    summarise=summarise, default_addr="127.0.0.1:50051", choose=choose,
+    file_help="spectra (two-column text/CSV, CSV matrix, .npy/.npz N x C) or a spectral map (H x W x C .npy/.npz)",
+    cli_flags=(("--map", {"action": "store_true",
+                          "help": "treat the file as a spectral map (automatic for 3-D arrays)"}),))

@@ -3,124 +3,70 @@
 from __future__ import annotations
 
 import asyncio
-import math
 
 import grpc
 import numpy as np
 
 from nanolens.common.v1 import common_pb2
-from nanolens.tem.v1 import tem_pb2
+from nanolens.gateway.v1 import gateway_pb2
+from nanolens.tem.v1 import tem_pb2, tem_pb2_grpc
 from nanolens_gateway import pictures
+from nanolens_gateway.domains import Analysis, Domain, Option, yes
 from nanolens_gateway.images import decode_image
 from nanolens_gateway.jobs import Job, Outcome
 from nanolens_gateway.results import Artefact
 from nanolens_gateway.upstream import ServiceClient, translate
 from nanolens_runtime import arrays
-from nanolens_runtime.errors import InvalidArgument, ResourceExhausted
+from nanolens_runtime.enums import enum_words
+from nanolens_runtime.errors import ResourceExhausted
 
-METHODS = {"cnn": tem_pb2.METHOD_CNN, "ann": tem_pb2.METHOD_ANN, "watershed": tem_pb2.METHOD_WATERSHED,
-           "hough": tem_pb2.METHOD_HOUGH}
-MODEL_OF = {"cnn": "tem-unet", "ann": "tem-ann"}  # the shipped model of each model method
-METHOD_OF_TASK = {"instance-segmentation": "cnn", "agglomerate-sizing": "ann"}
-BASELINES = ("watershed", "hough")  # catalogue entries named by the method
-
-
-def method_option(options: dict[str, str]) -> str:
-    method = options.get("method", "").lower()
-    if method and method not in METHODS:
-        raise InvalidArgument(f"option method={method!r} is not one of {sorted(METHODS)}", field="options.method")
-    return method
-
-
-def bool_option(options: dict[str, str], name: str) -> bool:
-    raw = options.get(name, "")
-    value = {"": False, "0": False, "false": False, "no": False, "1": True, "true": True, "yes": True}.get(raw.lower())
-    if value is None:
-        raise InvalidArgument(f"option {name}={raw!r} must be true or false (1/0, yes/no)", field=f"options.{name}")
-    return value
-
-
-def pixel_size_option(options: dict[str, str]) -> float:
-    raw = options.get("pixel_size_nm", "")
-    if not raw:
-        return 0.0
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not (value > 0 and math.isfinite(value)):
-        raise InvalidArgument(f"option pixel_size_nm={raw!r} must be a positive number", field="options.pixel_size_nm")
-    return value
-
-
-YES_NO_OPTIONS = ("bright_particles", "tta")
-OPTIONS = ("method", "pixel_size_nm", *YES_NO_OPTIONS)  # every key particle sizing reads
-
-
-def canonical_options(options: dict[str, str]) -> None:
-    """Check the yes/no options and the pixel size before anything is fetched, and write them in
-    one spelling, so that the same request makes the same result identity: a yes/no option that is
-    true becomes ``"true"`` and one that is false is dropped (``tta=no`` is no ``tta``); the pixel
-    size becomes the float's shortest form (``0.50`` is ``0.5``)."""
-    for name in YES_NO_OPTIONS:
-        if bool_option(options, name):
-            options[name] = "true"
-        else:
-            options.pop(name, None)
-    if "pixel_size_nm" in options:
-        value = pixel_size_option(options)
-        if value:
-            options["pixel_size_nm"] = repr(value)
-        else:
-            del options["pixel_size_nm"]
+METHODS = enum_words(tem_pb2.Method, "METHOD_")  # cnn, ann, watershed, hough: the proto is the table
+OPTIONS = (
+    Option("method", "segmentation method (default: the best the service has)", "choice", tuple(METHODS),
+           flag="--method"),
+    Option("pixel_size_nm", "pixel size in nm; overrides the file's metadata", "positive_number",
+           flag="--pixel-size-nm"),
+    Option("bright_particles", "particles are brighter than the background (dark field, SEM secondary electrons)",
+           "yes_no", flag="--bright-particles"),
+    Option("tta", "cnn only: average the network over the image's 8 rotations and reflections (8x the time)",
+           "yes_no", flag="--tta"),
+)
 
 
 async def resolve_model(client: ServiceClient, model_name: str, model_version: str,
                         options: dict[str, str]) -> common_pb2.ModelInfo:
-    """The model behind the request, which the result's identity names; puts ``options`` in their
-    canonical form (:func:`canonical_options`) and sets ``options["method"]``.
+    """The model behind the request, which the result's identity names; sets ``options["method"]``
+    when the model it resolves to runs one method (so "no method" and "the default method" are one
+    request). Which model a method runs, and which method is the default, is the service's to say
+    (its catalogue's ``default_for`` and ``is_default``): this module keeps no table of its own.
 
-    - A model name picks the method by the model's task (instance-segmentation: cnn,
-      agglomerate-sizing: ann), so a CNN fine-tuned on local masks is asked for by its name; the
-      baselines are catalogue entries named by the method, versioned by the service and hashed
-      by their code (so a code change gives a new identity).
-    - No name: the method's shipped model (``model_version`` pins its version); no method: the
-      CNN when the service has one, else watershed (what the service itself picks).
+    A named model runs the method its task implies (the service checks a method asked beside it).
     """
-    canonical_options(options)
-    method = method_option(options)
-    if method:
-        options["method"] = method  # METHOD=CNN is method=cnn
+    method = options.get("method", "")
     if model_name:
         model = await client.catalogue.resolve(model_name, model_version)
-        named = model_name if model_name in BASELINES else METHOD_OF_TASK.get(model.task)
-        if named is None or (method and method != named):
-            raise InvalidArgument(f"model {model_name!r} ({model.task or 'no task'}) cannot run method "
-                                  f"{method or '(default)'}", field="model_name")
-        options["method"] = named
-        return model
-    if not method:
-        models = await client.catalogue.all()
-        method = "cnn" if any(m.name == MODEL_OF["cnn"] for m in models) else "watershed"
-        options["method"] = method  # the result's identity names the method actually run
-    return await client.catalogue.resolve(MODEL_OF.get(method, method), model_version)
+    elif method:
+        model = await client.catalogue.resolve_use(method, model_version)
+    else:
+        model = await client.catalogue.resolve("", model_version)
+    if not method and len(model.default_for) == 1:
+        options["method"] = model.default_for[0]
+    return model
 
 
 async def particle_sizes(job: Job, client: ServiceClient) -> Outcome:
     data = await job.fetch()
     with job.timer.stage("decode"):
         decoded = await asyncio.to_thread(decode_image, data, job.source.key, job.max_pixels)
-    requested = pixel_size_option(job.options)
+    requested = float(job.options.get("pixel_size_nm", 0.0))
     pixel_size = requested or decoded.pixel_size_nm or 0.0
     source = "request" if requested else (decoded.pixel_size_source or "unknown")
-    method = method_option(job.options)
     request = tem_pb2.AnalyzeImageRequest(
-        image=arrays.to_proto(decoded.image), pixel_size_nm=pixel_size, method=METHODS[method],
-        bright_particles=bool_option(job.options, "bright_particles"),
-        test_time_augmentation=bool_option(job.options, "tta"),
+        image=arrays.to_proto(decoded.image), pixel_size_nm=pixel_size,
+        method=METHODS.get(job.options.get("method", ""), tem_pb2.METHOD_UNSPECIFIED),
+        bright_particles=yes(job.options, "bright_particles"), test_time_augmentation=yes(job.options, "tta"),
         # the model resolved for the result's identity is the one that runs
-        model=None if method in BASELINES else common_pb2.ModelSelector(name=job.model.name,
-                                                                         version=job.model.version))
+        model=common_pb2.ModelSelector(name=job.model.name, version=job.model.version))
     size = request.ByteSize()
     if size > client.max_message_mb * 2**20:  # gRPC's own refusal names no setting
         (h, w), dtype = decoded.image.shape, decoded.image.dtype
@@ -172,3 +118,21 @@ async def particle_sizes(job: Job, client: ServiceClient) -> Outcome:
                                                  None if weights is None else weights[sized]), "image/png"),
         ]
     return Outcome(summary, artefacts)
+
+
+def summarise(result: dict) -> list[str]:
+    dist, image = result["distribution"], result["image"]
+    size = f"{image['pixel_size_nm']:.4g} nm/px ({image['pixel_size_source']})" if image["pixel_size_nm"] else \
+        "pixel size unknown"
+    gmd = f"{dist['gmd_nm']:.4g} nm" if dist["gmd_nm"] else f"{dist['gmd_px']:.4g} px"
+    return [f"{result['method']}: {dist['count']} primary particles in {result['n_agglomerates']} agglomerates; "
+            f"{image['width']} x {image['height']} px, {size}",
+            f"  GMD {gmd}, GSD {dist['gsd']:.3f}"]
+
+
+DOMAIN = Domain(
+    name="tem", title="primary-particle sizes in TEM and SEM images", module="nanolens_tem",
+    stub=tem_pb2_grpc.TemServiceStub, list_models_request=tem_pb2.ListModelsRequest(),
+    analyses=(Analysis(gateway_pb2.ANALYSIS_KIND_PARTICLE_SIZES, "particle_sizes", particle_sizes, OPTIONS,
+                       resolve_model),),
+    summarise=summarise, file_help="a TEM or SEM image (TIFF, DM3/DM4, PNG, JPEG, BMP, .npy)")

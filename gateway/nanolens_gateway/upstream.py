@@ -9,8 +9,6 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from nanolens.common.v1 import common_pb2
-from nanolens.spectra.v1 import spectra_pb2, spectra_pb2_grpc
-from nanolens.tem.v1 import tem_pb2, tem_pb2_grpc
 from nanolens_runtime.bundles import version_key
 from nanolens_runtime.errors import GO_CODE_NAMES, InvalidArgument, NanoLensError, NotFound, Unavailable
 from nanolens_runtime.server import channel_options
@@ -77,6 +75,17 @@ class ModelCatalogue:
         raise NotFound(f"{what} is not registered with the {self.service} service", "model",
                        f"{name}:{version}")
 
+    async def resolve_use(self, use: str, version: str = "") -> common_pb2.ModelInfo:
+        """The model that runs for ``use`` (for example a TEM method) when no model is named:
+        the newest entry whose ``default_for`` lists it (``version`` pins one)."""
+        for refresh in (False, True):
+            matching = [m for m in await self.all(refresh) if use in m.default_for
+                        and (not version or m.version == version)]
+            if matching:
+                return max(matching, key=lambda m: version_key(m.version))
+        pinned = f" version {version}" if version else ""
+        raise NotFound(f"the {self.service} service has no model for {use}{pinned}", "model", use)
+
 
 class ServiceClient:
     """A channel to one domain service, its stub, and its model catalogue."""
@@ -90,12 +99,3 @@ class ServiceClient:
 
     async def close(self) -> None:
         await self.channel.close()
-
-
-def spectra_client(address: str, max_message_mb: int) -> ServiceClient:
-    return ServiceClient("spectra", address, max_message_mb, spectra_pb2_grpc.SpectraServiceStub,
-                         spectra_pb2.ListModelsRequest())
-
-
-def tem_client(address: str, max_message_mb: int) -> ServiceClient:
-    return ServiceClient("tem", address, max_message_mb, tem_pb2_grpc.TemServiceStub, tem_pb2.ListModelsRequest())

@@ -61,11 +61,11 @@ def service_name() -> str:
     return _service
 
 
-def serve_http(port: int) -> int:
+def serve_http(port: int, host: str = "0.0.0.0") -> int:
     """Start /metrics on its own port; returns the bound port (useful with port 0)."""
     if port < 0:
         return -1
-    server, _thread = start_http_server(port, registry=REGISTRY)
+    server, _thread = start_http_server(port, addr=host, registry=REGISTRY)
     return server.server_address[1]
 
 

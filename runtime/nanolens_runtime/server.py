@@ -141,7 +141,7 @@ async def serve(service: str, version: str, provider: str, settings: ServerSetti
     # streamed maps here).
     sys.setswitchinterval(0.0005)
     metrics.init(service, version, provider)
-    metrics_port = metrics.serve_http(settings.metrics_port)
+    metrics_port = metrics.serve_http(settings.metrics_port, settings.metrics_host)
     servicers, warm_up = await build()
     app = GrpcApp(servicers, settings, extra_interceptors)
     loop = asyncio.get_running_loop()

@@ -1,8 +1,8 @@
 """Settings from ``NANOLENS_*`` environment variables, with documented defaults.
 
 Each field's metadata carries its variable name and a one-line description;
-``describe()`` prints them (``python -m nanolens_runtime.settings``), which is also
-what the README's settings table is made from.
+``describe()`` lists them; ``nanolens settings`` prints every process's settings and
+``docs/reference/settings.md`` is generated from the same list.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
+
+from nanolens_runtime.options import parse_yes_no
 
 
 def setting(env: str, default: Any, doc: str, secret: bool = False) -> Any:
@@ -19,12 +21,10 @@ def setting(env: str, default: Any, doc: str, secret: bool = False) -> Any:
 
 def _parse(raw: str, kind: type, env: str) -> Any:
     if kind is bool:
-        lowered = raw.strip().lower()
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("0", "false", "no", "off", ""):
-            return False
-        raise ValueError(f"{env}={raw!r} is not a boolean (use true/false)")
+        value = parse_yes_no(raw)
+        if value is None:
+            raise ValueError(f"{env}={raw!r} is not a boolean (use true/false)")
+        return value
     try:
         return kind(raw)
     except ValueError as exc:
@@ -66,6 +66,8 @@ class StorageSettings:
 class ServerSettings:
     host: str = setting("NANOLENS_GRPC_HOST", "[::]", "address the gRPC server binds")
     grpc_port: int = setting("NANOLENS_GRPC_PORT", 50051, "gRPC port (0 picks a free one)")
+    metrics_host: str = setting("NANOLENS_METRICS_HOST", "0.0.0.0",
+                                "address /metrics binds (the local stack: its loopback host)")
     metrics_port: int = setting("NANOLENS_METRICS_PORT", 9100,
                                 "Prometheus /metrics port (0 picks a free one, -1 disables)")
     log_level: str = setting("NANOLENS_LOG_LEVEL", "INFO", "log level")
@@ -88,14 +90,3 @@ class InferenceSettings:
     inference_threads: int = setting("NANOLENS_INFERENCE_THREADS", 0, "thread pool for model runs (0: CPU count)")
     ort_providers: str = setting("NANOLENS_ORT_PROVIDERS", "auto", "auto, cpu or cuda")
     ort_intra_op_threads: int = setting("NANOLENS_ORT_INTRA_OP_THREADS", 1, "onnxruntime threads per run")
-
-
-if __name__ == "__main__":  # python -m nanolens_runtime.settings: the documented defaults
-    import importlib
-
-    groups = [ServerSettings, StorageSettings, InferenceSettings,
-              importlib.import_module("nanolens_gateway.server").GatewaySettings]
-    for group in groups:
-        print(f"# {group.__name__}")
-        for env, default, doc in describe(group):
-            print(f"{env:<34} {default!s:<18} {doc}")

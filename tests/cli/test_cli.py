@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -86,29 +87,71 @@ def test_errors_are_one_clear_line(stack, tmp_path):
     assert typo.returncode == 1 and "option 'arraykey'" in typo.stderr and "array_key" in typo.stderr
 
 
-def test_up_reports_a_taken_port_at_once_and_leaves_nothing_running():
+def _up_argv(ports: dict[str, int]) -> list[str]:
+    """``nanolens up`` with every port chosen (the defaults may be taken on this machine)."""
+    argv = [sys.executable, "-m", "nanolens_cli.main", "up"]
+    for name, port in ports.items():
+        argv += [f"--{name}-port", str(port)]
+    return argv
+
+
+def _stack_ports() -> dict[str, int]:
+    from nanolens_gateway.domains import domains
+
+    return {name: free_port() for name in ["gateway", "s3", *(d.name for d in domains())]}
+
+
+@pytest.mark.parametrize("taken_by", ["gateway", "s3"])
+def test_up_refuses_a_taken_port_in_one_line_and_starts_nothing(taken_by):
+    """Another program on a port: one line naming it, and the stack never attaches to that program
+    (with port 9000 taken it used to say "stack ready" and use the other program's S3)."""
+    ports = _stack_ports()
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        gateway = taken.getsockname()[1]
-        others = [free_port() for _ in range(3)]
-        # the gateway dies on the taken port; its end of output used to pass for SERVING ("stack ready")
-        result = subprocess.run([sys.executable, "-m", "nanolens_cli.main", "up", "--gateway-port", str(gateway),
-                                 "--spectra-port", str(others[0]), "--s3-port", str(others[1]),
-                                 "--tem-port", str(others[2])], capture_output=True, text=True, timeout=60)
+        ports[taken_by] = taken.getsockname()[1]
+        result = subprocess.run(_up_argv(ports), capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "stack ready" not in result.stdout
-    assert "error: gateway did not become ready" in result.stderr, result.stderr
-    assert f"127.0.0.1:{gateway}" in result.stderr  # the gateway's own bind error, in its log lines
-    for port in others:  # what it started before the gateway failed was stopped again
-        with pytest.raises(OSError):
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: port {ports[taken_by]} on 127.0.0.1 ({taken_by}) is in use by another program "
+                      "(Address already in use); stop it or choose another port"], result.stderr
+    assert "Traceback" not in result.stderr
+    for name, port in ports.items():  # nothing was started
+        if name != taken_by:
+            with pytest.raises(OSError):
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def test_children_die_with_the_stack_when_it_is_killed():
+    """SIGKILL leaves no handler to run: the kernel's parent-death signal stops every child."""
+    ports = _stack_ports()
+    proc = subprocess.Popen(_up_argv(ports), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        for line in proc.stdout:
+            if "stack ready" in line:
+                break
+        for port in ports.values():
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        proc.kill()
+        proc.wait(10)
+        deadline = time.monotonic() + 30
+        alive = set(ports.values())
+        while alive and time.monotonic() < deadline:
+            for port in list(alive):
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                except OSError:
+                    alive.discard(port)
+            time.sleep(0.2)
+        assert not alive, f"still listening after the stack was killed: {sorted(alive)}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
 
 
 def test_up_prints_endpoints_and_stops_everything_on_sigterm():
-    ports = [free_port() for _ in range(4)]  # every port chosen: the defaults may be taken on this machine
-    proc = subprocess.Popen([sys.executable, "-m", "nanolens_cli.main", "up", "--gateway-port", str(ports[0]),
-                             "--spectra-port", str(ports[1]), "--s3-port", str(ports[2]), "--tem-port", str(ports[3])],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ports = _stack_ports()
+    proc = subprocess.Popen(_up_argv(ports), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         lines = []
         for line in proc.stdout:
@@ -119,12 +162,12 @@ def test_up_prints_endpoints_and_stops_everything_on_sigterm():
             proc.kill()
             pytest.fail(f"`nanolens up` exited {proc.wait(10)} before the stack was ready; stdout {''.join(lines)!r}, "
                         f"stderr {proc.stderr.read()[-2000:]!r}")
-        assert f"gateway  127.0.0.1:{ports[0]}" in "".join(lines)
-        for port in ports:
+        assert f"gateway  127.0.0.1:{ports['gateway']}" in "".join(lines)
+        for port in ports.values():
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
-        for port in ports:  # nothing it started is left listening
+        for port in ports.values():  # nothing it started is left listening
             with pytest.raises(OSError):
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
     finally:
@@ -206,7 +249,7 @@ def test_a_registered_cnn_is_asked_for_by_name_and_a_pinned_version_is_the_one_t
     pinned = json.loads(nanolens(stack, "analyze", "tem", str(image), "--model", "tem-unet:1.0.0", "--json").stdout)
     assert (pinned["provenance"]["model_name"], pinned["provenance"]["model_version"]) == ("tem-unet", "1.0.0")
     wrong = nanolens(stack, "analyze", "tem", str(image), "--model", "tem-ann", "--method", "cnn", check=False)
-    assert wrong.returncode == 1 and "INVALID_ARGUMENT" in wrong.stderr and "cannot run method cnn" in wrong.stderr
+    assert wrong.returncode == 1 and "INVALID_ARGUMENT" in wrong.stderr and "method cnn needs a model of task" in wrong.stderr
 
 
 def test_analyze_tem_with_test_time_augmentation(stack, tmp_path):

@@ -23,6 +23,7 @@ from nanolens.common.v1 import common_pb2
 from nanolens.tem.v1 import tem_pb2, tem_pb2_grpc
 from nanolens_runtime import arrays, metrics
 from nanolens_runtime.bundles import code_sha256
+from nanolens_runtime.enums import enum_words
 from nanolens_runtime.errors import DeadlineExceeded, InvalidArgument, NotFound, ResourceExhausted
 from nanolens_runtime.inference import InferencePool, OnnxModel
 from nanolens_runtime.registry import ModelRegistry
@@ -42,8 +43,8 @@ TASKS = ("instance-segmentation", "agglomerate-sizing")
 MODEL_METHODS = {"cnn": (TASKS[0], CNN_MODEL), "ann": (TASKS[1], ANN_MODEL)}
 SHIPPED_BUNDLES = BUNDLES
 FULL_NAME = tem_pb2.DESCRIPTOR.services_by_name["TemService"].full_name
-METHOD_NAMES = {tem_pb2.METHOD_CNN: "cnn", tem_pb2.METHOD_ANN: "ann", tem_pb2.METHOD_WATERSHED: "watershed",
-                tem_pb2.METHOD_HOUGH: "hough"}
+METHOD_NAMES = {number: word for word, number in enum_words(tem_pb2.Method, "METHOD_").items()}
+METHOD_OF_TASK = {task: method for method, (task, _) in MODEL_METHODS.items()}
 HISTOGRAM_BINS = 20
 BASELINES = ("watershed", "hough")
 
@@ -238,25 +239,55 @@ class TemServicer(tem_pb2_grpc.TemServiceServicer):
             arrays.require_micrograph_levels(image, "image")  # the gateway checks this too; callers may not use it
         if request.pixel_size_nm < 0 or not np.isfinite(request.pixel_size_nm):
             raise InvalidArgument(f"pixel_size_nm must be >= 0, got {request.pixel_size_nm}", field="pixel_size_nm")
-        method = METHOD_NAMES.get(request.method) if request.method else self.pipeline.default_method()
-        if method is None:
-            raise InvalidArgument(f"unknown method {request.method}", field="method")
-        model = None
-        if method in MODEL_METHODS:
-            name, version = request.model.name, request.model.version
-            if not (name or version) and self.pipeline.registry.loaded(MODEL_METHODS[method][1]) is None:
-                raise NotFound(f"method {method} needs a model this service has not loaded", "model", method)
-            with timer.stage("model"):  # loaded already, or fetched from the models bucket
-                model = await asyncio.to_thread(self.pipeline.model_for, method, name, version)
+        method, model = await self._method_and_model(request, timer)
         sizing = await self.pipeline.analyze(image, method, request.bright_particles, timer,
                                              context.time_remaining(), model, request.test_time_augmentation)
         with timer.stage("postprocess"):
             return response(sizing, request.pixel_size_nm, timer)
 
+    async def _method_and_model(self, request, timer: metrics.StageTimer) -> tuple[str, OnnxModel | None]:
+        """The method and model a request runs. A baseline named as the model is its method; another
+        named model runs the method of its task; no method and no model: the default method."""
+        if request.method and request.method not in METHOD_NAMES:
+            raise InvalidArgument(f"unknown method {request.method}", field="method")
+        method = METHOD_NAMES.get(request.method)
+        name, version = request.model.name, request.model.version
+        if name in BASELINES:
+            if method and method != name:
+                raise InvalidArgument(f"model {name!r} is the {name} baseline; it cannot run method {method}",
+                                      field="model.name")
+            return name, None
+        with timer.stage("model"):  # loaded already, or fetched from the models bucket
+            if method is None and name:
+                named = await asyncio.to_thread(self.pipeline.registry.get, name, version)
+                method = METHOD_OF_TASK.get(named.bundle.task)
+                if method is None:
+                    raise InvalidArgument(f"model {named.key} has task {named.bundle.task}, which no method runs",
+                                          field="model.name")
+            method = method or self.pipeline.default_method()
+            if method not in MODEL_METHODS:
+                return method, None
+            if not (name or version) and self.pipeline.registry.loaded(MODEL_METHODS[method][1]) is None:
+                raise NotFound(f"method {method} needs a model this service has not loaded", "model", method)
+            return method, await asyncio.to_thread(self.pipeline.model_for, method, name, version)
+
     async def ListModels(self, request, context):
+        """The loaded models and the baselines, each with the method it is the default model of
+        (``default_for``); the default entry is the CNN's model, or watershed without one."""
         await asyncio.to_thread(self.pipeline.registry.refresh)
-        return tem_pb2.ListModelsResponse(models=[*self.pipeline.registry.infos(serving_code_sha256()),
-                                                  *baseline_infos()])
+        baselines = [common_pb2.ModelInfo() for _ in baseline_infos()]
+        for fresh, cached in zip(baselines, baseline_infos(), strict=True):
+            fresh.CopyFrom(cached)  # the cached entries are shared: mark copies
+        models = [*self.pipeline.registry.infos(serving_code_sha256()), *baselines]
+        default = self.pipeline.default_method()
+        for info in models:
+            for method, (_, shipped) in MODEL_METHODS.items():
+                if info.name == shipped:
+                    info.default_for.append(method)
+            if info.name in BASELINES:
+                info.default_for.append(info.name)
+                info.is_default = info.name == default
+        return tem_pb2.ListModelsResponse(models=models)
 
 
 def servicer(pipeline: TemPipeline) -> Servicer:
