@@ -27,7 +27,7 @@ from nanolens_runtime.registry import ModelRegistry
 from nanolens_runtime.settings import StorageSettings
 from nanolens_runtime.storage import ObjectStore
 from nanolens_tem.service import CNN_MODEL, SHIPPED_BUNDLES, TASKS, TemPipeline
-from nanolens_tem.synthetic import SynthParams, generate
+from nanolens_tem.synthetic.agglomerates import SynthParams, generate
 
 TILE, TILES = 512, 4
 REPEATS = 3

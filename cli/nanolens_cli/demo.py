@@ -31,9 +31,9 @@ TEM_PIXEL_NM = 0.5
 def write_samples(folder: Path) -> dict[str, dict]:
     """Sample files and their ground truth."""
     from nanolens_spectra.science.synthetic import CLASSES, generate_map, generate_spectra
-    from nanolens_tem.faceted import FacetedParams, generate_faceted
-    from nanolens_tem.synthetic import SynthParams
-    from nanolens_tem.synthetic import generate as generate_tem
+    from nanolens_tem.synthetic.agglomerates import SynthParams
+    from nanolens_tem.synthetic.agglomerates import generate as generate_tem
+    from nanolens_tem.synthetic.faceted import FacetedParams, generate_faceted
 
     folder.mkdir(parents=True, exist_ok=True)
     batch = generate_spectra(n_per_class=4, seed=SEED)
@@ -66,7 +66,7 @@ def write_samples(folder: Path) -> dict[str, dict]:
 def _versus_truth(result: dict, folder: Path, truth: np.ndarray) -> dict:
     """Accuracy for classifications; GMD and GSD relative errors for particle sizes."""
     if result["analysis"] == "particle_sizes":
-        from nanolens_tem.synthetic import geometric_stats
+        from nanolens_tem.science.segmentation import geometric_stats
 
         gmd, gsd = geometric_stats(truth)
         dist = result["distribution"]

@@ -9,15 +9,16 @@ from pathlib import Path
 from nanolens_runtime.inference import InferencePool, select_providers
 from nanolens_runtime.registry import ModelRegistry
 from nanolens_runtime.server import Servicer, serve
+from nanolens_runtime.service import DomainService
 from nanolens_runtime.settings import InferenceSettings, ServerSettings, StorageSettings, from_env
 from nanolens_runtime.storage import ObjectStore
 from nanolens_runtime.version import SERVICE_VERSION
 
 
-def run_model_service(service: str, task: str | tuple[str, ...], default_model: str, shipped_bundles: Path,
+def run_model_service(service: DomainService,
                       make_servicers: Callable[[ModelRegistry, InferencePool, InferenceSettings], list[Servicer]],
                       ) -> None:
-    """Run a domain service until SIGTERM: models from the package, NANOLENS_MODEL_DIR and the bucket."""
+    """Run a domain service until SIGTERM: models from its ``bundles/``, NANOLENS_MODEL_DIR and the bucket."""
     server = from_env(ServerSettings)
     inference = from_env(InferenceSettings)
     storage = from_env(StorageSettings)
@@ -25,8 +26,8 @@ def run_model_service(service: str, task: str | tuple[str, ...], default_model: 
 
     async def build():
         store = ObjectStore.from_settings(storage) if storage.s3_endpoint else None
-        roots = [shipped_bundles] + ([Path(inference.model_dir)] if inference.model_dir else [])
-        registry = ModelRegistry(task, default_model, roots,
+        roots = [service.bundles] + ([Path(inference.model_dir)] if inference.model_dir else [])
+        registry = ModelRegistry(service.tasks, service.default_model, roots,
                                  providers, inference.ort_intra_op_threads, store, storage.models_bucket)
         pool = InferencePool(inference.inference_threads)
 
@@ -35,4 +36,4 @@ def run_model_service(service: str, task: str | tuple[str, ...], default_model: 
 
         return make_servicers(registry, pool, inference), warm_up
 
-    asyncio.run(serve(service, SERVICE_VERSION, providers[0], server, build))
+    asyncio.run(serve(service.name, SERVICE_VERSION, providers[0], server, build))

@@ -196,7 +196,7 @@ def test_train_register_and_choose_the_model_per_request(stack, tmp_path):
 
 
 def test_analyze_tem_image_with_calibration_in_the_file(stack, tmp_path):
-    from nanolens_tem.synthetic import SynthParams, generate
+    from nanolens_tem.synthetic.agglomerates import SynthParams, generate
 
     synthetic = generate(seed=8, params=SynthParams(shape=(256, 256)))
     image = tmp_path / "agglomerates.tif"
@@ -217,7 +217,7 @@ def test_analyze_tem_image_with_calibration_in_the_file(stack, tmp_path):
 
 def test_analyze_tem_digitalmicrograph_file_sizes_in_nm(stack, tmp_path):
     from dmfile import dm_image
-    from nanolens_tem.synthetic import SynthParams, generate
+    from nanolens_tem.synthetic.agglomerates import SynthParams, generate
 
     synthetic = generate(seed=9, params=SynthParams(shape=(256, 256)))
     image = tmp_path / "agglomerates.dm4"
@@ -234,7 +234,7 @@ def test_analyze_tem_digitalmicrograph_file_sizes_in_nm(stack, tmp_path):
 
 def test_a_registered_cnn_is_asked_for_by_name_and_a_pinned_version_is_the_one_that_runs(stack, tmp_path):
     from nanolens_tem.service import SHIPPED_BUNDLES
-    from nanolens_tem.synthetic import SynthParams, generate
+    from nanolens_tem.synthetic.agglomerates import SynthParams, generate
     from support import renamed_bundle
 
     bundle = renamed_bundle(SHIPPED_BUNDLES / "tem-unet" / "1.0.0", tmp_path / "bundles", "tem-unet-facility", "1")
@@ -249,11 +249,12 @@ def test_a_registered_cnn_is_asked_for_by_name_and_a_pinned_version_is_the_one_t
     pinned = json.loads(nanolens(stack, "analyze", "tem", str(image), "--model", "tem-unet:1.0.0", "--json").stdout)
     assert (pinned["provenance"]["model_name"], pinned["provenance"]["model_version"]) == ("tem-unet", "1.0.0")
     wrong = nanolens(stack, "analyze", "tem", str(image), "--model", "tem-ann", "--method", "cnn", check=False)
-    assert wrong.returncode == 1 and "INVALID_ARGUMENT" in wrong.stderr and "method cnn needs a model of task" in wrong.stderr
+    assert wrong.returncode == 1 and "INVALID_ARGUMENT" in wrong.stderr
+    assert "method cnn needs a model of task" in wrong.stderr
 
 
 def test_analyze_tem_with_test_time_augmentation(stack, tmp_path):
-    from nanolens_tem.synthetic import SynthParams, generate
+    from nanolens_tem.synthetic.agglomerates import SynthParams, generate
 
     image = tmp_path / "agglomerates.npy"
     np.save(image, generate(seed=11, params=SynthParams(shape=(128, 128))).image)

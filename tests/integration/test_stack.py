@@ -395,7 +395,7 @@ def test_particle_sizing_options_are_checked_and_tta_is_its_own_result(stack, ga
     """A yes/no option that is neither is refused with its name before the input is fetched,
     test-time augmentation is refused by the methods that have no network, an augmented CNN result
     is stored apart from the plain one, and spellings of the same options share one result."""
-    from nanolens_tem.synthetic import SynthParams, generate
+    from nanolens_tem.synthetic.agglomerates import SynthParams, generate
 
     sizes = gateway_pb2.ANALYSIS_KIND_PARTICLE_SIZES
     ref = upload(gateway, npy(generate(seed=12, params=SynthParams(shape=(128, 128))).image), "particles.npy")

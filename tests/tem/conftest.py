@@ -21,7 +21,7 @@ except ImportError:  # pragma: no cover
 @pytest.fixture(scope="session")
 def gold_data():
     """Real gold masks, or a skip saying why (the data never enters the repository)."""
-    from nanolens_tem.data import gold_dir, gold_items
+    from nanolens_tem.evaluation.data import gold_dir, gold_items
 
     if not gold_dir().is_dir():
         pytest.skip(f"real data not found at {gold_dir()} (set NANOLENS_DATA to ../shared/data)")

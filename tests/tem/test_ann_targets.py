@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from nanolens_tem.ann import decode, transform_features
-from nanolens_tem.features import FEATURE_NAMES
+from nanolens_tem.science.ann import decode, transform_features
+from nanolens_tem.science.features import FEATURE_NAMES
 
 
 def test_decode_uses_the_regressor_of_the_predicted_count():
@@ -44,10 +44,11 @@ def test_targets_from_instances():
 
 def test_shipped_ann_bundle_sizes_small_agglomerates():
     from nanolens_runtime.bundles import ModelBundle
-    from nanolens_tem.ann import AnnSizer
-    from nanolens_tem.models import latest_bundle
-    from nanolens_tem.splits import TUNE_SEED0, eval_params_small
-    from nanolens_tem.synthetic import generate, geometric_stats
+    from nanolens_tem.bundles import latest_bundle
+    from nanolens_tem.evaluation.splits import TUNE_SEED0, eval_params_small
+    from nanolens_tem.science.ann import AnnSizer
+    from nanolens_tem.science.segmentation import geometric_stats
+    from nanolens_tem.synthetic.agglomerates import generate
 
     path = latest_bundle("tem-ann")
     if path is None:
@@ -69,7 +70,7 @@ def test_shipped_ann_bundle_sizes_small_agglomerates():
 def test_gold_instances_cut_bridges(tmp_path):
     import tifffile
 
-    from nanolens_tem.data import gold_instances
+    from nanolens_tem.evaluation.data import gold_instances
 
     m = np.zeros((40, 80, 3), np.uint8)
     m[5:35, 5:38, 0] = 255

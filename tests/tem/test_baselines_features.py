@@ -1,9 +1,17 @@
 import numpy as np
 import pytest
 
-from nanolens_tem.baselines import estimate_radius, foreground_mask, hough_segment, watershed_segment
-from nanolens_tem.features import FEATURE_NAMES, agglomerate_features, segment_agglomerates
-from nanolens_tem.metrics import drop_small, equivalent_diameters, instance_f1, iou_matrix, match_instances, psd_errors
+from nanolens_tem.evaluation.metrics import (
+    drop_small,
+    equivalent_diameters,
+    instance_f1,
+    iou_matrix,
+    match_instances,
+    psd_errors,
+)
+from nanolens_tem.science.baselines import hough_segment, watershed_segment
+from nanolens_tem.science.features import FEATURE_NAMES, agglomerate_features, segment_agglomerates
+from nanolens_tem.science.segmentation import centres, estimate_radius, foreground_mask
 
 CIRCLES = [(40, 40, 12), (40, 120, 14), (120, 60, 17), (130, 140, 13)]
 
@@ -42,14 +50,13 @@ def test_radius_estimate():
 def test_centres_match_scipy_and_mark_empty_labels():
     from scipy import ndimage as ndi
 
-    from nanolens_tem.baselines import _centres
 
     rng = np.random.default_rng(3)
     labels = ndi.label(ndi.gaussian_filter(rng.normal(size=(70, 90)), 2) > 0.1)[0]
     labels[labels == 2] = 0  # a label with no pixels left
     n = int(labels.max())
     want = np.asarray(ndi.center_of_mass(np.ones_like(labels), labels, np.arange(1, n + 1)))
-    got = _centres(labels)
+    got = centres(labels)
     assert got.shape == (n, 2) and n > 5
     assert np.isnan(got[1]).all()
     np.testing.assert_allclose(np.delete(got, 1, 0), np.delete(want, 1, 0), rtol=0, atol=1e-9)
@@ -110,7 +117,7 @@ def test_uneven_illumination_does_not_become_particles():
     """A background that falls off by a third across the frame: a global Otsu threshold marks its
     dark side as particles (as on the real carbon-black image Case1_E7_025); the flattened mask
     follows the particles."""
-    from nanolens_tem.synthetic import SynthParams, generate
+    from nanolens_tem.synthetic.agglomerates import SynthParams, generate
 
     s = generate(3, SynthParams(shape=(384, 384), gradient=0.0))
     ramp = np.linspace(1.0, 0.62, 384)[None, :]
@@ -128,7 +135,7 @@ def test_uneven_illumination_does_not_become_particles():
 
 
 def test_flattening_leaves_an_image_without_background_alone():
-    from nanolens_tem.baselines import flatten_background
+    from nanolens_tem.science.segmentation import flatten_background
 
     g = np.random.default_rng(0).normal(100, 5, (40, 40))
     assert np.array_equal(flatten_background(g, np.ones(g.shape, bool)), g)
@@ -144,9 +151,9 @@ def test_tuning_confirms_the_best_few_on_more_images(monkeypatch):
     """The grid's winner on a few images only wins if it holds up on more: here one point is
     lucky on the 4 grid images and poor on all 12, so the confirmed best of the other four wins.
     The scores are stand-ins; what is tested is the two-stage choice."""
-    from nanolens_tem import baselines, synthetic
+    from nanolens_tem.evaluation import tune_baselines
 
-    monkeypatch.setattr(synthetic, "generate", lambda seed, params: seed)
+    monkeypatch.setattr(tune_baselines, "generate", lambda seed, params: seed)
     seen = set()
 
     def score(method, items, p):
@@ -156,7 +163,7 @@ def test_tuning_confirms_the_best_few_on_more_images(monkeypatch):
             return 0.0 if lucky else 1.0 + p["min_distance"]
         return 5.0 if lucky else p["min_distance"] + p["threshold"] + p["smooth"]
 
-    monkeypatch.setattr(baselines, "_score", score)
-    best = baselines.tune(n_images=4, n_confirm=12, top=5, verbose=False, only="watershed")
+    monkeypatch.setattr(tune_baselines, "_score", score)
+    best = tune_baselines.tune(n_images=4, n_confirm=12, top=5, verbose=False, only="watershed")
     assert seen == {4, 12}
     assert best == {"watershed": {"min_distance": 0.2, "threshold": 0.3, "smooth": 0.0, "min_area": 0.1}}

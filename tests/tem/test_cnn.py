@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from nanolens_tem.cnn import blend_window, instances_from_maps, tile_layout, tiled_predict
+from nanolens_tem.science.cnn import blend_window, instances_from_maps, tile_layout, tiled_predict
 
 
 def _local_op(x):
@@ -107,8 +107,8 @@ def test_tiled_network_has_no_seams(small_unet):
     """Tiled inference of a real U-Net approximates the untiled result on an image that fits in one tile."""
     import onnxruntime as ort
 
-    from nanolens_tem.cnn import normalise
-    from nanolens_tem.synthetic import generate
+    from nanolens_tem.science.cnn import normalise
+    from nanolens_tem.synthetic.agglomerates import generate
 
     _, onnx_bytes = small_unet
     sess = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
@@ -131,7 +131,8 @@ def test_serving_module_does_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import sys, nanolens_tem.cnn, nanolens_tem.ann, nanolens_tem.baselines, nanolens_tem.features;"
+    code = ("import sys, nanolens_tem.service, nanolens_tem.science.cnn, nanolens_tem.science.ann, "
+            "nanolens_tem.science.baselines, nanolens_tem.science.features, nanolens_tem.science.occlusion;"
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     import nanolens_tem
 
@@ -164,7 +165,7 @@ def test_radius_spread_widens_sizes_about_their_geometric_mean():
 
 
 def test_segmenter_takes_radius_spread_from_the_bundle_postprocessing():
-    from nanolens_tem.cnn import CnnSegmenter
+    from nanolens_tem.science.cnn import CnnSegmenter
 
     assert CnnSegmenter.from_session(None, {}).radius_spread == 1.0
     seg = CnnSegmenter.from_session(None, {"tile": 256}, {"radius_spread": 1.2})
@@ -177,8 +178,8 @@ def test_test_time_augmentation_turns_every_view_back(small_unet):
     from a single view."""
     import onnxruntime as ort
 
-    from nanolens_tem.cnn import CnnSegmenter
-    from nanolens_tem.synthetic import SynthParams, generate
+    from nanolens_tem.science.cnn import CnnSegmenter
+    from nanolens_tem.synthetic.agglomerates import SynthParams, generate
 
     _, onnx_bytes = small_unet
     seg = CnnSegmenter(ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"]), scale=1.0)
@@ -195,7 +196,7 @@ def test_test_time_augmentation_turns_every_view_back(small_unet):
 
 
 def test_label_medians_match_scipy_for_odd_and_even_counts():
-    from nanolens_tem.cnn import label_medians
+    from nanolens_tem.science.cnn import label_medians
 
     rng = np.random.default_rng(4)
     labels = rng.integers(0, 6, size=(40, 50))
@@ -209,8 +210,8 @@ def test_label_medians_match_scipy_for_odd_and_even_counts():
 @pytest.mark.parametrize("gmd", [16.0, 30.0, 44.0, 60.0])
 def test_auto_scale_coarse_check_keeps_the_full_resolution_decision(gmd):
     """The binned estimate may only skip the full one where the full one says "no resampling"."""
-    from nanolens_tem import cnn
-    from nanolens_tem.synthetic import SynthParams, generate
+    from nanolens_tem.science import cnn
+    from nanolens_tem.synthetic.agglomerates import SynthParams, generate
 
     image = generate(7, SynthParams(shape=(512, 512), gmd=(gmd, gmd), gsd=(1.15, 1.15),
                                     particles_per_agglomerate=(3, 12))).image

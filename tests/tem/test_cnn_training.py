@@ -65,8 +65,8 @@ def test_fit_spread_undoes_a_shrinkage_towards_the_mean():
 def test_matched_log_sizes_pairs_each_found_particle_with_its_truth():
     """With a segmenter that finds every particle but shrinks its size towards the image mean by
     0.8, the calibration recovers that slope and the factor that undoes it."""
-    from nanolens_tem.baselines import Segmentation
-    from nanolens_tem.synthetic import SynthParams, generate
+    from nanolens_tem.science.segmentation import Segmentation
+    from nanolens_tem.synthetic.agglomerates import SynthParams, generate
     from nanolens_tem.training.calibrate import matched_log_sizes
 
     class Shrinking:
@@ -92,10 +92,10 @@ def test_fit_detection_measures_what_a_segmenter_misses_and_its_weights_undo_it(
     back to that of all of them (in-sample: this checks the wiring, not how well it transfers)."""
     from scipy import ndimage as ndi
 
-    from nanolens_tem.baselines import Segmentation
-    from nanolens_tem.metrics import psd_errors
-    from nanolens_tem.splits import eval_params
-    from nanolens_tem.synthetic import generate
+    from nanolens_tem.evaluation.metrics import psd_errors
+    from nanolens_tem.evaluation.splits import eval_params
+    from nanolens_tem.science.segmentation import Segmentation
+    from nanolens_tem.synthetic.agglomerates import generate
     from nanolens_tem.training.calibrate import fit_detection
 
     class MissesHidden:

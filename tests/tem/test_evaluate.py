@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 from skimage.segmentation import relabel_sequential
 
-from nanolens_tem.baselines import Segmentation, _centres
-from nanolens_tem.evaluate import evaluate_synthetic, to_markdown
-from nanolens_tem.metrics import found_truth
-from nanolens_tem.splits import TEST_SEED0, eval_params
-from nanolens_tem.synthetic import generate, render
+from nanolens_tem.evaluation.evaluate import evaluate_synthetic, to_markdown
+from nanolens_tem.evaluation.metrics import found_truth
+from nanolens_tem.evaluation.splits import TEST_SEED0, eval_params
+from nanolens_tem.science.segmentation import Segmentation, centres
+from nanolens_tem.synthetic.agglomerates import generate, render
 
 N = 3
 
@@ -23,14 +23,14 @@ def test_an_oracle_scores_perfectly_and_a_depth_order_oracle_does_not(truths):
     def oracle(image, dark_particles=True):  # the ground truth's own instances and diameters
         s = truths[image.tobytes()]
         shown = np.unique(s.labels)[1:] - 1
-        return Segmentation(s.labels, s.diameters[shown], _centres(s.labels))
+        return Segmentation(s.labels, s.diameters[shown], centres(s.labels))
 
     def front_oracle(image, dark_particles=True):  # true particles, overlaps given to the front one
         s = truths[image.tobytes()]
         _, lab = render(s.labels.shape, s.centres, s.diameters / 2, overlaps="front")
         shown = np.unique(lab)[1:] - 1
         lab = relabel_sequential(lab)[0]   # hidden particles leave gaps in the label values
-        return Segmentation(lab, s.diameters[shown], _centres(lab))
+        return Segmentation(lab, s.diameters[shown], centres(lab))
 
     def blind(image, dark_particles=True):  # two half-frame blobs: finds nothing
         halves = np.ones(image.shape, np.int32)
@@ -60,8 +60,8 @@ def test_found_truth_indexes_particles_by_label():
 
 
 def test_the_faceted_condition_scores_the_faceted_generator():
-    from nanolens_tem.faceted import generate_faceted
-    from nanolens_tem.splits import eval_params_faceted
+    from nanolens_tem.evaluation.splits import eval_params_faceted
+    from nanolens_tem.synthetic.faceted import generate_faceted
 
     seed0 = TEST_SEED0 + 200_000
     items = [generate_faceted(seed0 + i, eval_params_faceted()) for i in range(2)]
@@ -70,7 +70,7 @@ def test_the_faceted_condition_scores_the_faceted_generator():
     def oracle(image, dark_particles=True):
         s = truth[image.tobytes()]   # a KeyError here means another generator made the images
         shown = np.unique(s.labels)[1:] - 1
-        return Segmentation(s.labels, s.diameters[shown], _centres(s.labels))
+        return Segmentation(s.labels, s.diameters[shown], centres(s.labels))
 
     out = evaluate_synthetic({"oracle": oracle}, 2, seed0=seed0, condition="faceted")
     assert out["condition"] == "faceted"

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from nanolens_tem.faceted import SHAPES, FacetedParams, _apothem, generate_faceted, shape_distance
-from nanolens_tem.synthetic import SynthParams
+from nanolens_tem.synthetic.agglomerates import SynthParams
+from nanolens_tem.synthetic.faceted import SHAPES, FacetedParams, _apothem, generate_faceted, shape_distance
 
 
 def test_deterministic_for_a_seed():
@@ -82,7 +82,7 @@ def test_overlaps_stay_a_minority_and_hide_the_back_particle():
 
 
 def test_training_targets_follow_the_outline_and_the_whole_radius():
-    from nanolens_tem.cnn import RADIUS_UNIT
+    from nanolens_tem.science.cnn import RADIUS_UNIT
     from nanolens_tem.training.cnn_train import targets_from_synthetic
 
     s = generate_faceted(4)

@@ -1,11 +1,11 @@
-"""Occlusion weights of the size distribution (nanolens_tem.occlusion)."""
+"""Occlusion weights of the size distribution (nanolens_tem.science.occlusion)."""
 
 import numpy as np
 import pytest
 from skimage.draw import disk
 
-from nanolens_tem.occlusion import OVERLAP_EDGES, SIZE_EDGES, DetectionModel, found_context, truth_context
-from nanolens_tem.synthetic import geometric_stats
+from nanolens_tem.science.occlusion import OVERLAP_EDGES, SIZE_EDGES, DetectionModel, found_context, truth_context
+from nanolens_tem.science.segmentation import geometric_stats
 
 
 def _labels(shape, discs):

@@ -2,13 +2,13 @@
 
 import pytest
 
-from nanolens_tem.metrics import instance_f1, match_instances
+from nanolens_tem.evaluation.metrics import instance_f1, match_instances
 
 pytestmark = pytest.mark.realdata
 
 
 def test_gold_masks_give_the_documented_instance_counts(gold_data):
-    from nanolens_tem.data import gold_instances
+    from nanolens_tem.evaluation.data import gold_instances
 
     counts = {"tetrahedra": 0, "nanoprisms": 0}
     for subset, _, mask in gold_data:
@@ -17,7 +17,7 @@ def test_gold_masks_give_the_documented_instance_counts(gold_data):
 
 
 def _f1(seg_fn, items, cut_bridges=0):
-    from nanolens_tem.data import gold_instances, read_gray
+    from nanolens_tem.evaluation.data import gold_instances, read_gray
 
     tp = fp = fn = 0
     for _, img, mask in items:
@@ -30,9 +30,9 @@ def test_shipped_cnn_beats_watershed_on_real_gold_images(gold_data):
     """Zero-shot, the shipped CNN (trained on synthetic spheres and faceted crystals, never on
     these images) separates the real gold crystals better than the watershed baseline: F1 0.748
     (1.4.0) against 0.680 on the 30 images with bridges cut (docs/tem.md)."""
-    from nanolens_tem.baselines import watershed_segment
-    from nanolens_tem.cnn import CnnSegmenter
-    from nanolens_tem.models import latest_bundle
+    from nanolens_tem.bundles import latest_bundle
+    from nanolens_tem.science.baselines import watershed_segment
+    from nanolens_tem.science.cnn import CnnSegmenter
 
     bundle = latest_bundle("tem-unet")
     if bundle is None:
@@ -44,7 +44,7 @@ def test_shipped_cnn_beats_watershed_on_real_gold_images(gold_data):
 
 
 def test_carbon_black_images_read():
-    from nanolens_tem.data import carbon_black_dir, read_gray
+    from nanolens_tem.evaluation.data import carbon_black_dir, read_gray
 
     if not carbon_black_dir().is_dir():
         pytest.skip(f"real data not found at {carbon_black_dir()} (set NANOLENS_DATA to ../shared/data)")

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from nanolens_tem.synthetic import SynthParams, aggregate, generate, geometric_stats, render, sample_diameters
+from nanolens_tem.science.segmentation import geometric_stats
+from nanolens_tem.synthetic.agglomerates import SynthParams, aggregate, generate, render, sample_diameters
 
 
 def test_deterministic_for_a_seed():
@@ -126,7 +127,7 @@ def test_scale_bar_is_excluded_from_ground_truth():
 def test_radial_power_spectrum_tells_white_noise_from_blur():
     from scipy import ndimage as ndi
 
-    from nanolens_tem.figures import radial_power_spectrum
+    from nanolens_tem.evaluation.figures import radial_power_spectrum
 
     noise = np.random.default_rng(0).normal(0, 1, (256, 256))
     f, white = radial_power_spectrum(noise)

@@ -20,34 +20,36 @@ from nanolens.common.v1 import common_pb2
 from nanolens.spectra.v1 import spectra_pb2, spectra_pb2_grpc
 from nanolens_runtime import arrays, metrics
 from nanolens_runtime.batching import DynamicBatcher
-from nanolens_runtime.bundles import code_sha256
 from nanolens_runtime.errors import InvalidArgument
 from nanolens_runtime.inference import InferencePool, OnnxModel
 from nanolens_runtime.registry import ModelRegistry
 from nanolens_runtime.server import Servicer
+from nanolens_runtime.service import DomainService, DomainServicer, Pipeline
 from nanolens_runtime.settings import InferenceSettings
-from nanolens_runtime.version import SERVICE_VERSION
-from nanolens_spectra.bundles import BUNDLES_DIR, DEFAULT_BUNDLE_NAME
-from nanolens_spectra.science import preprocessing
+from nanolens_spectra.bundles import DEFAULT_BUNDLE_NAME
 from nanolens_spectra.science.preprocessing import PreprocessParams, preprocess
 
 SERVICE = "spectra"
 TASK = "spectra-classification"
 DEFAULT_MODEL = DEFAULT_BUNDLE_NAME
-SHIPPED_BUNDLES = BUNDLES_DIR
+SPECTRA = DomainService(SERVICE, (TASK,), DEFAULT_MODEL, Path(__file__).resolve().parent, libraries=("numpy",))
+SHIPPED_BUNDLES = SPECTRA.bundles
 FULL_NAME = spectra_pb2.DESCRIPTOR.services_by_name["SpectraService"].full_name
 
 
-class SpectraPipeline:
-    """Classify spectra with one registry of models; no gRPC types in here beyond results."""
+class SpectraPipeline(Pipeline):
+    """Classify spectra with one registry of models; no gRPC types in here beyond results.
+
+    preprocess: spike removal, resampling onto the model's axis, baseline correction (numpy);
+    predict: the ONNX graph (normalisation, PCA, MLP, softmax). Single spectra are batched
+    dynamically (:meth:`classify`); map blocks are batches already (:meth:`run`)."""
 
     # Batches are per model and x axis (spikes are removed on the native channels before
     # resampling, so spectra on different axes cannot share a batch). Kept for a few axes.
     MAX_BATCHERS = 32
 
     def __init__(self, registry: ModelRegistry, pool: InferencePool, settings: InferenceSettings):
-        self.registry = registry
-        self.pool = pool
+        super().__init__(SPECTRA, registry, pool)
         self.settings = settings
         self._batchers: OrderedDict[tuple[str, bytes], DynamicBatcher] = OrderedDict()
         self._params: dict[str, PreprocessParams] = {}
@@ -86,28 +88,29 @@ class SpectraPipeline:
                                   field="axis")
         return spectra.astype(np.float32, copy=False), axis
 
-    def _run_sync(self, model: OnnxModel, spectra: np.ndarray, axis: np.ndarray) -> tuple[np.ndarray, float, float]:
-        """Preprocess and infer in the calling (pool) thread; returns probabilities and stage times."""
-        start = time.perf_counter()
+    def preprocess(self, inputs: tuple[np.ndarray, np.ndarray], model: OnnxModel) -> np.ndarray:
+        spectra, axis = inputs
         try:
-            features = preprocess(spectra, axis, self.params(model))
+            return preprocess(spectra, axis, self.params(model))
         except ValueError as exc:
             raise InvalidArgument(str(exc), field="spectra") from exc
+
+    def predict(self, features: np.ndarray, model: OnnxModel, run_options=None) -> np.ndarray:
+        (probabilities,) = model.run({"spectra": features}, run_options)
+        return probabilities
+
+    def _run_sync(self, model: OnnxModel, spectra: np.ndarray, axis: np.ndarray) -> tuple[np.ndarray, float, float]:
+        """Preprocess and predict in the calling (pool) thread, for a dynamic batch; returns
+        probabilities and the two stage times."""
+        start = time.perf_counter()
+        features = self.preprocess((spectra, axis), model)
         mid = time.perf_counter()
-        (probabilities,) = model.run({"spectra": features})
-        return probabilities, mid - start, time.perf_counter() - mid
+        return self.predict(features, model), mid - start, time.perf_counter() - mid
 
     async def run_block(self, model: OnnxModel, spectra: np.ndarray, axis: np.ndarray, timer: metrics.StageTimer,
                         deadline_s: float | None = None) -> np.ndarray:
         """One already-large block (a map chunk): no batching, the deadline stops the model run."""
-        with timer.stage("preprocess"):
-            try:
-                features = await self.pool.call(preprocess, spectra, axis, self.params(model))
-            except ValueError as exc:
-                raise InvalidArgument(str(exc), field="block") from exc
-        with timer.stage("inference"):
-            (probabilities,) = await self.pool.run(model, {"spectra": features}, deadline_s)
-        return probabilities
+        return await self.run((spectra, axis), model, timer, deadline_s)
 
     def batcher(self, model: OnnxModel, axis: np.ndarray) -> DynamicBatcher:
         if axis is self._axes.get(model.key):
@@ -139,12 +142,7 @@ class SpectraPipeline:
 
 
 def provenance(model: OnnxModel, timer: metrics.StageTimer) -> common_pb2.Provenance:
-    return common_pb2.Provenance(
-        model_name=model.bundle.name, model_version=model.bundle.version, model_sha256=model.bundle.sha256,
-        service_name=SERVICE, service_version=SERVICE_VERSION, execution_provider=model.provider,
-        code_sha256=serving_code_sha256(),
-        timings=[common_pb2.StageTiming(stage=s, seconds=t) for s, t in timer.timings],
-    )
+    return SPECTRA.provenance(model, timer)
 
 
 def _axis(message: common_pb2.NDArray) -> np.ndarray | None:
@@ -155,21 +153,16 @@ def _axis(message: common_pb2.NDArray) -> np.ndarray | None:
 
 @cache
 def serving_code_sha256() -> str:
-    """sha256 of the code between a spectrum and a result (this module and the preprocessing), in
-    every catalogue entry, so that the gateway recomputes stored results when it changes."""
-    return code_sha256(Path(__file__), Path(preprocessing.__file__), extra=f"numpy {np.__version__}")
+    """sha256 of the serving code (``science/``, this module, numpy's version), in every catalogue
+    entry, so that the gateway recomputes stored results when it changes."""
+    return SPECTRA.code_sha256()
 
 
-class SpectraServicer(spectra_pb2_grpc.SpectraServiceServicer):
-    def __init__(self, pipeline: SpectraPipeline):
-        self.pipeline = pipeline
+class SpectraServicer(DomainServicer, spectra_pb2_grpc.SpectraServiceServicer):
+    list_response = spectra_pb2.ListModelsResponse
 
     async def _model(self, selector: spectra_pb2.ModelSelector) -> OnnxModel:
-        loaded = self.pipeline.registry.loaded(selector.name, selector.version)
-        if loaded is not None:
-            return loaded
-        # A model first asked for may need fetching from the bucket: keep the loop free.
-        return await asyncio.to_thread(self.pipeline.registry.get, selector.name, selector.version)
+        return await self.pipeline.model(selector.name, selector.version)
 
     async def ClassifySpectra(self, request, context):
         timer = metrics.StageTimer()
@@ -250,10 +243,6 @@ class SpectraServicer(spectra_pb2_grpc.SpectraServiceServicer):
         final = spectra_pb2.ClassifyMapResponse(offset=offset)
         final.provenance.CopyFrom(provenance(model, timer))
         yield final
-
-    async def ListModels(self, request, context):
-        await asyncio.to_thread(self.pipeline.registry.refresh)
-        return spectra_pb2.ListModelsResponse(models=self.pipeline.registry.infos(serving_code_sha256()))
 
 
 def servicer(pipeline: SpectraPipeline) -> Servicer:

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-import scipy
 import skimage
 from scipy import ndimage as ndi
 
@@ -24,24 +23,26 @@ from nanolens.tem.v1 import tem_pb2, tem_pb2_grpc
 from nanolens_runtime import arrays, metrics
 from nanolens_runtime.bundles import code_sha256
 from nanolens_runtime.enums import enum_words
-from nanolens_runtime.errors import DeadlineExceeded, InvalidArgument, NotFound, ResourceExhausted
+from nanolens_runtime.errors import InvalidArgument, NotFound, ResourceExhausted
 from nanolens_runtime.inference import InferencePool, OnnxModel
 from nanolens_runtime.registry import ModelRegistry
 from nanolens_runtime.server import Servicer
+from nanolens_runtime.service import DomainService, DomainServicer, Pipeline
 from nanolens_runtime.version import SERVICE_VERSION
-from nanolens_tem import baselines
-from nanolens_tem.ann import AnnSizer
-from nanolens_tem.baselines import Segmentation, hough_segment, watershed_segment
-from nanolens_tem.cnn import CnnSegmenter
-from nanolens_tem.models import BUNDLES
-from nanolens_tem.synthetic import geometric_stats
+from nanolens_tem.science import baselines, segmentation
+from nanolens_tem.science.ann import AnnSizer
+from nanolens_tem.science.baselines import hough_segment, watershed_segment
+from nanolens_tem.science.cnn import CnnSegmenter
+from nanolens_tem.science.segmentation import Segmentation, geometric_stats
 
 SERVICE = "tem"
 CNN_MODEL, ANN_MODEL = "tem-unet", "tem-ann"
 TASKS = ("instance-segmentation", "agglomerate-sizing")
 #: the methods that run a model: the task its model must have, and the shipped default model
 MODEL_METHODS = {"cnn": (TASKS[0], CNN_MODEL), "ann": (TASKS[1], ANN_MODEL)}
-SHIPPED_BUNDLES = BUNDLES
+TEM = DomainService(SERVICE, TASKS, CNN_MODEL, Path(__file__).resolve().parent,
+                    libraries=("numpy", "scipy", "scikit-image", "onnxruntime"))
+SHIPPED_BUNDLES = TEM.bundles
 FULL_NAME = tem_pb2.DESCRIPTOR.services_by_name["TemService"].full_name
 METHOD_NAMES = {number: word for word, number in enum_words(tem_pb2.Method, "METHOD_").items()}
 METHOD_OF_TASK = {task: method for method, (task, _) in MODEL_METHODS.items()}
@@ -49,23 +50,18 @@ HISTOGRAM_BINS = 20
 BASELINES = ("watershed", "hough")
 
 
-@cache
 def serving_code_sha256() -> str:
-    """sha256 of the code between an image and a result, whatever the model: this module and the
-    science it calls (the CNN's tiling and scale estimate, the ANN's features, the shared Otsu
-    mask, the distribution statistics), with the versions of the libraries they lean on. Every
+    """sha256 of the serving code (``science/``, this module, and the libraries they lean on); every
     catalogue entry carries it, so the gateway recomputes stored results when it changes."""
-    from nanolens_tem import ann, cnn, features, synthetic
-
-    modules = (Path(__file__), cnn.__file__, ann.__file__, features.__file__, baselines.__file__, synthetic.__file__)
-    return code_sha256(*map(Path, modules), extra=f"scikit-image {skimage.__version__}, scipy {scipy.__version__}")
+    return TEM.code_sha256()
 
 
 @cache
 def baseline_infos() -> tuple[common_pb2.ModelInfo, ...]:
     """The baselines as catalogue entries. They have no model file, so their sha256 is that of the
-    code that runs them (``baselines.py`` and the scikit-image version)."""
-    sha = code_sha256(Path(baselines.__file__), extra=f"scikit-image {skimage.__version__}")
+    code that runs them (``baselines.py``, the shared ``segmentation.py``, the scikit-image version)."""
+    sha = code_sha256(Path(baselines.__file__), Path(segmentation.__file__),
+                      extra=f"scikit-image {skimage.__version__}")
     return tuple(common_pb2.ModelInfo(
         name=name, version=SERVICE_VERSION, task=TASKS[0], sha256=sha, code_sha256=serving_code_sha256(),
         description=f"{name} baseline (scikit-image {skimage.__version__}; no model file, sha256 of its code)")
@@ -84,7 +80,7 @@ class Sizing:
     agglomerate_of: np.ndarray  # (K,) agglomerate id (1-based)
     agglomerates: np.ndarray  # H x W agglomerate labels
     model: OnnxModel | None
-    weights: np.ndarray | None = None  # (K,) occlusion weights (nanolens_tem.occlusion); None: all 1
+    weights: np.ndarray | None = None  # (K,) occlusion weights (nanolens_tem.science.occlusion); None: all 1
 
 
 def measure(method: str, image_shape: tuple[int, int], seg: Segmentation, model: OnnxModel | None) -> Sizing:
@@ -106,10 +102,20 @@ def measure(method: str, image_shape: tuple[int, int], seg: Segmentation, model:
                   agglomerates[rows, cols].astype(np.int32), agglomerates, model, weights)
 
 
-class TemPipeline:
+@dataclass(frozen=True)
+class SizingRequest:
+    image: np.ndarray  # H x W greyscale
+    method: str
+    bright: bool = False
+    tta: bool = False
+
+
+class TemPipeline(Pipeline):
+    """predict: the method's segmentation (the CNN's tiling and instance step, the ANN's features
+    and regressors, or a baseline); postprocess: particles, agglomerates and sizes."""
+
     def __init__(self, registry: ModelRegistry, pool: InferencePool):
-        self.registry = registry
-        self.pool = pool
+        super().__init__(TEM, registry, pool)
         self._runners: dict[str, CnnSegmenter | AnnSizer] = {}  # per model key, on the registry's sessions
 
     def _runner(self, model: OnnxModel) -> CnnSegmenter | AnnSizer:
@@ -123,6 +129,23 @@ class TemPipeline:
                 self._runners[model.key] = AnnSizer(model.session, np.asarray(prep["feature_mean"], np.float32),
                                                     np.asarray(prep["feature_std"], np.float32))
         return self._runners[model.key]
+
+    async def catalogue(self) -> list[common_pb2.ModelInfo]:
+        """The loaded models and the baselines, each with the method it is the default model of
+        (``default_for``); the default entry is the CNN's model, or watershed without one."""
+        baselines = [common_pb2.ModelInfo() for _ in baseline_infos()]
+        for fresh, cached in zip(baselines, baseline_infos(), strict=True):
+            fresh.CopyFrom(cached)  # the cached entries are shared: mark copies
+        models = [*await super().catalogue(), *baselines]
+        default = self.default_method()
+        for info in models:
+            for method, (_, shipped) in MODEL_METHODS.items():
+                if info.name == shipped:
+                    info.default_for.append(method)
+            if info.name in BASELINES:
+                info.default_for.append(info.name)
+                info.is_default = info.name == default
+        return models
 
     def default_method(self) -> str:
         return "cnn" if self.registry.loaded(CNN_MODEL) is not None else "watershed"
@@ -139,41 +162,34 @@ class TemPipeline:
                                   f"task {task}", field="model.name")
         return model
 
-    def segment(self, image: np.ndarray, method: str, bright: bool, run_options=None,
-                model: OnnxModel | None = None, tta: bool = False) -> Sizing:
-        """Run one method on one image (blocking: call it in the pool). ``model``: from
-        :meth:`model_for` (default: the method's shipped model). ``run_options``
-        (onnxruntime.RunOptions) lets the caller terminate the CNN's model runs. ``tta``: the
-        CNN's test-time augmentation (:meth:`CnnSegmenter.predict_maps`)."""
-        dark = not bright
-        if tta and method != "cnn":
-            raise InvalidArgument(f"test_time_augmentation applies to the cnn method only, not {method}",
+    def predict(self, request: SizingRequest, model: OnnxModel | None, run_options: ort.RunOptions) -> Segmentation:
+        """Segment one image (blocking). ``model``: from :meth:`model_for` (default: the method's
+        shipped model); ``run_options`` lets the caller terminate the CNN's model runs; ``tta``:
+        the CNN's test-time augmentation (:meth:`CnnSegmenter.predict_maps`)."""
+        dark = not request.bright
+        if request.tta and request.method != "cnn":
+            raise InvalidArgument(f"test_time_augmentation applies to the cnn method only, not {request.method}",
                                   field="test_time_augmentation")
-        if method in MODEL_METHODS:
-            model = model or self.model_for(method)
-            runner = self._runner(model)
+        if request.method in MODEL_METHODS:
+            runner = self._runner(model or self.model_for(request.method))
             if isinstance(runner, CnnSegmenter):
-                seg = dataclasses.replace(runner, run_options=run_options).segment(image, dark_particles=dark, tta=tta)
-            else:
-                seg = runner.segment(image, dark_particles=dark)
-        elif method == "watershed":
-            model, seg = None, watershed_segment(image, dark_particles=dark)
-        else:
-            model, seg = None, hough_segment(image, dark_particles=dark)
-        return measure(method, image.shape, seg, model)
+                return dataclasses.replace(runner, run_options=run_options).segment(
+                    request.image, dark_particles=dark, tta=request.tta)
+            return runner.segment(request.image, dark_particles=dark)
+        if request.method == "watershed":
+            return watershed_segment(request.image, dark_particles=dark)
+        return hough_segment(request.image, dark_particles=dark)
 
-    async def analyze(self, image: np.ndarray, method: str, bright: bool, timer: metrics.StageTimer,
-                      deadline_s: float | None, model: OnnxModel | None = None, tta: bool = False) -> Sizing:
-        run_options = ort.RunOptions()
-        with timer.stage("inference"):
-            try:
-                return await asyncio.wait_for(
-                    self.pool.call(self.segment, image, method, bright, run_options, model, tta), deadline_s)
-            except (TimeoutError, asyncio.CancelledError) as exc:
-                run_options.terminate = True  # the CNN stops at its next tile; the baselines run out
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                raise DeadlineExceeded(f"{method} did not finish within the deadline") from exc
+    def postprocess(self, seg: Segmentation, request: SizingRequest, model: OnnxModel | None) -> Sizing:
+        if request.method in MODEL_METHODS:
+            model = model or self.model_for(request.method)
+        return measure(request.method, request.image.shape, seg, model)
+
+    def segment(self, image: np.ndarray, method: str, bright: bool = False, model: OnnxModel | None = None,
+                tta: bool = False) -> Sizing:
+        """:meth:`predict` and :meth:`postprocess` in the calling thread (benchmarks, notebooks)."""
+        request = SizingRequest(image, method, bright, tta)
+        return self.postprocess(self.predict(request, model, ort.RunOptions()), request, model)
 
 
 def particle_weights(sizing: Sizing) -> np.ndarray:
@@ -207,24 +223,17 @@ def response(sizing: Sizing, pixel_size_nm: float, timer: metrics.StageTimer) ->
             agglomerates.append(tem_pb2.Agglomerate(
                 id=index, particle_count=int(counts[index]), min_row=box[0].start, min_col=box[1].start,
                 max_row=box[0].stop, max_col=box[1].stop))
-    model = sizing.model
     baseline = {b.name: b for b in baseline_infos()}.get(sizing.method)
-    provenance = common_pb2.Provenance(
-        model_name=model.bundle.name if model else sizing.method,
-        model_version=model.bundle.version if model else SERVICE_VERSION,
-        model_sha256=model.bundle.sha256 if model else baseline.sha256 if baseline else "",
-        service_name=SERVICE, service_version=SERVICE_VERSION, code_sha256=serving_code_sha256(),
-        execution_provider=model.provider if model else "numpy/scikit-image",
-        timings=[common_pb2.StageTiming(stage=s, seconds=t) for s, t in timer.timings])
+    provenance = TEM.provenance(sizing.model, timer, name=sizing.method, sha256=baseline.sha256 if baseline else "",
+                                provider="numpy/scikit-image")
     return tem_pb2.AnalyzeImageResponse(
         method=sizing.method, particles=particles, agglomerates=agglomerates,
         distribution=distribution(sizing, pixel_size_nm), labels=arrays.to_proto(sizing.labels),
         provenance=provenance)
 
 
-class TemServicer(tem_pb2_grpc.TemServiceServicer):
-    def __init__(self, pipeline: TemPipeline):
-        self.pipeline = pipeline
+class TemServicer(DomainServicer, tem_pb2_grpc.TemServiceServicer):
+    list_response = tem_pb2.ListModelsResponse
 
     async def AnalyzeImage(self, request, context):
         timer = metrics.StageTimer()
@@ -240,9 +249,10 @@ class TemServicer(tem_pb2_grpc.TemServiceServicer):
         if request.pixel_size_nm < 0 or not np.isfinite(request.pixel_size_nm):
             raise InvalidArgument(f"pixel_size_nm must be >= 0, got {request.pixel_size_nm}", field="pixel_size_nm")
         method, model = await self._method_and_model(request, timer)
-        sizing = await self.pipeline.analyze(image, method, request.bright_particles, timer,
-                                             context.time_remaining(), model, request.test_time_augmentation)
-        with timer.stage("postprocess"):
+        sizing = await self.pipeline.run(SizingRequest(image, method, request.bright_particles,
+                                                       request.test_time_augmentation),
+                                         model, timer, context.time_remaining())
+        with timer.stage("encode"):
             return response(sizing, request.pixel_size_nm, timer)
 
     async def _method_and_model(self, request, timer: metrics.StageTimer) -> tuple[str, OnnxModel | None]:
@@ -271,23 +281,6 @@ class TemServicer(tem_pb2_grpc.TemServiceServicer):
                 raise NotFound(f"method {method} needs a model this service has not loaded", "model", method)
             return method, await asyncio.to_thread(self.pipeline.model_for, method, name, version)
 
-    async def ListModels(self, request, context):
-        """The loaded models and the baselines, each with the method it is the default model of
-        (``default_for``); the default entry is the CNN's model, or watershed without one."""
-        await asyncio.to_thread(self.pipeline.registry.refresh)
-        baselines = [common_pb2.ModelInfo() for _ in baseline_infos()]
-        for fresh, cached in zip(baselines, baseline_infos(), strict=True):
-            fresh.CopyFrom(cached)  # the cached entries are shared: mark copies
-        models = [*self.pipeline.registry.infos(serving_code_sha256()), *baselines]
-        default = self.pipeline.default_method()
-        for info in models:
-            for method, (_, shipped) in MODEL_METHODS.items():
-                if info.name == shipped:
-                    info.default_for.append(method)
-            if info.name in BASELINES:
-                info.default_for.append(info.name)
-                info.is_default = info.name == default
-        return tem_pb2.ListModelsResponse(models=models)
 
 
 def servicer(pipeline: TemPipeline) -> Servicer:

@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from nanolens_tem.ann import HIDDEN, MAX_COUNT, transform_features
-from nanolens_tem.features import FEATURE_NAMES, agglomerate_features, segment_agglomerates
-from nanolens_tem.splits import TRAIN_SEED0
-from nanolens_tem.synthetic import SynthParams, generate
+from nanolens_tem.evaluation.splits import TRAIN_SEED0
+from nanolens_tem.science.ann import HIDDEN, MAX_COUNT, transform_features
+from nanolens_tem.science.features import FEATURE_NAMES, agglomerate_features, segment_agglomerates
+from nanolens_tem.synthetic.agglomerates import SynthParams, generate
 
 
 class AnnNet(nn.Module):
@@ -158,7 +158,7 @@ def export(model, mean, std, metrics, data_info, version="1.0.0") -> tuple[bytes
         "outputs": [{"name": "count_logits", "dtype": "float32", "shape": ["n", 5]},
                     {"name": "log_area_fractions", "dtype": "float32", "shape": ["n", 5, 5]}],
         "class_names": ["1", "2", "3", "4", "5"],
-        "preprocessing": {"features": list(FEATURE_NAMES), "log_features": "see nanolens_tem.ann.LOG_FEATURES",
+        "preprocessing": {"features": list(FEATURE_NAMES), "log_features": "see nanolens_tem.science.ann.LOG_FEATURES",
                           "feature_mean": [float(v) for v in mean], "feature_std": [float(v) for v in std],
                           "hidden": list(HIDDEN)},
         "metrics": {k: float(v) for k, v in metrics.items()},
@@ -191,7 +191,7 @@ def main(argv=None) -> int:
     print(metrics, flush=True)
     h = hashlib.sha256(np.ascontiguousarray(x).tobytes() + np.ascontiguousarray(y).tobytes()).hexdigest()
     info = {"sha256": h, "n_items": int(len(x)),
-            "source": f"nanolens_tem.synthetic agglomerates (1-5 particles), {args.n_images} images, "
+            "source": f"nanolens_tem.synthetic.agglomerates agglomerates (1-5 particles), {args.n_images} images, "
                       f"seeds from {TRAIN_SEED0 + 500_000}"}
     onnx_bytes, man = export(model, mean, std, metrics, info, args.version)
     from nanolens_runtime.bundles import write_bundle

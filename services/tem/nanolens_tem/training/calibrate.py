@@ -10,9 +10,9 @@ the training split, none trained on), the found particles (IoU > 0.5) are compar
 diameters, both centred on their image's mean log diameter. The factor is the ratio of the two
 spreads, ``sqrt(sum true^2 / sum predicted^2)``: it makes the spread of the sizes, the GSD, right,
 which is what the size distribution needs. :mod:`nanolens_tem.training.bundle` writes it into the
-manifest's ``postprocessing``, where :class:`nanolens_tem.cnn.CnnSegmenter` reads it.
+manifest's ``postprocessing``, where :class:`nanolens_tem.science.cnn.CnnSegmenter` reads it.
 
-Then, with that factor, the detection model of :mod:`nanolens_tem.occlusion`: the recall of true
+Then, with that factor, the detection model of :mod:`nanolens_tem.science.occlusion`: the recall of true
 particles by relative size and agglomerate overlap, on sphere and faceted calibration images in
 the 60/40 proportion in which the shipped networks saw them in training.
 """
@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nanolens_tem.occlusion import DetectionModel, truth_context
-from nanolens_tem.splits import TRAIN_SEED0
+from nanolens_tem.evaluation.splits import TRAIN_SEED0
+from nanolens_tem.science.occlusion import DetectionModel, truth_context
 
 #: calibration seeds: inside the training split, away from the sphere (0..) and faceted
 #: (500 000..) training images
@@ -39,7 +39,7 @@ CALIB_FACETED_SEED0 = TRAIN_SEED0 + 900_000
 def matched_log_sizes(segmenter, images) -> tuple[np.ndarray, np.ndarray]:
     """Per found particle: (true, predicted) log diameter, each centred on its image's mean over
     the found particles. ``images``: SyntheticImage objects; radius sizing, spread 1."""
-    from nanolens_tem.metrics import iou_matrix
+    from nanolens_tem.evaluation.metrics import iou_matrix
 
     xs, ys = [], []
     for s in images:
@@ -72,9 +72,9 @@ def fit_spread(true_c: np.ndarray, pred_c: np.ndarray) -> dict:
 
 
 def fit_detection(segmenter, images, min_per_cell: int = 20) -> DetectionModel:
-    """The detection model (:mod:`nanolens_tem.occlusion`) of ``segmenter`` on ``images``
+    """The detection model (:mod:`nanolens_tem.science.occlusion`) of ``segmenter`` on ``images``
     (SyntheticImage objects), with the segmenter's own sizing."""
-    from nanolens_tem.metrics import found_truth
+    from nanolens_tem.evaluation.metrics import found_truth
 
     rows = []
     for s in images:
@@ -85,7 +85,7 @@ def fit_detection(segmenter, images, min_per_cell: int = 20) -> DetectionModel:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from nanolens_tem.cnn import CnnSegmenter
+    from nanolens_tem.science.cnn import CnnSegmenter
     from nanolens_tem.training.cnn_train import faceted_training_images, training_images
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

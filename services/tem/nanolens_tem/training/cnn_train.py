@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from scipy import ndimage as ndi
 from torch import nn
 
-from nanolens_tem.cnn import MAX_RADIUS, RADIUS_UNIT, TARGET_RADIUS, normalise
-from nanolens_tem.faceted import FacetedParams, generate_faceted
-from nanolens_tem.splits import TRAIN_SEED0
-from nanolens_tem.synthetic import OVERLAP_RULES, SynthParams, generate
+from nanolens_tem.evaluation.splits import TRAIN_SEED0
+from nanolens_tem.science.cnn import MAX_RADIUS, RADIUS_UNIT, TARGET_RADIUS, normalise
+from nanolens_tem.synthetic.agglomerates import OVERLAP_RULES, SynthParams, generate
+from nanolens_tem.synthetic.faceted import FacetedParams, generate_faceted
 
 # faceted-crystal training images use seeds of their own inside the training split
 FACETED_SEED0 = TRAIN_SEED0 + 500_000
@@ -272,7 +272,7 @@ def training_images(n: int, seed0: int = TRAIN_SEED0, shape=(256, 256), overlaps
 
 def make_synthetic_set(n: int, seed0: int = TRAIN_SEED0, shape=(256, 256), overlaps: str = "deepest"):
     """``n`` (image, targets) pairs of :func:`training_images`; ``overlaps`` labels overlapping
-    spheres (:func:`~nanolens_tem.synthetic.render`; ``"front"`` reproduces the training images
+    spheres (:func:`~nanolens_tem.synthetic.agglomerates.render`; ``"front"`` reproduces the training images
     of ``tem-unet`` 1.0.0 and 1.1.0)."""
     xs, ys = [], []
     for s in training_images(n, seed0, shape, overlaps):
@@ -282,7 +282,7 @@ def make_synthetic_set(n: int, seed0: int = TRAIN_SEED0, shape=(256, 256), overl
 
 
 def faceted_train_params(shape: tuple[int, int] = (256, 256)) -> FacetedParams:
-    """Faceted crystals at the sizes the network sees after :func:`~nanolens_tem.cnn.auto_scale`
+    """Faceted crystals at the sizes the network sees after :func:`~nanolens_tem.science.cnn.auto_scale`
     (recipe ``packed``, ``tem-unet`` 1.1.0)."""
     return FacetedParams(shape=shape, gmd=(14.0, 48.0), gsd=(1.05, 1.3))
 
@@ -300,7 +300,7 @@ FACETED_RECIPES = {"packed": (faceted_train_params, False), "dense": (dense_face
 
 
 def faceted_training_images(n: int, seed0: int = FACETED_SEED0, shape=(256, 256), recipe: str = "packed"):
-    """The faceted-crystal images (:mod:`nanolens_tem.faceted`) of seeds ``seed0 .. seed0 + n - 1``
+    """The faceted-crystal images (:mod:`nanolens_tem.synthetic.faceted`) of seeds ``seed0 .. seed0 + n - 1``
     drawn like the training images of ``recipe``, with per-image dose, blur and film texture."""
     if recipe not in FACETED_RECIPES:
         raise ValueError(f"faceted recipe {recipe!r}: expected one of {', '.join(FACETED_RECIPES)}")
@@ -389,7 +389,7 @@ def manifest(name: str, version: str, metrics: dict, data_desc: dict, base: int,
         "version": version,
         "task": "instance-segmentation",
         "description": "U-Net predicting particle foreground, touching-boundary, normalised distance and "
-                       "radius maps of TEM primary particles; instances by seeded watershed (nanolens_tem.cnn)",
+                       "radius maps of TEM primary particles; instances by seeded watershed (nanolens_tem.science.cnn)",
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "inputs": [{"name": "image", "dtype": "float32", "shape": ["batch", 1, "height", "width"],
                     "note": "height and width multiples of 16"}],
@@ -407,7 +407,7 @@ def manifest(name: str, version: str, metrics: dict, data_desc: dict, base: int,
         calibration = dict(calibration)
         detection = calibration.pop("detection", None)
         out["postprocessing"] = {"radius_spread": calibration["radius_spread"], "radius_spread_fit": calibration}
-        if detection:  # nanolens_tem.occlusion
+        if detection:  # nanolens_tem.science.occlusion
             out["postprocessing"]["detection"] = detection
     return out
 
@@ -468,7 +468,8 @@ def main(argv: list[str] | None = None) -> int:
     rule = args.sphere_overlaps
     x, y = _cached(_cache_path(args.out, "synthetic", args.n_images, rule, "front"),
                    lambda n: make_synthetic_set(n, overlaps=rule), args.n_images)
-    weights, source = None, (f"nanolens_tem.synthetic, training seeds {TRAIN_SEED0}..{TRAIN_SEED0 + len(x) - 1}, "
+    weights, source = None, (f"nanolens_tem.synthetic.agglomerates, training seeds "
+                             f"{TRAIN_SEED0}..{TRAIN_SEED0 + len(x) - 1}, "
                              f"train_params() with per-image dose/PSF/texture variation, overlaps labelled {rule!r}")
     if args.n_faceted:
         recipe = args.faceted_recipe
@@ -477,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
         weights = np.concatenate([np.full(len(x), (1 - args.faceted_weight) / len(x)),
                                   np.full(len(fx), args.faceted_weight / len(fx))])
         x, y = np.concatenate([x, fx]), np.concatenate([y, fy])
-        source += (f"; nanolens_tem.faceted, seeds {FACETED_SEED0}..{FACETED_SEED0 + len(fx) - 1}, "
+        source += (f"; nanolens_tem.synthetic.faceted, seeds {FACETED_SEED0}..{FACETED_SEED0 + len(fx) - 1}, "
                    f"{FACETED_RECIPES[recipe][0].__name__}(), {args.faceted_weight:.0%} of the samples")
     if args.instance_weight > 1:
         w = np.stack([instance_weights(t, args.instance_weight) for t in y])[:, None]

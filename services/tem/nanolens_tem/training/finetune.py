@@ -2,7 +2,7 @@
 
 ``python -m nanolens_tem.training.finetune --init model.pt --folds 3 --out DIR``
 
-Real images are resampled by :func:`nanolens_tem.cnn.auto_scale` (as at inference), their masks
+Real images are resampled by :func:`nanolens_tem.science.cnn.auto_scale` (as at inference), their masks
 turned into targets with :func:`~nanolens_tem.training.cnn_train.targets_from_instances`, and
 the synthetic-trained network is trained further on a mix of real crops and synthetic crops (so
 that it does not forget the agglomerate case). With ``--folds k`` the real images are split into
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from skimage.transform import resize
 
-from nanolens_tem.cnn import TARGET_RADIUS, auto_scale, normalise
+from nanolens_tem.science.cnn import TARGET_RADIUS, auto_scale, normalise
 from nanolens_tem.training.cnn_train import UNet, export_onnx, targets_from_instances, train
 
 
@@ -96,9 +96,9 @@ def training_subset(train_idx: np.ndarray, subsets: np.ndarray, n: int, seed: in
 
 
 def main(argv=None) -> int:
-    from nanolens_tem.cnn import CnnSegmenter
-    from nanolens_tem.data import gold_instances, gold_items, read_gray
-    from nanolens_tem.evaluate import REAL_VARIANTS, evaluate_real
+    from nanolens_tem.evaluation.data import gold_instances, gold_items, read_gray
+    from nanolens_tem.evaluation.evaluate import REAL_VARIANTS, evaluate_real
+    from nanolens_tem.science.cnn import CnnSegmenter
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--init", type=Path, help="synthetic-trained state dict (model.pt)")

@@ -1,12 +1,12 @@
 """Evaluation of every TEM sizing method against ground truth.
 
-``python -m nanolens_tem.evaluate --n-synthetic 500 --out DIR [--cnn BUNDLE_DIR|model.onnx] [--ann DIR]``
+``python -m nanolens_tem.evaluation.evaluate --n-synthetic 500 --out DIR [--cnn BUNDLE_DIR|model.onnx] [--ann DIR]``
 
-1. **Synthetic** (held-out test seeds, :func:`nanolens_tem.splits.eval_params`): relative error of
+1. **Synthetic** (held-out test seeds, :func:`nanolens_tem.evaluation.splits.eval_params`): relative error of
    the geometric mean diameter (GMD) and geometric standard deviation (GSD) of the detected
    primary particles against *all* true particles (as in Frei & Kruis 2018), pooled over the
    images and per image; instance F1 at IoU 0.5 against the ground-truth instance labels (each
-   particle owns the part of its disc the image gives it, :func:`nanolens_tem.synthetic.render`).
+   particle owns the part of its disc the image gives it, :func:`nanolens_tem.synthetic.agglomerates.render`).
 2. **Real** (Chen lab gold tetrahedra / nanoprisms with manual masks; instances are the
    4-connected components of the mask): instance F1 at IoU 0.5, count error, and GMD/GSD errors of
    equivalent-circle diameters, per subset and overall.
@@ -24,11 +24,19 @@ from pathlib import Path
 
 import numpy as np
 
-from nanolens_tem.baselines import Segmentation, hough_segment, watershed_segment
-from nanolens_tem.faceted import generate_faceted
-from nanolens_tem.metrics import drop_small, equivalent_diameters, found_truth, instance_f1, match_instances, psd_errors
-from nanolens_tem.splits import TEST_SEED0, eval_params, eval_params_faceted, eval_params_small
-from nanolens_tem.synthetic import generate
+from nanolens_tem.evaluation.metrics import (
+    drop_small,
+    equivalent_diameters,
+    found_truth,
+    instance_f1,
+    match_instances,
+    psd_errors,
+)
+from nanolens_tem.evaluation.splits import TEST_SEED0, eval_params, eval_params_faceted, eval_params_small
+from nanolens_tem.science.baselines import hough_segment, watershed_segment
+from nanolens_tem.science.segmentation import Segmentation
+from nanolens_tem.synthetic.agglomerates import generate
+from nanolens_tem.synthetic.faceted import generate_faceted
 
 Method = Callable[..., Segmentation]
 
@@ -46,13 +54,13 @@ def build_methods(cnn: Path | None = None, ann: Path | None = None, cnn_real: Pa
 
     methods = {"watershed": wrap(watershed_segment), "hough": wrap(hough_segment)}
     if ann is not None:
-        from nanolens_tem.ann import AnnSizer
+        from nanolens_tem.science.ann import AnnSizer
 
         sizer = AnnSizer.load(ann)
         methods["ann"] = lambda image, dark_particles=True, sizing="own": sizer.segment(
             image, dark_particles=dark_particles)
     if cnn is not None:
-        from nanolens_tem.cnn import CnnSegmenter
+        from nanolens_tem.science.cnn import CnnSegmenter
 
         # a bundle folder brings its manifest's pre- and post-processing; a bare ONNX file the defaults
         seg = CnnSegmenter.from_bundle(Path(cnn)) if Path(cnn).is_dir() else CnnSegmenter.from_onnx(Path(cnn))
@@ -81,7 +89,7 @@ def evaluate_synthetic(methods: dict, n: int, seed0: int = TEST_SEED0, shape=(25
     """Per-method pooled and per-image GMD/GSD errors and F1 on ``n`` held-out synthetic images.
 
     ``condition``: ``"default"`` (1-40 particles per agglomerate), ``"small"`` (1-5, the
-    range of the reference ANN) or ``"faceted"`` (crystals on a film, :mod:`nanolens_tem.faceted`).
+    range of the reference ANN) or ``"faceted"`` (crystals on a film, :mod:`nanolens_tem.synthetic.faceted`).
     """
     makers = {"default": lambda k: generate(k, eval_params(shape)),
               "small": lambda k: generate(k, eval_params_small(shape)),
@@ -151,11 +159,11 @@ REAL_VARIANTS = ((0, 0), (2, 0), (2, 20))
 def evaluate_real(methods: dict, items=None, cut_bridges: int = 0, min_area: int = 0) -> dict:
     """Instance F1 (IoU 0.5), count error and ECD-based GMD/GSD error on the real gold masks.
 
-    ``cut_bridges``: ground-truth variant, see :func:`nanolens_tem.data.gold_instances`.
+    ``cut_bridges``: ground-truth variant, see :func:`nanolens_tem.evaluation.data.gold_instances`.
     ``min_area``: ground-truth *and* predicted instances under this many px are left out (the
     masks hold specks of a few px, far below any particle; 0 scores everything).
     """
-    from nanolens_tem.data import gold_instances, gold_items, read_gray
+    from nanolens_tem.evaluation.data import gold_instances, gold_items, read_gray
 
     items = gold_items() if items is None else items
     subsets = sorted({s for s, _, _ in items})
@@ -264,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-faceted", type=int, default=500, help="images of faceted crystals (0: skip)")
     ap.add_argument("--no-real", action="store_true")
     args = ap.parse_args(argv)
-    from nanolens_tem.models import latest_bundle
+    from nanolens_tem.bundles import latest_bundle
 
     cnn = args.cnn or latest_bundle("tem-unet")
     ann = args.ann or latest_bundle("tem-ann")
@@ -281,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         syns.append(evaluate_synthetic(methods, args.n_faceted, seed0=TEST_SEED0 + 200_000, condition="faceted"))
     real = None
     if not args.no_real:
-        from nanolens_tem.data import gold_dir
+        from nanolens_tem.evaluation.data import gold_dir
 
         if gold_dir().is_dir():
             real = [evaluate_real(methods, cut_bridges=k, min_area=a) for k, a in REAL_VARIANTS]

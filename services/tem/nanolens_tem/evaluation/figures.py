@@ -1,6 +1,6 @@
 """Figures comparing synthetic and real TEM images.
 
-``python -m nanolens_tem.figures --out DIR`` writes to DIR (keep it outside the repository or in
+``python -m nanolens_tem.evaluation.figures --out DIR`` writes to DIR (keep it outside the repository or in
 an ignored folder such as ``demo-output/``, since it shows real data):
 
 - ``tem_synthetic_vs_real.png``: a real carbon-black crop beside a synthetic image of the same
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nanolens_tem.faceted import FacetedParams, generate_faceted
-from nanolens_tem.synthetic import SynthParams, generate
+from nanolens_tem.synthetic.agglomerates import SynthParams, generate
+from nanolens_tem.synthetic.faceted import FacetedParams, generate_faceted
 
 #: parameters matched by eye and by histogram to the carbon-black test images (primary
 #: particles about 35-45 px at the images' native resolution)
@@ -142,7 +142,7 @@ def _densest_window(image: np.ndarray, size: int) -> tuple[slice, slice]:
     """The ``size`` x ``size`` window holding the most particle (Otsu foreground) pixels."""
     from scipy import ndimage as ndi
 
-    from nanolens_tem.baselines import foreground_mask
+    from nanolens_tem.science.segmentation import foreground_mask
 
     m = foreground_mask(image).astype(float)
     d = ndi.uniform_filter(m, size)
@@ -184,7 +184,7 @@ def method_overlays(image: np.ndarray, methods: dict, path: Path, size: int = 42
 
 
 def main(argv: list[str] | None = None) -> int:
-    from nanolens_tem.data import carbon_black_dir, gold_items, read_gray
+    from nanolens_tem.evaluation.data import carbon_black_dir, gold_items, read_gray
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True)
@@ -213,10 +213,10 @@ def main(argv: list[str] | None = None) -> int:
         synths = [generate_faceted(args.seed + k, GOLD_LIKE).image for k in range(len(reals))]
         statistics_figure(reals, synths, args.out / "tem_faceted_vs_gold_statistics.png")
     if args.overlays:
-        from nanolens_tem.evaluate import build_methods
-        from nanolens_tem.models import latest_bundle
-        from nanolens_tem.splits import TEST_SEED0, eval_params, eval_params_faceted
-        from nanolens_tem.synthetic import generate
+        from nanolens_tem.bundles import latest_bundle
+        from nanolens_tem.evaluation.evaluate import build_methods
+        from nanolens_tem.evaluation.splits import TEST_SEED0, eval_params, eval_params_faceted
+        from nanolens_tem.synthetic.agglomerates import generate
 
         methods = build_methods(cnn=args.cnn or latest_bundle("tem-unet"), ann=args.ann or latest_bundle("tem-ann"))
         s = generate(TEST_SEED0, eval_params((384, 384)))

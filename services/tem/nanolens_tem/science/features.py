@@ -1,7 +1,7 @@
 """Agglomerate segmentation and the 13 morphological features of Frei & Kruis (2018).
 
 Agglomerates are the connected components (8-connectivity) of an Otsu foreground mask after
-removing small objects and filling small holes (:func:`nanolens_tem.baselines.foreground_mask`).
+removing small objects and filling small holes (:func:`nanolens_tem.science.baselines.foreground_mask`).
 
 The 13 features per agglomerate (:data:`FEATURE_NAMES`; lengths in px, areas in px^2):
 
@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 from skimage.measure import label, regionprops
 
-from nanolens_tem.baselines import foreground_mask
+from nanolens_tem.science.segmentation import foreground_mask
 
 __all__ = ["FEATURE_NAMES", "segment_agglomerates", "agglomerate_features", "background_level"]
 

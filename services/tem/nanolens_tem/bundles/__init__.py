@@ -1,4 +1,4 @@
-"""Shipped model bundles (``nanolens_tem/bundles/<name>/<version>/``), found with the runtime's helpers."""
+"""Shipped model bundles (``bundles/<name>/<version>/``), found with the runtime's helpers."""
 
 from __future__ import annotations
 
@@ -6,11 +6,10 @@ from pathlib import Path
 
 from nanolens_runtime.bundles import find_bundles, version_key
 
-BUNDLES = Path(__file__).resolve().parent / "bundles"
+BUNDLES = Path(__file__).resolve().parent
 
 
 def latest_bundle(name: str, root: Path = BUNDLES) -> Path | None:
     """Folder of the highest version of bundle ``name``, or None."""
     versions = [p for p in find_bundles(root) if p.parent.name == name]
     return max(versions, key=lambda p: version_key(p.name)) if versions else None
-

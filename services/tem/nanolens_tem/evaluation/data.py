@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = Path(__file__).resolve().parents[4]  # services/tem/nanolens_tem/evaluation/data.py
 
 
 def data_root() -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nanolens_tem.synthetic import geometric_stats
+from nanolens_tem.science.segmentation import geometric_stats
 
 __all__ = ["iou_matrix", "match_instances", "instance_f1", "equivalent_diameters", "psd_errors", "drop_small",
            "found_truth"]

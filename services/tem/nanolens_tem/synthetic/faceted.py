@@ -1,12 +1,12 @@
 """Seeded generator of synthetic TEM images of faceted nanocrystals packed on a support film.
 
-The agglomerate generator (:mod:`nanolens_tem.synthetic`) makes spheres; colloidal metal
+The agglomerate generator (:mod:`nanolens_tem.synthetic.agglomerates`) makes spheres; colloidal metal
 nanocrystals (gold tetrahedra, triangular nanoprisms, hexagonal plates) are faceted and lie in
 dense monolayers with thin gaps between neighbours. A network trained on spheres alone over-splits
 them (see ``docs/tem.md``), so this generator gives the CNN the second kind of specimen.
 
 Physical model (lengths in px), sharing steps 4-7 (background, optics, counting noise, scale bar)
-with :func:`nanolens_tem.synthetic.expose`:
+with :func:`nanolens_tem.synthetic.agglomerates.expose`:
 
 1. **Shapes.** Each particle is a regular triangle, a regular hexagon or a disc, with corners
    rounded by a radius that is a fraction ``rounding`` of the apothem, at a random in-plane angle.
@@ -36,7 +36,7 @@ with :func:`nanolens_tem.synthetic.expose`:
    depth raised by 20-100 %), so that a dark stripe inside a crystal is not taken for the overlap
    of two. Optical depths of overlapping particles add.
 
-Ground truth as for agglomerates (:class:`~nanolens_tem.synthetic.SyntheticImage`): diameters are
+Ground truth as for agglomerates (:class:`~nanolens_tem.synthetic.agglomerates.SyntheticImage`): diameters are
 equivalent-circle diameters of the whole particle (hidden parts included), centres are
 ``(row, col, depth)`` with a random depth order that decides who is in front, every particle is
 its own agglomerate, and ``extra["shape"] == "faceted"`` tells the training targets to use the
@@ -51,7 +51,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from scipy import ndimage as ndi
 
-from nanolens_tem.synthetic import SyntheticImage, SynthParams, _resolve, expose, sample_diameters
+from nanolens_tem.synthetic.agglomerates import SyntheticImage, SynthParams, expose, resolve, sample_diameters
 
 __all__ = ["FacetedParams", "SHAPES", "shape_distance", "generate_faceted"]
 
@@ -231,10 +231,10 @@ def generate_faceted(seed: int, params: FacetedParams | None = None) -> Syntheti
     p = params or FacetedParams()
     rng = np.random.default_rng(seed)
     h, w = p.shape
-    gmd = _resolve(rng, p.gmd, log=True)
-    gsd = _resolve(rng, p.gsd)
-    absorption = _resolve(rng, p.absorption)
-    coverage = _resolve(rng, p.coverage)
+    gmd = resolve(rng, p.gmd, log=True)
+    gsd = resolve(rng, p.gsd)
+    absorption = resolve(rng, p.absorption)
+    coverage = resolve(rng, p.coverage)
     # drawn only when asked for, so that images without lattices stay as they were
     lattice = bool(p.lattice_fraction) and rng.random() < p.lattice_fraction
     sites = _lattice_sites(rng, p.shape, gmd, p.gap) if lattice else None

@@ -7,8 +7,8 @@
 
 from __future__ import annotations
 
-from nanolens_tem.faceted import FacetedParams
-from nanolens_tem.synthetic import SynthParams
+from nanolens_tem.synthetic.agglomerates import SynthParams
+from nanolens_tem.synthetic.faceted import FacetedParams
 
 TRAIN_SEED0 = 0
 TUNE_SEED0 = 1_000_000
@@ -27,5 +27,5 @@ def eval_params_small(shape: tuple[int, int] = (256, 256)) -> SynthParams:
 
 
 def eval_params_faceted(shape: tuple[int, int] = (256, 256)) -> FacetedParams:
-    """Faceted crystals packed on a film (:mod:`nanolens_tem.faceted`): GMD 14-34 px, GSD 1.05-1.25."""
+    """Faceted crystals packed on a film (:mod:`nanolens_tem.synthetic.faceted`): GMD 14-34 px, GSD 1.05-1.25."""
     return FacetedParams(shape=shape, gmd=(14.0, 34.0), gsd=(1.05, 1.25))

@@ -7,7 +7,7 @@ Serving side (numpy + onnxruntime). One ONNX graph holds
   ``ln(a_i / A)`` for the ``n`` primary-particle areas ``a_i`` (sorted descending) of an
   agglomerate of projected area ``A``.
 
-Inputs are the 13 features of :mod:`nanolens_tem.features`, dimensional ones log-transformed,
+Inputs are the 13 features of :mod:`nanolens_tem.science.features`, dimensional ones log-transformed,
 then standardised with the training mean and standard deviation stored in the bundle manifest.
 Each agglomerate contributes ``n`` diameters ``2 sqrt(a_i / pi)``. Agglomerates of more than five
 particles are outside the model's range (a limitation of the reference method).
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nanolens_tem.baselines import Segmentation, _centres
-from nanolens_tem.features import FEATURE_NAMES, agglomerate_features, segment_agglomerates
+from nanolens_tem.science.features import FEATURE_NAMES, agglomerate_features, segment_agglomerates
+from nanolens_tem.science.segmentation import Segmentation, centres
 
 __all__ = ["HIDDEN", "LOG_FEATURES", "transform_features", "decode", "AnnSizer"]
 
@@ -88,5 +88,5 @@ class AnnSizer:
         f = agglomerate_features(image, agg, dark_particles=dark_particles)
         logits, reg = self.predict(f)
         counts, diams = decode(logits, reg, f[:, 0])
-        cent = _centres(agg)
+        cent = centres(agg)
         return Segmentation(agg, np.concatenate(diams), np.repeat(cent, counts, axis=0))

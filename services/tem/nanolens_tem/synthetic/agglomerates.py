@@ -61,7 +61,6 @@ __all__ = [
     "expose",
     "generate",
     "generate_batch",
-    "geometric_stats",
 ]
 
 
@@ -141,32 +140,6 @@ class SyntheticImage:
     params: SynthParams
     seed: int = 0
     extra: dict = field(default_factory=dict)
-
-
-def geometric_stats(d: np.ndarray, weights: np.ndarray | None = None) -> tuple[float, float]:
-    """Geometric mean diameter and geometric standard deviation of diameters ``d`` (> 0).
-
-    ``weights``: how many particles each diameter stands for (frequency weights, e.g. the
-    occlusion correction of :mod:`nanolens_tem.occlusion`); all 1 when left out.
-    Returns ``(gmd, gsd)``; ``gsd`` is 1 for fewer than two values, ``nan, nan`` for none.
-    """
-    d = np.asarray(d, dtype=float)
-    w = np.ones_like(d) if weights is None else np.asarray(weights, dtype=float)
-    if w.shape != d.shape:
-        raise ValueError(f"weights: expected one per diameter, shape {d.shape}, got shape {w.shape}")
-    if not np.all(np.isfinite(w) & (w > 0)):
-        raise ValueError("weights: every weight must be positive and finite")
-    keep = d > 0
-    d, w = d[keep], w[keep]
-    if d.size == 0:
-        return float("nan"), float("nan")
-    logd = np.log(d)
-    mean = float(np.average(logd, weights=w))
-    total = float(w.sum())
-    if d.size < 2 or total <= 1:
-        return float(np.exp(mean)), 1.0
-    # the ddof=1 variance of the particles the weights stand for
-    return float(np.exp(mean)), float(np.exp(np.sqrt(np.sum(w * (logd - mean) ** 2) / (total - 1))))
 
 
 def sample_diameters(rng: np.random.Generator, n: int, gmd: float, gsd: float,
@@ -369,7 +342,7 @@ def _draw_scale_bar(image: np.ndarray) -> np.ndarray:
     return mask
 
 
-def _resolve(rng: np.random.Generator, value, log: bool = False) -> float:
+def resolve(rng: np.random.Generator, value, log: bool = False) -> float:
     if np.isscalar(value):
         return float(value)
     lo, hi = value
@@ -436,9 +409,9 @@ def generate(seed: int, params: SynthParams | None = None) -> SyntheticImage:
     """Generate one synthetic TEM image with ground truth (deterministic in ``seed``)."""
     p = params or SynthParams()
     rng = np.random.default_rng(seed)
-    gmd = _resolve(rng, p.gmd, log=True)
-    gsd = _resolve(rng, p.gsd)
-    absorption = _resolve(rng, p.absorption)
+    gmd = resolve(rng, p.gmd, log=True)
+    gsd = resolve(rng, p.gsd)
+    absorption = resolve(rng, p.absorption)
     centres, radii, agg = _place_agglomerates(rng, p, gmd, gsd)
     thick, labels = render(p.shape, centres, radii, flatness=p.flatness, overlaps=p.overlaps)
     image, bar = expose(rng, p, optical_depth=thick * (absorption / gmd))

@@ -21,7 +21,7 @@ limit on the number of particles per agglomerate. Each instance's diameter is ``
 predicted radius over its pixels (robust to occlusion), widened about the image's geometric mean
 by the bundle's ``radius_spread`` (the radius map regresses towards the sizes around a particle),
 or its equivalent-circle diameter. A bundle with a detection model also weights each instance
-for the particles hidden like it that were not found (:mod:`nanolens_tem.occlusion`).
+for the particles hidden like it that were not found (:mod:`nanolens_tem.science.occlusion`).
 
 Large images are processed in overlapping tiles whose raw outputs are blended with a separable
 weight window that falls to (almost) zero at tile borders, so that no seams appear.
@@ -36,8 +36,8 @@ import numpy as np
 from skimage.measure import label
 from skimage.segmentation import watershed
 
-from nanolens_tem.baselines import Segmentation, _centres, _relabel, estimate_radius, foreground_mask
-from nanolens_tem.occlusion import DetectionModel
+from nanolens_tem.science.occlusion import DetectionModel
+from nanolens_tem.science.segmentation import Segmentation, centres, estimate_radius, foreground_mask, relabel
 
 __all__ = ["RADIUS_UNIT", "OUT_CHANNELS", "normalise", "blend_window", "tile_layout", "tiled_predict",
            "instances_from_maps", "auto_scale", "CnnSegmenter"]
@@ -181,7 +181,7 @@ def instances_from_maps(maps: np.ndarray, *, fg_threshold: float = 0.5, seed_lev
     if len(missing):
         seeds = np.where(np.isin(comp, missing) & (seeds == 0), comp + seeds.max(), seeds)
     lab = watershed(-dist, seeds, mask=fg)
-    lab = _relabel(lab, min_area)
+    lab = relabel(lab, min_area)
     n = int(lab.max())
     if n == 0:
         return Segmentation(lab, np.zeros(0), np.zeros((0, 2)))
@@ -194,7 +194,7 @@ def instances_from_maps(maps: np.ndarray, *, fg_threshold: float = 0.5, seed_lev
             d[sized] = np.exp(centre + radius_spread * (np.log(d[sized]) - centre))
     else:
         d = 2.0 * np.sqrt(np.bincount(lab.ravel())[1:] / np.pi)
-    return Segmentation(lab, d, _centres(lab))
+    return Segmentation(lab, d, centres(lab))
 
 
 #: typical primary-particle radius (px) of the training images; ``scale="auto"`` brings larger
@@ -258,7 +258,7 @@ class CnnSegmenter:
     run_options: object = None
     #: see :func:`instances_from_maps`; from the bundle's ``postprocessing`` (1: sizes as predicted)
     radius_spread: float = 1.0
-    #: occlusion weights of the size distribution (:mod:`nanolens_tem.occlusion`), from the
+    #: occlusion weights of the size distribution (:mod:`nanolens_tem.science.occlusion`), from the
     #: bundle's ``postprocessing.detection`` (bundles before ``tem-unet`` 1.5.0: none)
     detection: DetectionModel | None = None
 

@@ -1,0 +1,149 @@
+"""Types and measures every segmentation method shares: the :class:`Segmentation` result, the
+agglomerate mask (Otsu threshold after background flattening), the typical radius on a mask, label
+clean-up, centroids, and the geometric statistics of a size distribution."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+from skimage.feature import peak_local_max
+from skimage.filters import threshold_otsu
+from skimage.measure import label
+from skimage.morphology import remove_small_holes, remove_small_objects
+
+__all__ = ["Segmentation", "foreground_mask", "flatten_background", "estimate_radius", "relabel", "centres",
+           "geometric_stats"]
+
+
+@dataclass
+class Segmentation:
+    """Instance segmentation of primary particles.
+
+    ``labels``: (H, W) int32, 0 background, ``k`` particle ``k``; ``diameters``: (K,) px, one per
+    label ``1..K`` (the method's own size estimate); ``centres``: (K, 2) (row, col) px;
+    ``weights``: (K,) how many particles each one stands for in the size distribution, hidden
+    ones included (:mod:`nanolens_tem.science.occlusion`), or None: one each.
+    """
+
+    labels: np.ndarray
+    diameters: np.ndarray
+    centres: np.ndarray
+    weights: np.ndarray | None = None
+
+
+def flatten_background(g: np.ndarray, mask: np.ndarray, degree: int = 2, step: int = 4) -> np.ndarray:
+    """``g`` minus a polynomial surface (of ``degree`` in x and y) fitted to every ``step``-th
+    pixel outside ``mask`` (grown by ``step`` px), plus that surface's mean: uneven illumination
+    removed, grey levels kept."""
+    h, w = g.shape
+    keep = ~ndi.binary_dilation(mask[::step, ::step])
+    u, v = np.linspace(-1, 1, w), np.linspace(-1, 1, h)
+    us, vs = np.meshgrid(u[::step], v[::step])
+    powers = [(i, j) for i in range(degree + 1) for j in range(degree + 1 - i)]
+    if keep.sum() < 10 * len(powers):       # too little background to fit a surface to
+        return g
+    a = np.stack([us[keep] ** i * vs[keep] ** j for i, j in powers], 1)
+    coef, *_ = np.linalg.lstsq(a, g[::step, ::step][keep], rcond=None)
+    cm = np.zeros((degree + 1, degree + 1))
+    for c, (i, j) in zip(coef, powers, strict=True):
+        cm[j, i] = c
+    surface = np.vander(v, degree + 1, increasing=True) @ cm @ np.vander(u, degree + 1, increasing=True).T
+    return g - surface + surface.mean()
+
+
+def foreground_mask(image: np.ndarray, *, dark_particles: bool = True, smooth_sigma: float = 1.0,
+                    min_size: int = 30, flatten: bool = True) -> np.ndarray:
+    """Particle/agglomerate mask by Otsu's threshold on a Gaussian-smoothed image.
+
+    Parameters
+    ----------
+    image : (H, W) array
+        Grey-level TEM image.
+    dark_particles : bool
+        Bright-field contrast (particles darker than the background).
+    smooth_sigma : float
+        Gaussian pre-smoothing in px.
+    min_size : int
+        Objects and holes smaller than this (px^2) are removed / filled.
+    flatten : bool
+        Remove uneven illumination first: a quadratic surface is fitted to the background of a
+        first Otsu mask and subtracted, twice (a global threshold otherwise marks the dark side
+        of an unevenly lit background as particles). Skipped when under 5 % of the image is
+        background.
+    """
+    # bright particles: negate, so that an inverted micrograph gives exactly the dark-mode mask
+    # (Otsu on the mirrored histogram would split one grey level off)
+    g = np.asarray(image, float) if dark_particles else -np.asarray(image, float)
+    f = ndi.gaussian_filter(g, smooth_sigma) if smooth_sigma > 0 else g
+    m = f < threshold_otsu(f)
+    for _ in range(2 if flatten else 0):
+        if (~m).mean() < 0.05:
+            break
+        flat = flatten_background(f, m)
+        m = flat < threshold_otsu(flat)
+    m = remove_small_objects(m, max_size=min_size)
+    return remove_small_holes(m, max_size=min_size)
+
+
+def estimate_radius(mask: np.ndarray) -> float:
+    """Typical particle radius (px): median of the distance transform at its local maxima."""
+    if not mask.any():
+        return 0.0
+    edt = ndi.distance_transform_edt(mask)
+    pk = peak_local_max(edt, min_distance=2, threshold_abs=1.0, labels=label(mask))
+    if len(pk) == 0:
+        return float(edt.max())
+    return float(np.median(edt[tuple(pk.T)]))
+
+
+def relabel(labels: np.ndarray, min_area: float) -> np.ndarray:
+    """``labels`` with every label smaller than ``min_area`` px removed and the rest numbered ``1..K`` in order."""
+    area = np.bincount(labels.ravel())
+    keep = area >= min_area
+    keep[0] = False
+    lut = np.zeros(len(area), np.int32)
+    lut[keep] = np.arange(1, keep.sum() + 1)
+    return lut[labels]
+
+
+def centres(labels: np.ndarray) -> np.ndarray:
+    """(row, col) centroid of each label ``1..max`` (NaN for a label with no pixels), by three
+    bincounts: 0.07 s instead of ``ndi.center_of_mass``'s 0.22 s on a 2048 px image."""
+    n = int(labels.max())
+    if n == 0:
+        return np.zeros((0, 2))
+    h, w = labels.shape
+    flat = labels.ravel()
+    count = np.bincount(flat, minlength=n + 1)[1:]
+    rows = np.bincount(flat, weights=np.repeat(np.arange(h, dtype=float), w), minlength=n + 1)[1:]
+    cols = np.bincount(flat, weights=np.tile(np.arange(w, dtype=float), h), minlength=n + 1)[1:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.stack([rows / count, cols / count], 1)
+
+
+def geometric_stats(d: np.ndarray, weights: np.ndarray | None = None) -> tuple[float, float]:
+    """Geometric mean diameter and geometric standard deviation of diameters ``d`` (> 0).
+
+    ``weights``: how many particles each diameter stands for (frequency weights, e.g. the
+    occlusion correction of :mod:`nanolens_tem.science.occlusion`); all 1 when left out.
+    Returns ``(gmd, gsd)``; ``gsd`` is 1 for fewer than two values, ``nan, nan`` for none.
+    """
+    d = np.asarray(d, dtype=float)
+    w = np.ones_like(d) if weights is None else np.asarray(weights, dtype=float)
+    if w.shape != d.shape:
+        raise ValueError(f"weights: expected one per diameter, shape {d.shape}, got shape {w.shape}")
+    if not np.all(np.isfinite(w) & (w > 0)):
+        raise ValueError("weights: every weight must be positive and finite")
+    keep = d > 0
+    d, w = d[keep], w[keep]
+    if d.size == 0:
+        return float("nan"), float("nan")
+    logd = np.log(d)
+    mean = float(np.average(logd, weights=w))
+    total = float(w.sum())
+    if d.size < 2 or total <= 1:
+        return float(np.exp(mean)), 1.0
+    # the ddof=1 variance of the particles the weights stand for
+    return float(np.exp(mean)), float(np.exp(np.sqrt(np.sum(w * (logd - mean) ** 2) / (total - 1))))
