@@ -31,8 +31,8 @@ from nanolens_runtime.registry import ModelRegistry
 from nanolens_runtime.settings import InferenceSettings, StorageSettings
 from nanolens_runtime.storage import ObjectStore
 from nanolens_spectra.science.preprocessing import PreprocessParams, preprocess
-from nanolens_spectra.science.synthetic import generate_map, generate_spectra
 from nanolens_spectra.service import DEFAULT_MODEL, SHIPPED_BUNDLES, TASK, SpectraPipeline
+from nanolens_spectra.synthetic.swcnt import generate_map, generate_spectra
 
 MAP_SIDE = 256
 BLOCK_MB = 8

@@ -83,3 +83,33 @@ def renamed_bundle(src: Path, root: Path, name: str, version: str, **changes) ->
     manifest = {k: v for k, v in bundle.manifest.items() if k != "graph"}
     return write_bundle(root / name / version, Path(bundle.onnx_path).read_bytes(),
                         json.loads(json.dumps(dict(manifest, name=name, version=version, **changes))))
+
+
+def graph_shape(path: Path) -> tuple[list[str], list[tuple[str, tuple[int, ...]]]]:
+    """An ONNX graph's architecture: its op types in order and its initializers' names and shapes."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    return [n.op_type for n in graph.node], sorted((i.name, tuple(i.dims)) for i in graph.initializer)
+
+
+def assert_equivalent_bundles(rebuilt, shipped, predict, *, max_mean_abs: float, min_agreement: float,
+                              metric: str | None = None, metric_spread: str | None = None) -> None:
+    """A rebuilt bundle is the shipped one up to floating-point training noise: same task, classes,
+    inputs, outputs, preprocessing and architecture; ``predict(bundle) -> (N, K) scores`` on a
+    fixed probe set agree (mean absolute difference at most ``max_mean_abs``, the same argmax on
+    at least ``min_agreement`` of the rows); the recorded ``metric`` within twice its recorded
+    spread (``metric_spread``, e.g. the CV standard deviation)."""
+    a, b = rebuilt.manifest, shipped.manifest
+    for key in ("task", "class_names", "inputs", "outputs", "preprocessing"):
+        assert a.get(key) == b.get(key), f"{key} differs: rebuilt {a.get(key)!r}, shipped {b.get(key)!r}"
+    assert graph_shape(rebuilt.onnx_path) == graph_shape(shipped.onnx_path), "the architecture differs"
+    new, old = np.asarray(predict(rebuilt)), np.asarray(predict(shipped))
+    assert new.shape == old.shape
+    mean_abs = float(np.abs(new - old).mean())
+    agreement = float((new.argmax(axis=1) == old.argmax(axis=1)).mean())
+    assert mean_abs <= max_mean_abs and agreement >= min_agreement, (mean_abs, agreement)
+    if metric:
+        spread = float(b["metrics"][metric_spread])
+        assert abs(a["metrics"][metric] - b["metrics"][metric]) <= 2 * spread + 1e-9, (a["metrics"][metric],
+                                                                                          b["metrics"][metric], spread)

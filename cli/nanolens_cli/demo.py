@@ -30,7 +30,7 @@ TEM_PIXEL_NM = 0.5
 
 def write_samples(folder: Path) -> dict[str, dict]:
     """Sample files and their ground truth."""
-    from nanolens_spectra.science.synthetic import CLASSES, generate_map, generate_spectra
+    from nanolens_spectra.synthetic.swcnt import CLASSES, generate_map, generate_spectra
     from nanolens_tem.synthetic.agglomerates import SynthParams
     from nanolens_tem.synthetic.agglomerates import generate as generate_tem
     from nanolens_tem.synthetic.faceted import FacetedParams, generate_faceted

@@ -42,7 +42,6 @@ def serving_files(package: Path) -> list[Path]:
     return files
 
 
-@cache
 def serving_code_sha256(package: Path, libraries: tuple[str, ...] = ()) -> str:
     """sha256 of a domain package's serving code (paths and bytes of :func:`serving_files`) and of
     the installed versions of ``libraries``. A stored result is reused only while it is unchanged:
@@ -53,6 +52,9 @@ def serving_code_sha256(package: Path, libraries: tuple[str, ...] = ()) -> str:
     for library in libraries:
         digest.update(f"{library} {importlib.metadata.version(library)}\n".encode())
     return digest.hexdigest()
+
+
+_serving_code_sha256_once = cache(serving_code_sha256)
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,9 @@ class DomainService:
         return self.package / "bundles"
 
     def code_sha256(self) -> str:
-        return serving_code_sha256(self.package, self.libraries)
+        """:func:`serving_code_sha256` of this service, computed once per process (it is on every
+        response's path; the code does not change while the process runs)."""
+        return _serving_code_sha256_once(self.package, self.libraries)
 
     def provenance(self, model: OnnxModel | None, timer: metrics.StageTimer, *, name: str = "", version: str = "",
                    sha256: str = "", provider: str = "") -> common_pb2.Provenance:

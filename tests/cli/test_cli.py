@@ -16,7 +16,7 @@ import tifffile
 from PIL import Image
 
 from nanolens_cli.stack import Stack, free_port
-from nanolens_spectra.science.synthetic import generate_map, generate_spectra
+from nanolens_spectra.synthetic.swcnt import generate_map, generate_spectra
 
 pytestmark = pytest.mark.slow
 

@@ -23,7 +23,7 @@ from nanolens_cli.stack import LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY, Stack
 from nanolens_runtime import arrays
 from nanolens_runtime.settings import StorageSettings
 from nanolens_runtime.storage import ObjectStore
-from nanolens_spectra.science.synthetic import generate_map, generate_spectra
+from nanolens_spectra.synthetic.swcnt import generate_map, generate_spectra
 from support import LIMIT_MB, REPO
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from nanolens_spectra.science import preprocessing as pp
-from nanolens_spectra.science.synthetic import generate_spectra
+from nanolens_spectra.synthetic.swcnt import generate_spectra
 
 
 def lorentz(x, centre, hwhm, height):
@@ -226,7 +226,7 @@ def test_spike_removal_on_generated_spectra_against_ground_truth():
     give the same spectra without cosmic rays: exact ground truth."""
     from dataclasses import replace
 
-    from nanolens_spectra.science.synthetic import NUISANCE
+    from nanolens_spectra.synthetic.swcnt import NUISANCE
 
     with_spikes = generate_spectra(200, seed=9).spectra
     without = generate_spectra(200, seed=9, nuisance=replace(NUISANCE, spike_counts=(0.0, 0.0))).spectra
@@ -245,6 +245,6 @@ def test_science_package_does_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import sys, nanolens_spectra.science.preprocessing, nanolens_spectra.science.synthetic; "
+    code = ("import sys, nanolens_spectra.science.preprocessing, nanolens_spectra.synthetic.swcnt; "
             "sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nanolens_spectra.science import synthetic as syn
 from nanolens_spectra.science.preprocessing import baseline_correct
+from nanolens_spectra.synthetic import swcnt as syn
 
 
 def test_default_axis():

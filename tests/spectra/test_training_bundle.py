@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -14,17 +13,14 @@ import pytest
 from nanolens_runtime.bundles import ModelBundle
 from nanolens_spectra.bundles import default_bundle_path
 from nanolens_spectra.science.preprocessing import SWCNT_REGIONS_CM1, PreprocessParams, preprocess
-from nanolens_spectra.science.synthetic import default_axis, generate_map, generate_spectra
+from nanolens_spectra.synthetic.swcnt import default_axis, generate_map, generate_spectra
 from nanolens_spectra.training.bundle import train_bundle
 from nanolens_spectra.training.data import LabelledDataset
 from nanolens_spectra.training.export import run_onnx
 from nanolens_spectra.training.model import TrainParams
+from support import assert_equivalent_bundles
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_train_bundle_writes_a_loadable_bundle(tmp_path):
@@ -76,14 +72,22 @@ def test_default_bundle_generalises_to_a_fresh_synthetic_map():
 
 
 @pytest.mark.slow
-def test_default_bundle_rebuild_is_byte_identical(tmp_path):
+def test_default_bundle_rebuild_is_equivalent(tmp_path):
+    """``make models`` on this machine gives the shipped model back: the same architecture and
+    preprocessing, the same CV accuracy within its spread, and the same predictions within a
+    stated tolerance on spectra neither saw. Not the same bytes: floating-point training is not
+    bit-stable across CPUs (the byte-identical check failed on another machine of this kind)."""
     out = tmp_path / "rebuilt"
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     subprocess.run([sys.executable, "-m", "nanolens_spectra.training.build_default", "--out", str(out)],
                    check=True, cwd=REPO, env=env, capture_output=True, timeout=280)
-    shipped = default_bundle_path()
-    for name in ("model.onnx", "manifest.json"):
-        assert sha256(out / name) == sha256(shipped / name), f"{name} differs from the committed bundle"
+    probe = generate_spectra(100, seed=777)  # a seed no training or CV set uses
+    shipped = ModelBundle.load(default_bundle_path())
+    pre = PreprocessParams.from_dict(shipped.manifest["preprocessing"])
+    x = preprocess(probe.spectra, probe.axis, pre)
+    assert_equivalent_bundles(ModelBundle.load(out), shipped, lambda b: run_onnx(b.onnx_path.read_bytes(), x),
+                              max_mean_abs=0.02, min_agreement=0.97, metric="cv_accuracy_mean",
+                              metric_spread="cv_accuracy_sd")
 
 
 def test_train_cli_on_a_users_csv(tmp_path, capsys):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from nanolens_spectra.science.preprocessing import SWCNT_REGIONS_CM1, PreprocessParams, preprocess
-from nanolens_spectra.science.synthetic import generate_spectra
+from nanolens_spectra.synthetic.swcnt import generate_spectra
 from nanolens_spectra.training.cv import cross_validate
 from nanolens_spectra.training.model import TrainParams
 

@@ -9,7 +9,7 @@ import torch
 from sklearn.decomposition import PCA
 
 from nanolens_spectra.science.preprocessing import SWCNT_REGIONS_CM1, PreprocessParams, preprocess
-from nanolens_spectra.science.synthetic import generate_spectra
+from nanolens_spectra.synthetic.swcnt import generate_spectra
 from nanolens_spectra.training.export import check_parity, export_onnx, onnx_opset, run_onnx
 from nanolens_spectra.training.model import (
     TrainParams,

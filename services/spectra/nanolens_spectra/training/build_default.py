@@ -18,7 +18,7 @@ from pathlib import Path
 from nanolens_runtime.bundles import sha256_file
 from nanolens_spectra.bundles import DEFAULT_BUNDLE_NAME, DEFAULT_BUNDLE_VERSION, default_bundle_path
 from nanolens_spectra.science.preprocessing import SWCNT_REGIONS_CM1, PreprocessParams
-from nanolens_spectra.science.synthetic import generate_spectra
+from nanolens_spectra.synthetic.swcnt import generate_spectra
 from nanolens_spectra.training.bundle import deterministic, train_bundle_report
 from nanolens_spectra.training.data import LabelledDataset
 from nanolens_spectra.training.model import TrainParams
@@ -30,7 +30,7 @@ DESCRIPTION = (
     "Endosome class (early endosome, late endosome, lysosome) of DNA-wrapped SWCNTs from one Raman "
     "spectrum, after Gravely & Roxbury, ACS Nano 2021: L2 normalisation, PCA to 95 % variance, MLP "
     "2x25 ReLU, softmax. Trained and cross-validated on synthetic spectra only "
-    "(nanolens_spectra.science.synthetic); not validated on measured spectra."
+    "(nanolens_spectra.synthetic.swcnt); not validated on measured spectra."
 )
 PREPROCESSING = PreprocessParams(regions=SWCNT_REGIONS_CM1, min_snr=5.0)
 TRAINING = TrainParams()
@@ -41,7 +41,7 @@ def synthetic_dataset(n_per_class: int = N_PER_CLASS, seed: int = SEED) -> Label
     syn = generate_spectra(n_per_class, seed)
     return LabelledDataset(
         spectra=syn.spectra, labels=syn.labels, axis=syn.axis, class_names=syn.class_names,
-        source=f"synthetic: nanolens_spectra.science.synthetic.generate_spectra(n_per_class={n_per_class}, "
+        source=f"synthetic: nanolens_spectra.synthetic.swcnt.generate_spectra(n_per_class={n_per_class}, "
                f"seed={seed})",
     )
 

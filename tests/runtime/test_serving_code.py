@@ -1,0 +1,62 @@
+"""The serving-code hash in every stored result's identity covers exactly what serving runs."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from nanolens_runtime.service import serving_code_sha256, serving_files
+from nanolens_spectra.service import SPECTRA
+from nanolens_tem.service import TEM
+
+
+@pytest.fixture
+def package(tmp_path) -> Path:
+    """A copy of the TEM package's code (no bundles) to edit."""
+    copy = tmp_path / "nanolens_tem"
+    shutil.copytree(TEM.package, copy, ignore=shutil.ignore_patterns("bundles", "__pycache__"))
+    return copy
+
+
+def edited(path: Path, text: str = "\n# an edit\n") -> None:
+    path.write_text(path.read_text() + text)
+
+
+@pytest.mark.parametrize("serving", ["science/occlusion.py", "science/segmentation.py", "science/cnn.py",
+                                     "service.py"])
+def test_an_edit_to_serving_code_changes_the_identity(package, serving):
+    before = serving_code_sha256(package, ("numpy",))
+    edited(package / serving)
+    assert serving_code_sha256(package, ("numpy",)) != before
+
+
+@pytest.mark.parametrize("other", ["training/cnn_train.py", "evaluation/evaluate.py", "synthetic/agglomerates.py",
+                                   "__main__.py"])
+def test_an_edit_elsewhere_keeps_the_identity(package, other):
+    before = serving_code_sha256(package, ("numpy",))
+    edited(package / other)
+    assert serving_code_sha256(package, ("numpy",)) == before
+
+
+def test_a_new_serving_module_and_a_library_change_the_identity(package):
+    before = serving_code_sha256(package, ("numpy",))
+    (package / "science" / "extra.py").write_text("X = 1\n")
+    with_module = serving_code_sha256(package, ("numpy",))
+    assert with_module != before
+    assert serving_code_sha256(package, ("numpy", "scipy")) != with_module
+
+
+def test_the_services_hash_their_own_serving_code():
+    tem = {p.relative_to(TEM.package).as_posix() for p in serving_files(TEM.package)}
+    assert {"service.py", "science/occlusion.py", "science/cnn.py", "science/segmentation.py"} <= tem
+    assert not any(p.startswith(("training/", "evaluation/", "synthetic/")) for p in tem)
+    spectra = {p.relative_to(SPECTRA.package).as_posix() for p in serving_files(SPECTRA.package)}
+    assert "science/preprocessing.py" in spectra and not any(p.startswith("synthetic/") for p in spectra)
+    assert TEM.code_sha256() == serving_code_sha256(TEM.package, TEM.libraries)
+
+
+def test_a_package_without_serving_code_is_refused(tmp_path):
+    with pytest.raises(FileNotFoundError, match="lacks serving code"):
+        serving_files(tmp_path)

@@ -1,0 +1,81 @@
+"""Imports go one way (runtime <- services / gateway <- CLI), serving code never imports torch, and no
+module imports another module's private names (a shared type wants a public home)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SERVICE_PACKAGES = {p.name: p for p in sorted(REPO.glob("services/*/nanolens_*")) if p.is_dir()}
+
+
+def imports(path: Path) -> list[tuple[str, list[str], int]]:
+    """(module, names imported from it, line) for every import statement, nested ones included."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, [], node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.module, [alias.name for alias in node.names], node.lineno))
+    return found
+
+
+def top(module: str) -> str:
+    return module.split(".")[0]
+
+
+def sources(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def forbidden_imports(root: Path, forbidden: set[str]) -> list[str]:
+    return [f"{path.relative_to(REPO)}:{line} imports {module}"
+            for path in sources(root) for module, _, line in imports(path) if top(module) in forbidden]
+
+
+def test_the_domain_packages_are_found():
+    assert {"nanolens_spectra", "nanolens_tem"} <= set(SERVICE_PACKAGES)
+
+
+def test_the_runtime_imports_nothing_above_it():
+    above = {"nanolens_gateway", "nanolens_cli", *SERVICE_PACKAGES}
+    assert forbidden_imports(REPO / "runtime", above) == []
+
+
+@pytest.mark.parametrize("package", sorted(SERVICE_PACKAGES))
+def test_a_domain_service_imports_only_the_runtime(package):
+    others = {"nanolens_gateway", "nanolens_cli", *(p for p in SERVICE_PACKAGES if p != package)}
+    assert forbidden_imports(SERVICE_PACKAGES[package], others) == []
+
+
+def test_the_gateway_imports_no_service():
+    assert forbidden_imports(REPO / "gateway", {"nanolens_cli", *SERVICE_PACKAGES}) == []
+
+
+def serving_code() -> list[Path]:
+    roots = [REPO / "runtime", REPO / "gateway"]
+    for package in SERVICE_PACKAGES.values():
+        roots += [package / "science", package / "synthetic"]
+    files = [f for root in roots if root.exists() for f in sources(root)]
+    files += [package / name for package in SERVICE_PACKAGES.values() for name in ("service.py", "__main__.py")
+              if (package / name).exists()]
+    return files
+
+
+def test_serving_code_never_imports_torch():
+    """The serving image carries onnxruntime, not torch."""
+    bad = [f"{path.relative_to(REPO)}:{line} imports {module}"
+           for path in serving_code() for module, _, line in imports(path) if top(module) in ("torch", "onnxscript")]
+    assert bad == []
+
+
+def test_no_private_names_are_imported_across_modules():
+    ours = {"nanolens", "nanolens_runtime", "nanolens_gateway", "nanolens_cli", *SERVICE_PACKAGES}
+    roots = [REPO / "runtime", REPO / "gateway", REPO / "cli", REPO / "bench", *SERVICE_PACKAGES.values()]
+    bad = [f"{path.relative_to(REPO)}:{line} imports {name} from {module}"
+           for root in roots for path in sources(root) for module, names, line in imports(path)
+           if top(module) in ours for name in names if name.startswith("_") and not name.startswith("__")]
+    assert bad == []
