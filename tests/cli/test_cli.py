@@ -233,11 +233,13 @@ def test_analyze_tem_digitalmicrograph_file_sizes_in_nm(stack, tmp_path):
 
 
 def test_a_registered_cnn_is_asked_for_by_name_and_a_pinned_version_is_the_one_that_runs(stack, tmp_path):
-    from nanolens_tem.service import SHIPPED_BUNDLES
+    from nanolens_tem.bundles import latest_bundle
     from nanolens_tem.synthetic.agglomerates import SynthParams, generate
     from support import renamed_bundle
 
-    bundle = renamed_bundle(SHIPPED_BUNDLES / "tem-unet" / "1.0.0", tmp_path / "bundles", "tem-unet-facility", "1")
+    bundle = renamed_bundle(latest_bundle("tem-unet"), tmp_path / "bundles", "tem-unet-facility", "1")
+    older = renamed_bundle(latest_bundle("tem-unet"), tmp_path / "bundles", "tem-unet", "0.9.0")
+    nanolens(stack, "models", "register", str(older))
     assert "registered: s3://models/tem-unet-facility/1/" in nanolens(stack, "models", "register", str(bundle)).stdout
     again = nanolens(stack, "models", "register", str(bundle), check=False)
     assert again.returncode == 2 and "already registered" in again.stderr
@@ -246,8 +248,8 @@ def test_a_registered_cnn_is_asked_for_by_name_and_a_pinned_version_is_the_one_t
     result = json.loads(nanolens(stack, "analyze", "tem", str(image), "--model", "tem-unet-facility", "--json").stdout)
     assert result["method"] == "cnn"
     assert (result["provenance"]["model_name"], result["provenance"]["model_version"]) == ("tem-unet-facility", "1")
-    pinned = json.loads(nanolens(stack, "analyze", "tem", str(image), "--model", "tem-unet:1.0.0", "--json").stdout)
-    assert (pinned["provenance"]["model_name"], pinned["provenance"]["model_version"]) == ("tem-unet", "1.0.0")
+    pinned = json.loads(nanolens(stack, "analyze", "tem", str(image), "--model", "tem-unet:0.9.0", "--json").stdout)
+    assert (pinned["provenance"]["model_name"], pinned["provenance"]["model_version"]) == ("tem-unet", "0.9.0")
     wrong = nanolens(stack, "analyze", "tem", str(image), "--model", "tem-ann", "--method", "cnn", check=False)
     assert wrong.returncode == 1 and "INVALID_ARGUMENT" in wrong.stderr
     assert "method cnn needs a model of task" in wrong.stderr

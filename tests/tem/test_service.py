@@ -14,10 +14,12 @@ from grpc_status import rpc_status
 from nanolens.common.v1 import common_pb2
 from nanolens.tem.v1 import tem_pb2, tem_pb2_grpc
 from nanolens_runtime import arrays
+from nanolens_runtime.bundles import ModelBundle
 from nanolens_runtime.inference import InferencePool, select_providers
 from nanolens_runtime.registry import ModelRegistry
 from nanolens_runtime.server import create_server
 from nanolens_runtime.version import SERVICE_VERSION
+from nanolens_tem.bundles import latest_bundle
 from nanolens_tem.science.segmentation import geometric_stats
 from nanolens_tem.service import CNN_MODEL, SHIPPED_BUNDLES, TASKS, TemPipeline, servicer, serving_code_sha256
 from nanolens_tem.synthetic.agglomerates import SynthParams, generate
@@ -156,19 +158,29 @@ async def test_bright_particles_on_a_dark_background_like_sem(stub, synthetic, m
     assert np.mean(arrays.from_proto(wrong.labels, "labels") > 0) > 2 * np.mean(same[1] > 0)
 
 
+SHIPPED_CNN = latest_bundle(CNN_MODEL)
+
+
+def plain_postprocessing() -> dict:
+    """The shipped CNN's post-processing without its radius spread and detection model."""
+    post = ModelBundle.load(SHIPPED_CNN).manifest.get("postprocessing", {})
+    return {k: v for k, v in post.items() if k not in ("radius_spread", "detection")}
+
+
 @pytest.fixture
 async def stub_with_more_models(tmp_path):
     """Shipped bundles plus a tem-unet newer than any shipped one and a 'tem-unet-local' (say,
     fine-tuned) CNN."""
-    renamed_bundle(SHIPPED_BUNDLES / "tem-unet" / "1.0.0", tmp_path, "tem-unet", "9.0.0")
-    renamed_bundle(SHIPPED_BUNDLES / "tem-unet" / "1.0.0", tmp_path, "tem-unet-local", "1")
+    renamed_bundle(SHIPPED_CNN, tmp_path, "tem-unet", "9.0.0")
+    renamed_bundle(SHIPPED_CNN, tmp_path, "tem-unet", "0.9.0")
+    renamed_bundle(SHIPPED_CNN, tmp_path, "tem-unet-local", "1")
     async with serving([SHIPPED_BUNDLES, tmp_path]) as tem:
         yield tem
 
 
 @pytest.mark.parametrize("name, version, ran", [
     ("", "", ("tem-unet", "9.0.0")),                 # the newest version of the default model
-    ("", "1.0.0", ("tem-unet", "1.0.0")),            # a pinned version is the one that runs
+    ("", "0.9.0", ("tem-unet", "0.9.0")),            # a pinned version is the one that runs
     ("tem-unet-local", "", ("tem-unet-local", "1")),  # another CNN, e.g. fine-tuned on real masks
 ])
 async def test_the_requested_cnn_model_is_the_one_that_runs(stub_with_more_models, synthetic, name, version, ran):
@@ -194,9 +206,9 @@ async def test_a_model_that_cannot_run_the_method_is_refused(stub_with_more_mode
 
 async def test_the_served_cnn_applies_the_bundle_radius_spread(tmp_path, synthetic):
     """Two copies of one network, one whose manifest widens the sizes: the service sizes with it."""
-    src = SHIPPED_BUNDLES / "tem-unet" / "1.0.0"
-    renamed_bundle(src, tmp_path, "tem-unet-plain", "1")
-    renamed_bundle(src, tmp_path, "tem-unet-wide", "1", postprocessing={"radius_spread": 1.5})
+    plain = plain_postprocessing()
+    renamed_bundle(SHIPPED_CNN, tmp_path, "tem-unet-plain", "1", postprocessing=plain)
+    renamed_bundle(SHIPPED_CNN, tmp_path, "tem-unet-wide", "1", postprocessing=dict(plain, radius_spread=1.5))
     async with serving([tmp_path]) as tem:
         got = {}
         for name in ("tem-unet-plain", "tem-unet-wide"):
@@ -217,9 +229,10 @@ async def test_the_served_cnn_weights_the_distribution_with_the_bundle_detection
     recall = np.ones((len(SIZE_EDGES) + 1, len(OVERLAP_EDGES) + 1))
     recall[:2] = 0.5
     table = DetectionModel(recall, np.full(recall.shape, 100))
-    src = SHIPPED_BUNDLES / "tem-unet" / "1.0.0"
-    renamed_bundle(src, tmp_path, "tem-unet-plain", "1")
-    renamed_bundle(src, tmp_path, "tem-unet-weighted", "1", postprocessing={"detection": table.to_json()})
+    plain = plain_postprocessing()
+    renamed_bundle(SHIPPED_CNN, tmp_path, "tem-unet-plain", "1", postprocessing=plain)
+    renamed_bundle(SHIPPED_CNN, tmp_path, "tem-unet-weighted", "1",
+                   postprocessing=dict(plain, detection=table.to_json()))
     async with serving([tmp_path]) as tem:
         got = {}
         for name in ("tem-unet-plain", "tem-unet-weighted"):
