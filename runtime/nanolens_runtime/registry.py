@@ -1,12 +1,13 @@
 """Model registry: bundles from local folders and from the ``models`` bucket.
 
 Bundles in the bucket use the same ``<name>/<version>/`` layout as on disk. A
-service loads every bundle of its task at start; a request for a version that
-appeared in the bucket later is fetched, verified and loaded on first use.
+service catalogues every bundle of its tasks at start and warms the newest version of
+each model name; any other version is fetched, verified and loaded on its first request.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import threading
@@ -14,7 +15,14 @@ from pathlib import Path
 
 from nanolens.common.v1 import common_pb2
 from nanolens_runtime import metrics
-from nanolens_runtime.bundles import GRAPH_FILE, MANIFEST_FILE, ModelBundle, find_bundles, version_key
+from nanolens_runtime.bundles import (
+    GRAPH_FILE,
+    MANIFEST_FILE,
+    ModelBundle,
+    find_bundles,
+    validate_manifest,
+    version_key,
+)
 from nanolens_runtime.errors import AlreadyExists, InvalidModelBundle, NanoLensError, NotFound, Unavailable
 from nanolens_runtime.inference import OnnxModel
 from nanolens_runtime.storage import ObjectStore
@@ -36,6 +44,15 @@ def upload_bundle(store: ObjectStore, bucket: str, bundle: ModelBundle) -> str:
 
 
 class ModelRegistry:
+    """The bundles a service can serve, and the sessions it has loaded.
+
+    The catalogue holds every bundle of the service's tasks: the local folders' (verified at
+    start) and the bucket's (their manifests; the graph is fetched when first needed). Only the
+    newest version of each model name is loaded and warmed, at start and when a newer one is
+    registered: that is what a request naming no version gets. Any other version is fetched,
+    verified and warmed on its first request.
+    """
+
     def __init__(self, task: str | tuple[str, ...], default_name: str, local_roots: list[Path], providers: list[str],
                  intra_op_threads: int = 1, store: ObjectStore | None = None, bucket: str = "models",
                  cache_dir: Path | None = None):
@@ -49,24 +66,35 @@ class ModelRegistry:
         self.store = store
         self.bucket = bucket
         self.cache_dir = Path(cache_dir or tempfile.mkdtemp(prefix="nanolens-models-"))
+        # (name, version) -> manifest, and the local folder for bundles that are on disk.
+        self._manifests: dict[tuple[str, str], dict] = {}
+        self._local: dict[tuple[str, str], Path] = {}
         self._models: dict[tuple[str, str], OnnxModel] = {}
         self._newest: dict[str, str] = {}  # model name -> newest loaded version
+        self._rejected: set[tuple[str, str]] = set()  # bucket bundles that failed verification
         self._lock = threading.Lock()
         self._fetch_lock = threading.Lock()
 
-    # -- loading -----------------------------------------------------------------------
+    # -- catalogue and loading ---------------------------------------------------------
     def load_all(self) -> None:
-        """Load and warm every bundle of this task: local ones, then the bucket's."""
+        """Build the catalogue (local bundles, then the bucket's) and warm the newest version of
+        each model name."""
         for root in self.local_roots:
             for path in find_bundles(root):
-                self._load(path)
+                bundle = ModelBundle.load(path)
+                if bundle.task in self.tasks:
+                    key = (bundle.name, bundle.version)
+                    self._manifests.setdefault(key, bundle.manifest)
+                    self._local.setdefault(key, path)
         self.refresh()
-        if not self._models:
+        if not self._manifests:
             raise InvalidModelBundle(f"no '{self.task}' model bundle found in {self.local_roots} "
                                      f"or bucket {self.bucket!r}")
+        self._warm_newest()
 
     def refresh(self) -> None:
-        """Load bundles that appeared in the bucket since the last look."""
+        """Add the bundles registered in the bucket since the last look (their manifests only)
+        and warm any that is now the newest of its name."""
         if self.store is None:
             return
         try:
@@ -78,11 +106,51 @@ class ModelRegistry:
             return
         for key in keys:
             parts = key.split("/")
-            if len(parts) == 3 and parts[2] == MANIFEST_FILE and (parts[0], parts[1]) not in self._models:
+            if (len(parts) == 3 and parts[2] == MANIFEST_FILE
+                    and (parts[0], parts[1]) not in self._manifests and (parts[0], parts[1]) not in self._rejected):
                 try:
-                    self._fetch(parts[0], parts[1])
+                    self._add_remote(key)
                 except NanoLensError as exc:
                     log.warning("skipping bundle in bucket", extra={"key": key, "error": str(exc)})
+        if self._models:  # after start: a newly registered newest version serves at once
+            self._warm_newest()
+
+    def _add_remote(self, key: str) -> None:
+        try:
+            manifest = json.loads(self.store.get(self.bucket, key))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InvalidModelBundle(f"s3://{self.bucket}/{key}: not valid JSON ({exc})") from exc
+        validate_manifest(manifest, f"s3://{self.bucket}/{key}")
+        name, version = key.split("/")[:2]
+        if (manifest["name"], manifest["version"]) != (name, version):
+            raise InvalidModelBundle(f"s3://{self.bucket}/{key}: manifest names "
+                                     f"{manifest['name']}:{manifest['version']}, not {name}:{version}")
+        if manifest["task"] in self.tasks:
+            self._manifests[(name, version)] = manifest
+
+    def _warm_newest(self) -> None:
+        for name in sorted({n for n, _ in self._manifests}):
+            for version in reversed(self.versions(name)):
+                try:
+                    if self._materialise(name, version) is not None:
+                        break
+                except NanoLensError as exc:
+                    # Not servable (a corrupt graph, say): out of the catalogue, so requests that
+                    # name no version get the newest good one; naming it still says what is wrong.
+                    log.warning("bundle not loadable", extra={"model": f"{name}:{version}", "error": str(exc)})
+                    self._manifests.pop((name, version), None)
+                    self._local.pop((name, version), None)
+                    self._rejected.add((name, version))
+
+    def _materialise(self, name: str, version: str) -> OnnxModel | None:
+        if (name, version) in self._models:
+            return self._models[(name, version)]
+        if (name, version) in self._local:
+            with self._fetch_lock:
+                return self._models.get((name, version)) or self._load(self._local[(name, version)])
+        if self.store is None:
+            return None
+        return self._fetch(name, version)
 
     def _fetch(self, name: str, version: str) -> OnnxModel | None:
         # One fetch at a time: concurrent first requests for a new model (and ListModels' refresh)
@@ -106,6 +174,7 @@ class ModelRegistry:
         model.warm_up()
         with self._lock:
             self._models.setdefault((bundle.name, bundle.version), model)
+            self._manifests.setdefault((bundle.name, bundle.version), bundle.manifest)
             newest = self._newest.get(bundle.name)
             if newest is None or version_key(bundle.version) > version_key(newest):
                 self._newest[bundle.name] = bundle.version
@@ -115,7 +184,11 @@ class ModelRegistry:
 
     # -- lookup ------------------------------------------------------------------------
     def versions(self, name: str) -> list[str]:
-        return sorted((v for (n, v) in self._models if n == name), key=version_key)
+        """Every catalogued version of ``name``, oldest first (loaded or not)."""
+        return sorted((v for (n, v) in self._manifests if n == name), key=version_key)
+
+    def is_loaded(self, name: str, version: str) -> bool:
+        return (name, version) in self._models
 
     def loaded(self, name: str = "", version: str = "") -> OnnxModel | None:
         """The model if it is loaded already (no I/O: safe on the event loop, and on every request's
@@ -125,7 +198,8 @@ class ModelRegistry:
         return self._models.get((name, version)) if version else None
 
     def get(self, name: str = "", version: str = "") -> OnnxModel:
-        """The named model (default: the service's default), version (default: newest)."""
+        """The named model (default: the service's default), version (default: newest); loaded
+        and warmed here if this is its first request."""
         name = name or self.default_name
         if not version:
             known = self.versions(name)
@@ -135,34 +209,32 @@ class ModelRegistry:
             if not known:
                 raise NotFound(f"no model named {name!r} for task {self.task}", "model", name)
             version = known[-1]
-        model = self._models.get((name, version))
-        if model is None and self.store is not None:
-            try:
-                model = self._fetch(name, version)
-            except NotFound:
-                model = None
+        try:
+            model = self._materialise(name, version)
+        except NotFound:
+            model = None
         if model is None:
             raise NotFound(f"model {name!r} version {version!r} is not registered", "model", f"{name}:{version}")
         return model
 
     @property
     def models(self) -> list[OnnxModel]:
+        """The loaded models, by name and version."""
         return [self._models[k] for k in sorted(self._models, key=lambda k: (k[0], version_key(k[1])))]
 
     def infos(self, code_sha256: str = "") -> list[common_pb2.ModelInfo]:
-        """Catalogue entries of the loaded models; ``code_sha256`` is the serving code's
-        (:func:`nanolens_runtime.bundles.code_sha256`)."""
+        """Catalogue entries of every servable model, loaded or not; ``code_sha256`` is the
+        serving code's (:func:`nanolens_runtime.bundles.code_sha256`)."""
         default = self.versions(self.default_name)
         infos = []
-        for model in self.models:
-            m = model.bundle.manifest
+        for key in sorted(self._manifests, key=lambda k: (k[0], version_key(k[1]))):
+            m = self._manifests[key]
             infos.append(common_pb2.ModelInfo(
-                name=model.bundle.name, version=model.bundle.version, task=model.bundle.task,
-                sha256=model.bundle.sha256, class_names=model.bundle.class_names,
+                name=m["name"], version=m["version"], task=m["task"],
+                sha256=m["graph"]["sha256"], class_names=list(m["class_names"]),
                 metrics={k: float(v) for k, v in m["metrics"].items() if isinstance(v, int | float)},
                 training_data_sha256=str(m["training_data"].get("sha256", "")), created=m["created"],
-                is_default=bool(default)
-                and (model.bundle.name, model.bundle.version) == (self.default_name, default[-1]),
+                is_default=bool(default) and key == (self.default_name, default[-1]),
                 description=m["description"], code_sha256=code_sha256,
             ))
         return infos

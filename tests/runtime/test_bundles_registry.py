@@ -48,8 +48,9 @@ def test_versions_sort_numerically():
     assert sorted(["10", "2", "1.10", "1.9"], key=version_key) == ["1.9", "1.10", "2", "10"]
 
 
-def registry(roots, store=None, bucket="models") -> ModelRegistry:
-    return ModelRegistry("spectra-classification", "toy", roots, select_providers("cpu"), store=store, bucket=bucket)
+def registry(roots, store=None, bucket="models", cache_dir=None) -> ModelRegistry:
+    return ModelRegistry("spectra-classification", "toy", roots, select_providers("cpu"), store=store, bucket=bucket,
+                         cache_dir=cache_dir)
 
 
 def test_registry_default_and_newest(tmp_path):
@@ -148,3 +149,46 @@ def test_code_hash_follows_every_file_and_the_extra(tmp_path):
     assert code_sha256(b, a, extra="lib 1.0") != base
     b.write_text("y = 3\n")
     assert code_sha256(a, b, extra="lib 1.0") != base
+
+
+def test_only_the_newest_version_of_each_model_is_warmed_at_start(tmp_path, store, storage_settings):
+    bucket = storage_settings.models_bucket
+    make_bundle(tmp_path / "local", version="2", seed=2)
+    make_bundle(tmp_path / "local", version="10", seed=10)
+    upload_bundle(store, bucket, ModelBundle.load(make_bundle(tmp_path / "remote", version="3", seed=3)))
+    reg = registry([tmp_path / "local"], store, bucket, cache_dir=tmp_path / "cache")
+    reg.load_all()
+    assert [(m.bundle.name, m.bundle.version) for m in reg.models] == [("toy", "10")]
+    assert [m.version for m in reg.infos()] == ["2", "3", "10"]  # listed, loaded or not
+    assert not (tmp_path / "cache" / "toy" / "3").exists()  # the older graph is not even fetched
+    assert reg.get("toy", "3").bundle.version == "3"  # first request: fetched, verified, warmed
+    assert reg.get("toy", "2").bundle.version == "2"
+    assert reg.get().bundle.version == "10"  # and the default did not move to what loaded last
+    assert reg.loaded("toy").bundle.version == "10"
+
+
+def test_a_newer_version_registered_later_is_warmed_and_becomes_the_default(tmp_path, store, storage_settings):
+    bucket = storage_settings.models_bucket
+    make_bundle(tmp_path / "local", version="1")
+    reg = registry([tmp_path / "local"], store, bucket)
+    reg.load_all()
+    upload_bundle(store, bucket, ModelBundle.load(make_bundle(tmp_path / "remote", version="4", seed=4)))
+    upload_bundle(store, bucket, ModelBundle.load(make_bundle(tmp_path / "remote", version="3", seed=3)))
+    reg.refresh()  # what ListModels does
+    assert reg.is_loaded("toy", "4") and not reg.is_loaded("toy", "3")
+    assert reg.loaded("toy").bundle.version == "4"
+
+
+def test_a_corrupt_newest_bundle_leaves_the_default_on_the_newest_good_one(tmp_path, store, storage_settings):
+    bucket = storage_settings.models_bucket
+    make_bundle(tmp_path / "local", version="1")
+    path = make_bundle(tmp_path / "remote", version="5")
+    store.ensure_bucket(bucket)
+    store.put(bucket, "toy/5/model.onnx", b"garbage")
+    store.put(bucket, "toy/5/manifest.json", (path / "manifest.json").read_bytes())
+    reg = registry([tmp_path / "local"], store, bucket)
+    reg.load_all()
+    assert reg.get().bundle.version == "1"
+    assert [m.version for m in reg.infos()] == ["1"]
+    reg.refresh()  # not fetched again on every look
+    assert [m.version for m in reg.infos()] == ["1"]
