@@ -21,6 +21,7 @@ from google.protobuf.message import Message
 
 from nanolens.common.v1 import common_pb2
 from nanolens_gateway.jobs import Job, Outcome
+from nanolens_gateway.schema import Schema, result_schema
 from nanolens_gateway.upstream import ServiceClient
 from nanolens_runtime.errors import InvalidArgument
 from nanolens_runtime.options import parse_yes_no
@@ -97,6 +98,13 @@ class Analysis:
     run: Callable[[Job, ServiceClient], Awaitable[Outcome]]
     options: tuple[Option, ...] = ()
     resolve: Callable[[ServiceClient, str, str, dict[str, str]], Awaitable[common_pb2.ModelInfo]] = named_model
+    #: the fields its summary adds to result.json (nanolens_gateway.schema builders), and what it is
+    result: dict[str, Schema] = field(default_factory=dict)
+    doc: str = ""
+
+    def schema(self) -> Schema:
+        """The JSON Schema of this analysis's whole result.json (envelope and fields)."""
+        return result_schema(self.name, self.result, self.doc)
 
     def canonical_options(self, options: dict[str, str]) -> dict[str, str]:
         """Refuse unknown keys (all of them named) and bad values; every value in its one spelling."""

@@ -17,6 +17,7 @@ from nanolens_gateway.decoders import NpyLayout, SpectraData, decode_spectra, pa
 from nanolens_gateway.domains import Analysis, Domain, Option
 from nanolens_gateway.jobs import Job, Outcome
 from nanolens_gateway.results import Artefact
+from nanolens_gateway.schema import array, integer, mapping, number, record, string
 from nanolens_gateway.upstream import ServiceClient, translate
 from nanolens_runtime import arrays
 from nanolens_runtime.errors import InvalidArgument
@@ -27,6 +28,27 @@ OPTIONS = (Option("array_key", "the array of an .npz file holding the spectra (d
 
 def selector(job: Job) -> spectra_pb2.ModelSelector:
     return spectra_pb2.ModelSelector(name=job.model.name, version=job.model.version)
+
+
+_CLASS_NAMES = array(string("class"), "the model's classes, in its output order")
+SPECTRA_RESULT = {
+    "n_spectra": integer("spectra classified"),
+    "class_names": _CLASS_NAMES,
+    "class_counts": mapping(integer("spectra"), "spectra predicted in each class"),
+    "spectra": array(record("one spectrum (the first NANOLENS_MAX_LISTED)", index=integer("row in the input"),
+                            **{"class": string("predicted class (highest probability)")},
+                            probabilities=mapping(number("0..1"), "probability of each class")),
+                     "per-spectrum predictions"),
+    "listed": integer("how many spectra are listed in `spectra`"),
+}
+MAP_RESULT = {
+    "shape": array(integer("size"), "[height, width, channels] of the map"),
+    "n_spectra": integer("pixels classified (height x width)"),
+    "class_names": _CLASS_NAMES,
+    "class_fractions": mapping(number("0..1"), "fraction of the pixels predicted in each class"),
+    "class_colours": mapping(string("#rrggbb"), "the colour of each class in class_map.png"),
+    "mean_max_probability": number("mean over pixels of the highest class probability (0..1)"),
+}
 
 
 async def _fetch_whole(job: Job) -> SpectraData:
@@ -237,8 +259,12 @@ def summarise(result: dict) -> list[str]:
 DOMAIN = Domain(
     name="spectra", title="Raman spectra and spectral maps", module="nanolens_spectra",
     stub=spectra_pb2_grpc.SpectraServiceStub, list_models_request=spectra_pb2.ListModelsRequest(),
-    analyses=(Analysis(gateway_pb2.ANALYSIS_KIND_SPECTRA, "spectra", classify_spectra, OPTIONS),
-              Analysis(gateway_pb2.ANALYSIS_KIND_SPECTRAL_MAP, "spectral_map", classify_map, OPTIONS)),
+    analyses=(Analysis(gateway_pb2.ANALYSIS_KIND_SPECTRA, "spectra", classify_spectra, OPTIONS,
+                       result=SPECTRA_RESULT, doc="class of each spectrum; artefacts: probabilities.npy (N x "
+                       "classes), spectra.png"),
+              Analysis(gateway_pb2.ANALYSIS_KIND_SPECTRAL_MAP, "spectral_map", classify_map, OPTIONS,
+                       result=MAP_RESULT, doc="class of each pixel of a spectral map; artefacts: class_map.npy "
+                       "(H x W), probabilities.npy (H x W x classes), class_map.png, probability_maps.png")),
     summarise=summarise, default_addr="127.0.0.1:50051", choose=choose,
     file_help="spectra (two-column text/CSV, CSV matrix, .npy/.npz N x C) or a spectral map (H x W x C .npy/.npz)",
     cli_flags=(("--map", {"action": "store_true",

@@ -15,6 +15,7 @@ from nanolens_gateway.domains import Analysis, Domain, Option, yes
 from nanolens_gateway.images import decode_image
 from nanolens_gateway.jobs import Job, Outcome
 from nanolens_gateway.results import Artefact
+from nanolens_gateway.schema import array, boolean, integer, nullable, number, record, string
 from nanolens_gateway.upstream import ServiceClient, translate
 from nanolens_runtime import arrays
 from nanolens_runtime.enums import enum_words
@@ -31,6 +32,39 @@ OPTIONS = (
     Option("tta", "cnn only: average the network over the image's 8 rotations and reflections (8x the time)",
            "yes_no", flag="--tta"),
 )
+
+
+_PARTICLE = record(
+    "one particle (the first NANOLENS_MAX_LISTED)",
+    id=integer("label in labels.tif"), diameter_px=number("area-equivalent diameter, pixels"),
+    diameter_nm=nullable(number("area-equivalent diameter, nm (null without a pixel size)")),
+    area_px=number("area, pixels"), centroid=array(number("pixels"), "[row, column] of the centre"),
+    agglomerate=integer("id of the agglomerate it belongs to"),
+    weight=number("occlusion-correction weight: how many particles this one stands for (1 without correction)"))
+RESULT = {
+    "method": string("the method that ran", list(METHODS)),
+    "image": record("the image analysed", height=integer("pixels"), width=integer("pixels"),
+                    pixel_size_nm=nullable(number("nm per pixel (null: unknown, sizes in pixels)")),
+                    pixel_size_source=string("where the pixel size came from: request, the file's metadata "
+                                             "(e.g. tiff-resolution, imagej, dm) or unknown")),
+    "distribution": record(
+        "the primary-particle size distribution (lognormal fit of the area-equivalent diameters)",
+        count=integer("particles sized"), gmd_px=number("geometric mean diameter, pixels"),
+        gmd_nm=nullable(number("geometric mean diameter, nm")), gsd=number("geometric standard deviation"),
+        unit=string("unit of the histogram edges", ["nm", "px"]),
+        histogram_edges=array(number("diameter"), "histogram bin edges"),
+        histogram_counts=array(integer("particles"), "particles per bin"),
+        occlusion_corrected=boolean("the counts are corrected for particles hidden by overlaps"),
+        estimated_count=number("particles estimated to be present, hidden ones included"),
+        histogram_estimated_counts=array(number("particles"), "estimated particles per bin")),
+    "n_particles": integer("particles found"),
+    "n_agglomerates": integer("connected agglomerates"),
+    "particles": array(_PARTICLE, "the particles found"),
+    "agglomerates": array(record("one agglomerate", id=integer("agglomerate id"),
+                                 particle_count=integer("particles in it"),
+                                 bbox=array(integer("pixels"), "[min_row, min_col, max_row, max_col]")),
+                          "the agglomerates (the first NANOLENS_MAX_LISTED)"),
+}
 
 
 async def resolve_model(client: ServiceClient, model_name: str, model_version: str,
@@ -134,5 +168,6 @@ DOMAIN = Domain(
     name="tem", title="primary-particle sizes in TEM and SEM images", module="nanolens_tem",
     stub=tem_pb2_grpc.TemServiceStub, list_models_request=tem_pb2.ListModelsRequest(),
     analyses=(Analysis(gateway_pb2.ANALYSIS_KIND_PARTICLE_SIZES, "particle_sizes", particle_sizes, OPTIONS,
-                       resolve_model),),
+                       resolve_model, RESULT, "primary-particle size distribution of a TEM or SEM image; "
+                       "artefacts: labels.tif (instance labels), overlay.png, psd.png"),),
     summarise=summarise, file_help="a TEM or SEM image (TIFF, DM3/DM4, PNG, JPEG, BMP, .npy)")
