@@ -1,0 +1,1 @@
+"""Liquid-phase EM: nanoparticle segmentation, tracking and dynamics in movies."""

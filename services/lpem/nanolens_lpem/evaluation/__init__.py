@@ -1,0 +1,1 @@
+"""Evaluation harnesses and public-data loaders (they read NANOLENS_DATA)."""

@@ -1,0 +1,166 @@
+"""Frame normalisation, the U-Net's maps and instances (seeded watershed) with their measurements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+from scipy import ndimage as ndi
+from skimage.measure import regionprops_table
+from skimage.segmentation import watershed
+
+MULTIPLE = 8  # the U-Net pools three times
+COLUMNS = ("label", "row", "col", "area", "diameter", "major", "minor", "eccentricity", "solidity", "orientation")
+
+
+def flatten(frame: np.ndarray, dark_particles: bool = True, scale: int = 8, sigma: float = 3.0) -> np.ndarray:
+    """Divide out the smooth, drifting background and map the frame to about -0.5..0.5.
+
+    Parameters
+    ----------
+    frame : numpy.ndarray
+        H x W counts (any real dtype).
+    dark_particles : bool
+        True when particles attenuate the beam (bright-field liquid-cell TEM); False inverts.
+    scale : int
+        Block size (px) of the background estimate (block means, then a Gaussian of ``sigma`` blocks).
+    sigma : float
+        Smoothing of the background, in blocks.
+
+    Returns
+    -------
+    numpy.ndarray
+        H x W float32: ``(x - p1) / (p99 - p1) - 0.5`` of the flat-fielded frame, particles dark.
+    """
+    x = np.asarray(frame, np.float32)
+    h, w = x.shape
+    hb, wb = max(h // scale, 1), max(w // scale, 1)
+    blocks = x[:hb * scale, :wb * scale].reshape(hb, scale, wb, scale).mean(axis=(1, 3)) if h >= scale and w >= scale \
+        else np.full((1, 1), x.mean(), np.float32)
+    smooth = ndi.gaussian_filter(blocks, sigma, mode="nearest")
+    bg = ndi.zoom(smooth, (h / smooth.shape[0], w / smooth.shape[1]), order=1, mode="nearest", grid_mode=True)
+    bg = np.maximum(bg[:h, :w], 1e-3 * max(float(np.abs(smooth).max()), 1e-6))
+    y = x / bg
+    if not dark_particles:
+        y = -y
+    lo, hi = np.percentile(y[:: max(1, h // 256), :: max(1, w // 256)], (1, 99))
+    return ((y - lo) / max(hi - lo, 1e-6) - 0.5).astype(np.float32)
+
+
+def pad_to(x: np.ndarray, multiple: int = MULTIPLE) -> tuple[np.ndarray, tuple[int, int]]:
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        x = np.pad(x, [(0, 0)] * (x.ndim - 2) + [(0, ph), (0, pw)], mode="reflect")
+    return x, (h, w)
+
+
+def predict_maps(session: ort.InferenceSession, frames: np.ndarray, dark_particles: bool = True,
+                 run_options: ort.RunOptions | None = None) -> np.ndarray:
+    """The U-Net's foreground and centre probabilities of a batch of frames.
+
+    Parameters
+    ----------
+    session : onnxruntime.InferenceSession
+        The LPEM U-Net (input ``image`` N x 1 x H x W, output ``maps`` N x 2 x H x W logits).
+    frames : numpy.ndarray
+        T x H x W raw frames.
+    dark_particles : bool
+        Polarity (see :func:`flatten`).
+    run_options : onnxruntime.RunOptions, optional
+        Lets the caller terminate the run.
+
+    Returns
+    -------
+    numpy.ndarray
+        T x 2 x H x W float32 probabilities: foreground, particle centre.
+    """
+    x = np.stack([flatten(f, dark_particles) for f in frames])[:, None]
+    x, (h, w) = pad_to(x)
+    logits = session.run(["maps"], {"image": x}, run_options)[0]
+    return (1.0 / (1.0 + np.exp(-logits[:, :, :h, :w]))).astype(np.float32)
+
+
+def instances(maps: np.ndarray, threshold: float = 0.5, min_area: int = 6) -> np.ndarray:
+    """Instance labels of one frame from its foreground and centre probabilities.
+
+    Seeds are the connected centre regions inside the foreground; a watershed on the
+    foreground probability grows them to the foreground's edge, which splits touching
+    particles. Foreground components without a seed become one instance each.
+
+    Parameters
+    ----------
+    maps : numpy.ndarray
+        2 x H x W probabilities (foreground, centre).
+    threshold : float
+        Probability above which a pixel is foreground (and centre).
+    min_area : int
+        Instances smaller than this (px) are dropped.
+
+    Returns
+    -------
+    numpy.ndarray
+        H x W int32 labels 1..K (0: liquid).
+    """
+    fg = maps[0] > threshold
+    seeds, n = ndi.label((maps[1] > threshold) & fg)
+    comps, nc = ndi.label(fg)
+    if nc:
+        seeded = np.zeros(nc + 1, bool)
+        seeded[np.unique(comps[seeds > 0])] = True
+        orphan = ~seeded[comps] & fg
+        seeds[orphan] = comps[orphan] + n
+    labels = watershed(-maps[0], seeds, mask=fg) if n or nc else np.zeros(fg.shape, np.int32)
+    areas = np.bincount(labels.ravel())
+    small = areas < min_area
+    small[0] = False
+    labels[small[labels]] = 0
+    _, inverse = np.unique(labels, return_inverse=True)
+    return inverse.reshape(labels.shape).astype(np.int32)
+
+
+@dataclass
+class FrameParticles:
+    """One frame's instances and their measurements (px)."""
+
+    labels: np.ndarray  # H x W int32 (uint16 when sent)
+    table: np.ndarray  # (K, len(COLUMNS)) float64, rows in label order
+
+
+def measure(labels: np.ndarray) -> np.ndarray:
+    """Centroid, area, equivalent diameter and shape descriptors of each instance.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        H x W instance labels 1..K.
+
+    Returns
+    -------
+    numpy.ndarray
+        (K, 10) float64 in the order of :data:`COLUMNS`: label, row, col (px), area (px^2),
+        equivalent diameter, major and minor axis lengths (px), eccentricity, solidity,
+        orientation (rad).
+    """
+    if labels.max(initial=0) == 0:
+        return np.zeros((0, len(COLUMNS)))
+    props = regionprops_table(labels, properties=("label", "centroid", "area", "equivalent_diameter_area",
+                                                  "axis_major_length", "axis_minor_length", "eccentricity",
+                                                  "solidity", "orientation"))
+    return np.column_stack([props["label"], props["centroid-0"], props["centroid-1"], props["area"],
+                            props["equivalent_diameter_area"], props["axis_major_length"],
+                            props["axis_minor_length"], props["eccentricity"], props["solidity"],
+                            props["orientation"]]).astype(np.float64)
+
+
+def segment_frames(session: ort.InferenceSession, frames: np.ndarray, dark_particles: bool = True,
+                   run_options: ort.RunOptions | None = None, batch: int = 4) -> list[FrameParticles]:
+    """Instances and measurements of every frame of a chunk (see :func:`predict_maps`)."""
+    out = []
+    for start in range(0, len(frames), batch):
+        maps = predict_maps(session, frames[start:start + batch], dark_particles, run_options)
+        for m in maps:
+            labels = instances(m)
+            out.append(FrameParticles(labels, measure(labels)))
+    return out

@@ -1,0 +1,1 @@
+"""Seeded liquid-cell movie generators with ground truth."""
