@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 BUF_VERSION := 1.75.0
 BUF := .tools/node_modules/.bin/buf
 
-.PHONY: help demo test up proto proto-check proto-lint proto-breaking models bench lint tools dashboards clean
+.PHONY: help demo test up proto proto-check proto-lint proto-breaking models bench lint tools dashboards docs clean
 
 help:
 	@echo "make demo    run the stack on loopback and analyse sample data into demo-output/"
@@ -15,6 +15,7 @@ help:
 	@echo "make proto   regenerate gRPC stubs; make proto-check fails when they are stale"
 	@echo "make models  rebuild every shipped model bundle from its seeds (hours: TEM)"
 	@echo "make bench   run the benchmarks (figures into bench-output/)"
+	@echo "make docs    regenerate the reference pages in docs/reference from the source"
 	@echo "make lint    ruff, buf lint, hadolint"
 
 $(VENV)/.installed: pyproject.toml
@@ -40,6 +41,9 @@ $(PROMTOOL):
 	@$@ --version | head -1
 
 tools: $(BUF) $(PROMTOOL)
+
+docs: $(VENV)/.installed
+	$(PY) docs/generate.py
 
 dashboards: $(VENV)/.installed
 	$(PY) deploy/grafana/generate_dashboards.py
