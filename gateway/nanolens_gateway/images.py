@@ -44,6 +44,29 @@ def _nm_per(unit: object) -> float | None:
     return _UNIT_NM.get(str(unit).strip().lower())
 
 
+def _zeiss_length_nm(entry: object) -> float | None:
+    """A SmartSEM ("Name", value, unit) length in nm, or None."""
+    if isinstance(entry, tuple) and len(entry) == 3 and isinstance(entry[1], int | float) and entry[1] > 0:
+        per = _nm_per(entry[2])
+        return float(entry[1]) * per if per else None
+    return None
+
+
+def _zeiss_pixel_nm(meta: dict, columns: int) -> float | None:
+    """Zeiss SmartSEM's pixel size: the field width (``AP_WIDTH``) over the columns stored.
+
+    ``AP_PIXEL_SIZE`` is the pixel size of the scan, which is not the stored image's when the image
+    was saved at another resolution than it was scanned (a 1024-column scan saved as 512 columns
+    keeps the 1024-column pixel size: every size from it would be half the truth). The field
+    width belongs to the specimen, so it divided by the columns actually stored is right whatever
+    the saved resolution; ``AP_PIXEL_SIZE`` is used only when the file gives no width.
+    """
+    width_nm = _zeiss_length_nm(meta.get("ap_width"))
+    if width_nm and columns > 0:
+        return width_nm / columns
+    return _zeiss_length_nm(meta.get("ap_pixel_size")) or _zeiss_length_nm(meta.get("ap_image_pixel_size"))
+
+
 def _tiff(data: bytes, what: str) -> tuple[np.ndarray, float | None, str]:
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
@@ -52,11 +75,10 @@ def _tiff(data: bytes, what: str) -> tuple[np.ndarray, float | None, str]:
                 width_m = tif.fei_metadata.get("Scan", {}).get("PixelWidth")
                 if width_m:
                     return image, float(width_m) * 1e9, "FEI"
-            if tif.is_sem and tif.sem_metadata:  # Zeiss SmartSEM: ("Pixel Size", value, unit)
-                entry = tif.sem_metadata.get("ap_pixel_size") or tif.sem_metadata.get("ap_image_pixel_size")
-                if entry and len(entry) == 3 and isinstance(entry[1], int | float) and entry[1] > 0 \
-                        and _nm_per(entry[2]):
-                    return image, float(entry[1]) * _nm_per(entry[2]), "Zeiss"
+            if tif.is_sem and tif.sem_metadata:
+                pixel_nm = _zeiss_pixel_nm(tif.sem_metadata, image.shape[-1])
+                if pixel_nm:
+                    return image, pixel_nm, "Zeiss"
             if tif.is_imagej and tif.imagej_metadata:
                 nm_per_unit = _nm_per(tif.imagej_metadata.get("unit", ""))
                 x_res = tif.pages[0].tags.get("XResolution")

@@ -63,6 +63,22 @@ def test_zeiss_tiff_gives_the_pixel_size(pixel_size, nm):
     np.testing.assert_array_equal(decoded.image, GREY)
 
 
+def zeiss_scan_tiff(image, width: str, pixel_size: str) -> bytes:
+    text = (f"0\r\n0\r\nAP_WIDTH\r\nWidth = {width}\r\nAP_PIXEL_SIZE\r\nPixel Size = {pixel_size}\r\n"
+            "DP_DETECTOR_CHANNEL\r\nSignal A = InLens\r\n")
+    return tiff(image, extratags=[(34118, "s", 0, text.encode("latin-1"), True)])
+
+
+@pytest.mark.parametrize("columns", [1024, 512, 256])
+def test_zeiss_pixel_size_is_the_field_width_over_the_stored_columns(columns):
+    """A 1024-column scan of a 5.965 um field saved at fewer columns keeps the scan's 5.825 nm
+    'Pixel Size' (as in the public SmartSEM test file test_tiff_Zeiss_SEM_512pix.tif, whose 200 nm
+    scale bar gives 11.65 nm/px); the stored pixels are 5965 nm / columns."""
+    image = RNG.integers(0, 255, (columns * 3 // 4, columns), dtype=np.uint8)
+    decoded = decode_image(zeiss_scan_tiff(image, "5.965 \xb5m", "5.825 nm"), "zeiss.tif", LIMIT)
+    assert decoded.pixel_size_nm == pytest.approx(5965.0 / columns) and decoded.pixel_size_source == "Zeiss"
+
+
 def test_zeiss_tiff_with_an_unknown_unit_has_no_pixel_size():
     decoded = decode_image(zeiss_tiff("2.0 furlong"), "zeiss.tif", LIMIT)
     assert decoded.pixel_size_nm is None and decoded.pixel_size_source == ""
