@@ -218,7 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     def common(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("file")
         sub.add_argument("--model", default="", help="NAME or NAME:VERSION (default: the service's default)")
-        sub.add_argument("--key", default="", help="object key for the upload (default: uploads/<uuid>/<name>)")
+        sub.add_argument("--key", default="", help="object key for the upload (default: uploads/<content "
+                         "sha256>/<name>: the same file is the same object, so its stored result is reused)")
         sub.add_argument("--force", action="store_true", help="recompute even if a stored result exists")
         sub.add_argument("--json", action="store_true", help="print the whole result as JSON")
         sub.add_argument("--out", help="write result.json and the artefacts into this folder")

@@ -22,11 +22,12 @@ from nanolens_gateway.domains import analyses
 from nanolens_gateway.jobs import Job
 from nanolens_gateway.results import ResultStore, artefact_protos, identity, result_prefix
 from nanolens_gateway.upstream import ServiceClient
-from nanolens_runtime.errors import AlreadyExists, InvalidArgument, ResourceExhausted, Unavailable
+from nanolens_runtime.bundles import sha256_bytes
+from nanolens_runtime.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from nanolens_runtime.metrics import StageTimer
 from nanolens_runtime.server import Servicer
 from nanolens_runtime.settings import setting
-from nanolens_runtime.storage import ObjectStore
+from nanolens_runtime.storage import ObjectInfo, ObjectStore
 from nanolens_runtime.version import SERVICE_VERSION
 
 log = logging.getLogger("nanolens.gateway")
@@ -68,10 +69,19 @@ def validate_key(key: str, field: str) -> str:
     return key
 
 
-def _default_key(filename: str) -> str:
+def _safe_name(filename: str) -> str:
     name = PurePosixPath(filename.replace("\\", "/")).name or "upload.bin"
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", name)
-    return f"uploads/{uuid.uuid4().hex}/{name}"
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
+
+
+def _default_key(filename: str) -> str:
+    """A fresh key for a presigned upload (its content is not known yet)."""
+    return f"uploads/{uuid.uuid4().hex}/{_safe_name(filename)}"
+
+
+def _content_key(sha256: str, filename: str) -> str:
+    """The key of an upload named by its content: ``uploads/<sha256[:32]>/<name>``."""
+    return f"uploads/{sha256[:32]}/{_safe_name(filename)}"
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
@@ -92,6 +102,21 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         """Uploads never replace stored data (a check, then the write: S3 has no portable CAS)."""
         if await asyncio.to_thread(self.store.exists, self.settings.raw_bucket, key):
             raise AlreadyExists(f"s3://{self.settings.raw_bucket}/{key} already exists; choose another key")
+
+    async def _same_content(self, key: str, sha256: str, size: int) -> ObjectInfo | None:
+        """The stored object at ``key`` if it holds exactly these bytes; None if there is none;
+        ALREADY_EXISTS if it holds others (stored data is never replaced)."""
+        try:
+            info = await asyncio.to_thread(self.store.stat, self.settings.raw_bucket, key)
+        except NotFound:
+            return None
+        same = info.sha256 == sha256 if info.sha256 else (
+            info.size == size
+            and sha256_bytes(await asyncio.to_thread(self.store.get, info.bucket, key, info.version_id)) == sha256)
+        if not same:
+            raise AlreadyExists(f"s3://{self.settings.raw_bucket}/{key} already exists with other content; "
+                                "choose another key")
+        return info
 
     async def Upload(self, request_iterator, context):
         header = None
@@ -118,12 +143,18 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                 raise InvalidArgument("no header: an empty stream is not an upload", field="header")
             if size == 0:
                 raise InvalidArgument("the upload holds no bytes", field="chunk")
-            key = validate_key(header.key, "header.key") if header.key else _default_key(header.filename)
-            buffer.seek(0)
-            content_type = header.content_type or "application/octet-stream"
-            await self._refuse_existing(key)
-            info = await asyncio.to_thread(self.store.put_stream, self.settings.raw_bucket, key, buffer, content_type)
-        log.info("uploaded", extra={"key": key, "bytes": size})
+            sha256 = digest.hexdigest()
+            # Without a key the content names the object, so the same file uploaded again is the same
+            # object (same version and ETag): its stored results are found instead of recomputed.
+            key = validate_key(header.key, "header.key") if header.key else _content_key(sha256, header.filename)
+            info = await self._same_content(key, sha256, size)
+            stored_already = info is not None
+            if info is None:
+                buffer.seek(0)
+                content_type = header.content_type or "application/octet-stream"
+                info = await asyncio.to_thread(self.store.put_stream, self.settings.raw_bucket, key, buffer,
+                                               content_type, sha256=sha256)
+        log.info("uploaded", extra={"key": key, "bytes": size, "stored_already": stored_already})
         return gateway_pb2.UploadResponse(
             object=common_pb2.ObjectRef(bucket=info.bucket, key=info.key, version_id=info.version_id),
             size_bytes=size, sha256=digest.hexdigest())

@@ -19,6 +19,10 @@ from nanolens_runtime.settings import StorageSettings
 _MISSING = {"NoSuchKey", "NoSuchBucket", "NoSuchVersion", "NoSuchObject"}
 
 
+#: the user-metadata header that holds an object's content sha256
+SHA256_METADATA = "x-amz-meta-sha256"
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     bucket: str
@@ -27,6 +31,7 @@ class ObjectInfo:
     etag: str
     version_id: str
     content_type: str
+    sha256: str = ""  # of the content, when the writer recorded it (gateway uploads do)
 
 
 def _version(version_id: str | None) -> str:
@@ -101,8 +106,9 @@ class ObjectStore:
             st = self.client.stat_object(bucket, key, version_id=_version(version_id) or None)
         except (S3Error, urllib3.exceptions.HTTPError) as exc:
             raise _translate(exc, bucket, key) from exc
+        meta = {k.lower(): v for k, v in (st.metadata or {}).items()}
         return ObjectInfo(bucket, key, st.size or 0, (st.etag or "").strip('"'), _version(st.version_id),
-                          st.content_type or "")
+                          st.content_type or "", meta.get(SHA256_METADATA, ""))
 
     def exists(self, bucket: str, key: str) -> bool:
         try:
@@ -144,10 +150,14 @@ class ObjectStore:
         return ObjectInfo(bucket, key, len(data), (result.etag or "").strip('"'), _version(result.version_id),
                           content_type)
 
-    def put_stream(self, bucket: str, key: str, stream, content_type: str, part_size: int = 16 << 20) -> ObjectInfo:
-        """Multipart upload of a file-like object of unknown length."""
+    def put_stream(self, bucket: str, key: str, stream, content_type: str, part_size: int = 16 << 20,
+                   sha256: str = "") -> ObjectInfo:
+        """Multipart upload of a file-like object of unknown length; ``sha256`` of the content is
+        kept as object metadata (S3's ETag of a multipart upload is not a content hash)."""
+        metadata = {"sha256": sha256} if sha256 else None
         try:
-            result = self.client.put_object(bucket, key, stream, -1, content_type=content_type, part_size=part_size)
+            result = self.client.put_object(bucket, key, stream, -1, content_type=content_type, part_size=part_size,
+                                            metadata=metadata)
         except (S3Error, urllib3.exceptions.HTTPError) as exc:
             raise _translate(exc, bucket, key) from exc
         return self.stat(bucket, key, _version(result.version_id))

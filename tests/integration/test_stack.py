@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import json
 import shutil
@@ -189,6 +190,27 @@ def test_upload_never_replaces_stored_data(gateway, raw_store):
         upload(gateway, b"other bytes", "keep.txt", key="fixed/keep.txt")
     assert info.value.code() == grpc.StatusCode.ALREADY_EXISTS
     assert raw_store.get(ref.bucket, ref.key) == b"1\t2\n3\t4\n"
+
+
+def test_the_same_file_uploaded_twice_is_one_object_and_its_result_is_reused(gateway, raw_store, samples):
+    """Uploads without a key are named by their content: the second upload of the same bytes is
+    the same object (same version, same ETag), so its analysis comes from the store; other bytes
+    under the same name are another object; an explicit key may be uploaded again with the same
+    bytes (a retry) but never with others."""
+    data = npy(samples[0].spectra[:3])
+    first, again = upload(gateway, data, "same.npy"), upload(gateway, data, "same.npy")
+    assert (again.key, again.version_id) == (first.key, first.version_id)
+    assert raw_store.stat(first.bucket, first.key).sha256 == hashlib.sha256(data).hexdigest()
+    computed, reused = analyze(gateway, first), analyze(gateway, again)
+    assert not computed.cached and reused.cached and reused.job_id == computed.job_id
+    other = upload(gateway, npy(samples[0].spectra[3:6]), "same.npy")
+    assert other.key != first.key
+    kept = upload(gateway, data, "same.npy", key="fixed/retried.npy")
+    assert upload(gateway, data, "same.npy", key="fixed/retried.npy").key == kept.key
+    with pytest.raises(grpc.RpcError) as info:
+        upload(gateway, b"other bytes", "same.npy", key="fixed/retried.npy")
+    assert info.value.code() == grpc.StatusCode.ALREADY_EXISTS and "other content" in info.value.details()
+    assert raw_store.get(kept.bucket, kept.key) == data
 
 
 def test_presigned_put_then_analyze(gateway, samples):
