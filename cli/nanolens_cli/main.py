@@ -80,8 +80,14 @@ def cmd_analyze(args) -> int:
     client = GatewayClient(_gateway(args))
     try:
         uploaded = client.upload(path, key=args.key, timeout=args.timeout)
-        response = client.analyze(uploaded.object, kind, model=args.model, options=options, force=args.force,
-                                  timeout=args.timeout)
+        if domain.progress:  # frames done, particles found: nanolens_cli.lpem
+            from nanolens_cli.lpem import analyze_with_progress
+
+            response = analyze_with_progress(client, uploaded.object, kind, model=args.model, options=options,
+                                             force=args.force, timeout=args.timeout)
+        else:
+            response = client.analyze(uploaded.object, kind, model=args.model, options=options, force=args.force,
+                                      timeout=args.timeout)
         if args.out:
             written = save_outputs(client, response, Path(args.out))
             print(f"wrote {len(written)} files to {args.out}", file=sys.stderr)

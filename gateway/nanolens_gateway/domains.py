@@ -27,7 +27,7 @@ from nanolens_runtime.errors import InvalidArgument
 from nanolens_runtime.options import parse_yes_no
 
 #: the gateway modules that define a ``DOMAIN``, in the order the local stack starts them
-DOMAIN_MODULES = ("nanolens_gateway.spectra", "nanolens_gateway.tem")
+DOMAIN_MODULES = ("nanolens_gateway.spectra", "nanolens_gateway.tem", "nanolens_gateway.lpem")
 
 
 @dataclass(frozen=True)
@@ -143,6 +143,7 @@ class Domain:
     choose: Callable[..., int] | None = None
     file_help: str = ""  # what files the CLI's analyze command takes
     cli_flags: tuple[tuple[str, dict], ...] = field(default=())  # extra argparse flags for ``choose``
+    progress: bool = False  # the CLI runs it through AnalyzeStream and shows its progress events
 
     @property
     def addr_setting(self) -> str:

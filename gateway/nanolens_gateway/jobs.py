@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from nanolens.common.v1 import common_pb2
@@ -27,6 +28,14 @@ class Job:
     max_pixels: int
     service_timings: dict[str, float] = field(default_factory=dict)
     provenance: common_pb2.Provenance | None = None
+    # called with (stage, done, total, particles_found, tracks) by analyses that report progress
+    # (AnalyzeStream); None: nobody listens
+    progress: Callable[[str, int, int, int, int], None] | None = None
+
+    def report(self, stage: str, done: int = 0, total: int = 0, particles_found: int = 0, tracks: int = 0) -> None:
+        """Tell a streaming caller how far the analysis is (a no-op for unary Analyze calls)."""
+        if self.progress is not None:
+            self.progress(stage, done, total, particles_found, tracks)
 
     def remaining(self) -> float | None:
         return None if self.deadline is None else max(0.001, self.deadline - asyncio.get_running_loop().time())

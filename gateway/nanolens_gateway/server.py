@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -172,6 +173,34 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
 
     # -- analyses ----------------------------------------------------------------------
     async def Analyze(self, request, context):
+        return await self._analyze(request, context)
+
+    async def AnalyzeStream(self, request, context):
+        """Analyze with progress events; cancelling the call cancels the analysis (nothing is stored:
+        the result document is written last)."""
+        events: asyncio.Queue = asyncio.Queue()
+
+        def progress(stage: str, done: int, total: int, found: int, tracks: int) -> None:
+            events.put_nowait(gateway_pb2.AnalyzeProgress(stage=stage, done=done, total=total, particles_found=found,
+                                                          tracks=tracks))
+
+        task = asyncio.create_task(self._analyze(request, context, progress))
+        try:
+            while True:
+                getter = asyncio.ensure_future(events.get())
+                finished, _ = await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
+                if getter not in finished:
+                    getter.cancel()
+                    break
+                yield gateway_pb2.AnalyzeEvent(progress=getter.result())
+            yield gateway_pb2.AnalyzeEvent(result=task.result())
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _analyze(self, request, context, progress=None):
         table = analyses()
         if request.analysis not in table:
             raise InvalidArgument(f"analysis {request.analysis} is not one of "
@@ -206,7 +235,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                     store=self.store, source=source, model=model, options=options, timer=timer,
                     deadline=None if remaining is None else asyncio.get_running_loop().time() + remaining,
                     block_bytes=self.settings.block_mb * 1024 * 1024, max_listed=self.settings.max_listed,
-                    max_pixels=self.settings.max_image_mp * 2**20)  # 16 admits 4096 x 4096
+                    max_pixels=self.settings.max_image_mp * 2**20,  # 16 admits 4096 x 4096
+                    progress=progress)
                 started = time.time()
                 outcome = await analysis.run(job, client)
                 doc = {

@@ -12,7 +12,10 @@ import queue
 import threading
 
 import numpy as np
+import trackpy
 from trackpy.linking import link_iter
+
+trackpy.quiet()  # its per-frame log lines would flood the service log
 
 
 class StreamLinker:

@@ -14,10 +14,12 @@ class AnalysisKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ANALYSIS_KIND_SPECTRA: _ClassVar[AnalysisKind]
     ANALYSIS_KIND_SPECTRAL_MAP: _ClassVar[AnalysisKind]
     ANALYSIS_KIND_PARTICLE_SIZES: _ClassVar[AnalysisKind]
+    ANALYSIS_KIND_LPEM_MOVIE: _ClassVar[AnalysisKind]
 ANALYSIS_KIND_UNSPECIFIED: AnalysisKind
 ANALYSIS_KIND_SPECTRA: AnalysisKind
 ANALYSIS_KIND_SPECTRAL_MAP: AnalysisKind
 ANALYSIS_KIND_PARTICLE_SIZES: AnalysisKind
+ANALYSIS_KIND_LPEM_MOVIE: AnalysisKind
 
 class UploadHeader(_message.Message):
     __slots__ = ("key", "filename", "content_type")
@@ -103,6 +105,28 @@ class AnalyzeResponse(_message.Message):
     cached: bool
     provenance: _common_pb2.Provenance
     def __init__(self, job_id: _Optional[str] = ..., result: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., result_json: _Optional[str] = ..., artifacts: _Optional[_Iterable[_Union[_common_pb2.Artifact, _Mapping]]] = ..., cached: _Optional[bool] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ...) -> None: ...
+
+class AnalyzeProgress(_message.Message):
+    __slots__ = ("stage", "done", "total", "particles_found", "tracks")
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    PARTICLES_FOUND_FIELD_NUMBER: _ClassVar[int]
+    TRACKS_FIELD_NUMBER: _ClassVar[int]
+    stage: str
+    done: int
+    total: int
+    particles_found: int
+    tracks: int
+    def __init__(self, stage: _Optional[str] = ..., done: _Optional[int] = ..., total: _Optional[int] = ..., particles_found: _Optional[int] = ..., tracks: _Optional[int] = ...) -> None: ...
+
+class AnalyzeEvent(_message.Message):
+    __slots__ = ("progress", "result")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    progress: AnalyzeProgress
+    result: AnalyzeResponse
+    def __init__(self, progress: _Optional[_Union[AnalyzeProgress, _Mapping]] = ..., result: _Optional[_Union[AnalyzeResponse, _Mapping]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()

@@ -59,6 +59,11 @@ class GatewayStub:
                 request_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.DownloadRequest.SerializeToString,
                 response_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.DownloadResponse.FromString,
                 _registered_method=True)
+        self.AnalyzeStream = channel.unary_stream(
+                '/nanolens.gateway.v1.Gateway/AnalyzeStream',
+                request_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.AnalyzeRequest.SerializeToString,
+                response_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.AnalyzeEvent.FromString,
+                _registered_method=True)
 
 
 class GatewayServicer:
@@ -102,6 +107,15 @@ class GatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AnalyzeStream(self, request, context):
+        """Analyze with progress: zero or more progress events while the analysis runs, then one
+        result (the AnalyzeResponse that Analyze would return). Cancelling the call cancels the
+        analysis and stores nothing. Every analysis can be run this way; movies report frames.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -129,6 +143,11 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.Download,
                     request_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.DownloadRequest.FromString,
                     response_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.DownloadResponse.SerializeToString,
+            ),
+            'AnalyzeStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.AnalyzeStream,
+                    request_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.AnalyzeRequest.FromString,
+                    response_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.AnalyzeEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -266,6 +285,33 @@ class Gateway:
             '/nanolens.gateway.v1.Gateway/Download',
             nanolens_dot_gateway_dot_v1_dot_gateway__pb2.DownloadRequest.SerializeToString,
             nanolens_dot_gateway_dot_v1_dot_gateway__pb2.DownloadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AnalyzeStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/nanolens.gateway.v1.Gateway/AnalyzeStream',
+            nanolens_dot_gateway_dot_v1_dot_gateway__pb2.AnalyzeRequest.SerializeToString,
+            nanolens_dot_gateway_dot_v1_dot_gateway__pb2.AnalyzeEvent.FromString,
             options,
             channel_credentials,
             insecure,

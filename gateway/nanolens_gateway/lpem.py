@@ -1,0 +1,526 @@
+"""Liquid-phase EM movies as the gateway runs them: decode in chunks, stream to the LPEM service,
+collect labels and tables, build the result.
+
+Decoding happens here, not in the service: the gateway already owns the file formats and the
+object store, the service then needs no storage credentials and no ffmpeg, and frames reach it as
+plain arrays. The object is spooled to a temporary file block by block (TIFF and video decoders
+need a seekable file), then read frame by frame, so memory is bounded by a chunk of frames
+whatever the movie's length. Label images go to a compressed TIFF on disk as they arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from nanolens.common.v1 import common_pb2
+from nanolens.gateway.v1 import gateway_pb2
+from nanolens.lpem.v1 import lpem_pb2, lpem_pb2_grpc
+from nanolens_gateway.decoders import suffix_of
+from nanolens_gateway.domains import Analysis, Domain, Option, yes
+from nanolens_gateway.jobs import Job, Outcome
+from nanolens_gateway.results import Artefact
+from nanolens_gateway.upstream import ServiceClient, translate
+from nanolens_runtime import arrays
+from nanolens_runtime.errors import InvalidArgument
+
+VIDEO = (".mp4", ".mov", ".avi", ".mkv")
+TIFF = (".tif", ".tiff")
+MAX_CHUNK_FRAMES = 16
+PREVIEW_FRAMES = 60
+PREVIEW_SIDE = 320
+
+OPTIONS = (
+    Option("pixel_size_nm", "pixel size in nm (else the file's metadata; else lengths in px)", "positive_number",
+           flag="--pixel-size-nm"),
+    Option("fps", "frames per second (else the video's rate; else diffusion per frame)", "positive_number",
+           flag="--fps"),
+    Option("bright_particles", "particles are brighter than the liquid", "yes_no", flag="--bright-particles"),
+    Option("search_range_px", "largest step (px) between frames that linking follows (default 10)",
+           "positive_number"),
+    Option("memory_frames", "frames a particle may vanish and keep its track (default 3)", "positive_number"),
+    Option("pair_cutoff_px", "list pairs closer than this, px (default 3 median diameters)", "positive_number"),
+)
+
+
+@dataclass
+class Movie:
+    """A decoded movie: its frame iterator and what the container says."""
+
+    frames: Iterator[np.ndarray]
+    n_frames: int  # 0: unknown
+    shape: tuple[int, int]
+    fps: float = 0.0
+    pixel_size_nm: float = 0.0
+    closers: list = field(default_factory=list)
+
+    def close(self) -> None:
+        for c in self.closers:
+            c()
+
+
+def _bad(message: str) -> InvalidArgument:
+    return InvalidArgument(message, field="input")
+
+
+def open_movie(path: Path, key: str) -> Movie:
+    """A frame iterator over a movie file (TIFF stack, MP4/MOV/AVI/MKV, .npy T x H x W).
+
+    Refuses with INVALID_ARGUMENT (field ``input``) what it cannot read."""
+    suffix = suffix_of(key)
+    try:
+        if suffix == ".npy":
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+            if array.ndim == 2:
+                array = array[None]
+            if array.ndim != 3 or array.dtype.kind not in "uif":
+                raise _bad(f"{key}: a .npy movie must be a T x H x W numeric array, got shape {list(array.shape)} "
+                           f"{array.dtype}")
+            return Movie((np.asarray(f) for f in array), array.shape[0], tuple(array.shape[1:]))
+        if suffix in TIFF:
+            import tifffile
+
+            tif = tifffile.TiffFile(path)
+            series = tif.series[0]
+            shape = series.shape
+            pixel = 0.0
+            ij = tif.imagej_metadata or {}
+            if ij.get("unit") in ("nm", "nanometer") and tif.pages[0].tags.get("XResolution"):
+                num, den = tif.pages[0].tags["XResolution"].value
+                pixel = den / num if num else 0.0
+            if len(shape) == 2:
+                n, hw = 1, shape
+            else:
+                hw = shape[-2:]
+                n = int(np.prod(shape[:-2]))
+                if len(shape) > 3 and shape[-1] in (3, 4):
+                    raise _bad(f"{key}: colour TIFF stacks are not movies of greyscale frames (shape {list(shape)})")
+            data = series.asarray(out="memmap") if len(tif.pages) < n else None
+
+            def tiff_frames():
+                if data is not None:
+                    yield from (np.asarray(f) for f in np.reshape(data, (n, *hw)))
+                else:
+                    for page in tif.pages[:n]:
+                        yield page.asarray()
+
+            return Movie(tiff_frames(), n, tuple(hw), pixel_size_nm=pixel, closers=[tif.close])
+        if suffix in VIDEO:
+            import imageio_ffmpeg
+
+            reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="gray")
+            meta = next(reader)
+            w, h = meta["size"]
+            n = int(meta.get("n_frames") or 0) if np.isfinite(meta.get("n_frames") or 0) else 0
+
+            def video_frames():
+                for raw in reader:
+                    yield np.frombuffer(raw, np.uint8).reshape(h, w)
+
+            return Movie(video_frames(), n, (h, w), fps=float(meta.get("fps") or 0.0), closers=[reader.close])
+    except InvalidArgument:
+        raise
+    except Exception as exc:  # every reader raises its own types for a broken container
+        raise _bad(f"{key}: cannot read the movie ({type(exc).__name__}: {str(exc)[:200]})") from exc
+    raise _bad(f"{key}: {suffix or 'no extension'} is not a movie format this gateway reads "
+               f"(.tif/.tiff stacks, {', '.join(VIDEO)}, .npy)")
+
+
+def _greyscale(frame: np.ndarray, key: str, index: int) -> np.ndarray:
+    if frame.ndim == 3 and frame.shape[-1] in (3, 4):
+        frame = frame[..., :3].mean(axis=-1)
+    if frame.ndim != 2:
+        raise _bad(f"{key}: frame {index} has shape {list(frame.shape)}, not H x W")
+    if frame.dtype.kind == "f":
+        return frame.astype(np.float32)
+    if frame.dtype.itemsize == 1 and frame.dtype.kind == "u":
+        return frame
+    if frame.dtype.kind in "ui" and frame.min(initial=0) >= 0 and frame.max(initial=0) <= 65535:
+        return frame.astype(np.uint16)
+    return frame.astype(np.float32)
+
+
+async def spool(job: Job) -> Path:
+    """The input object in a temporary file, fetched block by block (bounded memory)."""
+    src = job.source
+    fd, name = tempfile.mkstemp(suffix=suffix_of(src.key) or ".bin", prefix="nanolens-lpem-")
+
+    def fetch():
+        reader = job.store.open(src.bucket, src.key, src.version_id)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                left = src.size
+                while left > 0:
+                    chunk = reader.read_exactly(min(job.block_bytes, left))
+                    out.write(chunk)
+                    left -= len(chunk)
+        finally:
+            reader.close()
+
+    with job.timer.stage("fetch"):
+        try:
+            await asyncio.to_thread(fetch)
+        except BaseException:
+            os.unlink(name)
+            raise
+    return Path(name)
+
+
+class Collector:
+    """What comes back from the service: labels (to a compressed TIFF on disk), table parts,
+    preview frames; bounded memory apart from the tables."""
+
+    def __init__(self, workdir: Path):
+        import tifffile
+
+        self.labels_path = workdir / "labels.tif"
+        self.writer = tifffile.TiffWriter(self.labels_path, bigtiff=True)
+        self.tables: dict[str, dict[str, list[np.ndarray]]] = {}
+        self.preview: list[np.ndarray] = []
+        self.preview_labels: list[np.ndarray] = []
+        self.summary: lpem_pb2.MovieSummary | None = None
+
+    def labels(self, chunk: lpem_pb2.LabelChunk) -> None:
+        labels = arrays.from_proto(chunk.labels, "labels")
+        for i, lab in enumerate(labels):
+            self.writer.write(lab, compression="zlib", contiguous=False)
+            if chunk.first_frame + i < PREVIEW_FRAMES:
+                self.preview_labels.append(np.array(lab))
+
+    def table(self, part: lpem_pb2.TablePart) -> None:
+        cols = self.tables.setdefault(part.table, {})
+        for c in part.columns:
+            cols.setdefault(c.name, []).append(np.array(arrays.from_proto(c.values, c.name, finite=False)))
+
+    def frame_table(self, name: str) -> dict[str, np.ndarray]:
+        return {k: np.concatenate(v) for k, v in self.tables.get(name, {}).items()}
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _table_bytes(table: dict[str, np.ndarray]) -> tuple[bytes, bytes]:
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    df = pd.DataFrame(table)
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), buf, compression="zstd")
+    return buf.getvalue(), df.to_csv(index=False, float_format="%.6g").encode()
+
+
+def _finite(x: float) -> float | None:
+    return None if x is None or not np.isfinite(x) else round(float(x), 6)
+
+
+async def movie(job: Job, client: ServiceClient) -> Outcome:
+    path = await spool(job)
+    workdir = Path(tempfile.mkdtemp(prefix="nanolens-lpem-"))
+    collector = Collector(workdir)
+    movie_ = None
+    try:
+        with job.timer.stage("decode"):
+            movie_ = await asyncio.to_thread(open_movie, path, job.source.key)
+        requested_px = float(job.options.get("pixel_size_nm", 0.0))
+        pixel_size = requested_px or movie_.pixel_size_nm
+        fps = float(job.options.get("fps", 0.0)) or movie_.fps
+        h, w = movie_.shape
+        frame_bytes = max(h * w * 4, 1)
+        per_chunk = int(max(1, min(MAX_CHUNK_FRAMES, job.block_bytes // frame_bytes)))
+        header = lpem_pb2.MovieHeader(
+            pixel_size_nm=pixel_size, fps=fps, frames_total=movie_.n_frames,
+            model=common_pb2.ModelSelector(name=job.model.name, version=job.model.version),
+            bright_particles=yes(job.options, "bright_particles"),
+            search_range_px=float(job.options.get("search_range_px", 0.0)),
+            memory_frames=int(float(job.options.get("memory_frames", 0))),
+            pair_cutoff_px=float(job.options.get("pair_cutoff_px", 0.0)))
+        key = job.source.key
+
+        def next_chunk(index: list[int]) -> np.ndarray | None:
+            frames = []
+            for f in movie_.frames:
+                frame = _greyscale(np.asarray(f), key, index[0])
+                if frames and frame.shape != frames[0].shape or frame.shape != movie_.shape:
+                    raise _bad(f"{key}: frame {index[0]} is {frame.shape[1]} x {frame.shape[0]} px; the movie's "
+                               f"frames are {movie_.shape[1]} x {movie_.shape[0]} (mixed frame sizes)")
+                if index[0] < PREVIEW_FRAMES:
+                    collector.preview.append(thumbnail(frame, PREVIEW_SIDE))
+                index[0] += 1
+                frames.append(frame)
+                if len(frames) == per_chunk:
+                    break
+            if not frames:
+                return None
+            dtypes = {f.dtype for f in frames}
+            return np.stack(frames) if len(dtypes) == 1 else np.stack(frames).astype(np.float32)
+
+        async def chunks():
+            index = [0]
+            while True:
+                with job.timer.stage("decode"):
+                    chunk = await asyncio.to_thread(next_chunk, index)
+                if chunk is None:
+                    return
+                yield chunk
+
+        async def on_response(response) -> None:
+            part = response.WhichOneof("part")
+            if part == "labels":
+                await asyncio.to_thread(collector.labels, response.labels)
+            elif part == "progress":
+                p = response.progress
+                job.report("analyse", p.frames_done, p.frames_total, p.particles_found, p.tracks)
+            elif part == "table":
+                collector.table(response.table)
+            elif part == "summary":
+                collector.summary = response.summary
+
+        try:
+            await stream_movie(client.stub, header, chunks(), on_response, job.remaining())
+        except grpc.aio.AioRpcError as exc:
+            raise translate(exc, "lpem") from exc
+        summary = collector.summary
+        if summary is None:
+            raise _bad(f"{key}: the LPEM service ended the stream without a result")
+        job.absorb(summary.provenance)
+        with job.timer.stage("postprocess"):
+            collector.close()
+            tables = {n: collector.frame_table(n) for n in ("tracks", "track_summary", "pairs", "frames", "msd")}
+            doc = summary_doc(summary, tables, pixel_size, fps, movie_, job, requested_px)
+            artefacts = await asyncio.to_thread(build_artefacts, collector, tables, summary, pixel_size, fps)
+        return Outcome(doc, artefacts)
+    finally:
+        collector.close()
+        if movie_ is not None:
+            movie_.close()
+        path.unlink(missing_ok=True)  # noqa: ASYNC240 (local temporary files)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def stream_movie(stub, header: lpem_pb2.MovieHeader, chunks, on_response, deadline_s: float | None) -> None:
+    """The AnalyzeMovie protocol from the caller's side: the header, then one chunk of frames
+    after each Progress message (the service acknowledges the header and every chunk with one),
+    so the caller never writes while the service refuses: a refusal always reaches the caller
+    with its status and field. ``chunks``: async iterator of T x H x W arrays; ``on_response``:
+    awaited with every response."""
+    call = stub.AnalyzeMovie(timeout=deadline_s)
+    try:
+        await call.write(lpem_pb2.AnalyzeMovieRequest(header=header))
+        writing = True
+        source = chunks.__aiter__()
+        while True:
+            response = await call.read()
+            if response is grpc.aio.EOF:
+                break
+            if writing and response.WhichOneof("part") == "progress":
+                try:
+                    chunk = await source.__anext__()
+                except StopAsyncIteration:
+                    writing = False
+                    await call.done_writing()
+                else:
+                    await call.write(lpem_pb2.AnalyzeMovieRequest(frames=arrays.to_proto(chunk)))
+            await on_response(response)
+        code = await call.code()
+        if code != grpc.StatusCode.OK:  # read() ends with EOF on some failures instead of raising
+            raise grpc.aio.AioRpcError(code, await call.initial_metadata(), await call.trailing_metadata(),
+                                       await call.details())
+    finally:
+        call.cancel()
+
+
+def summary_doc(summary, tables, pixel_size, fps, movie_, job: Job, requested_px: float) -> dict:
+    d = summary.diffusion
+    ts = tables["track_summary"]
+    order = np.argsort(-ts["n_frames"]) if len(ts.get("track", [])) else np.zeros(0, int)
+    scale = (pixel_size * 1e-3) ** 2 * fps if pixel_size and fps else 0.0
+    frames = tables["frames"]
+    return {
+        "movie": {"frames": summary.frames, "height": summary.height, "width": summary.width,
+                  "pixel_size_nm": pixel_size or None,
+                  "pixel_size_source": "request" if requested_px else ("file" if pixel_size else "unknown"),
+                  "fps": fps or None},
+        "detections": summary.detections, "tracks": summary.tracks, "pairs": summary.pairs,
+        "linking": {"search_range_px": summary.search_range_px, "memory_frames": summary.memory_frames,
+                    "pair_cutoff_px": round(summary.pair_cutoff_px, 3)},
+        "diffusion": {"d_px2_per_frame": _finite(d.d_px2_per_frame),
+                      "ci95_px2_per_frame": [_finite(d.d_low_px2_per_frame), _finite(d.d_high_px2_per_frame)],
+                      "d_um2_per_s": _finite(d.d_um2_per_s) if scale else None,
+                      "ci95_um2_per_s": [_finite(d.d_low_um2_per_s), _finite(d.d_high_um2_per_s)] if scale else None,
+                      "msd_fit_d_px2_per_frame": _finite(d.msd_d_px2_per_frame),
+                      "localisation_var_px2": _finite(d.localisation_var_px2),
+                      "n_tracks": d.n_tracks, "n_steps": d.n_steps,
+                      "method": "covariance-based estimator, drift removed; 95 % bootstrap interval over tracks"},
+        "per_frame": {"mean_particles": _finite(float(np.mean(frames["n_particles"]))) if frames else None,
+                      "mean_diameter_px_first": _finite(float(frames["mean_diameter"][0])) if frames else None,
+                      "mean_diameter_px_last": _finite(float(frames["mean_diameter"][-1])) if frames else None,
+                      "max_cluster_size": int(np.max(frames["max_cluster_size"])) if frames else 0},
+        "track_list": [
+            {"track": int(ts["track"][i]), "first_frame": int(ts["first_frame"][i]),
+             "n_frames": int(ts["n_frames"][i]), "d_px2_per_frame": _finite(ts["d"][i]),
+             "ci95_px2_per_frame": [_finite(ts["d_low"][i]), _finite(ts["d_high"][i])],
+             "mean_diameter_px": _finite(ts["mean_diameter"][i])}
+            for i in order[:job.max_listed]],
+    }
+
+
+def build_artefacts(collector: Collector, tables, summary, pixel_size: float, fps: float) -> list[Artefact]:
+    out = []
+    for name in ("tracks", "pairs", "track_summary", "frames", "msd"):
+        parquet, csv = _table_bytes(tables[name])
+        out += [Artefact(f"{name}.parquet", parquet, "application/vnd.apache.parquet"),
+                Artefact(f"{name}.csv", csv, "text/csv")]
+    out.append(Artefact("labels.tif", collector.labels_path.read_bytes(), "image/tiff"))
+    first = collector.preview[0] if collector.preview else np.zeros((summary.height, summary.width), np.uint8)
+    out.append(Artefact("trajectories.png", trajectories_png(first, tables["tracks"], summary), "image/png"))
+    out.append(Artefact("msd.png", msd_png(tables["msd"], summary.diffusion), "image/png"))
+    out.append(Artefact("size_vs_time.png", size_png(tables["frames"], pixel_size, fps), "image/png"))
+    out.append(Artefact("clusters_vs_time.png", clusters_png(tables["frames"], fps), "image/png"))
+    out.append(Artefact("preview.gif", preview_gif(collector.preview, collector.preview_labels,
+                                                        tables["tracks"], summary), "image/gif"))
+    return out
+
+
+# -- pictures ----------------------------------------------------------------------------------
+
+def thumbnail(frame: np.ndarray, side: int) -> np.ndarray:
+    """uint8 copy of a frame scaled (nearest) so that its longer side is at most ``side``."""
+    step = max(1, int(np.ceil(max(frame.shape) / side)))
+    small = np.asarray(frame[::step, ::step], np.float32)
+    lo, hi = np.percentile(small, (1, 99))
+    return (np.clip((small - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
+
+
+def _figure_png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def trajectories_png(first: np.ndarray, tracks: dict, summary) -> bytes:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 6 * summary.height / max(summary.width, 1)))
+    ax.imshow(first, cmap="gray", extent=(0, summary.width, summary.height, 0))
+    if len(tracks.get("track", [])):
+        order = np.lexsort((tracks["frame"], tracks["track"]))
+        t, r, c = tracks["track"][order], tracks["row"][order], tracks["col"][order]
+        cuts = np.flatnonzero(np.diff(t)) + 1
+        colours = plt.get_cmap("tab20")
+        for k, (rr, cc) in enumerate(zip(np.split(r, cuts), np.split(c, cuts), strict=True)):
+            ax.plot(cc, rr, lw=0.8, color=colours(k % 20))
+    ax.set_title(f"{summary.tracks} tracks over {summary.frames} frames")
+    ax.set_axis_off()
+    return _figure_png(fig)
+
+
+def msd_png(msd: dict, d) -> bytes:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ok = np.isfinite(msd.get("msd_px2", np.zeros(0))) & (msd.get("msd_px2", np.zeros(0)) > 0)
+    if ok.any():
+        lag, y = msd["lag"][ok], msd["msd_px2"][ok]
+        ax.loglog(lag, y, "o", ms=4, label="ensemble MSD (drift removed)")
+        fit = 4 * d.d_px2_per_frame * lag + 4 * d.localisation_var_px2
+        ax.loglog(lag, fit, "-", label=f"4 D t + 4 sigma^2, D = {d.d_px2_per_frame:.3g} px^2/frame")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("lag (frames)")
+    ax.set_ylabel("MSD (px^2)")
+    return _figure_png(fig)
+
+
+def size_png(frames: dict, pixel_size: float, fps: float) -> bytes:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    if frames:
+        t = frames["frame"] / fps if fps else frames["frame"]
+        scale, unit = (pixel_size, "nm") if pixel_size else (1.0, "px")
+        ax.plot(t, frames["mean_diameter"] * scale)
+        ax.set_ylabel(f"mean equivalent diameter ({unit})")
+        ax.set_xlabel("time (s)" if fps else "frame")
+    return _figure_png(fig)
+
+
+def clusters_png(frames: dict, fps: float) -> bytes:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    if frames:
+        t = frames["frame"] / fps if fps else frames["frame"]
+        ax.plot(t, frames["mean_cluster_size"], label="mean cluster size (per particle)")
+        ax.plot(t, frames["max_cluster_size"], label="largest cluster")
+        ax.plot(t, frames["coordination"], label="mean coordination")
+        ax.legend(fontsize=8)
+        ax.set_xlabel("time (s)" if fps else "frame")
+    return _figure_png(fig)
+
+
+def preview_gif(frames: list[np.ndarray], labels: list[np.ndarray], tracks: dict, summary) -> bytes:
+    """The first frames with each track's last 10 positions drawn and its id written."""
+    from PIL import Image, ImageDraw
+
+    if not frames:
+        return b""
+    step = summary.height / frames[0].shape[0] if frames[0].shape[0] else 1.0
+    by_frame: dict[int, list[tuple[int, float, float]]] = {}
+    if len(tracks.get("track", [])):
+        early = tracks["frame"] < len(frames)
+        for f, t, r, c in zip(tracks["frame"][early], tracks["track"][early], tracks["row"][early],
+                              tracks["col"][early], strict=True):
+            by_frame.setdefault(int(f), []).append((int(t), r / step, c / step))
+    history: dict[int, list[tuple[float, float]]] = {}
+    out = []
+    for i, frame in enumerate(frames):
+        img = Image.fromarray(frame).convert("RGB")
+        draw = ImageDraw.Draw(img)
+        for t, r, c in by_frame.get(i, []):
+            pts = history.setdefault(t, [])
+            pts.append((c, r))
+            del pts[:-10]
+            hue = (t * 67) % 255
+            colour = (255, hue, 255 - hue)
+            if len(pts) > 1:
+                draw.line(pts, fill=colour, width=1)
+            draw.text((c + 3, r - 3), str(t), fill=colour)
+        out.append(img)
+    buf = io.BytesIO()
+    out[0].save(buf, format="GIF", save_all=True, append_images=out[1:], duration=100, loop=0)
+    return buf.getvalue()
+
+
+def summarise(result: dict) -> list[str]:
+    m, d = result["movie"], result["diffusion"]
+    unit = (f"{d['d_um2_per_s']:.4g} um^2/s (95 % CI {d['ci95_um2_per_s'][0]:.4g}-{d['ci95_um2_per_s'][1]:.4g})"
+            if d.get("d_um2_per_s") is not None else
+            f"{d['d_px2_per_frame']:.4g} px^2/frame (95 % CI {d['ci95_px2_per_frame'][0]}-{d['ci95_px2_per_frame'][1]})"
+            if d.get("d_px2_per_frame") is not None else "not measurable")
+    return [f"{m['frames']} frames of {m['width']} x {m['height']} px: {result['detections']} detections in "
+            f"{result['tracks']} tracks, {result['pairs']} pair rows",
+            f"  ensemble D {unit} over {d['n_tracks']} tracks, {d['n_steps']} steps"]
+
+
+DOMAIN = Domain(
+    name="lpem", title="particles tracked in liquid-phase EM movies", module="nanolens_lpem",
+    stub=lpem_pb2_grpc.LpemServiceStub, list_models_request=lpem_pb2.ListModelsRequest(),
+    analyses=(Analysis(gateway_pb2.ANALYSIS_KIND_LPEM_MOVIE, "lpem_movie", movie, OPTIONS),),
+    summarise=summarise, file_help="a movie (TIFF stack, MP4/MOV/AVI, .npy T x H x W)", progress=True)
