@@ -70,6 +70,10 @@ def _zeiss_pixel_nm(meta: dict, columns: int) -> float | None:
 def _tiff(data: bytes, what: str) -> tuple[np.ndarray, float | None, str]:
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            frames = [page for page in tif.pages if not page.is_reduced]  # thumbnails are not frames
+            if len(frames) > 1:
+                raise _bad(f"{what} is a stack of {len(frames)} images; need one 2D image (export a single "
+                           "frame; movies go to the lpem analysis)")
             image = tif.pages[0].asarray()
             if tif.is_fei and tif.fei_metadata:
                 width_m = tif.fei_metadata.get("Scan", {}).get("PixelWidth")

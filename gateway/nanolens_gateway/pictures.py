@@ -82,12 +82,17 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return out.getvalue()
 
 
-def labels_tiff(labels: np.ndarray) -> bytes:
-    """uint16 instance labels (0 background, k particle k) as a compressed TIFF."""
+def labels_tiff(labels: np.ndarray, pixel_size_nm: float | None = None) -> bytes:
+    """uint16 instance labels (0 background, k particle k) as a compressed TIFF; with the input's
+    pixel size as ImageJ calibration (nm), so the labels measure like the image they came from."""
     import tifffile
 
     out = io.BytesIO()
-    tifffile.imwrite(out, labels.astype(np.uint16), compression="zlib")
+    if pixel_size_nm:
+        tifffile.imwrite(out, labels.astype(np.uint16), compression="zlib", imagej=True,
+                         resolution=(1 / pixel_size_nm, 1 / pixel_size_nm), metadata={"unit": "nm"})
+    else:
+        tifffile.imwrite(out, labels.astype(np.uint16), compression="zlib")
     return out.getvalue()
 
 

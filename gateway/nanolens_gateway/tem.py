@@ -146,7 +146,7 @@ async def particle_sizes(job: Job, client: ServiceClient) -> Outcome:
         }
         gmd = dist.gmd_nm if pixel_size else dist.gmd_px
         artefacts = [
-            Artefact("labels.tif", pictures.labels_tiff(labels), "image/tiff"),
+            Artefact("labels.tif", pictures.labels_tiff(labels, pixel_size or None), "image/tiff"),
             Artefact("overlay.png", pictures.overlay_png(decoded.image, labels), "image/png"),
             Artefact("psd.png", pictures.psd_png(diameters[sized], unit, gmd, dist.gsd, response.method,
                                                  None if weights is None else weights[sized]), "image/png"),

@@ -172,3 +172,52 @@ def test_real_liquid_cell_frame_calibration():
     decoded = decode_image(path.read_bytes(), path.name, LIMIT)
     assert decoded.image.shape == (1024, 1024) and decoded.image.dtype == np.uint16
     assert decoded.pixel_size_nm == pytest.approx(2.59, abs=0.01)  # the published calibration
+
+
+def test_a_jpeg_compressed_tiff_is_read():
+    """Olympus SIS and others store JPEG-compressed TIFFs (imagecodecs decodes them)."""
+    image = np.tile(np.linspace(0, 255, 64, dtype=np.uint8), (48, 1))
+    decoded = decode_image(tiff(image, compression="jpeg"), "sis.tif", LIMIT)
+    assert decoded.image.shape == (48, 64)
+    assert np.abs(decoded.image.astype(int) - image).mean() < 3  # lossy, but the same picture
+
+
+def test_a_multi_page_tiff_is_refused_like_a_3d_dm_file_not_read_as_its_first_page():
+    stack = np.stack([GREY, GREY[::-1]])
+    with pytest.raises(InvalidArgument, match="stack of 2 images; need one 2D image"):
+        decode_image(tiff(stack, imagej=True), "stack.tif", LIMIT)
+    with pytest.raises(InvalidArgument, match="stack of 2 images"):
+        decode_image(_two_pages(), "pages.tif", LIMIT)
+
+
+def _two_pages() -> bytes:
+    out = io.BytesIO()
+    with tifffile.TiffWriter(out) as writer:
+        writer.write(GREY)
+        writer.write(GREY[::-1])
+    return out.getvalue()
+
+
+def test_a_tiff_with_a_thumbnail_is_one_image():
+    out = io.BytesIO()
+    with tifffile.TiffWriter(out) as writer:
+        writer.write(GREY, subifds=0)
+        writer.write(GREY[::4, ::4], subfiletype=1)  # a reduced-resolution page
+    decoded = decode_image(out.getvalue(), "thumb.tif", LIMIT)
+    np.testing.assert_array_equal(decoded.image, GREY)
+
+
+@pytest.mark.parametrize("pixel_size", [0.8, None])
+def test_labels_tif_keeps_the_inputs_calibration(pixel_size):
+    from nanolens_gateway.pictures import labels_tiff
+
+    labels = np.zeros((32, 40), np.uint16)
+    labels[4:10, 5:12] = 1
+    with tifffile.TiffFile(io.BytesIO(labels_tiff(labels, pixel_size))) as tif:
+        np.testing.assert_array_equal(tif.pages[0].asarray(), labels)
+        if pixel_size:
+            assert tif.imagej_metadata["unit"] == "nm"
+            numerator, denominator = tif.pages[0].tags["XResolution"].value
+            assert denominator / numerator == pytest.approx(pixel_size, rel=1e-6)
+        else:
+            assert not tif.is_imagej
