@@ -104,6 +104,8 @@ def open_movie(path: Path, key: str) -> Movie:
                 n = int(np.prod(shape[:-2]))
                 if len(shape) > 3 and shape[-1] in (3, 4):
                     raise _bad(f"{key}: colour TIFF stacks are not movies of greyscale frames (shape {list(shape)})")
+            if len(tif.series) > 1:  # pages written one by one (or of several sizes): every page is a frame
+                n, hw = len(tif.pages), tif.pages[0].shape[:2]
             data = series.asarray(out="memmap") if len(tif.pages) < n else None
 
             def tiff_frames():
@@ -117,7 +119,7 @@ def open_movie(path: Path, key: str) -> Movie:
         if suffix in VIDEO:
             import imageio_ffmpeg
 
-            reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="gray")
+            reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="gray", bits_per_pixel=8)
             meta = next(reader)
             w, h = meta["size"]
             n = int(meta.get("n_frames") or 0) if np.isfinite(meta.get("n_frames") or 0) else 0
@@ -147,6 +149,20 @@ def _greyscale(frame: np.ndarray, key: str, index: int) -> np.ndarray:
     if frame.dtype.kind in "ui" and frame.min(initial=0) >= 0 and frame.max(initial=0) <= 65535:
         return frame.astype(np.uint16)
     return frame.astype(np.float32)
+
+
+def _decoded(frames: Iterator[np.ndarray], key: str) -> Iterator[np.ndarray]:
+    """The frames, a container broken part-way through refused like one broken at the start."""
+    index = 0
+    while True:
+        try:
+            frame = next(frames)
+        except StopIteration:
+            return
+        except Exception as exc:  # the readers' own exception types
+            raise _bad(f"{key}: cannot read frame {index} ({type(exc).__name__}: {str(exc)[:200]})") from exc
+        index += 1
+        yield frame
 
 
 async def spool(job: Job) -> Path:
@@ -192,7 +208,7 @@ class Collector:
     def labels(self, chunk: lpem_pb2.LabelChunk) -> None:
         labels = arrays.from_proto(chunk.labels, "labels")
         for i, lab in enumerate(labels):
-            self.writer.write(lab, compression="zlib", contiguous=False)
+            self.writer.write(lab, compression="zlib", metadata=None)  # uniform pages: one T x H x W series
             if chunk.first_frame + i < PREVIEW_FRAMES:
                 self.preview_labels.append(np.array(lab))
 
@@ -248,7 +264,7 @@ async def movie(job: Job, client: ServiceClient) -> Outcome:
 
         def next_chunk(index: list[int]) -> np.ndarray | None:
             frames = []
-            for f in movie_.frames:
+            for f in _decoded(movie_.frames, key):
                 frame = _greyscale(np.asarray(f), key, index[0])
                 if frames and frame.shape != frames[0].shape or frame.shape != movie_.shape:
                     raise _bad(f"{key}: frame {index[0]} is {frame.shape[1]} x {frame.shape[0]} px; the movie's "

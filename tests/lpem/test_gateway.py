@@ -1,0 +1,174 @@
+"""Movies end to end: upload, AnalyzeStream through the gateway to the LPEM service (real
+processes, S3 server on loopback), progress, stored tables and pictures, cancellation, bad files."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import grpc
+import numpy as np
+import pytest
+import tifffile
+
+from nanolens.common.v1 import common_pb2
+from nanolens.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from nanolens_cli.stack import LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY
+from nanolens_lpem.synthetic.movies import MovieParams, generate
+from nanolens_runtime.settings import StorageSettings
+from nanolens_runtime.storage import ObjectStore
+
+pytestmark = pytest.mark.slow
+MOVIE = gateway_pb2.ANALYSIS_KIND_LPEM_MOVIE
+
+
+@pytest.fixture(scope="module")
+def gateway(stack):
+    channel = grpc.insecure_channel(stack[1].gateway)
+    yield gateway_pb2_grpc.GatewayStub(channel)
+    channel.close()
+
+
+@pytest.fixture(scope="module")
+def results(stack):
+    return ObjectStore.from_settings(StorageSettings(s3_endpoint=stack[1].s3, s3_access_key=LOCAL_ACCESS_KEY,
+                                                     s3_secret_key=LOCAL_SECRET_KEY))
+
+
+@pytest.fixture(scope="module")
+def frames():
+    images, _, _ = generate(MovieParams(shape=(96, 96), n_frames=24, n_particles=8, contrast=0.35,
+                                        radius_range=(4, 6)), seed=21)
+    return images.astype(np.uint16)
+
+
+def upload(gateway, data: bytes, filename: str) -> common_pb2.ObjectRef:
+    def parts():
+        yield gateway_pb2.UploadRequest(header=gateway_pb2.UploadHeader(filename=filename))
+        for i in range(0, len(data), 1 << 20):
+            yield gateway_pb2.UploadRequest(chunk=data[i:i + (1 << 20)])
+
+    return gateway.Upload(parts(), timeout=60).object
+
+
+def tiff(frames) -> bytes:
+    out = io.BytesIO()
+    tifffile.imwrite(out, frames)
+    return out.getvalue()
+
+
+def npy(frames) -> bytes:
+    out = io.BytesIO()
+    np.save(out, frames)
+    return out.getvalue()
+
+
+def mp4(frames) -> bytes:
+    import tempfile
+    from pathlib import Path
+
+    import imageio_ffmpeg
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.mp4"
+        lo, hi = np.percentile(frames, (1, 99))
+        u8 = (np.clip((frames - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
+        writer = imageio_ffmpeg.write_frames(str(path), (u8.shape[2], u8.shape[1]), pix_fmt_in="gray",
+                                             fps=10, quality=9, macro_block_size=16)
+        writer.send(None)
+        for f in u8:
+            writer.send(np.ascontiguousarray(f))
+        writer.close()
+        return path.read_bytes()
+
+
+def analyze_stream(gateway, ref, **options):
+    events = list(gateway.AnalyzeStream(gateway_pb2.AnalyzeRequest(input=ref, analysis=MOVIE, options=options),
+                                        timeout=180))
+    assert events[-1].WhichOneof("event") == "result"
+    return [e.progress for e in events[:-1]], events[-1].result
+
+
+@pytest.mark.parametrize("name,encode", [("movie.tif", tiff), ("movie.npy", npy), ("movie.mp4", mp4)])
+def test_a_movie_is_tracked_with_progress_and_its_results_stored(gateway, results, frames, name, encode):
+    ref = upload(gateway, encode(frames), name)
+    progress, response = analyze_stream(gateway, ref, pixel_size_nm="1.5", fps="20")
+    assert progress and progress[-1].done == len(frames)
+    assert [p.done for p in progress] == sorted(p.done for p in progress)
+    result = json.loads(response.result_json)
+    assert result["movie"]["frames"] == len(frames) and result["movie"]["pixel_size_nm"] == 1.5
+    assert result["tracks"] > 0 and result["diffusion"]["d_px2_per_frame"] > 0
+    names = {a.name for a in response.artifacts}
+    assert {"tracks.parquet", "tracks.csv", "pairs.parquet", "frames.csv", "labels.tif", "trajectories.png",
+            "msd.png", "size_vs_time.png", "clusters_vs_time.png", "preview.gif"} <= names
+    labels = tifffile.imread(io.BytesIO(results.get(response.result.bucket, next(
+        a.ref.key for a in response.artifacts if a.name == "labels.tif"))))
+    assert labels.shape == frames.shape
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(io.BytesIO(results.get("results", next(
+        a.ref.key for a in response.artifacts if a.name == "tracks.parquet")))).to_pandas()
+    assert len(table) == result["detections"] and {"frame", "track", "row", "col", "diameter"} <= set(table)
+    # the same request again: the stored result, no recomputation
+    _, again = analyze_stream(gateway, ref, pixel_size_nm="1.5", fps="20")
+    assert again.cached and again.job_id == response.job_id
+
+
+def test_a_cancelled_analysis_stores_nothing(gateway, results, frames):
+    ref = upload(gateway, npy(np.concatenate([frames] * 8)), "long.npy")
+    call = gateway.AnalyzeStream(gateway_pb2.AnalyzeRequest(input=ref, analysis=MOVIE), timeout=180)
+    for event in call:
+        if event.WhichOneof("event") == "progress" and event.progress.done > 0:
+            call.cancel()
+            break
+    with pytest.raises(grpc.RpcError) as err:
+        next(call)
+    assert err.value.code() == grpc.StatusCode.CANCELLED
+    prefix = f"{ref.bucket}/{ref.key}/"
+    assert not any(k.endswith("result.json") for k in results.list("results", prefix))
+    # it still runs to the end when asked again
+    _, response = analyze_stream(gateway, ref)
+    assert not response.cached
+
+
+def bad_files(frames):
+    yield "broken.tif", b"II*\0garbage" * 10, "input"
+    yield "broken.mp4", b"\0\0\0\x18ftypmp42" + b"\0" * 200, "input"
+    yield "one.tif", tiff(frames[:1]), "frames"
+    yield "flat.npy", npy(np.full((6, 64, 64), 7, np.uint16)), "frames"
+    yield "movie.gif", b"GIF89a" + b"\0" * 50, "input"
+
+
+def test_bad_movies_are_refused_naming_the_problem_and_the_stack_keeps_serving(gateway, frames):
+    for name, data, field in bad_files(frames):
+        with pytest.raises(grpc.RpcError) as err:
+            analyze_stream(gateway, upload(gateway, data, name))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (name, err.value.details())
+        assert name in err.value.details() or field == "frames", err.value.details()
+    with pytest.raises(grpc.RpcError) as err:
+        analyze_stream(gateway, upload(gateway, npy(frames), "m.npy"), pixel_size_nm="50000")
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "pixel_size_nm" in err.value.details()
+    mixed = io.BytesIO()
+    with tifffile.TiffWriter(mixed) as w:
+        for f in frames[:4]:
+            w.write(f)
+        w.write(frames[4, :64, :64])
+    with pytest.raises(grpc.RpcError) as err:
+        analyze_stream(gateway, upload(gateway, mixed.getvalue(), "mixed.tif"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "mixed frame sizes" in err.value.details()
+    _, response = analyze_stream(gateway, upload(gateway, npy(frames), "fine.npy"))
+    assert json.loads(response.result_json)["tracks"] > 0
+
+
+def test_the_cli_analyses_a_movie_and_writes_the_results(stack, frames, tmp_path, capsys):
+    from nanolens_cli.main import main
+
+    path = tmp_path / "movie.npy"
+    np.save(path, frames)
+    out = tmp_path / "out"
+    code = main(["analyze", "lpem", str(path), "--pixel-size-nm", "2", "--fps", "10", "--out", str(out), "--json",
+                 "--gateway", stack[1].gateway])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["analysis"] == "lpem_movie" and result["diffusion"]["d_um2_per_s"] > 0
+    assert (out / "tracks.csv").is_file() and (out / "preview.gif").stat().st_size > 0
