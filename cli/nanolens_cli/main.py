@@ -94,9 +94,10 @@ def cmd_analyze(args) -> int:
     finally:
         client.close()
     result = json.loads(response.result_json)
+    warnings = result.get("quality", {}).get("warnings", [])
     if args.json:
         print(json.dumps(result, indent=2))
-        return 0
+        return UNTRUSTED if warnings else 0
     print(f"{result['analysis']} of s3://{result['input']['bucket']}/{result['input']['key']}"
           f"{' (stored result)' if response.cached else ''}")
     prov = result["provenance"]
@@ -104,8 +105,14 @@ def cmd_analyze(args) -> int:
           f"on {prov['execution_provider']}")
     for line in domain.summarise(result):
         print(line)
+    for warning in warnings:
+        print(f"warning: do not trust this result: {warning}")
     print(f"result: s3://{response.result.bucket}/{response.result.key}")
-    return 0
+    return UNTRUSTED if warnings else 0
+
+
+#: exit status of ``analyze`` when the result carries quality warnings (it is stored all the same)
+UNTRUSTED = 3
 
 
 def _dest(flag: str) -> str:

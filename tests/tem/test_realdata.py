@@ -51,3 +51,26 @@ def test_carbon_black_images_read():
     files = sorted(carbon_black_dir().glob("*.png"))
     assert len(files) == 6
     assert read_gray(files[0]).shape == (1952, 2240)
+
+
+def test_quality_flags_stay_quiet_on_every_real_tem_image_and_fire_on_noise(gold_data):
+    """The shipped CNN (the default method) on the 30 real gold images and the 6 carbon-black
+    images: none flagged; on 10 seeded noise images of each kind: all flagged
+    (docs/tem-evaluation.md, "Plausibility")."""
+    import numpy as np
+
+    from nanolens_tem.bundles import latest_bundle
+    from nanolens_tem.evaluation.data import carbon_black_dir, read_gray
+    from nanolens_tem.science.cnn import CnnSegmenter
+    from nanolens_tem.science.quality import assess
+
+    seg = CnnSegmenter.from_bundle(latest_bundle("tem-unet"))
+    images = [read_gray(img) for _, img, _ in gold_data] + [read_gray(p) for p in
+                                                            sorted(carbon_black_dir().glob("*.png"))]
+    assert len(images) == 36
+    flagged_real = [i for i, im in enumerate(images) if not assess(im, seg.segment(im).labels).trustworthy]
+    rng = np.random.default_rng(0)
+    noise = [rng.integers(0, 255, (512, 512)).astype(np.uint8) for _ in range(10)]
+    noise += [np.clip(rng.normal(128, 30, (512, 512)), 0, 255).astype(np.uint8) for _ in range(10)]
+    missed_noise = [i for i, im in enumerate(noise) if assess(im, seg.segment(im).labels).trustworthy]
+    assert flagged_real == [] and missed_noise == []

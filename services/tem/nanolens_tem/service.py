@@ -33,6 +33,7 @@ from nanolens_tem.science import baselines, segmentation
 from nanolens_tem.science.ann import AnnSizer
 from nanolens_tem.science.baselines import hough_segment, watershed_segment
 from nanolens_tem.science.cnn import CnnSegmenter
+from nanolens_tem.science.quality import Quality, assess
 from nanolens_tem.science.segmentation import Segmentation, geometric_stats
 
 SERVICE = "tem"
@@ -81,6 +82,7 @@ class Sizing:
     agglomerates: np.ndarray  # H x W agglomerate labels
     model: OnnxModel | None
     weights: np.ndarray | None = None  # (K,) occlusion weights (nanolens_tem.science.occlusion); None: all 1
+    quality: Quality | None = None  # plausibility (nanolens_tem.science.quality)
 
 
 def measure(method: str, image_shape: tuple[int, int], seg: Segmentation, model: OnnxModel | None) -> Sizing:
@@ -183,7 +185,8 @@ class TemPipeline(Pipeline):
     def postprocess(self, seg: Segmentation, request: SizingRequest, model: OnnxModel | None) -> Sizing:
         if request.method in MODEL_METHODS:
             model = model or self.model_for(request.method)
-        return measure(request.method, request.image.shape, seg, model)
+        sizing = measure(request.method, request.image.shape, seg, model)
+        return dataclasses.replace(sizing, quality=assess(request.image, sizing.labels))
 
     def segment(self, image: np.ndarray, method: str, bright: bool = False, model: OnnxModel | None = None,
                 tta: bool = False) -> Sizing:
@@ -229,7 +232,14 @@ def response(sizing: Sizing, pixel_size_nm: float, timer: metrics.StageTimer) ->
     return tem_pb2.AnalyzeImageResponse(
         method=sizing.method, particles=particles, agglomerates=agglomerates,
         distribution=distribution(sizing, pixel_size_nm), labels=arrays.to_proto(sizing.labels),
-        provenance=provenance)
+        provenance=provenance, quality=quality_proto(sizing.quality))
+
+
+def quality_proto(quality: Quality | None) -> tem_pb2.Quality:
+    if quality is None:
+        return tem_pb2.Quality()
+    return tem_pb2.Quality(contrast_to_noise=quality.contrast_to_noise, coverage=quality.coverage,
+                           trustworthy=quality.trustworthy, warnings=list(quality.warnings))
 
 
 class TemServicer(DomainServicer, tem_pb2_grpc.TemServiceServicer):

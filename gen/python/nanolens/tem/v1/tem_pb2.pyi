@@ -98,20 +98,34 @@ class Distribution(_message.Message):
     def __init__(self, count: _Optional[int] = ..., gmd_px: _Optional[float] = ..., gmd_nm: _Optional[float] = ..., gsd: _Optional[float] = ..., histogram_edges: _Optional[_Iterable[float]] = ..., histogram_counts: _Optional[_Iterable[int]] = ..., unit: _Optional[str] = ..., occlusion_corrected: _Optional[bool] = ..., estimated_count: _Optional[float] = ..., histogram_estimated_counts: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class AnalyzeImageResponse(_message.Message):
-    __slots__ = ("method", "particles", "agglomerates", "distribution", "labels", "provenance")
+    __slots__ = ("method", "particles", "agglomerates", "distribution", "labels", "provenance", "quality")
     METHOD_FIELD_NUMBER: _ClassVar[int]
     PARTICLES_FIELD_NUMBER: _ClassVar[int]
     AGGLOMERATES_FIELD_NUMBER: _ClassVar[int]
     DISTRIBUTION_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     PROVENANCE_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
     method: str
     particles: _containers.RepeatedCompositeFieldContainer[Particle]
     agglomerates: _containers.RepeatedCompositeFieldContainer[Agglomerate]
     distribution: Distribution
     labels: _common_pb2.NDArray
     provenance: _common_pb2.Provenance
-    def __init__(self, method: _Optional[str] = ..., particles: _Optional[_Iterable[_Union[Particle, _Mapping]]] = ..., agglomerates: _Optional[_Iterable[_Union[Agglomerate, _Mapping]]] = ..., distribution: _Optional[_Union[Distribution, _Mapping]] = ..., labels: _Optional[_Union[_common_pb2.NDArray, _Mapping]] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ...) -> None: ...
+    quality: Quality
+    def __init__(self, method: _Optional[str] = ..., particles: _Optional[_Iterable[_Union[Particle, _Mapping]]] = ..., agglomerates: _Optional[_Iterable[_Union[Agglomerate, _Mapping]]] = ..., distribution: _Optional[_Union[Distribution, _Mapping]] = ..., labels: _Optional[_Union[_common_pb2.NDArray, _Mapping]] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ..., quality: _Optional[_Union[Quality, _Mapping]] = ...) -> None: ...
+
+class Quality(_message.Message):
+    __slots__ = ("contrast_to_noise", "coverage", "trustworthy", "warnings")
+    CONTRAST_TO_NOISE_FIELD_NUMBER: _ClassVar[int]
+    COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    TRUSTWORTHY_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    contrast_to_noise: float
+    coverage: float
+    trustworthy: bool
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, contrast_to_noise: _Optional[float] = ..., coverage: _Optional[float] = ..., trustworthy: _Optional[bool] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
