@@ -67,6 +67,7 @@ proto-breaking: $(BUF)
 models: $(VENV)/.installed
 	$(PY) -m nanolens_spectra.training.build_default
 	$(PY) -m nanolens_tem.training.build_default --work build/tem-models
+	$(PY) -m nanolens_lpem.training.build_default --work build/lpem-models
 
 test: $(VENV)/.installed tools
 	$(PY) -m pytest -q

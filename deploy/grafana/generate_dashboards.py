@@ -416,6 +416,26 @@ def build_overview() -> db.Dashboard:
                 _query(f"max by (service, pod) (nanolens_models_loaded{{{SEL}}})", "{{service}} {{pod}}"),
             )
         )
+        # --- Liquid-phase EM movies ----------------------------------------------------------------
+        .with_row(db.Row("Liquid-phase EM movies").id(108))
+        .with_panel(
+            _timeseries(
+                80,
+                "LPEM frames per second",
+                "Movie frames segmented and linked per second, all pods (nanolens_lpem_frames_total).",
+                "short",
+                _query(f"sum by (service) (rate(nanolens_lpem_frames_total{{{SEL}}}[{RATE}]))", "{{service}}"),
+            )
+        )
+        .with_panel(
+            _timeseries(
+                81,
+                "LPEM particles tracked per second",
+                "Particle detections linked into tracks per second (nanolens_lpem_particles_total).",
+                "short",
+                _query(f"sum by (service) (rate(nanolens_lpem_particles_total{{{SEL}}}[{RATE}]))", "{{service}}"),
+            )
+        )
         # --- Processes -----------------------------------------------------------------------------
         .with_row(db.Row("Processes").id(104))
         .with_panel(

@@ -127,6 +127,9 @@ COUNTERS = {
     "grpc_server_handled_total",
     "grpc_server_msg_received_total",
     "grpc_server_msg_sent_total",
+    # the LPEM service's movie counters (nanolens_lpem.service)
+    "nanolens_lpem_frames_total",
+    "nanolens_lpem_particles_total",
 }
 HISTOGRAMS = {
     "grpc_server_handling_seconds",
