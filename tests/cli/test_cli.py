@@ -295,3 +295,19 @@ def test_a_gateway_with_tokens_wants_one_from_the_cli(tmp_path):
         allowed = subprocess.run(run, env=dict(env, NANOLENS_TOKEN="lab-token"), capture_output=True, text=True,
                                  timeout=60)
         assert allowed.returncode == 0 and "swcnt-endosome" in allowed.stdout
+
+
+def test_a_result_not_to_trust_says_so_and_exits_3(stack, tmp_path):
+    """A PNG of random noise: the particles 'found' are flagged, the warning printed, exit status 3
+    (the result is stored all the same; --json carries the same warnings)."""
+    from PIL import Image
+
+    noise = np.random.default_rng(1).integers(0, 255, (256, 256)).astype(np.uint8)
+    path = tmp_path / "noise.png"
+    Image.fromarray(noise).save(path)
+    shown = nanolens(stack, "analyze", "tem", str(path), "--method", "watershed", check=False)
+    assert shown.returncode == 3, shown.stderr
+    assert "warning: do not trust this result" in shown.stdout and "noise" in shown.stdout
+    as_json = nanolens(stack, "analyze", "tem", str(path), "--method", "watershed", "--json", check=False)
+    assert as_json.returncode == 3
+    assert json.loads(as_json.stdout)["quality"]["trustworthy"] is False
