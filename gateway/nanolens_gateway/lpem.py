@@ -49,6 +49,8 @@ OPTIONS = (
            "positive_number"),
     Option("memory_frames", "frames a particle may vanish and keep its track (default 3)", "positive_number"),
     Option("pair_cutoff_px", "list pairs closer than this, px (default 3 median diameters)", "positive_number"),
+    Option("binning", "segment frames binned n x n (for particles of radius above about 16 px; default 1)",
+           "positive_number", flag="--binning"),
 )
 
 
@@ -259,7 +261,8 @@ async def movie(job: Job, client: ServiceClient) -> Outcome:
             bright_particles=yes(job.options, "bright_particles"),
             search_range_px=float(job.options.get("search_range_px", 0.0)),
             memory_frames=int(float(job.options.get("memory_frames", 0))),
-            pair_cutoff_px=float(job.options.get("pair_cutoff_px", 0.0)))
+            pair_cutoff_px=float(job.options.get("pair_cutoff_px", 0.0)),
+            binning=int(float(job.options.get("binning", 1))))
         key = job.source.key
 
         def next_chunk(index: list[int]) -> np.ndarray | None:

@@ -40,6 +40,7 @@ MAX_PIXEL_SIZE_NM = 1000.0  # an EM movie of nanoparticles at more than 1 um per
 MAX_FPS = 1e5
 MAX_MEMORY = 50
 MAX_SEARCH_PX = 500.0
+MAX_BINNING = 16
 ROWS_PER_PART = 50_000
 MIN_TRACK_FRAMES = 3
 TRACK_COLUMNS = ("frame", "track", *COLUMNS[1:], "label")
@@ -64,6 +65,7 @@ class Settings:
     search_range_px: float = 10.0
     memory_frames: int = 3
     pair_cutoff_px: float = 0.0
+    binning: int = 1
 
 
 def settings_from(header: lpem_pb2.MovieHeader) -> Settings:
@@ -80,10 +82,12 @@ def settings_from(header: lpem_pb2.MovieHeader) -> Settings:
     if not 0 <= header.memory_frames <= MAX_MEMORY:
         raise InvalidArgument(f"memory_frames must be 0..{MAX_MEMORY}, got {header.memory_frames}",
                               field="header.memory_frames")
+    if not 0 <= header.binning <= MAX_BINNING:
+        raise InvalidArgument(f"binning must be 0..{MAX_BINNING}, got {header.binning}", field="header.binning")
     if header.frames_total < 0:
         raise InvalidArgument(f"frames_total must be >= 0, got {header.frames_total}", field="header.frames_total")
     return Settings(px, fps, int(header.frames_total), bool(header.bright_particles), search,
-                    int(header.memory_frames or 3), cutoff)
+                    int(header.memory_frames or 3), cutoff, int(header.binning or 1))
 
 
 @dataclass
@@ -186,8 +190,11 @@ class LpemPipeline(Pipeline):
         super().__init__(LPEM, registry, pool)
 
     def predict(self, request, model: OnnxModel, run_options: ort.RunOptions):
-        frames, bright = request
-        return segment_frames(model.session, frames, dark_particles=not bright, run_options=run_options)
+        frames, bright, binning = request
+        if min(frames.shape[1:]) // binning < 16:
+            raise InvalidArgument(f"binning {binning} leaves frames under 16 px", field="header.binning")
+        return segment_frames(model.session, frames, dark_particles=not bright, run_options=run_options,
+                              binning=binning)
 
 
 def check_frames(message, shape: tuple[int, int] | None, first: bool) -> np.ndarray:
@@ -238,7 +245,7 @@ class LpemServicer(DomainServicer, lpem_pb2_grpc.LpemServiceServicer):
                     chunk = check_frames(message.frames, state.shape, state.shape is None)
                 state.shape = tuple(chunk.shape[1:])
                 first_frame = state.frames_done
-                segs = await self.pipeline.run((chunk, s.bright), model, timer, context.time_remaining())
+                segs = await self.pipeline.run((chunk, s.bright, s.binning), model, timer, context.time_remaining())
                 with timer.stage("postprocess"):
                     before = state.detections
                     labels = await self.pipeline.pool.call(state.add, segs)

@@ -154,13 +154,45 @@ def measure(labels: np.ndarray) -> np.ndarray:
                             props["orientation"]]).astype(np.float64)
 
 
+def bin_frames(frames: np.ndarray, factor: int) -> np.ndarray:
+    """Mean of ``factor`` x ``factor`` pixel blocks (the edge rows and columns that do not fill a
+    block are dropped); ``factor`` 1 returns the frames."""
+    if factor <= 1:
+        return frames
+    t, h, w = frames.shape
+    hb, wb = h // factor, w // factor
+    return frames[:, :hb * factor, :wb * factor].astype(np.float32).reshape(t, hb, factor, wb, factor).mean(
+        axis=(2, 4))
+
+
 def segment_frames(session: ort.InferenceSession, frames: np.ndarray, dark_particles: bool = True,
-                   run_options: ort.RunOptions | None = None, batch: int = 4) -> list[FrameParticles]:
-    """Instances and measurements of every frame of a chunk (see :func:`predict_maps`)."""
+                   run_options: ort.RunOptions | None = None, batch: int = 4, binning: int = 1) -> list[FrameParticles]:
+    """Instances and measurements of every frame of a chunk (see :func:`predict_maps`).
+
+    Parameters
+    ----------
+    session, frames, dark_particles, run_options
+        As for :func:`predict_maps`.
+    batch : int
+        Frames per model run.
+    binning : int
+        Segment frames binned ``binning`` x ``binning`` (the U-Net was trained on particles of
+        radius 3-16 px: bin 4 brings particles of radius 12-64 px there); labels and
+        measurements are returned at the full resolution.
+
+    Returns
+    -------
+    list of FrameParticles
+        One per frame: H x W labels and the :func:`measure` table.
+    """
     out = []
+    h, w = frames.shape[1:]
     for start in range(0, len(frames), batch):
-        maps = predict_maps(session, frames[start:start + batch], dark_particles, run_options)
+        maps = predict_maps(session, bin_frames(frames[start:start + batch], binning), dark_particles, run_options)
         for m in maps:
-            labels = instances(m)
+            labels = instances(m, min_area=6 if binning <= 1 else 3)
+            if binning > 1:
+                labels = np.repeat(np.repeat(labels, binning, axis=0), binning, axis=1)
+                labels = np.pad(labels, ((0, h - labels.shape[0]), (0, w - labels.shape[1])))
             out.append(FrameParticles(labels, measure(labels)))
     return out

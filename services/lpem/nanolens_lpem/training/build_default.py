@@ -66,8 +66,8 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--work", type=Path, default=Path("build/lpem-models"))
-    ap.add_argument("--steps", type=int, default=700)
-    ap.add_argument("--n-frames", type=int, default=3000)
+    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--n-frames", type=int, default=4000)
     ap.add_argument("--reuse", action="store_true", help="bundle the model already trained in --work")
     args = ap.parse_args(argv)
     if not args.reuse:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from nanolens.common.v1 import common_pb2 as nanolens_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bnanolens/lpem/v1/lpem.proto\x12\x10nanolens.lpem.v1\x1a\x1fnanolens/common/v1/common.proto\"\xdb\x01\n\x0bMovieHeader\x12\x15\n\rpixel_size_nm\x18\x01 \x01(\x01\x12\x0b\n\x03\x66ps\x18\x02 \x01(\x01\x12\x14\n\x0c\x66rames_total\x18\x03 \x01(\x03\x12\x30\n\x05model\x18\x04 \x01(\x0b\x32!.nanolens.common.v1.ModelSelector\x12\x18\n\x10\x62right_particles\x18\x05 \x01(\x08\x12\x17\n\x0fsearch_range_px\x18\x06 \x01(\x01\x12\x15\n\rmemory_frames\x18\x07 \x01(\x05\x12\x16\n\x0epair_cutoff_px\x18\x08 \x01(\x01\"}\n\x13\x41nalyzeMovieRequest\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1d.nanolens.lpem.v1.MovieHeaderH\x00\x12-\n\x06\x66rames\x18\x02 \x01(\x0b\x32\x1b.nanolens.common.v1.NDArrayH\x00\x42\x06\n\x04part\"^\n\x08Progress\x12\x13\n\x0b\x66rames_done\x18\x01 \x01(\x03\x12\x14\n\x0c\x66rames_total\x18\x02 \x01(\x03\x12\x17\n\x0fparticles_found\x18\x03 \x01(\x03\x12\x0e\n\x06tracks\x18\x04 \x01(\x03\"N\n\nLabelChunk\x12\x13\n\x0b\x66irst_frame\x18\x01 \x01(\x03\x12+\n\x06labels\x18\x02 \x01(\x0b\x32\x1b.nanolens.common.v1.NDArray\"C\n\x06\x43olumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12+\n\x06values\x18\x02 \x01(\x0b\x32\x1b.nanolens.common.v1.NDArray\"E\n\tTablePart\x12\r\n\x05table\x18\x01 \x01(\t\x12)\n\x07\x63olumns\x18\x02 \x03(\x0b\x32\x18.nanolens.lpem.v1.Column\"\x9d\x02\n\tDiffusion\x12\x17\n\x0f\x64_px2_per_frame\x18\x01 \x01(\x01\x12\x1b\n\x13\x64_low_px2_per_frame\x18\x02 \x01(\x01\x12\x1c\n\x14\x64_high_px2_per_frame\x18\x03 \x01(\x01\x12\x13\n\x0b\x64_um2_per_s\x18\x04 \x01(\x01\x12\x17\n\x0f\x64_low_um2_per_s\x18\x05 \x01(\x01\x12\x18\n\x10\x64_high_um2_per_s\x18\x06 \x01(\x01\x12\x1c\n\x14localisation_var_px2\x18\x07 \x01(\x01\x12\x1b\n\x13msd_d_px2_per_frame\x18\x08 \x01(\x01\x12\x16\n\x0emsd_offset_px2\x18\t \x01(\x01\x12\x10\n\x08n_tracks\x18\n \x01(\x03\x12\x0f\n\x07n_steps\x18\x0b \x01(\x03\"\x9c\x02\n\x0cMovieSummary\x12\x0e\n\x06\x66rames\x18\x01 \x01(\x03\x12\x0e\n\x06height\x18\x02 \x01(\x05\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x12\n\ndetections\x18\x04 \x01(\x03\x12\x0e\n\x06tracks\x18\x05 \x01(\x03\x12\r\n\x05pairs\x18\x06 \x01(\x03\x12.\n\tdiffusion\x18\x07 \x01(\x0b\x32\x1b.nanolens.lpem.v1.Diffusion\x12\x17\n\x0fsearch_range_px\x18\x08 \x01(\x01\x12\x15\n\rmemory_frames\x18\t \x01(\x05\x12\x16\n\x0epair_cutoff_px\x18\n \x01(\x01\x12\x32\n\nprovenance\x18\x0b \x01(\x0b\x32\x1e.nanolens.common.v1.Provenance\"\xdf\x01\n\x14\x41nalyzeMovieResponse\x12.\n\x08progress\x18\x01 \x01(\x0b\x32\x1a.nanolens.lpem.v1.ProgressH\x00\x12.\n\x06labels\x18\x02 \x01(\x0b\x32\x1c.nanolens.lpem.v1.LabelChunkH\x00\x12,\n\x05table\x18\x03 \x01(\x0b\x32\x1b.nanolens.lpem.v1.TablePartH\x00\x12\x31\n\x07summary\x18\x04 \x01(\x0b\x32\x1e.nanolens.lpem.v1.MovieSummaryH\x00\x42\x06\n\x04part\"\x13\n\x11ListModelsRequest\"C\n\x12ListModelsResponse\x12-\n\x06models\x18\x01 \x03(\x0b\x32\x1d.nanolens.common.v1.ModelInfo2\xc9\x01\n\x0bLpemService\x12\x61\n\x0c\x41nalyzeMovie\x12%.nanolens.lpem.v1.AnalyzeMovieRequest\x1a&.nanolens.lpem.v1.AnalyzeMovieResponse(\x01\x30\x01\x12W\n\nListModels\x12#.nanolens.lpem.v1.ListModelsRequest\x1a$.nanolens.lpem.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bnanolens/lpem/v1/lpem.proto\x12\x10nanolens.lpem.v1\x1a\x1fnanolens/common/v1/common.proto\"\xec\x01\n\x0bMovieHeader\x12\x15\n\rpixel_size_nm\x18\x01 \x01(\x01\x12\x0b\n\x03\x66ps\x18\x02 \x01(\x01\x12\x14\n\x0c\x66rames_total\x18\x03 \x01(\x03\x12\x30\n\x05model\x18\x04 \x01(\x0b\x32!.nanolens.common.v1.ModelSelector\x12\x18\n\x10\x62right_particles\x18\x05 \x01(\x08\x12\x17\n\x0fsearch_range_px\x18\x06 \x01(\x01\x12\x15\n\rmemory_frames\x18\x07 \x01(\x05\x12\x16\n\x0epair_cutoff_px\x18\x08 \x01(\x01\x12\x0f\n\x07\x62inning\x18\t \x01(\x05\"}\n\x13\x41nalyzeMovieRequest\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1d.nanolens.lpem.v1.MovieHeaderH\x00\x12-\n\x06\x66rames\x18\x02 \x01(\x0b\x32\x1b.nanolens.common.v1.NDArrayH\x00\x42\x06\n\x04part\"^\n\x08Progress\x12\x13\n\x0b\x66rames_done\x18\x01 \x01(\x03\x12\x14\n\x0c\x66rames_total\x18\x02 \x01(\x03\x12\x17\n\x0fparticles_found\x18\x03 \x01(\x03\x12\x0e\n\x06tracks\x18\x04 \x01(\x03\"N\n\nLabelChunk\x12\x13\n\x0b\x66irst_frame\x18\x01 \x01(\x03\x12+\n\x06labels\x18\x02 \x01(\x0b\x32\x1b.nanolens.common.v1.NDArray\"C\n\x06\x43olumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12+\n\x06values\x18\x02 \x01(\x0b\x32\x1b.nanolens.common.v1.NDArray\"E\n\tTablePart\x12\r\n\x05table\x18\x01 \x01(\t\x12)\n\x07\x63olumns\x18\x02 \x03(\x0b\x32\x18.nanolens.lpem.v1.Column\"\x9d\x02\n\tDiffusion\x12\x17\n\x0f\x64_px2_per_frame\x18\x01 \x01(\x01\x12\x1b\n\x13\x64_low_px2_per_frame\x18\x02 \x01(\x01\x12\x1c\n\x14\x64_high_px2_per_frame\x18\x03 \x01(\x01\x12\x13\n\x0b\x64_um2_per_s\x18\x04 \x01(\x01\x12\x17\n\x0f\x64_low_um2_per_s\x18\x05 \x01(\x01\x12\x18\n\x10\x64_high_um2_per_s\x18\x06 \x01(\x01\x12\x1c\n\x14localisation_var_px2\x18\x07 \x01(\x01\x12\x1b\n\x13msd_d_px2_per_frame\x18\x08 \x01(\x01\x12\x16\n\x0emsd_offset_px2\x18\t \x01(\x01\x12\x10\n\x08n_tracks\x18\n \x01(\x03\x12\x0f\n\x07n_steps\x18\x0b \x01(\x03\"\x9c\x02\n\x0cMovieSummary\x12\x0e\n\x06\x66rames\x18\x01 \x01(\x03\x12\x0e\n\x06height\x18\x02 \x01(\x05\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x12\n\ndetections\x18\x04 \x01(\x03\x12\x0e\n\x06tracks\x18\x05 \x01(\x03\x12\r\n\x05pairs\x18\x06 \x01(\x03\x12.\n\tdiffusion\x18\x07 \x01(\x0b\x32\x1b.nanolens.lpem.v1.Diffusion\x12\x17\n\x0fsearch_range_px\x18\x08 \x01(\x01\x12\x15\n\rmemory_frames\x18\t \x01(\x05\x12\x16\n\x0epair_cutoff_px\x18\n \x01(\x01\x12\x32\n\nprovenance\x18\x0b \x01(\x0b\x32\x1e.nanolens.common.v1.Provenance\"\xdf\x01\n\x14\x41nalyzeMovieResponse\x12.\n\x08progress\x18\x01 \x01(\x0b\x32\x1a.nanolens.lpem.v1.ProgressH\x00\x12.\n\x06labels\x18\x02 \x01(\x0b\x32\x1c.nanolens.lpem.v1.LabelChunkH\x00\x12,\n\x05table\x18\x03 \x01(\x0b\x32\x1b.nanolens.lpem.v1.TablePartH\x00\x12\x31\n\x07summary\x18\x04 \x01(\x0b\x32\x1e.nanolens.lpem.v1.MovieSummaryH\x00\x42\x06\n\x04part\"\x13\n\x11ListModelsRequest\"C\n\x12ListModelsResponse\x12-\n\x06models\x18\x01 \x03(\x0b\x32\x1d.nanolens.common.v1.ModelInfo2\xc9\x01\n\x0bLpemService\x12\x61\n\x0c\x41nalyzeMovie\x12%.nanolens.lpem.v1.AnalyzeMovieRequest\x1a&.nanolens.lpem.v1.AnalyzeMovieResponse(\x01\x30\x01\x12W\n\nListModels\x12#.nanolens.lpem.v1.ListModelsRequest\x1a$.nanolens.lpem.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,27 +33,27 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'nanolens.lpem.v1.lpem_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MOVIEHEADER']._serialized_start=83
-  _globals['_MOVIEHEADER']._serialized_end=302
-  _globals['_ANALYZEMOVIEREQUEST']._serialized_start=304
-  _globals['_ANALYZEMOVIEREQUEST']._serialized_end=429
-  _globals['_PROGRESS']._serialized_start=431
-  _globals['_PROGRESS']._serialized_end=525
-  _globals['_LABELCHUNK']._serialized_start=527
-  _globals['_LABELCHUNK']._serialized_end=605
-  _globals['_COLUMN']._serialized_start=607
-  _globals['_COLUMN']._serialized_end=674
-  _globals['_TABLEPART']._serialized_start=676
-  _globals['_TABLEPART']._serialized_end=745
-  _globals['_DIFFUSION']._serialized_start=748
-  _globals['_DIFFUSION']._serialized_end=1033
-  _globals['_MOVIESUMMARY']._serialized_start=1036
-  _globals['_MOVIESUMMARY']._serialized_end=1320
-  _globals['_ANALYZEMOVIERESPONSE']._serialized_start=1323
-  _globals['_ANALYZEMOVIERESPONSE']._serialized_end=1546
-  _globals['_LISTMODELSREQUEST']._serialized_start=1548
-  _globals['_LISTMODELSREQUEST']._serialized_end=1567
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1569
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1636
-  _globals['_LPEMSERVICE']._serialized_start=1639
-  _globals['_LPEMSERVICE']._serialized_end=1840
+  _globals['_MOVIEHEADER']._serialized_end=319
+  _globals['_ANALYZEMOVIEREQUEST']._serialized_start=321
+  _globals['_ANALYZEMOVIEREQUEST']._serialized_end=446
+  _globals['_PROGRESS']._serialized_start=448
+  _globals['_PROGRESS']._serialized_end=542
+  _globals['_LABELCHUNK']._serialized_start=544
+  _globals['_LABELCHUNK']._serialized_end=622
+  _globals['_COLUMN']._serialized_start=624
+  _globals['_COLUMN']._serialized_end=691
+  _globals['_TABLEPART']._serialized_start=693
+  _globals['_TABLEPART']._serialized_end=762
+  _globals['_DIFFUSION']._serialized_start=765
+  _globals['_DIFFUSION']._serialized_end=1050
+  _globals['_MOVIESUMMARY']._serialized_start=1053
+  _globals['_MOVIESUMMARY']._serialized_end=1337
+  _globals['_ANALYZEMOVIERESPONSE']._serialized_start=1340
+  _globals['_ANALYZEMOVIERESPONSE']._serialized_end=1563
+  _globals['_LISTMODELSREQUEST']._serialized_start=1565
+  _globals['_LISTMODELSREQUEST']._serialized_end=1584
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1586
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1653
+  _globals['_LPEMSERVICE']._serialized_start=1656
+  _globals['_LPEMSERVICE']._serialized_end=1857
 # @@protoc_insertion_point(module_scope)

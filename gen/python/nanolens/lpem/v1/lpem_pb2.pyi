@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class MovieHeader(_message.Message):
-    __slots__ = ("pixel_size_nm", "fps", "frames_total", "model", "bright_particles", "search_range_px", "memory_frames", "pair_cutoff_px")
+    __slots__ = ("pixel_size_nm", "fps", "frames_total", "model", "bright_particles", "search_range_px", "memory_frames", "pair_cutoff_px", "binning")
     PIXEL_SIZE_NM_FIELD_NUMBER: _ClassVar[int]
     FPS_FIELD_NUMBER: _ClassVar[int]
     FRAMES_TOTAL_FIELD_NUMBER: _ClassVar[int]
@@ -17,6 +17,7 @@ class MovieHeader(_message.Message):
     SEARCH_RANGE_PX_FIELD_NUMBER: _ClassVar[int]
     MEMORY_FRAMES_FIELD_NUMBER: _ClassVar[int]
     PAIR_CUTOFF_PX_FIELD_NUMBER: _ClassVar[int]
+    BINNING_FIELD_NUMBER: _ClassVar[int]
     pixel_size_nm: float
     fps: float
     frames_total: int
@@ -25,7 +26,8 @@ class MovieHeader(_message.Message):
     search_range_px: float
     memory_frames: int
     pair_cutoff_px: float
-    def __init__(self, pixel_size_nm: _Optional[float] = ..., fps: _Optional[float] = ..., frames_total: _Optional[int] = ..., model: _Optional[_Union[_common_pb2.ModelSelector, _Mapping]] = ..., bright_particles: _Optional[bool] = ..., search_range_px: _Optional[float] = ..., memory_frames: _Optional[int] = ..., pair_cutoff_px: _Optional[float] = ...) -> None: ...
+    binning: int
+    def __init__(self, pixel_size_nm: _Optional[float] = ..., fps: _Optional[float] = ..., frames_total: _Optional[int] = ..., model: _Optional[_Union[_common_pb2.ModelSelector, _Mapping]] = ..., bright_particles: _Optional[bool] = ..., search_range_px: _Optional[float] = ..., memory_frames: _Optional[int] = ..., pair_cutoff_px: _Optional[float] = ..., binning: _Optional[int] = ...) -> None: ...
 
 class AnalyzeMovieRequest(_message.Message):
     __slots__ = ("header", "frames")
