@@ -103,6 +103,8 @@ def cmd_analyze(args) -> int:
     prov = result["provenance"]
     print(f"model {prov['model_name']} {prov['model_version']} ({prov['model_sha256'][:12] or 'no model'}) "
           f"on {prov['execution_provider']}")
+    if prov.get("model_training_data"):
+        print(f"trained on: {prov['model_training_data']}")
     for line in domain.summarise(result):
         print(line)
     for warning in warnings:
@@ -139,6 +141,8 @@ def cmd_models_list(args) -> int:
             print(f"{service.service:<8} {m.name:<24} {m.version:<8} {'default' if m.is_default else '':<8}"
                   f"{m.sha256[:12]}" + (f"  classes={','.join(m.class_names)}" if m.class_names else "")
                   + (f"  cv_accuracy={acc:.3f}" if acc is not None else ""))
+            if m.training_data:
+                print(f"{'':<8} trained on: {m.training_data}")
     return 0
 
 

@@ -68,6 +68,8 @@ ENVELOPE: dict[str, Schema] = {
         "what computed the result",
         model_name=string("model name"), model_version=string("model version"),
         model_sha256=string("sha256 of the model graph (empty for model-free methods)"),
+        model_training_data=string("what the model was trained on: which files, or which generator and seeds "
+                                   "(empty for model-free methods)"),
         service_name=string("domain service"), service_version=string("domain service version"),
         execution_provider=string("onnxruntime execution provider, e.g. CPUExecutionProvider"),
         gateway_version=string("gateway version"), timings=array(_TIMING, "per-stage wall times")),

@@ -264,13 +264,15 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         timings = [{"stage": s, "seconds": t} for s, t in job.timer.timings]
         timings += [{"stage": f"service.{s}", "seconds": t} for s, t in job.service_timings.items()]
         return {"model_name": job.model.name, "model_version": job.model.version,
-                "model_sha256": job.model.sha256, "service_name": upstream.service_name or service,
+                "model_sha256": job.model.sha256, "model_training_data": job.model.training_data,
+                "service_name": upstream.service_name or service,
                 "service_version": upstream.service_version, "execution_provider": upstream.execution_provider,
                 "gateway_version": SERVICE_VERSION, "timings": timings}
 
     def _response(self, doc: dict, cached: bool) -> gateway_pb2.AnalyzeResponse:
         prov = dict(doc["provenance"])
         prov.pop("gateway_version", None)
+        prov.pop("model_training_data", None)  # the result's, not the service's provenance
         provenance = json_format.ParseDict(prov, common_pb2.Provenance())
         return gateway_pb2.AnalyzeResponse(
             job_id=doc["job_id"], result=common_pb2.ObjectRef(**doc["result"]),

@@ -234,6 +234,7 @@ class ModelRegistry:
                 sha256=m["graph"]["sha256"], class_names=list(m["class_names"]),
                 metrics={k: float(v) for k, v in m["metrics"].items() if isinstance(v, int | float)},
                 training_data_sha256=str(m["training_data"].get("sha256", "")), created=m["created"],
+                training_data=str(m["training_data"].get("source", "")),
                 is_default=bool(default) and key == (self.default_name, default[-1]),
                 description=m["description"], code_sha256=code_sha256,
             ))

@@ -59,13 +59,20 @@ def test_models_list(stack):
     from nanolens_tem.service import serving_code_sha256 as tem_code
 
     listed = json.loads(nanolens(stack, "models", "list", "--json").stdout)
-    assert any(m["is_default"] for m in listed["services"][0]["models"])
+    services = {s["service"]: s["models"] for s in listed["services"]}
+    assert any(m["is_default"] for m in services["spectra"])
     # through the gateway, every entry names the serving code that result identities depend on
     codes = {s["service"]: {m["code_sha256"] for m in s["models"]} for s in listed["services"]}
-    assert codes == {"spectra": {spectra_code()}, "tem": {tem_code()}}
-    # the plain listing: one line per model, classes only where a model has them
-    lines = nanolens(stack, "models", "list").stdout.splitlines()
+    assert codes["spectra"] == {spectra_code()} and codes["tem"] == {tem_code()}
+    assert all(len(code) == 1 and len(next(iter(code))) == 64 for code in codes.values())
+    # the plain listing: one line per model, classes only where a model has them, and under a
+    # trained model what it was trained on
+    shown = nanolens(stack, "models", "list").stdout.splitlines()
+    lines = [line for line in shown if not line.startswith(" ")]
+    trained = [line.strip() for line in shown if line.startswith(" ")]
     assert len(lines) == sum(len(s["models"]) for s in listed["services"])
+    assert len(trained) == sum(bool(m.get("training_data")) for s in listed["services"] for m in s["models"]) > 0
+    assert all(line.startswith("trained on: ") for line in trained)
     assert not any(line.rstrip().endswith("classes=") or "classes= " in line for line in lines)
     assert any(line.startswith("spectra") and "classes=" in line for line in lines)
 
@@ -184,7 +191,8 @@ def test_train_register_and_choose_the_model_per_request(stack, tmp_path):
                        "--out", str(tmp_path / "bundle"), "--register")
     assert "4-fold CV accuracy" in trained.stdout and "registered: s3://models/my-lab/3/" in trained.stdout
     assert (tmp_path / "bundle" / "my-lab" / "3" / "manifest.json").is_file()
-    listed = json.loads(nanolens(stack, "models", "list", "--json").stdout)["services"][0]["models"]
+    listed = next(s["models"] for s in json.loads(nanolens(stack, "models", "list", "--json").stdout)["services"]
+                  if s["service"] == "spectra")
     assert any(m["name"] == "my-lab" and m["version"] == "3" for m in listed)
     csv = tmp_path / "cells.csv"
     np.savetxt(csv, np.vstack([batch.axis, batch.spectra[:5]]), delimiter=",", fmt="%.3f")

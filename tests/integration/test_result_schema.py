@@ -71,6 +71,7 @@ def test_result_json_matches_the_declared_schema(stack, kind):
                                    gateway_pb2.UploadRequest(chunk=data)]), timeout=60).object
         response = gateway.Analyze(gateway_pb2.AnalyzeRequest(input=ref, analysis=kind, options=options,
                                                               force=True), timeout=300)
+        catalogue = gateway.ListModels(gateway_pb2.ListModelsRequest(), timeout=60)
     returned = json.loads(response.result_json)
     store = ObjectStore.from_settings(StorageSettings(s3_endpoint=stack[1].s3, s3_access_key=LOCAL_ACCESS_KEY,
                                                       s3_secret_key=LOCAL_SECRET_KEY))
@@ -80,3 +81,8 @@ def test_result_json_matches_the_declared_schema(stack, kind):
         errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.path))
         assert not errors, "\n".join(f"{'/'.join(map(str, e.path))}: {e.message}" for e in errors)
     assert isinstance(response.result, common_pb2.ObjectRef) and stored["identity"] == returned["identity"]
+    prov = stored["provenance"]
+    info = next(m for s in catalogue.services for m in s.models
+                if (m.name, m.version) == (prov["model_name"], prov["model_version"]))
+    if info.training_data_sha256:  # a trained model, not a model-free method: it says what it learnt from
+        assert prov["model_training_data"] == info.training_data != ""

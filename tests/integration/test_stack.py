@@ -98,8 +98,7 @@ def assert_healthy(stack):
 
 def test_models_are_listed_with_provenance(gateway):
     services = gateway.ListModels(gateway_pb2.ListModelsRequest(), timeout=30).services
-    models = services[0].models
-    assert services[0].service == "spectra"
+    models = next(s.models for s in services if s.service == "spectra")
     default = [m for m in models if m.is_default]
     assert len(default) == 1 and len(default[0].sha256) == 64
     assert list(default[0].class_names) == ["early_endosome", "late_endosome", "lysosome"]

@@ -63,6 +63,7 @@ def test_registry_default_and_newest(tmp_path):
     assert reg.get("toy", "2").bundle.version == "2"
     assert [m.version for m in reg.infos()] == ["2", "10"]  # the other task's bundle is not served
     assert [m.is_default for m in reg.infos()] == [False, True]
+    assert {m.training_data for m in reg.infos()} == {"test"}  # the manifest's training_data.source
     with pytest.raises(NotFound):
         reg.get("toy", "3")
     with pytest.raises(NotFound):

@@ -91,7 +91,7 @@ class Provenance(_message.Message):
     def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., model_sha256: _Optional[str] = ..., service_name: _Optional[str] = ..., service_version: _Optional[str] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ..., execution_provider: _Optional[str] = ..., code_sha256: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "task", "sha256", "class_names", "metrics", "training_data_sha256", "created", "is_default", "description", "code_sha256", "default_for")
+    __slots__ = ("name", "version", "task", "sha256", "class_names", "metrics", "training_data_sha256", "created", "is_default", "description", "code_sha256", "default_for", "training_data")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -111,6 +111,7 @@ class ModelInfo(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     CODE_SHA256_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_FOR_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_DATA_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     task: str
@@ -123,7 +124,8 @@ class ModelInfo(_message.Message):
     description: str
     code_sha256: str
     default_for: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., task: _Optional[str] = ..., sha256: _Optional[str] = ..., class_names: _Optional[_Iterable[str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., training_data_sha256: _Optional[str] = ..., created: _Optional[str] = ..., is_default: _Optional[bool] = ..., description: _Optional[str] = ..., code_sha256: _Optional[str] = ..., default_for: _Optional[_Iterable[str]] = ...) -> None: ...
+    training_data: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., task: _Optional[str] = ..., sha256: _Optional[str] = ..., class_names: _Optional[_Iterable[str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., training_data_sha256: _Optional[str] = ..., created: _Optional[str] = ..., is_default: _Optional[bool] = ..., description: _Optional[str] = ..., code_sha256: _Optional[str] = ..., default_for: _Optional[_Iterable[str]] = ..., training_data: _Optional[str] = ...) -> None: ...
 
 class ModelSelector(_message.Message):
     __slots__ = ("name", "version")
