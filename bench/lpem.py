@@ -95,9 +95,9 @@ def through_stack(endpoints, images: np.ndarray, key: str) -> float:
     with grpc.insecure_channel(endpoints.gateway) as channel:
         gateway = gateway_pb2_grpc.GatewayStub(channel)
         t0 = time.perf_counter()
-        for _ in gateway.AnalyzeStream(gateway_pb2.AnalyzeRequest(
+        for _ in gateway.AnalyzeStream(gateway_pb2.AnalyzeStreamRequest(request=gateway_pb2.AnalyzeRequest(
                 input=common_pb2.ObjectRef(bucket="raw", key=key), analysis=gateway_pb2.ANALYSIS_KIND_LPEM_MOVIE,
-                force=True), timeout=1800):
+                force=True)), timeout=1800):
             pass
         return len(images) / (time.perf_counter() - t0)
 

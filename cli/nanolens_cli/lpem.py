@@ -21,7 +21,8 @@ def analyze_with_progress(client, ref: common_pb2.ObjectRef, analysis: int, mode
                                          options=options or {}, force=force)
     draw = sys.stderr.isatty() if progress is None else progress
     start = time.monotonic()
-    call = client.stub.AnalyzeStream(request, timeout=timeout, metadata=client.metadata)
+    call = client.stub.AnalyzeStream(gateway_pb2.AnalyzeStreamRequest(request=request), timeout=timeout,
+                                     metadata=client.metadata)
     try:
         for event in call:
             if event.WhichOneof("event") == "result":

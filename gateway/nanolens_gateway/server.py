@@ -184,7 +184,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             events.put_nowait(gateway_pb2.AnalyzeProgress(stage=stage, done=done, total=total, particles_found=found,
                                                           tracks=tracks))
 
-        task = asyncio.create_task(self._analyze(request, context, progress))
+        task = asyncio.create_task(self._analyze(request.request, context, progress))
         try:
             while True:
                 getter = asyncio.ensure_future(events.get())
@@ -192,8 +192,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                 if getter not in finished:
                     getter.cancel()
                     break
-                yield gateway_pb2.AnalyzeEvent(progress=getter.result())
-            yield gateway_pb2.AnalyzeEvent(result=task.result())
+                yield gateway_pb2.AnalyzeStreamResponse(progress=getter.result())
+            yield gateway_pb2.AnalyzeStreamResponse(result=task.result())
         finally:
             if not task.done():
                 task.cancel()

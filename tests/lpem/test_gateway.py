@@ -83,8 +83,8 @@ def mp4(frames) -> bytes:
 
 
 def analyze_stream(gateway, ref, **options):
-    events = list(gateway.AnalyzeStream(gateway_pb2.AnalyzeRequest(input=ref, analysis=MOVIE, options=options),
-                                        timeout=180))
+    events = list(gateway.AnalyzeStream(gateway_pb2.AnalyzeStreamRequest(
+        request=gateway_pb2.AnalyzeRequest(input=ref, analysis=MOVIE, options=options)), timeout=180))
     assert events[-1].WhichOneof("event") == "result"
     return [e.progress for e in events[:-1]], events[-1].result
 
@@ -116,7 +116,8 @@ def test_a_movie_is_tracked_with_progress_and_its_results_stored(gateway, result
 
 def test_a_cancelled_analysis_stores_nothing(gateway, results, frames):
     ref = upload(gateway, npy(np.concatenate([frames] * 8)), "long.npy")
-    call = gateway.AnalyzeStream(gateway_pb2.AnalyzeRequest(input=ref, analysis=MOVIE), timeout=180)
+    call = gateway.AnalyzeStream(gateway_pb2.AnalyzeStreamRequest(
+        request=gateway_pb2.AnalyzeRequest(input=ref, analysis=MOVIE)), timeout=180)
     for event in call:
         if event.WhichOneof("event") == "progress" and event.progress.done > 0:
             call.cancel()

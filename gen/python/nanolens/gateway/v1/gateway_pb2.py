@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from nanolens.common.v1 import common_pb2 as nanolens_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!nanolens/gateway/v1/gateway.proto\x12\x13nanolens.gateway.v1\x1a\x1fnanolens/common/v1/common.proto\"C\n\x0cUploadHeader\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\"]\n\rUploadRequest\x12\x33\n\x06header\x18\x01 \x01(\x0b\x32!.nanolens.gateway.v1.UploadHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"c\n\x0eUploadResponse\x12-\n\x06object\x18\x01 \x01(\x0b\x32\x1d.nanolens.common.v1.ObjectRef\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"P\n\x16\x43reateUploadUrlRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x17\n\x0f\x65xpires_seconds\x18\x03 \x01(\x05\"U\n\x17\x43reateUploadUrlResponse\x12\x0b\n\x03url\x18\x01 \x01(\t\x12-\n\x06object\x18\x02 \x01(\x0b\x32\x1d.nanolens.common.v1.ObjectRef\"\xa0\x02\n\x0e\x41nalyzeRequest\x12,\n\x05input\x18\x01 \x01(\x0b\x32\x1d.nanolens.common.v1.ObjectRef\x12\x33\n\x08\x61nalysis\x18\x02 \x01(\x0e\x32!.nanolens.gateway.v1.AnalysisKind\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x41\n\x07options\x18\x05 \x03(\x0b\x32\x30.nanolens.gateway.v1.AnalyzeRequest.OptionsEntry\x12\r\n\x05\x66orce\x18\x06 \x01(\x08\x1a.\n\x0cOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xda\x01\n\x0f\x41nalyzeResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12-\n\x06result\x18\x02 \x01(\x0b\x32\x1d.nanolens.common.v1.ObjectRef\x12\x13\n\x0bresult_json\x18\x03 \x01(\t\x12/\n\tartifacts\x18\x04 \x03(\x0b\x32\x1c.nanolens.common.v1.Artifact\x12\x0e\n\x06\x63\x61\x63hed\x18\x05 \x01(\x08\x12\x32\n\nprovenance\x18\x06 \x01(\x0b\x32\x1e.nanolens.common.v1.Provenance\"f\n\x0f\x41nalyzeProgress\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x03\x12\r\n\x05total\x18\x03 \x01(\x03\x12\x17\n\x0fparticles_found\x18\x04 \x01(\x03\x12\x0e\n\x06tracks\x18\x05 \x01(\x03\"\x89\x01\n\x0c\x41nalyzeEvent\x12\x38\n\x08progress\x18\x01 \x01(\x0b\x32$.nanolens.gateway.v1.AnalyzeProgressH\x00\x12\x36\n\x06result\x18\x02 \x01(\x0b\x32$.nanolens.gateway.v1.AnalyzeResponseH\x00\x42\x07\n\x05\x65vent\"\x13\n\x11ListModelsRequest\"O\n\rServiceModels\x12\x0f\n\x07service\x18\x01 \x01(\t\x12-\n\x06models\x18\x02 \x03(\x0b\x32\x1d.nanolens.common.v1.ModelInfo\"J\n\x12ListModelsResponse\x12\x34\n\x08services\x18\x01 \x03(\x0b\x32\".nanolens.gateway.v1.ServiceModels\"@\n\x0f\x44ownloadRequest\x12-\n\x06object\x18\x01 \x01(\x0b\x32\x1d.nanolens.common.v1.ObjectRef\"I\n\x10\x44ownloadResponse\x12\r\n\x05\x63hunk\x18\x01 \x01(\x0c\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\x12\n\nmedia_type\x18\x03 \x01(\t*\xa8\x01\n\x0c\x41nalysisKind\x12\x1d\n\x19\x41NALYSIS_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41NALYSIS_KIND_SPECTRA\x10\x01\x12\x1e\n\x1a\x41NALYSIS_KIND_SPECTRAL_MAP\x10\x02\x12 \n\x1c\x41NALYSIS_KIND_PARTICLE_SIZES\x10\x03\x12\x1c\n\x18\x41NALYSIS_KIND_LPEM_MOVIE\x10\x08\x32\xb7\x04\n\x07Gateway\x12S\n\x06Upload\x12\".nanolens.gateway.v1.UploadRequest\x1a#.nanolens.gateway.v1.UploadResponse(\x01\x12l\n\x0f\x43reateUploadUrl\x12+.nanolens.gateway.v1.CreateUploadUrlRequest\x1a,.nanolens.gateway.v1.CreateUploadUrlResponse\x12T\n\x07\x41nalyze\x12#.nanolens.gateway.v1.AnalyzeRequest\x1a$.nanolens.gateway.v1.AnalyzeResponse\x12]\n\nListModels\x12&.nanolens.gateway.v1.ListModelsRequest\x1a\'.nanolens.gateway.v1.ListModelsResponse\x12Y\n\x08\x44ownload\x12$.nanolens.gateway.v1.DownloadRequest\x1a%.nanolens.gateway.v1.DownloadResponse0\x01\x12Y\n\rAnalyzeStream\x12#.nanolens.gateway.v1.AnalyzeRequest\x1a!.nanolens.gateway.v1.AnalyzeEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!nanolens/gateway/v1/gateway.proto\x12\x13nanolens.gateway.v1\x1a\x1fnanolens/common/v1/common.proto\"C\n\x0cUploadHeader\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\"]\n\rUploadRequest\x12\x33\n\x06header\x18\x01 \x01(\x0b\x32!.nanolens.gateway.v1.UploadHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"c\n\x0eUploadResponse\x12-\n\x06object\x18\x01 \x01(\x0b\x32\x1d.nanolens.common.v1.ObjectRef\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"P\n\x16\x43reateUploadUrlRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x17\n\x0f\x65xpires_seconds\x18\x03 \x01(\x05\"U\n\x17\x43reateUploadUrlResponse\x12\x0b\n\x03url\x18\x01 \x01(\t\x12-\n\x06object\x18\x02 \x01(\x0b\x32\x1d.nanolens.common.v1.ObjectRef\"\xa0\x02\n\x0e\x41nalyzeRequest\x12,\n\x05input\x18\x01 \x01(\x0b\x32\x1d.nanolens.common.v1.ObjectRef\x12\x33\n\x08\x61nalysis\x18\x02 \x01(\x0e\x32!.nanolens.gateway.v1.AnalysisKind\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x41\n\x07options\x18\x05 \x03(\x0b\x32\x30.nanolens.gateway.v1.AnalyzeRequest.OptionsEntry\x12\r\n\x05\x66orce\x18\x06 \x01(\x08\x1a.\n\x0cOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xda\x01\n\x0f\x41nalyzeResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12-\n\x06result\x18\x02 \x01(\x0b\x32\x1d.nanolens.common.v1.ObjectRef\x12\x13\n\x0bresult_json\x18\x03 \x01(\t\x12/\n\tartifacts\x18\x04 \x03(\x0b\x32\x1c.nanolens.common.v1.Artifact\x12\x0e\n\x06\x63\x61\x63hed\x18\x05 \x01(\x08\x12\x32\n\nprovenance\x18\x06 \x01(\x0b\x32\x1e.nanolens.common.v1.Provenance\"f\n\x0f\x41nalyzeProgress\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x03\x12\r\n\x05total\x18\x03 \x01(\x03\x12\x17\n\x0fparticles_found\x18\x04 \x01(\x03\x12\x0e\n\x06tracks\x18\x05 \x01(\x03\"L\n\x14\x41nalyzeStreamRequest\x12\x34\n\x07request\x18\x01 \x01(\x0b\x32#.nanolens.gateway.v1.AnalyzeRequest\"\x92\x01\n\x15\x41nalyzeStreamResponse\x12\x38\n\x08progress\x18\x01 \x01(\x0b\x32$.nanolens.gateway.v1.AnalyzeProgressH\x00\x12\x36\n\x06result\x18\x02 \x01(\x0b\x32$.nanolens.gateway.v1.AnalyzeResponseH\x00\x42\x07\n\x05\x65vent\"\x13\n\x11ListModelsRequest\"O\n\rServiceModels\x12\x0f\n\x07service\x18\x01 \x01(\t\x12-\n\x06models\x18\x02 \x03(\x0b\x32\x1d.nanolens.common.v1.ModelInfo\"J\n\x12ListModelsResponse\x12\x34\n\x08services\x18\x01 \x03(\x0b\x32\".nanolens.gateway.v1.ServiceModels\"@\n\x0f\x44ownloadRequest\x12-\n\x06object\x18\x01 \x01(\x0b\x32\x1d.nanolens.common.v1.ObjectRef\"I\n\x10\x44ownloadResponse\x12\r\n\x05\x63hunk\x18\x01 \x01(\x0c\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\x12\n\nmedia_type\x18\x03 \x01(\t*\xa8\x01\n\x0c\x41nalysisKind\x12\x1d\n\x19\x41NALYSIS_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41NALYSIS_KIND_SPECTRA\x10\x01\x12\x1e\n\x1a\x41NALYSIS_KIND_SPECTRAL_MAP\x10\x02\x12 \n\x1c\x41NALYSIS_KIND_PARTICLE_SIZES\x10\x03\x12\x1c\n\x18\x41NALYSIS_KIND_LPEM_MOVIE\x10\x08\x32\xc6\x04\n\x07Gateway\x12S\n\x06Upload\x12\".nanolens.gateway.v1.UploadRequest\x1a#.nanolens.gateway.v1.UploadResponse(\x01\x12l\n\x0f\x43reateUploadUrl\x12+.nanolens.gateway.v1.CreateUploadUrlRequest\x1a,.nanolens.gateway.v1.CreateUploadUrlResponse\x12T\n\x07\x41nalyze\x12#.nanolens.gateway.v1.AnalyzeRequest\x1a$.nanolens.gateway.v1.AnalyzeResponse\x12]\n\nListModels\x12&.nanolens.gateway.v1.ListModelsRequest\x1a\'.nanolens.gateway.v1.ListModelsResponse\x12Y\n\x08\x44ownload\x12$.nanolens.gateway.v1.DownloadRequest\x1a%.nanolens.gateway.v1.DownloadResponse0\x01\x12h\n\rAnalyzeStream\x12).nanolens.gateway.v1.AnalyzeStreamRequest\x1a*.nanolens.gateway.v1.AnalyzeStreamResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +34,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ANALYZEREQUEST_OPTIONSENTRY']._loaded_options = None
   _globals['_ANALYZEREQUEST_OPTIONSENTRY']._serialized_options = b'8\001'
-  _globals['_ANALYSISKIND']._serialized_start=1601
-  _globals['_ANALYSISKIND']._serialized_end=1769
+  _globals['_ANALYSISKIND']._serialized_start=1688
+  _globals['_ANALYSISKIND']._serialized_end=1856
   _globals['_UPLOADHEADER']._serialized_start=91
   _globals['_UPLOADHEADER']._serialized_end=158
   _globals['_UPLOADREQUEST']._serialized_start=160
@@ -54,18 +54,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ANALYZERESPONSE']._serialized_end=1035
   _globals['_ANALYZEPROGRESS']._serialized_start=1037
   _globals['_ANALYZEPROGRESS']._serialized_end=1139
-  _globals['_ANALYZEEVENT']._serialized_start=1142
-  _globals['_ANALYZEEVENT']._serialized_end=1279
-  _globals['_LISTMODELSREQUEST']._serialized_start=1281
-  _globals['_LISTMODELSREQUEST']._serialized_end=1300
-  _globals['_SERVICEMODELS']._serialized_start=1302
-  _globals['_SERVICEMODELS']._serialized_end=1381
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1383
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1457
-  _globals['_DOWNLOADREQUEST']._serialized_start=1459
-  _globals['_DOWNLOADREQUEST']._serialized_end=1523
-  _globals['_DOWNLOADRESPONSE']._serialized_start=1525
-  _globals['_DOWNLOADRESPONSE']._serialized_end=1598
-  _globals['_GATEWAY']._serialized_start=1772
-  _globals['_GATEWAY']._serialized_end=2339
+  _globals['_ANALYZESTREAMREQUEST']._serialized_start=1141
+  _globals['_ANALYZESTREAMREQUEST']._serialized_end=1217
+  _globals['_ANALYZESTREAMRESPONSE']._serialized_start=1220
+  _globals['_ANALYZESTREAMRESPONSE']._serialized_end=1366
+  _globals['_LISTMODELSREQUEST']._serialized_start=1368
+  _globals['_LISTMODELSREQUEST']._serialized_end=1387
+  _globals['_SERVICEMODELS']._serialized_start=1389
+  _globals['_SERVICEMODELS']._serialized_end=1468
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1470
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1544
+  _globals['_DOWNLOADREQUEST']._serialized_start=1546
+  _globals['_DOWNLOADREQUEST']._serialized_end=1610
+  _globals['_DOWNLOADRESPONSE']._serialized_start=1612
+  _globals['_DOWNLOADRESPONSE']._serialized_end=1685
+  _globals['_GATEWAY']._serialized_start=1859
+  _globals['_GATEWAY']._serialized_end=2441
 # @@protoc_insertion_point(module_scope)

@@ -120,7 +120,13 @@ class AnalyzeProgress(_message.Message):
     tracks: int
     def __init__(self, stage: _Optional[str] = ..., done: _Optional[int] = ..., total: _Optional[int] = ..., particles_found: _Optional[int] = ..., tracks: _Optional[int] = ...) -> None: ...
 
-class AnalyzeEvent(_message.Message):
+class AnalyzeStreamRequest(_message.Message):
+    __slots__ = ("request",)
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    request: AnalyzeRequest
+    def __init__(self, request: _Optional[_Union[AnalyzeRequest, _Mapping]] = ...) -> None: ...
+
+class AnalyzeStreamResponse(_message.Message):
     __slots__ = ("progress", "result")
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]

@@ -61,8 +61,8 @@ class GatewayStub:
                 _registered_method=True)
         self.AnalyzeStream = channel.unary_stream(
                 '/nanolens.gateway.v1.Gateway/AnalyzeStream',
-                request_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.AnalyzeRequest.SerializeToString,
-                response_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.AnalyzeEvent.FromString,
+                request_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.AnalyzeStreamRequest.SerializeToString,
+                response_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.AnalyzeStreamResponse.FromString,
                 _registered_method=True)
 
 
@@ -146,8 +146,8 @@ def add_GatewayServicer_to_server(servicer, server):
             ),
             'AnalyzeStream': grpc.unary_stream_rpc_method_handler(
                     servicer.AnalyzeStream,
-                    request_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.AnalyzeRequest.FromString,
-                    response_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.AnalyzeEvent.SerializeToString,
+                    request_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.AnalyzeStreamRequest.FromString,
+                    response_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.AnalyzeStreamResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -310,8 +310,8 @@ class Gateway:
             request,
             target,
             '/nanolens.gateway.v1.Gateway/AnalyzeStream',
-            nanolens_dot_gateway_dot_v1_dot_gateway__pb2.AnalyzeRequest.SerializeToString,
-            nanolens_dot_gateway_dot_v1_dot_gateway__pb2.AnalyzeEvent.FromString,
+            nanolens_dot_gateway_dot_v1_dot_gateway__pb2.AnalyzeStreamRequest.SerializeToString,
+            nanolens_dot_gateway_dot_v1_dot_gateway__pb2.AnalyzeStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,
