@@ -63,23 +63,32 @@ def npy(frames) -> bytes:
     return out.getvalue()
 
 
+MP4_WRITER = """
+import sys, numpy as np, imageio_ffmpeg
+u8 = np.load(sys.argv[1])
+writer = imageio_ffmpeg.write_frames(sys.argv[2], (u8.shape[2], u8.shape[1]), pix_fmt_in="gray", fps=10, quality=9,
+                                     macro_block_size=16)
+writer.send(None)
+for f in u8:
+    writer.send(np.ascontiguousarray(f))
+writer.close()
+"""
+
+
 def mp4(frames) -> bytes:
+    """H.264 in a fresh interpreter: ffmpeg started from this process after the in-process gRPC
+    servers of the other LPEM tests wrote unreadable files."""
+    import subprocess
+    import sys
     import tempfile
     from pathlib import Path
 
-    import imageio_ffmpeg
-
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "m.mp4"
         lo, hi = np.percentile(frames, (1, 99))
-        u8 = (np.clip((frames - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
-        writer = imageio_ffmpeg.write_frames(str(path), (u8.shape[2], u8.shape[1]), pix_fmt_in="gray",
-                                             fps=10, quality=9, macro_block_size=16)
-        writer.send(None)
-        for f in u8:
-            writer.send(np.ascontiguousarray(f))
-        writer.close()
-        return path.read_bytes()
+        np.save(Path(tmp) / "f.npy", (np.clip((frames - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8))
+        subprocess.run([sys.executable, "-c", MP4_WRITER, str(Path(tmp) / "f.npy"), str(Path(tmp) / "m.mp4")],
+                       check=True, timeout=120)
+        return (Path(tmp) / "m.mp4").read_bytes()
 
 
 def analyze_stream(gateway, ref, **options):
