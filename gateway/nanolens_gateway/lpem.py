@@ -29,6 +29,7 @@ from nanolens_gateway.decoders import suffix_of
 from nanolens_gateway.domains import Analysis, Domain, Option, yes
 from nanolens_gateway.jobs import Job, Outcome
 from nanolens_gateway.results import Artefact
+from nanolens_gateway.schema import array, integer, nullable, number, record, string
 from nanolens_gateway.upstream import ServiceClient, translate
 from nanolens_runtime import arrays
 from nanolens_runtime.errors import InvalidArgument
@@ -38,6 +39,33 @@ TIFF = (".tif", ".tiff")
 MAX_CHUNK_FRAMES = 16
 PREVIEW_FRAMES = 60
 PREVIEW_SIDE = 320
+
+_NUM = nullable(number("value (null: not measurable)"))
+RESULT = {
+    "movie": record("the movie analysed", frames=integer("frames"), height=integer("pixels"), width=integer("pixels"),
+                    pixel_size_nm=nullable(number("nm per pixel (null: unknown, lengths in pixels)")),
+                    pixel_size_source=string("where the pixel size came from", ["request", "file", "unknown"]),
+                    fps=nullable(number("frames per second (null: unknown, times in frames)"))),
+    "detections": integer("particle detections in tracks of 3 frames or more (one per particle and frame)"),
+    "tracks": integer("tracks of 3 frames or more"),
+    "pairs": integer("rows of the pairs table (pairs within the cutoff, per frame)"),
+    "linking": record("the linking parameters used", search_range_px=number("largest step followed, px"),
+                      memory_frames=integer("frames a particle may vanish"),
+                      pair_cutoff_px=number("pair cutoff, px")),
+    "diffusion": record(
+        "ensemble diffusion of all tracks (drift removed)",
+        d_px2_per_frame=_NUM, ci95_px2_per_frame=array(_NUM, "95 % bootstrap interval over tracks, px^2/frame"),
+        d_um2_per_s=_NUM, ci95_um2_per_s=nullable(array(_NUM, "95 % interval, um^2/s")),
+        msd_fit_d_px2_per_frame=_NUM, localisation_var_px2=_NUM, n_tracks=integer("tracks with steps"),
+        n_steps=integer("step pairs used"), method=string("estimator")),
+    "per_frame": record("per-frame statistics in brief (frames.csv has them all)", mean_particles=_NUM,
+                        mean_diameter_px_first=_NUM, mean_diameter_px_last=_NUM,
+                        max_cluster_size=integer("largest cluster of touching particles in any frame")),
+    "track_list": array(record("one track", track=integer("track id"), first_frame=integer("first frame"),
+                               n_frames=integer("frames spanned"), d_px2_per_frame=_NUM,
+                               ci95_px2_per_frame=array(_NUM, "95 % interval"), mean_diameter_px=_NUM),
+                        "the longest tracks first, at most NANOLENS_MAX_LISTED"),
+}
 
 OPTIONS = (
     Option("pixel_size_nm", "pixel size in nm (else the file's metadata; else lengths in px)", "positive_number",
@@ -541,5 +569,9 @@ def summarise(result: dict) -> list[str]:
 DOMAIN = Domain(
     name="lpem", title="particles tracked in liquid-phase EM movies", module="nanolens_lpem",
     stub=lpem_pb2_grpc.LpemServiceStub, list_models_request=lpem_pb2.ListModelsRequest(),
-    analyses=(Analysis(gateway_pb2.ANALYSIS_KIND_LPEM_MOVIE, "lpem_movie", movie, OPTIONS),),
+    analyses=(Analysis(gateway_pb2.ANALYSIS_KIND_LPEM_MOVIE, "lpem_movie", movie, OPTIONS, result=RESULT,
+                       doc="particles segmented and tracked in a liquid-phase EM movie, with their diffusion, "
+                           "pairs, sizes and clusters over time; artefacts: tracks, pairs, track_summary, frames "
+                           "and msd tables (.parquet, .csv), labels.tif, trajectories.png, msd.png, "
+                           "size_vs_time.png, clusters_vs_time.png, preview.gif"),),
     summarise=summarise, file_help="a movie (TIFF stack, MP4/MOV/AVI, .npy T x H x W)", progress=True)

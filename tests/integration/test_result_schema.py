@@ -45,8 +45,16 @@ def _particle_sizes():
     return "particles.npy", _npy(image), {"method": "watershed", "pixel_size_nm": "0.8"}
 
 
+def _lpem_movie():
+    from nanolens_lpem.synthetic.movies import MovieParams, generate
+
+    images = generate(MovieParams(shape=(64, 64), n_frames=8, n_particles=4, contrast=0.4), seed=8)[0]
+    return "movie.npy", _npy(images.astype(np.uint16)), {"pixel_size_nm": "2", "fps": "10"}
+
+
 #: a small input for each analysis: (file name, bytes, options)
-SAMPLES = {"spectra": _spectra, "spectral_map": _spectral_map, "particle_sizes": _particle_sizes}
+SAMPLES = {"spectra": _spectra, "spectral_map": _spectral_map, "particle_sizes": _particle_sizes,
+           "lpem_movie": _lpem_movie}
 
 
 def test_every_analysis_declares_its_fields_and_has_a_sample_here():
