@@ -39,6 +39,8 @@ class Option:
     ``"positive_number"`` (finite, > 0, written in its shortest form: ``0.50`` is ``0.5``).
     Every value is put in one spelling so that the same request makes the same result identity.
     ``flag``: the CLI flag (``--pixel-size-nm``); empty: only ``--option KEY=VALUE`` sets it.
+    ``from_input``: for a yes/no option whose absence means "decided from the input" (TEM's
+    ``bright_particles``, from the file's detector): an explicit no is kept, as ``false``.
     """
 
     key: str
@@ -46,6 +48,7 @@ class Option:
     kind: str = "text"
     choices: tuple[str, ...] = ()
     flag: str = ""
+    from_input: bool = False
 
     def __post_init__(self):
         if self.kind not in ("text", "choice", "yes_no", "positive_number"):
@@ -59,7 +62,7 @@ class Option:
             if value is None:
                 raise InvalidArgument(f"option {self.key}={raw!r} must be true or false (1/0, yes/no, on/off)",
                                       field=where)
-            return "true" if value else None
+            return "true" if value else ("false" if self.from_input else None)
         if raw == "":
             return None
         if self.kind == "choice":

@@ -9,6 +9,7 @@ than the configured limit is ``ResourceExhausted``.
 from __future__ import annotations
 
 import io
+import re
 import tempfile
 from dataclasses import dataclass
 
@@ -34,6 +35,27 @@ class DecodedImage:
     image: np.ndarray  # H x W, uint8 / uint16 / float32
     pixel_size_nm: float | None
     pixel_size_source: str  # "ImageJ", "FEI", "Zeiss", "DigitalMicrograph", "" when unknown
+    # Whether the file's detector makes particles brighter than their background (SEM secondary or
+    # backscattered electrons, dark-field STEM), darker (bright field), or None when it does not say
+    bright_particles: bool | None = None
+    detector: str = ""  # the detector as the file names it, e.g. "Zeiss HE-SE2", "FEI ETD (SE)"
+
+
+# Detector names that mean particles brighter than the background: secondary and backscattered
+# electrons (SEM: SE, SE2, InLens, ETD, TLD, BSE, BSD, CBS, AsB, EsB) and dark-field STEM (ADF,
+# HAADF, DF); bright-field names (BF) mean darker.
+_BRIGHT = re.compile(r"^(se|bse|bsd|inlens|etd|tld|cbs|asb|esb|haadf|adf|df)\d*$")
+_DARK = re.compile(r"^(bf|abf)\d*$")
+
+
+def detector_contrast(name: str) -> bool | None:
+    """True if a detector name means bright particles, False if dark, None if it does not tell."""
+    tokens = [t for t in re.split(r"[^a-z0-9]+", name.lower().replace("in-lens", "inlens")) if t]
+    if any(_DARK.match(t) for t in tokens) or "bright field" in name.lower():
+        return False
+    if any(_BRIGHT.match(t) for t in tokens):
+        return True
+    return None
 
 
 def _bad(message: str) -> InvalidArgument:
@@ -67,7 +89,21 @@ def _zeiss_pixel_nm(meta: dict, columns: int) -> float | None:
     return _zeiss_length_nm(meta.get("ap_pixel_size")) or _zeiss_length_nm(meta.get("ap_image_pixel_size"))
 
 
-def _tiff(data: bytes, what: str) -> tuple[np.ndarray, float | None, str]:
+def _tiff_detector(tif: tifffile.TiffFile) -> str:
+    """The detector named in FEI/Thermo or Zeiss SmartSEM metadata, or ""."""
+    if tif.is_fei and tif.fei_metadata:
+        det = tif.fei_metadata.get("Detectors", {})
+        name, mode = str(det.get("Name", "")), str(det.get("Mode", ""))
+        return f"FEI {name} ({mode})" if name or mode else ""
+    if tif.is_sem and tif.sem_metadata:
+        entry = tif.sem_metadata.get("dp_detector_channel") or tif.sem_metadata.get("dp_detector_type")
+        if isinstance(entry, tuple) and len(entry) >= 2:
+            return f"Zeiss {entry[1]}"
+    return ""
+
+
+def _tiff(data: bytes, what: str) -> tuple[np.ndarray, float | None, str, str]:
+    """The first frame, its pixel size and that size's source, and the detector the file names."""
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
             frames = [page for page in tif.pages if not page.is_reduced]  # thumbnails are not frames
@@ -78,19 +114,19 @@ def _tiff(data: bytes, what: str) -> tuple[np.ndarray, float | None, str]:
             if tif.is_fei and tif.fei_metadata:
                 width_m = tif.fei_metadata.get("Scan", {}).get("PixelWidth")
                 if width_m:
-                    return image, float(width_m) * 1e9, "FEI"
+                    return image, float(width_m) * 1e9, "FEI", _tiff_detector(tif)
             if tif.is_sem and tif.sem_metadata:
                 pixel_nm = _zeiss_pixel_nm(tif.sem_metadata, image.shape[-1])
                 if pixel_nm:
-                    return image, pixel_nm, "Zeiss"
+                    return image, pixel_nm, "Zeiss", _tiff_detector(tif)
             if tif.is_imagej and tif.imagej_metadata:
                 nm_per_unit = _nm_per(tif.imagej_metadata.get("unit", ""))
                 x_res = tif.pages[0].tags.get("XResolution")
                 if nm_per_unit and x_res is not None:
                     numerator, denominator = x_res.value
                     if numerator > 0:  # pixels per unit
-                        return image, nm_per_unit * denominator / numerator, "ImageJ"
-            return image, None, ""
+                        return image, nm_per_unit * denominator / numerator, "ImageJ", _tiff_detector(tif)
+            return image, None, "", _tiff_detector(tif)
     except (tifffile.TiffFileError, ValueError, KeyError, IndexError) as exc:
         raise _bad(f"{what} is not a readable TIFF ({exc})") from exc
 
@@ -180,9 +216,9 @@ def decode_image(data: bytes, key: str, max_pixels: int) -> DecodedImage:
     what = f"input {key!r}"
     if not data:
         raise _bad(f"{what} is empty (0 bytes)")
-    pixel_size, source = None, ""
+    pixel_size, source, detector = None, "", ""
     if suffix in TIFF_SUFFIXES:
-        image, pixel_size, source = _tiff(data, what)
+        image, pixel_size, source, detector = _tiff(data, what)
     elif suffix in DM_SUFFIXES:
         # the reader needs a file on /tmp (a small emptyDir in the chart): refuse what cannot be one
         # image within the limit (8 bytes a pixel, plus tags) before writing it there
@@ -201,4 +237,5 @@ def decode_image(data: bytes, key: str, max_pixels: int) -> DecodedImage:
         raise _bad(f"{what}: unknown image format {suffix or '(no extension)'}; "
                    f"use one of {sorted(TIFF_SUFFIXES | DM_SUFFIXES | PIL_SUFFIXES | {'.npy'})}")
     image = validate_image(to_greyscale(image, what), what, max_pixels)
-    return DecodedImage(image, pixel_size, source)
+    return DecodedImage(image, pixel_size, source, detector_contrast(detector) if detector else None, detector)
+

@@ -27,8 +27,9 @@ OPTIONS = (
            flag="--method"),
     Option("pixel_size_nm", "pixel size in nm; overrides the file's metadata", "positive_number",
            flag="--pixel-size-nm"),
-    Option("bright_particles", "particles are brighter than the background (dark field, SEM secondary electrons)",
-           "yes_no", flag="--bright-particles"),
+    Option("bright_particles", "particles are brighter than the background (default: what the file's detector "
+           "implies, SEM electrons and dark-field STEM bright; else darker, as in TEM bright field)",
+           "yes_no", flag="--bright-particles", from_input=True),
     Option("tta", "cnn only: average the network over the image's 8 rotations and reflections (8x the time)",
            "yes_no", flag="--tta"),
 )
@@ -46,7 +47,11 @@ RESULT = {
     "image": record("the image analysed", height=integer("pixels"), width=integer("pixels"),
                     pixel_size_nm=nullable(number("nm per pixel (null: unknown, sizes in pixels)")),
                     pixel_size_source=string("where the pixel size came from: request, the file's metadata "
-                                             "(e.g. tiff-resolution, imagej, dm) or unknown")),
+                                             "(FEI, Zeiss, ImageJ, DigitalMicrograph) or unknown"),
+                    particles_bright=boolean("particles were taken as brighter than their background"),
+                    contrast_source=string("why: request (the bright_particles option), detector: <the "
+                                           "file's detector> (SEM electrons, dark-field STEM: bright; bright "
+                                           "field: dark), or default: TEM bright field (dark)")),
     "distribution": record(
         "the primary-particle size distribution (lognormal fit of the area-equivalent diameters)",
         count=integer("particles sized"), gmd_px=number("geometric mean diameter, pixels"),
@@ -102,10 +107,18 @@ async def particle_sizes(job: Job, client: ServiceClient) -> Outcome:
     requested = float(job.options.get("pixel_size_nm", 0.0))
     pixel_size = requested or decoded.pixel_size_nm or 0.0
     source = "request" if requested else (decoded.pixel_size_source or "unknown")
+    # Particles brighter or darker than the background: the request says, else the file's detector
+    # (SEM electrons and dark-field STEM: brighter), else TEM bright field (darker).
+    if "bright_particles" in job.options:
+        bright, contrast_source = yes(job.options, "bright_particles"), "request"
+    elif decoded.bright_particles is not None:
+        bright, contrast_source = decoded.bright_particles, f"detector: {decoded.detector}"
+    else:
+        bright, contrast_source = False, "default: TEM bright field"
     request = tem_pb2.AnalyzeImageRequest(
         image=arrays.to_proto(decoded.image), pixel_size_nm=pixel_size,
         method=METHODS.get(job.options.get("method", ""), tem_pb2.METHOD_UNSPECIFIED),
-        bright_particles=yes(job.options, "bright_particles"), test_time_augmentation=yes(job.options, "tta"),
+        bright_particles=bright, test_time_augmentation=yes(job.options, "tta"),
         # the model resolved for the result's identity is the one that runs
         model=common_pb2.ModelSelector(name=job.model.name, version=job.model.version))
     size = request.ByteSize()
@@ -130,7 +143,8 @@ async def particle_sizes(job: Job, client: ServiceClient) -> Outcome:
         summary = {
             "method": response.method,
             "image": {"height": int(labels.shape[0]), "width": int(labels.shape[1]),
-                      "pixel_size_nm": pixel_size or None, "pixel_size_source": source},
+                      "pixel_size_nm": pixel_size or None, "pixel_size_source": source,
+                      "particles_bright": bright, "contrast_source": contrast_source},
             "distribution": {"count": dist.count, "gmd_px": dist.gmd_px, "gmd_nm": dist.gmd_nm or None,
                              "gsd": dist.gsd, "unit": dist.unit, "histogram_edges": list(dist.histogram_edges),
                              "histogram_counts": list(dist.histogram_counts),

@@ -221,3 +221,23 @@ def test_labels_tif_keeps_the_inputs_calibration(pixel_size):
             assert denominator / numerator == pytest.approx(pixel_size, rel=1e-6)
         else:
             assert not tif.is_imagej
+
+
+@pytest.mark.parametrize("signal, bright", [("InLens", True), ("HE-SE2", True), ("AsB", True), ("Camera", None)])
+def test_the_zeiss_detector_says_whether_particles_are_bright(signal, bright):
+    text = f"0\r\n0\r\nAP_PIXEL_SIZE\r\nPixel Size = 2.0 nm\r\nDP_DETECTOR_CHANNEL\r\nSignal A = {signal}\r\n"
+    decoded = decode_image(tiff(GREY, extratags=[(34118, "s", 0, text.encode("latin-1"), True)]), "z.tif", LIMIT)
+    assert decoded.detector == f"Zeiss {signal}" and decoded.bright_particles is bright
+
+
+@pytest.mark.parametrize("name, mode, bright", [("ETD", "SE", True), ("CBS", "BSE", True), ("HAADF", "", True),
+                                                ("BF", "", False)])
+def test_the_fei_detector_says_whether_particles_are_bright(name, mode, bright):
+    text = f"[Scan]\r\nPixelWidth=1.5e-09\r\n[Detectors]\r\nName={name}\r\nMode={mode}\r\n"
+    decoded = decode_image(tiff(GREY, extratags=[(34682, "s", 0, text, True)]), "fei.tif", LIMIT)
+    assert decoded.bright_particles is bright and name in decoded.detector
+
+
+def test_files_without_a_detector_leave_the_contrast_open():
+    assert decode_image(tiff(GREY), "plain.tif", LIMIT).bright_particles is None
+    assert decode_image(pil(GREY), "plain.png", LIMIT).bright_particles is None

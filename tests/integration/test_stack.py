@@ -14,6 +14,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+import tifffile
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -438,11 +439,39 @@ def test_particle_sizing_options_are_checked_and_tta_is_its_own_result(stack, ga
     doc = json.loads(augmented.result_json)
     assert doc["options"]["tta"] == "true" and doc["method"] == "cnn" and doc["n_particles"] > 0
     # other spellings of the same request find the stored results
-    for options, stored in [({"method": "CNN", "tta": "no", "bright_particles": "0"}, plain),
-                            ({"method": "cnn", "tta": "Yes", "bright_particles": "false"}, augmented)]:
+    for options, stored in [({"method": "CNN", "tta": "no"}, plain),
+                            ({"method": "cnn", "tta": "Yes"}, augmented)]:
         again = analyze(gateway, ref, sizes, options=options)
         assert again.cached and again.result.key == stored.result.key, options
+    # bright_particles is decided from the file when absent, so an explicit no is its own request
+    no, zero = (analyze(gateway, ref, sizes, options={"method": "cnn", "bright_particles": v}) for v in ("no", "0"))
+    assert no.result.key != plain.result.key and zero.cached and zero.result.key == no.result.key
     sized = [analyze(gateway, ref, sizes, options={"method": "watershed", "pixel_size_nm": v}) for v in ("0.50", ".5")]
     assert sized[1].cached and sized[1].result.key == sized[0].result.key
     assert json.loads(sized[0].result_json)["options"]["pixel_size_nm"] == "0.5"
     assert_healthy(stack)
+
+
+def test_the_files_detector_decides_whether_particles_are_bright(gateway, stack):
+    """An SEM image (particles brighter than the background, the Zeiss file naming its InLens
+    detector) is sized as bright particles without the option, as well as with it; the result says
+    why; the option still overrides the file."""
+    from nanolens_tem.synthetic.agglomerates import SynthParams, generate
+
+    sample = generate(seed=21, params=SynthParams(shape=(192, 192)))
+    bright = (255 - sample.image.astype(np.int32)).astype(np.uint8)  # secondary-electron-like contrast
+    text = ("0\r\n0\r\nAP_WIDTH\r\nWidth = 96.0 nm\r\nDP_DETECTOR_CHANNEL\r\nSignal A = InLens\r\n")
+    out = io.BytesIO()
+    tifffile.imwrite(out, bright, extratags=[(34118, "s", 0, text.encode("latin-1"), True)])
+    ref = upload(gateway, out.getvalue(), "sem.tif")
+    sizes = gateway_pb2.ANALYSIS_KIND_PARTICLE_SIZES
+    auto = json.loads(analyze(gateway, ref, sizes, options={"method": "watershed"}).result_json)
+    told = json.loads(analyze(gateway, ref, sizes, options={"method": "watershed",
+                                                             "bright_particles": "yes"}).result_json)
+    wrong = json.loads(analyze(gateway, ref, sizes, options={"method": "watershed",
+                                                              "bright_particles": "no"}).result_json)
+    assert auto["image"]["particles_bright"] and auto["image"]["contrast_source"] == "detector: Zeiss InLens"
+    assert auto["image"]["pixel_size_nm"] == pytest.approx(0.5)  # 96 nm over 192 columns
+    assert told["image"]["contrast_source"] == "request" and not wrong["image"]["particles_bright"]
+    assert auto["distribution"]["gmd_px"] == pytest.approx(told["distribution"]["gmd_px"], rel=1e-6)
+    assert auto["distribution"]["count"] == told["distribution"]["count"] != wrong["distribution"]["count"]
