@@ -149,8 +149,14 @@ def open_movie(path: Path, key: str) -> Movie:
         if suffix in VIDEO:
             import imageio_ffmpeg
 
-            reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="gray", bits_per_pixel=8)
-            meta = next(reader)
+            for attempt in range(3):  # imageio-ffmpeg waits 10 s for ffmpeg's header: a loaded machine misses it
+                reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="gray", bits_per_pixel=8)
+                try:
+                    meta = next(reader)
+                    break
+                except OSError as exc:
+                    if attempt == 2 or not str(exc).rstrip().endswith("=== stderr ==="):
+                        raise
             w, h = meta["size"]
             n = int(meta.get("n_frames") or 0) if np.isfinite(meta.get("n_frames") or 0) else 0
 
