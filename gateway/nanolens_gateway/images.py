@@ -102,15 +102,25 @@ def _tiff_detector(tif: tifffile.TiffFile) -> str:
     return ""
 
 
+def _tiff_frame(tif: tifffile.TiffFile, what: str) -> np.ndarray:
+    """The one image of a TIFF. Frames are pages of one shape that are not reduced-resolution
+    thumbnails; two or more is a stack (refused). A file may also hold one image twice, as a colour
+    rendering and as the greyscale data (Olympus SIS): then the greyscale one is the image."""
+    pages = [page for page in tif.pages if not page.is_reduced]
+    grey = [page for page in pages if page.ndim == 2] or pages
+    shapes = [page.shape for page in grey]
+    if shapes.count(shapes[0]) > 1 or (len(pages) == 1 and pages[0].ndim == 3 and pages[0].shape[-1] not in (3, 4)):
+        n = shapes.count(shapes[0]) if shapes.count(shapes[0]) > 1 else pages[0].shape[0]
+        raise _bad(f"{what} is a stack of {n} images; need one 2D image (export a single frame; movies go to "
+                   "the lpem analysis)")
+    return grey[0].asarray()
+
+
 def _tiff(data: bytes, what: str) -> tuple[np.ndarray, float | None, str, str]:
     """The first frame, its pixel size and that size's source, and the detector the file names."""
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
-            frames = [page for page in tif.pages if not page.is_reduced]  # thumbnails are not frames
-            if len(frames) > 1:
-                raise _bad(f"{what} is a stack of {len(frames)} images; need one 2D image (export a single "
-                           "frame; movies go to the lpem analysis)")
-            image = tif.pages[0].asarray()
+            image = _tiff_frame(tif, what)
             if tif.is_fei and tif.fei_metadata:
                 width_m = tif.fei_metadata.get("Scan", {}).get("PixelWidth")
                 if width_m:

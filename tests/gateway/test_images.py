@@ -241,3 +241,15 @@ def test_the_fei_detector_says_whether_particles_are_bright(name, mode, bright):
 def test_files_without_a_detector_leave_the_contrast_open():
     assert decode_image(tiff(GREY), "plain.tif", LIMIT).bright_particles is None
     assert decode_image(pil(GREY), "plain.png", LIMIT).bright_particles is None
+
+
+def test_a_colour_rendering_beside_the_greyscale_data_gives_the_data():
+    """Olympus SIS files hold the image twice: an RGB rendering (JPEG) and the uint16 data."""
+    data16 = (GREY.astype(np.uint16) * 100)
+    out = io.BytesIO()
+    with tifffile.TiffWriter(out) as writer:
+        writer.write(np.stack([GREY] * 3, axis=-1), photometric="rgb", compression="jpeg")
+        writer.write(data16)
+    decoded = decode_image(out.getvalue(), "sis.tif", LIMIT)
+    assert decoded.image.dtype == np.uint16
+    np.testing.assert_array_equal(decoded.image, data16)
