@@ -102,6 +102,25 @@ def _tiff_detector(tif: tifffile.TiffFile) -> str:
     return ""
 
 
+def _dm_tiff_pixel_nm(tags) -> float | None:
+    """DigitalMicrograph's calibration in a TIFF it saved: private tags 65009 / 65010 (x / y scale
+    per pixel) with units 65003 / 65004; the standard resolution tags of such files are not the
+    calibration. Square pixels only."""
+    scales = [tags.get(code) for code in (65009, 65010)]
+    units = [tags.get(code) for code in (65003, 65004)]
+    if None in scales or None in units:
+        return None
+    per = [_nm_per(u.value) for u in units]
+    try:
+        values = [float(s.value) for s in scales]
+    except (TypeError, ValueError):
+        return None
+    if None in per or min(values) <= 0:
+        return None
+    x_nm, y_nm = values[0] * per[0], values[1] * per[1]
+    return x_nm if abs(x_nm - y_nm) <= 0.01 * x_nm else None
+
+
 def _tiff_frame(tif: tifffile.TiffFile, what: str) -> np.ndarray:
     """The one image of a TIFF. Frames are pages of one shape that are not reduced-resolution
     thumbnails; two or more is a stack (refused). A file may also hold one image twice, as a colour
@@ -129,6 +148,9 @@ def _tiff(data: bytes, what: str) -> tuple[np.ndarray, float | None, str, str]:
                 pixel_nm = _zeiss_pixel_nm(tif.sem_metadata, image.shape[-1])
                 if pixel_nm:
                     return image, pixel_nm, "Zeiss", _tiff_detector(tif)
+            dm_nm = _dm_tiff_pixel_nm(tif.pages[0].tags)
+            if dm_nm:
+                return image, dm_nm, "DigitalMicrograph", _tiff_detector(tif)
             if tif.is_imagej and tif.imagej_metadata:
                 nm_per_unit = _nm_per(tif.imagej_metadata.get("unit", ""))
                 x_res = tif.pages[0].tags.get("XResolution")

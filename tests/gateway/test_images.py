@@ -253,3 +253,12 @@ def test_a_colour_rendering_beside_the_greyscale_data_gives_the_data():
     decoded = decode_image(out.getvalue(), "sis.tif", LIMIT)
     assert decoded.image.dtype == np.uint16
     np.testing.assert_array_equal(decoded.image, data16)
+
+
+def test_a_tiff_saved_by_digitalmicrograph_keeps_its_calibration():
+    """DigitalMicrograph writes its calibration into private tags (65009/65010 scale, 65003/65004
+    unit), as in the public test file test_loading_image_saved_with_DM.tif (0.1687 um/px)."""
+    tags = [(65003, "s", 0, "um", True), (65004, "s", 0, "um", True),
+            (65009, "d", 1, 0.16867469, True), (65010, "d", 1, 0.16867469, True)]
+    decoded = decode_image(tiff(GREY.astype(np.float32), extratags=tags), "dm.tif", LIMIT)
+    assert decoded.pixel_size_nm == pytest.approx(168.67469) and decoded.pixel_size_source == "DigitalMicrograph"
