@@ -20,7 +20,7 @@ from functools import cache
 from google.protobuf.message import Message
 
 from nanolens.common.v1 import common_pb2
-from nanolens_gateway.jobs import Job, Outcome
+from nanolens_gateway.context import AnalysisContext, Outcome
 from nanolens_gateway.schema import Schema, result_schema
 from nanolens_gateway.upstream import ServiceClient
 from nanolens_runtime.errors import InvalidArgument
@@ -98,7 +98,7 @@ class Analysis:
 
     kind: int  # a nanolens.gateway.v1.AnalysisKind value
     name: str
-    run: Callable[[Job, ServiceClient], Awaitable[Outcome]]
+    run: Callable[[AnalysisContext, ServiceClient], Awaitable[Outcome]]
     options: tuple[Option, ...] = ()
     resolve: Callable[[ServiceClient, str, str, dict[str, str]], Awaitable[common_pb2.ModelInfo]] = named_model
     #: the fields its summary adds to result.json (nanolens_gateway.schema builders), and what it is

@@ -25,9 +25,9 @@ import numpy as np
 from nanolens.common.v1 import common_pb2
 from nanolens.gateway.v1 import gateway_pb2
 from nanolens.lpem.v1 import lpem_pb2, lpem_pb2_grpc
+from nanolens_gateway.context import AnalysisContext, Outcome
 from nanolens_gateway.decoders import suffix_of
 from nanolens_gateway.domains import Analysis, Domain, Option, yes
-from nanolens_gateway.jobs import Job, Outcome
 from nanolens_gateway.results import Artefact
 from nanolens_gateway.schema import array, integer, nullable, number, record, string
 from nanolens_gateway.upstream import ServiceClient, translate
@@ -201,24 +201,24 @@ def _decoded(frames: Iterator[np.ndarray], key: str) -> Iterator[np.ndarray]:
         yield frame
 
 
-async def spool(job: Job) -> Path:
+async def spool(ctx: AnalysisContext) -> Path:
     """The input object in a temporary file, fetched block by block (bounded memory)."""
-    src = job.source
+    src = ctx.source
     fd, name = tempfile.mkstemp(suffix=suffix_of(src.key) or ".bin", prefix="nanolens-lpem-")
 
     def fetch():
-        reader = job.store.open(src.bucket, src.key, src.version_id)
+        reader = ctx.store.open(src.bucket, src.key, src.version_id)
         try:
             with os.fdopen(fd, "wb") as out:
                 left = src.size
                 while left > 0:
-                    chunk = reader.read_exactly(min(job.block_bytes, left))
+                    chunk = reader.read_exactly(min(ctx.block_bytes, left))
                     out.write(chunk)
                     left -= len(chunk)
         finally:
             reader.close()
 
-    with job.timer.stage("fetch"):
+    with ctx.timer.stage("fetch"):
         try:
             await asyncio.to_thread(fetch)
         except BaseException:
@@ -275,29 +275,29 @@ def _finite(x: float) -> float | None:
     return None if x is None or not np.isfinite(x) else round(float(x), 6)
 
 
-async def movie(job: Job, client: ServiceClient) -> Outcome:
-    path = await spool(job)
+async def movie(ctx: AnalysisContext, client: ServiceClient) -> Outcome:
+    path = await spool(ctx)
     workdir = Path(tempfile.mkdtemp(prefix="nanolens-lpem-"))
     collector = Collector(workdir)
     movie_ = None
     try:
-        with job.timer.stage("decode"):
-            movie_ = await asyncio.to_thread(open_movie, path, job.source.key)
-        requested_px = float(job.options.get("pixel_size_nm", 0.0))
+        with ctx.timer.stage("decode"):
+            movie_ = await asyncio.to_thread(open_movie, path, ctx.source.key)
+        requested_px = float(ctx.options.get("pixel_size_nm", 0.0))
         pixel_size = requested_px or movie_.pixel_size_nm
-        fps = float(job.options.get("fps", 0.0)) or movie_.fps
+        fps = float(ctx.options.get("fps", 0.0)) or movie_.fps
         h, w = movie_.shape
         frame_bytes = max(h * w * 4, 1)
-        per_chunk = int(max(1, min(MAX_CHUNK_FRAMES, job.block_bytes // frame_bytes)))
+        per_chunk = int(max(1, min(MAX_CHUNK_FRAMES, ctx.block_bytes // frame_bytes)))
         header = lpem_pb2.MovieHeader(
             pixel_size_nm=pixel_size, fps=fps, frames_total=movie_.n_frames,
-            model=common_pb2.ModelSelector(name=job.model.name, version=job.model.version),
-            bright_particles=yes(job.options, "bright_particles"),
-            search_range_px=float(job.options.get("search_range_px", 0.0)),
-            memory_frames=int(float(job.options.get("memory_frames", 0))),
-            pair_cutoff_px=float(job.options.get("pair_cutoff_px", 0.0)),
-            binning=int(float(job.options.get("binning", 1))))
-        key = job.source.key
+            model=common_pb2.ModelSelector(name=ctx.model.name, version=ctx.model.version),
+            bright_particles=yes(ctx.options, "bright_particles"),
+            search_range_px=float(ctx.options.get("search_range_px", 0.0)),
+            memory_frames=int(float(ctx.options.get("memory_frames", 0))),
+            pair_cutoff_px=float(ctx.options.get("pair_cutoff_px", 0.0)),
+            binning=int(float(ctx.options.get("binning", 1))))
+        key = ctx.source.key
 
         def next_chunk(index: list[int]) -> np.ndarray | None:
             frames = []
@@ -320,7 +320,7 @@ async def movie(job: Job, client: ServiceClient) -> Outcome:
         async def chunks():
             index = [0]
             while True:
-                with job.timer.stage("decode"):
+                with ctx.timer.stage("decode"):
                     chunk = await asyncio.to_thread(next_chunk, index)
                 if chunk is None:
                     return
@@ -332,24 +332,24 @@ async def movie(job: Job, client: ServiceClient) -> Outcome:
                 await asyncio.to_thread(collector.labels, response.labels)
             elif part == "progress":
                 p = response.progress
-                job.report("analyse", p.frames_done, p.frames_total, p.particles_found, p.tracks)
+                ctx.report("analyse", p.frames_done, p.frames_total, p.particles_found, p.tracks)
             elif part == "table":
                 collector.table(response.table)
             elif part == "summary":
                 collector.summary = response.summary
 
         try:
-            await stream_movie(client.stub, header, chunks(), on_response, job.remaining())
+            await stream_movie(client.stub, header, chunks(), on_response, ctx.remaining())
         except grpc.aio.AioRpcError as exc:
             raise translate(exc, "lpem") from exc
         summary = collector.summary
         if summary is None:
             raise _bad(f"{key}: the LPEM service ended the stream without a result")
-        job.absorb(summary.provenance)
-        with job.timer.stage("postprocess"):
+        ctx.absorb(summary.provenance)
+        with ctx.timer.stage("postprocess"):
             collector.close()
             tables = {n: collector.frame_table(n) for n in ("tracks", "track_summary", "pairs", "frames", "msd")}
-            doc = summary_doc(summary, tables, pixel_size, fps, movie_, job, requested_px)
+            doc = summary_doc(summary, tables, pixel_size, fps, movie_, ctx, requested_px)
             artefacts = await asyncio.to_thread(build_artefacts, collector, tables, summary, pixel_size, fps)
         return Outcome(doc, artefacts)
     finally:
@@ -392,7 +392,7 @@ async def stream_movie(stub, header: lpem_pb2.MovieHeader, chunks, on_response, 
         call.cancel()
 
 
-def summary_doc(summary, tables, pixel_size, fps, movie_, job: Job, requested_px: float) -> dict:
+def summary_doc(summary, tables, pixel_size, fps, movie_, ctx: AnalysisContext, requested_px: float) -> dict:
     d = summary.diffusion
     ts = tables["track_summary"]
     order = np.argsort(-ts["n_frames"]) if len(ts.get("track", [])) else np.zeros(0, int)
@@ -423,7 +423,7 @@ def summary_doc(summary, tables, pixel_size, fps, movie_, job: Job, requested_px
              "n_frames": int(ts["n_frames"][i]), "d_px2_per_frame": _finite(ts["d"][i]),
              "ci95_px2_per_frame": [_finite(ts["d_low"][i]), _finite(ts["d_high"][i])],
              "mean_diameter_px": _finite(ts["mean_diameter"][i])}
-            for i in order[:job.max_listed]],
+            for i in order[:ctx.max_listed]],
     }
 
 

@@ -19,8 +19,8 @@ from google.protobuf import json_format
 
 from nanolens.common.v1 import common_pb2
 from nanolens.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from nanolens_gateway.context import AnalysisContext
 from nanolens_gateway.domains import analyses
-from nanolens_gateway.jobs import Job
 from nanolens_gateway.results import ResultStore, artefact_protos, identity, result_prefix
 from nanolens_gateway.upstream import ServiceClient
 from nanolens_runtime.bundles import sha256_bytes
@@ -231,14 +231,14 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                     if stored is not None:
                         return self._response(stored, cached=True)
                 remaining = context.time_remaining()
-                job = Job(
+                ctx = AnalysisContext(
                     store=self.store, source=source, model=model, options=options, timer=timer,
                     deadline=None if remaining is None else asyncio.get_running_loop().time() + remaining,
                     block_bytes=self.settings.block_mb * 1024 * 1024, max_listed=self.settings.max_listed,
                     max_pixels=self.settings.max_image_mp * 2**20,  # 16 admits 4096 x 4096
                     progress=progress)
                 started = time.time()
-                outcome = await analysis.run(job, client)
+                outcome = await analysis.run(ctx, client)
                 doc = {
                     "job_id": uuid.uuid4().hex,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
@@ -249,7 +249,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                     "identity": ident,
                     **outcome.summary,
                 }
-                doc["provenance"] = self._provenance(job, domain.name)  # the store stage: metrics only
+                doc["provenance"] = self._provenance(ctx, domain.name)  # the store stage: metrics only
                 with timer.stage("store"):
                     doc = await asyncio.to_thread(self.results.save, prefix, doc, outcome.artefacts)
         finally:
@@ -259,12 +259,12 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         return self._response(doc, cached=False)
 
     @staticmethod
-    def _provenance(job: Job, service: str) -> dict:
-        upstream = job.provenance or common_pb2.Provenance()
-        timings = [{"stage": s, "seconds": t} for s, t in job.timer.timings]
-        timings += [{"stage": f"service.{s}", "seconds": t} for s, t in job.service_timings.items()]
-        return {"model_name": job.model.name, "model_version": job.model.version,
-                "model_sha256": job.model.sha256, "model_training_data": job.model.training_data,
+    def _provenance(ctx: AnalysisContext, service: str) -> dict:
+        upstream = ctx.provenance or common_pb2.Provenance()
+        timings = [{"stage": s, "seconds": t} for s, t in ctx.timer.timings]
+        timings += [{"stage": f"service.{s}", "seconds": t} for s, t in ctx.service_timings.items()]
+        return {"model_name": ctx.model.name, "model_version": ctx.model.version,
+                "model_sha256": ctx.model.sha256, "model_training_data": ctx.model.training_data,
                 "service_name": upstream.service_name or service,
                 "service_version": upstream.service_version, "execution_provider": upstream.execution_provider,
                 "gateway_version": SERVICE_VERSION, "timings": timings}

@@ -13,9 +13,9 @@ from nanolens.common.v1 import common_pb2
 from nanolens.gateway.v1 import gateway_pb2
 from nanolens.spectra.v1 import spectra_pb2, spectra_pb2_grpc
 from nanolens_gateway import pictures
+from nanolens_gateway.context import AnalysisContext, Outcome
 from nanolens_gateway.decoders import NpyLayout, SpectraData, decode_spectra, parse_npy_header, suffix_of
 from nanolens_gateway.domains import Analysis, Domain, Option
-from nanolens_gateway.jobs import Job, Outcome
 from nanolens_gateway.results import Artefact
 from nanolens_gateway.schema import array, integer, mapping, number, record, string
 from nanolens_gateway.upstream import ServiceClient, translate
@@ -26,8 +26,8 @@ NPY_HEADER_READ = 4096
 OPTIONS = (Option("array_key", "the array of an .npz file holding the spectra (default: 'spectra' or the only one)"),)
 
 
-def selector(job: Job) -> spectra_pb2.ModelSelector:
-    return spectra_pb2.ModelSelector(name=job.model.name, version=job.model.version)
+def selector(ctx: AnalysisContext) -> spectra_pb2.ModelSelector:
+    return spectra_pb2.ModelSelector(name=ctx.model.name, version=ctx.model.version)
 
 
 _CLASS_NAMES = array(string("class"), "the model's classes, in its output order")
@@ -51,14 +51,14 @@ MAP_RESULT = {
 }
 
 
-async def _fetch_whole(job: Job) -> SpectraData:
-    data = await job.fetch()
-    with job.timer.stage("decode"):
-        return await asyncio.to_thread(decode_spectra, data, job.source.key, job.options)
+async def _fetch_whole(ctx: AnalysisContext) -> SpectraData:
+    data = await ctx.fetch()
+    with ctx.timer.stage("decode"):
+        return await asyncio.to_thread(decode_spectra, data, ctx.source.key, ctx.options)
 
 
-async def classify_spectra(job: Job, client: ServiceClient) -> Outcome:
-    decoded = await _fetch_whole(job)
+async def classify_spectra(ctx: AnalysisContext, client: ServiceClient) -> Outcome:
+    decoded = await _fetch_whole(ctx)
     spectra = decoded.spectra[None, :] if decoded.spectra.ndim == 1 else decoded.spectra
     if spectra.ndim == 3:
         raise InvalidArgument(f"input holds an H x W x C map {list(spectra.shape)}; "
@@ -67,19 +67,19 @@ async def classify_spectra(job: Job, client: ServiceClient) -> Outcome:
         raise InvalidArgument(f"input has shape {list(spectra.shape)}; spectra are N x C or C", field="input")
     spectra = spectra.astype(np.float32, copy=False)
     axis = arrays.to_proto(decoded.axis) if decoded.axis is not None else common_pb2.NDArray()
-    rows = max(1, job.block_bytes // (spectra.shape[1] * 4))
+    rows = max(1, ctx.block_bytes // (spectra.shape[1] * 4))
     parts = []
     for start in range(0, len(spectra), rows):
         request = spectra_pb2.ClassifySpectraRequest(
-            spectra=arrays.to_proto(spectra[start:start + rows]), axis=axis, model=selector(job))
+            spectra=arrays.to_proto(spectra[start:start + rows]), axis=axis, model=selector(ctx))
         try:
-            response = await client.stub.ClassifySpectra(request, timeout=job.remaining())
+            response = await client.stub.ClassifySpectra(request, timeout=ctx.remaining())
         except grpc.aio.AioRpcError as exc:
             raise translate(exc, "spectra") from exc
-        job.absorb(response.provenance)
+        ctx.absorb(response.provenance)
         parts.append(arrays.from_proto(response.probabilities, "probabilities"))
         class_names = list(response.class_names)
-    with job.timer.stage("postprocess"):
+    with ctx.timer.stage("postprocess"):
         probabilities = np.concatenate(parts)
         predicted = probabilities.argmax(axis=1)
         summary = {
@@ -89,9 +89,9 @@ async def classify_spectra(job: Job, client: ServiceClient) -> Outcome:
             "spectra": [
                 {"index": i, "class": class_names[predicted[i]],
                  "probabilities": {n: round(float(p), 6) for n, p in zip(class_names, probabilities[i], strict=True)}}
-                for i in range(min(len(spectra), job.max_listed))
+                for i in range(min(len(spectra), ctx.max_listed))
             ],
-            "listed": min(len(spectra), job.max_listed),
+            "listed": min(len(spectra), ctx.max_listed),
         }
         artefacts = [
             Artefact("probabilities.npy", pictures.npy_bytes(probabilities), "application/x-npy"),
@@ -107,29 +107,29 @@ async def classify_spectra(job: Job, client: ServiceClient) -> Outcome:
 class _MapSource:
     """Row blocks of an H x W x C map: streamed from one GET for ``.npy``, slices of a decoded array otherwise."""
 
-    def __init__(self, job: Job, layout: NpyLayout | None, decoded: SpectraData | None):
-        self.job = job
+    def __init__(self, ctx: AnalysisContext, layout: NpyLayout | None, decoded: SpectraData | None):
+        self.ctx = ctx
         self.layout = layout
         self.decoded = decoded
         self.shape = layout.shape if layout else decoded.spectra.shape
         self.axis = decoded.axis if decoded else None
         itemsize = layout.dtype.itemsize if layout else 4
-        self.rows = max(1, job.block_bytes // (self.shape[2] * itemsize))
+        self.rows = max(1, ctx.block_bytes // (self.shape[2] * itemsize))
         self.pixels = self.shape[0] * self.shape[1]
         self._reader = None
 
     @classmethod
-    async def open(cls, job: Job) -> _MapSource:
-        src = job.source
+    async def open(cls, ctx: AnalysisContext) -> _MapSource:
+        src = ctx.source
         what = f"input {src.key!r}"
         layout = decoded = None
         if suffix_of(src.key) != ".npy":
-            decoded = await _fetch_whole(job)
+            decoded = await _fetch_whole(ctx)
         else:
-            with job.timer.stage("fetch"):
-                head = await asyncio.to_thread(job.store.get, src.bucket, src.key, src.version_id, 0,
+            with ctx.timer.stage("fetch"):
+                head = await asyncio.to_thread(ctx.store.get, src.bucket, src.key, src.version_id, 0,
                                                min(NPY_HEADER_READ, src.size))
-            with job.timer.stage("decode"):
+            with ctx.timer.stage("decode"):
                 layout = parse_npy_header(head, what)
             needed = layout.data_offset + int(np.prod(layout.shape)) * layout.dtype.itemsize
             if src.size < needed:
@@ -138,7 +138,7 @@ class _MapSource:
         shape = layout.shape if layout else decoded.spectra.shape
         if len(shape) != 3 or min(shape) == 0:
             raise InvalidArgument(f"a spectral map is H x W x C; {what} has shape {list(shape)}", field="input")
-        return cls(job, layout, decoded)
+        return cls(ctx, layout, decoded)
 
     async def block(self, start: int) -> common_pb2.NDArray:
         n = min(self.rows, self.pixels - start)
@@ -146,7 +146,7 @@ class _MapSource:
         if self.layout is None:
             flat = self.decoded.spectra.reshape(self.pixels, channels)
             return arrays.to_proto(flat[start:start + n].astype(np.float32, copy=False))
-        with self.job.timer.stage("fetch"):
+        with self.ctx.timer.stage("fetch"):
             data = await asyncio.to_thread(self._reader.read_exactly, n * channels * self.layout.dtype.itemsize)
         wire_dtype = arrays.proto_dtype(self.layout.dtype)
         if wire_dtype is None:  # big-endian, or a type NDArray lacks: convert
@@ -156,15 +156,15 @@ class _MapSource:
         return common_pb2.NDArray(dtype=wire_dtype, shape=[n, channels], data=data)
 
     async def requests(self) -> AsyncIterator[spectra_pb2.ClassifyMapRequest]:
-        header = spectra_pb2.MapHeader(shape=list(self.shape), model=selector(self.job))
+        header = spectra_pb2.MapHeader(shape=list(self.shape), model=selector(self.ctx))
         if self.axis is not None:
             header.axis.CopyFrom(arrays.to_proto(self.axis))
         yield spectra_pb2.ClassifyMapRequest(header=header)
         starts = list(range(0, self.pixels, self.rows))
         if self.layout is not None:
             # One GET for the whole data section, read block by block (blocks are requested in order).
-            src = self.job.source
-            self._reader = await asyncio.to_thread(self.job.store.open, src.bucket, src.key, src.version_id,
+            src = self.ctx.source
+            self._reader = await asyncio.to_thread(self.ctx.store.open, src.bucket, src.key, src.version_id,
                                                    self.layout.data_offset)
         pending = asyncio.ensure_future(self.block(starts[0]))
         try:
@@ -181,15 +181,15 @@ class _MapSource:
                 self._reader.close()
 
 
-async def classify_map(job: Job, client: ServiceClient) -> Outcome:
-    source = await _MapSource.open(job)
+async def classify_map(ctx: AnalysisContext, client: ServiceClient) -> Outcome:
+    source = await _MapSource.open(ctx)
     height, width, _ = source.shape
     probabilities = class_names = None
-    call = client.stub.ClassifyMap(source.requests(), timeout=job.remaining())
+    call = client.stub.ClassifyMap(source.requests(), timeout=ctx.remaining())
     try:
         async for response in call:
             if response.HasField("provenance"):
-                job.absorb(response.provenance)
+                ctx.absorb(response.provenance)
                 continue
             block = arrays.from_proto(response.probabilities, "probabilities")
             if probabilities is None:
@@ -198,7 +198,7 @@ async def classify_map(job: Job, client: ServiceClient) -> Outcome:
             probabilities[response.offset:response.offset + len(block)] = block
     except grpc.aio.AioRpcError as exc:
         raise translate(exc, "spectra") from exc
-    with job.timer.stage("postprocess"):
+    with ctx.timer.stage("postprocess"):
         prob_maps = probabilities.reshape(height, width, -1)
         class_map = prob_maps.argmax(axis=2).astype(np.uint8)
         counts = np.bincount(class_map.ravel(), minlength=len(class_names))

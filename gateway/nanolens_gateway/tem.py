@@ -11,9 +11,9 @@ from nanolens.common.v1 import common_pb2
 from nanolens.gateway.v1 import gateway_pb2
 from nanolens.tem.v1 import tem_pb2, tem_pb2_grpc
 from nanolens_gateway import pictures
+from nanolens_gateway.context import AnalysisContext, Outcome
 from nanolens_gateway.domains import Analysis, Domain, Option, yes
 from nanolens_gateway.images import decode_image
-from nanolens_gateway.jobs import Job, Outcome
 from nanolens_gateway.results import Artefact
 from nanolens_gateway.schema import array, boolean, integer, nullable, number, record, string
 from nanolens_gateway.upstream import ServiceClient, translate
@@ -100,40 +100,40 @@ async def resolve_model(client: ServiceClient, model_name: str, model_version: s
     return model
 
 
-async def particle_sizes(job: Job, client: ServiceClient) -> Outcome:
-    data = await job.fetch()
-    with job.timer.stage("decode"):
-        decoded = await asyncio.to_thread(decode_image, data, job.source.key, job.max_pixels)
-    requested = float(job.options.get("pixel_size_nm", 0.0))
+async def particle_sizes(ctx: AnalysisContext, client: ServiceClient) -> Outcome:
+    data = await ctx.fetch()
+    with ctx.timer.stage("decode"):
+        decoded = await asyncio.to_thread(decode_image, data, ctx.source.key, ctx.max_pixels)
+    requested = float(ctx.options.get("pixel_size_nm", 0.0))
     pixel_size = requested or decoded.pixel_size_nm or 0.0
     source = "request" if requested else (decoded.pixel_size_source or "unknown")
     # Particles brighter or darker than the background: the request says, else the file's detector
     # (SEM electrons and dark-field STEM: brighter), else TEM bright field (darker).
-    if "bright_particles" in job.options:
-        bright, contrast_source = yes(job.options, "bright_particles"), "request"
+    if "bright_particles" in ctx.options:
+        bright, contrast_source = yes(ctx.options, "bright_particles"), "request"
     elif decoded.bright_particles is not None:
         bright, contrast_source = decoded.bright_particles, f"detector: {decoded.detector}"
     else:
         bright, contrast_source = False, "default: TEM bright field"
     request = tem_pb2.AnalyzeImageRequest(
         image=arrays.to_proto(decoded.image), pixel_size_nm=pixel_size,
-        method=METHODS.get(job.options.get("method", ""), tem_pb2.METHOD_UNSPECIFIED),
-        bright_particles=bright, test_time_augmentation=yes(job.options, "tta"),
+        method=METHODS.get(ctx.options.get("method", ""), tem_pb2.METHOD_UNSPECIFIED),
+        bright_particles=bright, test_time_augmentation=yes(ctx.options, "tta"),
         # the model resolved for the result's identity is the one that runs
-        model=common_pb2.ModelSelector(name=job.model.name, version=job.model.version))
+        model=common_pb2.ModelSelector(name=ctx.model.name, version=ctx.model.version))
     size = request.ByteSize()
     if size > client.max_message_mb * 2**20:  # gRPC's own refusal names no setting
         (h, w), dtype = decoded.image.shape, decoded.image.dtype
         raise ResourceExhausted(
-            f"input {job.source.key!r}: a {w} x {h} {dtype} image is {size / 2**20:.1f} MiB as one message, above "
+            f"input {ctx.source.key!r}: a {w} x {h} {dtype} image is {size / 2**20:.1f} MiB as one message, above "
             f"the {client.max_message_mb} MiB the TEM service takes (NANOLENS_MAX_MESSAGE_MB); send it as 8- or "
             "16-bit integers, or raise that limit on the gateway and the service")
     try:
-        response = await client.stub.AnalyzeImage(request, timeout=job.remaining())
+        response = await client.stub.AnalyzeImage(request, timeout=ctx.remaining())
     except grpc.aio.AioRpcError as exc:
         raise translate(exc, "tem") from exc
-    job.absorb(response.provenance)
-    with job.timer.stage("postprocess"):
+    ctx.absorb(response.provenance)
+    with ctx.timer.stage("postprocess"):
         labels = arrays.from_proto(response.labels, "labels")
         dist = response.distribution
         unit = "nm" if pixel_size else "px"
@@ -161,11 +161,11 @@ async def particle_sizes(job: Job, client: ServiceClient) -> Outcome:
                  "diameter_nm": round(p.diameter_nm, 3) if pixel_size else None, "area_px": round(p.area_px, 1),
                  "centroid": [round(p.centroid_row, 2), round(p.centroid_col, 2)], "agglomerate": p.agglomerate_id,
                  "weight": round(p.weight, 3)}
-                for p in response.particles[:job.max_listed]
+                for p in response.particles[:ctx.max_listed]
             ],
             "agglomerates": [
                 {"id": a.id, "particle_count": a.particle_count, "bbox": [a.min_row, a.min_col, a.max_row, a.max_col]}
-                for a in response.agglomerates[:job.max_listed]
+                for a in response.agglomerates[:ctx.max_listed]
             ],
         }
         gmd = dist.gmd_nm if pixel_size else dist.gmd_px

@@ -1,4 +1,4 @@
-"""What every analysis the gateway runs shares: the job (input, model, options, deadline) and its outcome."""
+"""What every analysis the gateway runs shares: its context (input, model, options, deadline) and its outcome."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from nanolens_runtime.storage import ObjectInfo, ObjectStore
 
 
 @dataclass
-class Job:
+class AnalysisContext:
     """What one analysis needs: where the input is, which model, how long it may take."""
 
     store: ObjectStore
@@ -41,7 +41,7 @@ class Job:
         return None if self.deadline is None else max(0.001, self.deadline - asyncio.get_running_loop().time())
 
     def absorb(self, provenance: common_pb2.Provenance) -> None:
-        """Add a service response's stage times to this job's, after checking that the service ran
+        """Add a service response's stage times to this context's, after checking that the service ran
         the model the result's identity names (else the result would be stored under a lie)."""
         ran = (provenance.model_name, provenance.model_version, provenance.model_sha256)
         asked = (self.model.name, self.model.version, self.model.sha256)
