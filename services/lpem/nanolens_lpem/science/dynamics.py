@@ -62,11 +62,25 @@ def _track_slices(table: Table):
 
 
 def cve_terms(frames: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-step terms of the covariance-based estimator (Vestergaard et al., PRE 2014) of one track.
+    """Per-step terms of the covariance-based estimator of diffusion for one track.
 
-    Returns ``(sq, cov)``: for each pair of consecutive one-frame steps, the squared step and
-    the product of the step with the next, averaged over both axes (px^2). Steps across a gap
-    are left out. ``D = mean(sq) / 2 + mean(cov)`` is unbiased by localisation noise.
+    The estimator of Vestergaard et al. (PRE 2014): ``D = mean(sq) / 2 + mean(cov)`` is unbiased
+    by localisation noise. Steps across a gap in the track are left out.
+
+    Parameters
+    ----------
+    frames : numpy.ndarray
+        (n,) frame numbers of the track, increasing.
+    pos : numpy.ndarray
+        (n, 2) positions, px.
+
+    Returns
+    -------
+    sq : numpy.ndarray
+        For each pair of consecutive one-frame steps, the squared first step averaged over both
+        axes, px^2.
+    cov : numpy.ndarray
+        The product of the step with the next, averaged over both axes, px^2.
     """
     step_ok = np.diff(frames) == 1
     steps = np.diff(pos, axis=0)
@@ -78,10 +92,22 @@ def cve_terms(frames: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 def cve(sq: np.ndarray, cov: np.ndarray) -> tuple[float, float]:
-    """Diffusion coefficient (px^2/frame) and its standard error from :func:`cve_terms`.
+    """Diffusion coefficient and its standard error from the terms of :func:`cve_terms`.
 
     The error is Vestergaard's variance for a 2D track with instantaneous exposure:
     ``var D = D^2 [(6 + 4e + 2e^2)/N + 4(1 + e)^2/N^2] / 2`` with ``e = sigma^2 / D``.
+
+    Parameters
+    ----------
+    sq, cov : numpy.ndarray
+        Per-step terms of one track or of many tracks pooled.
+
+    Returns
+    -------
+    d : float
+        Diffusion coefficient, px^2/frame (NaN without terms).
+    se : float
+        Its standard error (NaN without terms or when ``d`` <= 0).
     """
     n = sq.size
     if n == 0:

@@ -49,6 +49,22 @@ def flatten(frame: np.ndarray, dark_particles: bool = True, scale: int = 8, sigm
 
 
 def pad_to(x: np.ndarray, multiple: int = MULTIPLE) -> tuple[np.ndarray, tuple[int, int]]:
+    """Pad the last two axes to a multiple of the network's stride, by reflection.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        (..., H, W) array.
+    multiple : int, optional
+        Side multiple the network needs.
+
+    Returns
+    -------
+    padded : numpy.ndarray
+        (..., H', W') with H' and W' multiples of ``multiple``.
+    shape : tuple of int
+        The original (H, W), to crop the network's output back.
+    """
     h, w = x.shape[-2:]
     ph, pw = (-h) % multiple, (-w) % multiple
     if ph or pw:
@@ -155,8 +171,21 @@ def measure(labels: np.ndarray) -> np.ndarray:
 
 
 def bin_frames(frames: np.ndarray, factor: int) -> np.ndarray:
-    """Mean of ``factor`` x ``factor`` pixel blocks (the edge rows and columns that do not fill a
-    block are dropped); ``factor`` 1 returns the frames."""
+    """Mean of ``factor`` x ``factor`` pixel blocks of every frame.
+
+    Parameters
+    ----------
+    frames : numpy.ndarray
+        (T, H, W) frames.
+    factor : int
+        Block side; 1 returns the frames unchanged.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (T, H // factor, W // factor); edge rows and columns that do not fill a block are
+        dropped.
+    """
     if factor <= 1:
         return frames
     t, h, w = frames.shape

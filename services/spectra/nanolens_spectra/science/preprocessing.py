@@ -35,8 +35,25 @@ _MAD_TO_SD = 1.4826
 
 
 def check_spectra(spectra: Any, name: str = "spectra") -> np.ndarray:
-    """Return ``spectra`` as a C-contiguous float32 (N, C) array, or raise ValueError naming
-    the problem (not 2-D, empty, NaN or Inf)."""
+    """Validate spectra and return them as one C-contiguous float32 array.
+
+    Parameters
+    ----------
+    spectra : array_like
+        Numeric (N, C) array: N spectra of C channels.
+    name : str, optional
+        What the array is called in error messages.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (N, C), C-contiguous (a copy only when needed).
+
+    Raises
+    ------
+    ValueError
+        Naming the problem: not numeric, not 2-D, empty, or NaN/Inf (with the first position).
+    """
     arr = np.asarray(spectra)
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
@@ -56,8 +73,27 @@ def check_spectra(spectra: Any, name: str = "spectra") -> np.ndarray:
 
 
 def check_axis(axis: Any, n_channels: int | None = None, name: str = "axis") -> np.ndarray:
-    """Return ``axis`` as float64 (C,), strictly monotonic and finite; ``n_channels`` if given
-    must match its length."""
+    """Validate a spectral axis.
+
+    Parameters
+    ----------
+    axis : array_like
+        Wavenumbers (cm^-1), at least 2, strictly increasing or strictly decreasing, finite.
+    n_channels : int, optional
+        If given, the number of channels of the spectra the axis belongs to.
+    name : str, optional
+        What the axis is called in error messages.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 (C,).
+
+    Raises
+    ------
+    ValueError
+        When the axis is not 1-D, too short, not finite, not monotonic or of the wrong length.
+    """
     x = np.asarray(axis, dtype=np.float64)
     if x.ndim != 1 or x.size < 2:
         raise ValueError(f"{name} must be a 1-D array of at least 2 wavenumbers, got shape {x.shape}")
@@ -76,12 +112,33 @@ def check_axis(axis: Any, n_channels: int | None = None, name: str = "axis") -> 
 
 def interpolation_plan(axis_from: np.ndarray, axis_to: np.ndarray,
                        min_overlap: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Left indices and weights (float32) so that ``y[:, i] * (1 - w) + y[:, i + 1] * w`` is
-    the linear interpolation of every row of ``y`` (on ``axis_from``) at ``axis_to``.
+    """Indices and weights of a linear interpolation shared by every row.
 
-    ``axis_from`` may be decreasing (FTIR files often are). Target points outside the source
-    range take the nearest edge value; if the source covers less than ``min_overlap`` of the
-    target span, the spectra do not fit the model and ValueError is raised.
+    ``y[:, i] * (1 - w) + y[:, i + 1] * w`` is the linear interpolation of every row of ``y``
+    (sampled on ``axis_from``) at ``axis_to``. ``axis_from`` may be decreasing (FTIR files often
+    are). Target points outside the source range take the nearest edge value.
+
+    Parameters
+    ----------
+    axis_from : numpy.ndarray
+        Source axis (C,), cm^-1.
+    axis_to : numpy.ndarray
+        Target axis (M,), cm^-1.
+    min_overlap : float, optional
+        Fraction of the target span the source must cover.
+
+    Returns
+    -------
+    i : numpy.ndarray
+        intp (M,), left source column of each target point.
+    w : numpy.ndarray
+        float32 (M,), weight of the right neighbour.
+
+    Raises
+    ------
+    ValueError
+        When the source covers less than ``min_overlap`` of the target span (the spectra do not
+        fit the model), or an axis is invalid.
     """
     xf = check_axis(axis_from, name="axis_from")
     xt = check_axis(axis_to, name="axis_to")
@@ -105,11 +162,30 @@ def interpolation_plan(axis_from: np.ndarray, axis_to: np.ndarray,
 
 def resample(spectra: np.ndarray, axis_from: np.ndarray, axis_to: np.ndarray,
              min_overlap: float = 0.95) -> np.ndarray:
-    """Linearly interpolate every spectrum from ``axis_from`` onto ``axis_to`` (both cm^-1).
+    """Linearly interpolate every spectrum onto another axis.
 
-    One index/weight set serves all rows, so the cost is two gathers and a blend. Returns
-    float32 (N, len(axis_to)). Raises ValueError when the axes overlap too little (see
-    ``interpolation_plan``) or the axis length does not match the spectra.
+    One index/weight set serves all rows, so the cost is two gathers and a blend.
+
+    Parameters
+    ----------
+    spectra : numpy.ndarray
+        (N, C) spectra sampled on ``axis_from``.
+    axis_from : numpy.ndarray
+        (C,) axis of the spectra, cm^-1.
+    axis_to : numpy.ndarray
+        (M,) axis to resample onto, cm^-1.
+    min_overlap : float, optional
+        See ``interpolation_plan``.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (N, M).
+
+    Raises
+    ------
+    ValueError
+        When the axes overlap too little or ``axis_from`` does not match the spectra.
     """
     y = check_spectra(spectra)
     xf = check_axis(axis_from, y.shape[1], name="axis_from")
@@ -128,12 +204,23 @@ def resample(spectra: np.ndarray, axis_from: np.ndarray, axis_to: np.ndarray,
 
 
 def noise_sd(spectra: np.ndarray, stride: int = 1) -> np.ndarray:
-    """Robust per-spectrum noise standard deviation (N,) from first differences.
+    """Robust per-spectrum noise standard deviation from first differences.
 
-    The median absolute difference ignores peaks and spikes (few channels); dividing by
-    sqrt(2) undoes the doubling of variance by differencing. A sloped baseline inflates it
-    slightly, which only makes spike detection more conservative. ``stride`` > 1 uses every
-    stride-th difference (a cheaper, slightly less precise estimate for large maps).
+    The median absolute difference ignores peaks and spikes (few channels); dividing by sqrt(2)
+    undoes the doubling of variance by differencing. A sloped baseline inflates it slightly, which
+    only makes spike detection more conservative.
+
+    Parameters
+    ----------
+    spectra : numpy.ndarray
+        (N, C) spectra.
+    stride : int, optional
+        Use every stride-th difference (a cheaper, slightly less precise estimate for large maps).
+
+    Returns
+    -------
+    numpy.ndarray
+        (N,) standard deviations in the spectra's intensity unit.
     """
     d = np.abs(np.diff(spectra, axis=1)[:, ::stride])
     k = d.shape[1] // 2
@@ -143,17 +230,39 @@ def noise_sd(spectra: np.ndarray, stride: int = 1) -> np.ndarray:
 
 def spike_mask(spectra: np.ndarray, threshold: float = 7.0, max_width: int = 2,
                narrowness: float = 0.3, noise_floor: float = 1e-3) -> np.ndarray:
-    """Boolean (N, C) mask of cosmic-ray spike channels.
+    """Mask of cosmic-ray spike channels.
 
     Works on first differences, as Whitaker & Hayes (2018) do: a spike of ``w`` <= ``max_width``
     channels is a jump up followed ``w`` channels later by a jump down, both larger than
     ``threshold`` robust noise standard deviations of the differences (their modified z-score).
-    On its own that test also fires on the flanks of strong real bands, so a second test keeps
-    only steps that come out of nowhere: the differences just before the jump up and just after
-    the jump down must both be smaller than ``narrowness`` times the jump. A real band spans
-    several channels, so its flanks keep rising towards the top; a spike does not. The noise is
-    floored at ``noise_floor`` times the spectrum's range so that smoothed, noise-free data do
-    not turn every wiggle into a spike.
+    On its own that test also fires on the flanks of strong real bands, so a second test keeps only
+    steps that come out of nowhere: the differences just before the jump up and just after the jump
+    down must both be smaller than ``narrowness`` times the jump. A real band spans several
+    channels, so its flanks keep rising towards the top; a spike does not.
+
+    Parameters
+    ----------
+    spectra : numpy.ndarray
+        (N, C) spectra on their native channels.
+    threshold : float, optional
+        Jump size in robust noise standard deviations.
+    max_width : int, optional
+        Widest spike in channels (>= 1).
+    narrowness : float, optional
+        Largest neighbouring difference, as a fraction of the jump.
+    noise_floor : float, optional
+        Floor of the noise estimate as a fraction of each spectrum's range, so that smoothed,
+        noise-free data do not turn every wiggle into a spike.
+
+    Returns
+    -------
+    numpy.ndarray
+        bool (N, C), True at spike channels.
+
+    Raises
+    ------
+    ValueError
+        When ``max_width`` < 1 or the spectra are invalid.
     """
     y = check_spectra(spectra)
     if max_width < 1:
@@ -190,9 +299,23 @@ def spike_mask(spectra: np.ndarray, threshold: float = 7.0, max_width: int = 2,
 
 
 def remove_spikes(spectra: np.ndarray, threshold: float = 7.0, max_width: int = 2) -> np.ndarray:
-    """Replace cosmic-ray spike channels (see ``spike_mask``) by linear interpolation between
-    the nearest non-spike channels on either side (a local mean would be biased on the steep
-    flank of a band). Returns float32 (N, C); rows without spikes are unchanged."""
+    """Replace cosmic-ray spike channels by linear interpolation across them.
+
+    The nearest non-spike channels on either side are joined (a local mean would be biased on the
+    steep flank of a band); rows without spikes are unchanged.
+
+    Parameters
+    ----------
+    spectra : numpy.ndarray
+        (N, C) spectra on their native channels.
+    threshold, max_width
+        See ``spike_mask``.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (N, C).
+    """
     y = check_spectra(spectra)
     mask = spike_mask(y, threshold=threshold, max_width=max_width)
     out = y.copy()
@@ -208,9 +331,30 @@ def remove_spikes(spectra: np.ndarray, threshold: float = 7.0, max_width: int = 
 
 
 def polynomial_basis(axis: np.ndarray, degree: int) -> tuple[np.ndarray, np.ndarray]:
-    """Legendre Vandermonde matrix V (C, degree + 1) on the axis scaled to [-1, 1], and its
-    pseudo-inverse P (degree + 1, C), both float32. Legendre rather than monomials keeps the
-    least-squares problem well conditioned at degree 5-10."""
+    """Legendre design matrix of a polynomial baseline and its pseudo-inverse.
+
+    Legendre polynomials on the axis scaled to [-1, 1], rather than monomials, keep the
+    least-squares problem well conditioned at degree 5-10.
+
+    Parameters
+    ----------
+    axis : numpy.ndarray
+        (C,) axis, cm^-1.
+    degree : int
+        Polynomial degree, 0 to C - 1.
+
+    Returns
+    -------
+    v : numpy.ndarray
+        float32 (C, degree + 1) Vandermonde matrix.
+    p : numpy.ndarray
+        float32 (degree + 1, C) pseudo-inverse of ``v``.
+
+    Raises
+    ------
+    ValueError
+        When ``degree`` is out of range.
+    """
     x = check_axis(axis)
     if degree < 0 or degree >= x.size:
         raise ValueError(f"baseline degree must be in 0..{x.size - 1}, got {degree}")
@@ -234,19 +378,38 @@ def _bin_means(a: np.ndarray, width: int) -> np.ndarray:
 
 def fit_baseline(spectra: np.ndarray, axis: np.ndarray, degree: int = 5,
                  iterations: int = 20) -> np.ndarray:
-    """Polynomial baseline (N, C) float32 under every spectrum, by the improved modified
-    polynomial method (IModPoly, Zhao et al., Appl. Spectrosc. 2007) done as batched least
-    squares.
+    """Polynomial baseline under every spectrum by IModPoly, as batched least squares.
 
-    Each iteration fits a polynomial to every row with one shared pseudo-inverse (two small
-    matrix products for all rows), then clips each row to ``fit + sd(residual)`` so that peaks
-    sink towards the baseline while noise (which lies within one sd) keeps the fit centred in
-    it. Two shortcuts keep a 65,536 x 1024 map near a second: the iterations run on means of
-    consecutive channels (about ``_BASELINE_BINS`` of them; a degree-5 baseline has no detail
-    at that scale and binning only lowers the noise), and IModPoly's removal of peak channels
-    before the first fit is left out (it would give every row its own least-squares problem).
-    The final polynomial is evaluated on the full axis. A fixed number of iterations makes the
-    result independent of how rows are batched.
+    The improved modified polynomial method (Zhao et al., Appl. Spectrosc. 2007): each iteration
+    fits a polynomial to every row with one shared pseudo-inverse (two small matrix products for
+    all rows), then clips each row to ``fit + sd(residual)`` so that peaks sink towards the baseline
+    while noise (within one sd) keeps the fit centred in it. Two shortcuts keep a 65,536 x 1024 map
+    near a second: the iterations run on means of consecutive channels (about ``_BASELINE_BINS`` of
+    them; a degree-5 baseline has no detail at that scale and binning only lowers the noise), and
+    IModPoly's removal of peak channels before the first fit is left out (it would give every row
+    its own least-squares problem). The final polynomial is evaluated on the full axis. A fixed
+    number of iterations makes the result independent of how rows are batched.
+
+    Parameters
+    ----------
+    spectra : numpy.ndarray
+        (N, C) spectra.
+    axis : numpy.ndarray
+        (C,) axis, cm^-1.
+    degree : int, optional
+        Polynomial degree.
+    iterations : int, optional
+        Clipping iterations (>= 1).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (N, C) baselines.
+
+    Raises
+    ------
+    ValueError
+        On invalid spectra or axis, ``iterations`` < 1, or a degree too high for the channels.
     """
     y = check_spectra(spectra)
     x = check_axis(axis, y.shape[1])
@@ -289,7 +452,22 @@ def _baseline_operators(axis_bytes: bytes, degree: int) -> tuple[int, np.ndarray
 
 def baseline_correct(spectra: np.ndarray, axis: np.ndarray, degree: int = 5,
                      iterations: int = 20) -> np.ndarray:
-    """``spectra - fit_baseline(spectra, axis, degree, iterations)``, float32 (N, C)."""
+    """Spectra minus their IModPoly baseline.
+
+    Parameters
+    ----------
+    spectra : numpy.ndarray
+        (N, C) spectra.
+    axis : numpy.ndarray
+        (C,) axis, cm^-1.
+    degree, iterations
+        See ``fit_baseline``.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (N, C), ``spectra - fit_baseline(spectra, axis, degree, iterations)``.
+    """
     y = check_spectra(spectra)
     return y - fit_baseline(y, axis, degree, iterations)
 
@@ -298,10 +476,23 @@ def baseline_correct(spectra: np.ndarray, axis: np.ndarray, degree: int = 5,
 
 
 def degenerate_mask(processed: np.ndarray, min_snr: float = 5.0) -> np.ndarray:
-    """True for spectra (rows of preprocessed, baseline-corrected data) that carry no usable
-    signal: their highest point is below ``min_snr`` times the noise sd, or they are constant.
-    Such spectra (empty map pixels, saturated or dead detector rows) are dropped before
-    training, as in Gravely & Roxbury (2021)."""
+    """Spectra that carry no usable signal.
+
+    Such spectra (empty map pixels, saturated or dead detector rows) are dropped before training,
+    as in Gravely & Roxbury (2021).
+
+    Parameters
+    ----------
+    processed : numpy.ndarray
+        (N, C) preprocessed, baseline-corrected spectra.
+    min_snr : float, optional
+        A spectrum whose highest point is below ``min_snr`` noise standard deviations is degenerate.
+
+    Returns
+    -------
+    numpy.ndarray
+        bool (N,), True for constant spectra and those below ``min_snr``.
+    """
     y = check_spectra(processed, name="processed")
     span = y.max(axis=1) - y.min(axis=1)
     if y.shape[1] < 3:
@@ -407,11 +598,29 @@ class PreprocessParams:
 
 
 def preprocess(spectra: np.ndarray, axis: np.ndarray, params: PreprocessParams) -> np.ndarray:
-    """Raw spectra (N, C) on ``axis`` (cm^-1) -> model inputs (N, params.n_features) float32.
+    """Raw spectra to model inputs.
 
-    Steps: spike removal on the native channels (a spike is 1-2 of them wide), resampling onto
-    the model axis, IModPoly baseline subtraction, region-of-interest selection. Raises
-    ValueError on bad shapes, NaN/Inf, empty input or an axis that does not match.
+    Steps: spike removal on the native channels (a spike is 1-2 of them wide), resampling onto the
+    model axis, IModPoly baseline subtraction, region-of-interest selection.
+
+    Parameters
+    ----------
+    spectra : numpy.ndarray
+        (N, C) raw spectra.
+    axis : numpy.ndarray
+        (C,) their axis, cm^-1.
+    params : PreprocessParams
+        The steps' parameters, as stored in the model manifest.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (N, params.n_features).
+
+    Raises
+    ------
+    ValueError
+        On bad shapes, NaN/Inf, empty input or an axis that does not match.
     """
     y = check_spectra(spectra)
     x = check_axis(axis, y.shape[1])

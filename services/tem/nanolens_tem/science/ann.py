@@ -33,7 +33,18 @@ LOG_FEATURES = ("area", "perimeter", "convex_area", "major_axis", "minor_axis", 
 
 
 def transform_features(f: np.ndarray) -> np.ndarray:
-    """Log-transform the dimensional features (columns named in :data:`LOG_FEATURES`)."""
+    """Log-transform the dimensional features of agglomerates.
+
+    Parameters
+    ----------
+    f : numpy.ndarray
+        (n, 13) features in the order of :data:`FEATURE_NAMES`.
+
+    Returns
+    -------
+    numpy.ndarray
+        The same array with the columns named in :data:`LOG_FEATURES` replaced by their logarithms.
+    """
     f = np.array(f, float, copy=True)
     for name in LOG_FEATURES:
         j = FEATURE_NAMES.index(name)
@@ -42,10 +53,24 @@ def transform_features(f: np.ndarray) -> np.ndarray:
 
 
 def decode(logits: np.ndarray, log_frac: np.ndarray, area: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Counts (1..5) and per-agglomerate diameters (px) from the network outputs.
+    """Particle counts and per-agglomerate diameters from the network outputs.
 
-    ``logits``: (n, 5); ``log_frac``: (n, 5, 5), row ``k`` of agglomerate ``i`` is the output of
-    the regressor for ``k + 1`` particles (first ``k + 1`` entries used); ``area``: (n,) px^2.
+    Parameters
+    ----------
+    logits : numpy.ndarray
+        (n, 5) class scores for 1..5 particles per agglomerate.
+    log_frac : numpy.ndarray
+        (n, 5, 5): row ``k`` of agglomerate ``i`` is the output of the regressor for ``k + 1``
+        particles (its first ``k + 1`` entries are used), log area fractions.
+    area : numpy.ndarray
+        (n,) agglomerate areas, px^2.
+
+    Returns
+    -------
+    counts : numpy.ndarray
+        (n,) predicted number of particles (1..5) in each agglomerate.
+    diameters : list of numpy.ndarray
+        For each agglomerate, the equivalent-circle diameters (px) of its particles.
     """
     counts = np.argmax(logits, 1) + 1
     diams = [2.0 * np.sqrt(np.exp(log_frac[i, c - 1, :c]) * area[i] / np.pi) for i, c in enumerate(counts)]

@@ -38,12 +38,32 @@ HOUGH_DEFAULTS = {"sigma": 1.25, "r_lo": 0.9, "r_hi": 4.0, "threshold": 0.35, "m
 def watershed_segment(image: np.ndarray, *, mask: np.ndarray | None = None, min_distance: float | None = None,
                       threshold: float | None = None, smooth: float | None = None,
                       min_area: float | None = None, dark_particles: bool = True) -> Segmentation:
-    """Distance-transform watershed seeded by distance-transform maxima.
+    """Particle instances by a distance-transform watershed seeded at distance maxima.
 
-    Length parameters are fractions of the estimated radius ``r``: markers are local maxima at
-    least ``min_distance * r`` apart and higher than ``threshold * r``; the distance map is
-    smoothed with ``smooth * r``; instances smaller than ``min_area * pi r^2`` are dropped.
-    Diameters are equivalent-circle diameters of the instances.
+    Length parameters are fractions of the estimated particle radius ``r``; ``None`` takes the
+    tuned default.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        (H, W) grey-level image.
+    mask : numpy.ndarray, optional
+        Boolean particle mask; computed by :func:`foreground_mask` when not given.
+    min_distance : float, optional
+        Markers are local maxima at least ``min_distance * r`` apart.
+    threshold : float, optional
+        ... and higher than ``threshold * r``.
+    smooth : float, optional
+        The distance map is smoothed with a Gaussian of ``smooth * r``.
+    min_area : float, optional
+        Instances smaller than ``min_area * pi r^2`` are dropped.
+    dark_particles : bool, optional
+        Bright-field contrast (particles darker than the background).
+
+    Returns
+    -------
+    Segmentation
+        Labels, equivalent-circle diameters (px) and centres of the instances.
     """
     p = {**WATERSHED_DEFAULTS, **{k: v for k, v in dict(min_distance=min_distance, threshold=threshold,
                                                          smooth=smooth, min_area=min_area).items()
@@ -75,13 +95,34 @@ def watershed_segment(image: np.ndarray, *, mask: np.ndarray | None = None, min_
 def hough_segment(image: np.ndarray, *, mask: np.ndarray | None = None, sigma: float | None = None,
                   r_lo: float | None = None, r_hi: float | None = None, threshold: float | None = None,
                   min_distance: float | None = None, dark_particles: bool = True) -> Segmentation:
-    """Circle Hough transform on Canny edges (``sigma`` px), radii ``[r_lo r, r_hi r]``.
+    """Particle instances by a circle Hough transform on Canny edges.
 
-    Circles whose accumulator value is at least ``threshold`` (fraction of the maximum possible)
-    and whose centres are ``min_distance * r`` apart and inside the agglomerate mask are kept.
-    Instances: every mask pixel goes to the circle that covers it most deeply (smallest
-    ``distance / radius``); pixels outside all circles are left as background. Diameters are the
-    circles' diameters.
+    Circles whose accumulator value is at least ``threshold`` (a fraction of the largest possible)
+    and whose centres are ``min_distance * r`` apart and inside the mask are kept. Every mask pixel
+    goes to the circle that covers it most deeply (smallest ``distance / radius``); pixels outside
+    all circles stay background. ``None`` takes the tuned default.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        (H, W) grey-level image.
+    mask : numpy.ndarray, optional
+        Boolean particle mask; computed by :func:`foreground_mask` when not given.
+    sigma : float, optional
+        Canny smoothing in px.
+    r_lo, r_hi : float, optional
+        Searched radii, as fractions of the estimated radius ``r``.
+    threshold : float, optional
+        Accumulator threshold, fraction of the maximum.
+    min_distance : float, optional
+        Least centre distance, fraction of ``r``.
+    dark_particles : bool, optional
+        Bright-field contrast (particles darker than the background).
+
+    Returns
+    -------
+    Segmentation
+        Labels, circle diameters (px) and centres of the instances.
     """
     p = {**HOUGH_DEFAULTS, **{k: v for k, v in dict(sigma=sigma, r_lo=r_lo, r_hi=r_hi, threshold=threshold,
                                                      min_distance=min_distance).items() if v is not None}}

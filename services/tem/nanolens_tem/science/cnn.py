@@ -48,14 +48,38 @@ MULTIPLE = 16   # the U-Net downsamples 4 times
 
 
 def normalise(image: np.ndarray) -> np.ndarray:
-    """Robust per-image scaling to float32: 1st percentile -> -0.5, 99th -> +0.5."""
+    """Robust per-image scaling for the network.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        (H, W) grey-level image of any numeric dtype.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (H, W): the 1st percentile at -0.5 and the 99th at +0.5.
+    """
     x = np.asarray(image, np.float32)
     lo, hi = np.percentile(x, [1.0, 99.0])
     return ((x - lo) / max(float(hi - lo), 1e-6) - 0.5).astype(np.float32)
 
 
 def blend_window(size: int, overlap: int) -> np.ndarray:
-    """1D blending weights: raised-cosine ramps of length ``overlap`` at both ends, 1 inside."""
+    """One-dimensional weights that blend overlapping tiles.
+
+    Parameters
+    ----------
+    size : int
+        Tile side, px.
+    overlap : int
+        Length of the ramp at each end, px.
+
+    Returns
+    -------
+    numpy.ndarray
+        (size,) raised-cosine ramps at both ends and 1 inside, floored at 1e-3.
+    """
     w = np.ones(size, np.float32)
     if overlap > 0:
         ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(overlap) + 0.5) / overlap)
@@ -74,10 +98,29 @@ def _ceil16(n: float) -> int:
 
 
 def tile_layout(n: int, tile: int, overlap: int) -> tuple[int, list[int]]:
-    """Tile side and start offsets along one axis of ``n`` px: the fewest tiles of at most
-    ``tile`` px that overlap by at least ``overlap``, made as small as that allows (a multiple
-    of 16) and spread evenly. A 2048 px side takes 5 tiles of 464 px, not 5 of 512 (18 % fewer
-    pixels through the network). An axis that fits is one tile, padded to a multiple of 16."""
+    """Tile side and start offsets along one axis.
+
+    The fewest tiles of at most ``tile`` px that overlap by at least ``overlap``, made as small as
+    that allows (a multiple of 16) and spread evenly: a 2048 px side takes 5 tiles of 464 px, not
+    5 of 512 (18 % fewer pixels through the network). An axis that fits is one tile, padded to a
+    multiple of 16.
+
+    Parameters
+    ----------
+    n : int
+        Length of the axis, px.
+    tile : int
+        Largest tile side, px.
+    overlap : int
+        Least overlap of neighbouring tiles, px.
+
+    Returns
+    -------
+    size : int
+        Tile side, px.
+    starts : list of int
+        Start offset of each tile.
+    """
     if not 0 <= overlap < tile:
         raise ValueError(f"tile {tile} px with overlap {overlap} px: the overlap must be at least 0 and less "
                          "than the tile")
@@ -142,9 +185,25 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 def label_medians(values: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
-    """Median of ``values`` over each label ``1..n`` (every label present), as ``ndi.median``
-    gives it but by one sort of the labelled pixels: 0.16 s instead of 1.07 s for the 1 590
-    instances of the 2048 x 2048 benchmark image."""
+    """Median of a value over each label, by one sort of the labelled pixels.
+
+    The same as ``scipy.ndimage.median`` with every label present, but 0.16 s instead of 1.07 s
+    for the 1 590 instances of the 2048 x 2048 benchmark image.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        Per-pixel values, the shape of ``labels``.
+    labels : numpy.ndarray
+        Integer labels, 0 for background.
+    n : int
+        Number of labels; every label ``1..n`` must be present.
+
+    Returns
+    -------
+    numpy.ndarray
+        (n,) medians.
+    """
     flat = labels.ravel()
     inside = flat > 0
     lab, val = flat[inside], values.ravel()[inside].astype(np.float64)
@@ -157,13 +216,34 @@ def label_medians(values: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
 def instances_from_maps(maps: np.ndarray, *, fg_threshold: float = 0.5, seed_level: float = 0.45,
                         boundary_threshold: float = 0.5, min_seed_area: int = 4, min_area: int = 12,
                         diameter: str = "radius", radius_spread: float = 1.0) -> Segmentation:
-    """Turn the four output maps (C, H, W) into particle instances.
+    """Particle instances from the network's four output maps.
 
-    ``diameter="radius"`` sizes each instance from the predicted radius map (px, including hidden
-    parts), ``"area"`` by its equivalent-circle diameter. ``radius_spread`` (radius sizing only)
-    widens the log diameters of the image's instances about their geometric mean by this factor:
-    the radius map pulls each particle towards the sizes around it, and a model's bundle states
-    the factor that undoes this (:mod:`nanolens_tem.training.calibrate`).
+    Parameters
+    ----------
+    maps : numpy.ndarray
+        (4, H, W): foreground and boundary logits, the distance to the particle's edge
+        (normalised to 0-1 at its centre) and the radius (in units of :data:`RADIUS_UNIT` px).
+    fg_threshold : float, optional
+        Foreground probability above which a pixel belongs to a particle.
+    seed_level : float, optional
+        Normalised edge distance above which a foreground pixel seeds its particle.
+    boundary_threshold : float, optional
+        Boundary probability above which a pixel separates touching particles.
+    min_seed_area, min_area : int, optional
+        Smallest seed and instance, px^2.
+    diameter : {"radius", "area"}, optional
+        Size each instance from the predicted radius map (which includes hidden parts) or by its
+        equivalent-circle diameter.
+    radius_spread : float, optional
+        Radius sizing only: widens the log diameters of the image's instances about their
+        geometric mean by this factor. The radius map pulls each particle towards the sizes around
+        it, and a model's bundle states the factor that undoes this
+        (:mod:`nanolens_tem.training.calibrate`).
+
+    Returns
+    -------
+    Segmentation
+        Labels, diameters (px) and centres of the instances.
     """
     if radius_spread <= 0 or not np.isfinite(radius_spread):
         raise ValueError(f"radius_spread {radius_spread}: expected a positive factor")
@@ -222,9 +302,25 @@ def _radius(image: np.ndarray, dark_particles: bool, binned: bool = False) -> fl
 
 
 def auto_scale(image: np.ndarray, dark_particles: bool = True, target_radius: float = TARGET_RADIUS) -> float:
-    """Resampling factor that brings the estimated particle radius (px) into the training range
-    (1.0 when it already is, < 1 for large particles). Images of at least 64 x 64 px are first
-    estimated on the binned image (see :data:`COARSE_MARGIN`)."""
+    """Resampling factor that brings the particles into the network's training range.
+
+    Images of at least 64 x 64 px are first estimated on the binned image (see
+    :data:`COARSE_MARGIN`).
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        (H, W) grey-level image.
+    dark_particles : bool, optional
+        Bright-field contrast (particles darker than the background).
+    target_radius : float, optional
+        Particle radius (px) the network was trained around.
+
+    Returns
+    -------
+    float
+        1.0 when the estimated radius is already in range, < 1 for large particles.
+    """
     limit = max(MAX_RADIUS, target_radius)
     if min(image.shape) >= 64 and _radius(image, dark_particles, binned=True) < COARSE_MARGIN * limit:
         return 1.0
@@ -233,7 +329,20 @@ def auto_scale(image: np.ndarray, dark_particles: bool = True, target_radius: fl
 
 
 def resample(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Bilinear resampling of a 2D or (C, H, W) float array to ``shape`` (anti-aliased when shrinking)."""
+    """Bilinear resampling, anti-aliased when shrinking.
+
+    Parameters
+    ----------
+    a : numpy.ndarray
+        (H, W) or (C, H, W) float array.
+    shape : tuple of int
+        Target (H, W).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 array of the target shape (with the channel axis kept).
+    """
     from skimage.transform import resize
 
     out_shape = shape if a.ndim == 2 else (a.shape[0], *shape)

@@ -41,21 +41,61 @@ FEATURE_NAMES = (
 
 
 def segment_agglomerates(image: np.ndarray, *, dark_particles: bool = True, min_size: int = 30) -> np.ndarray:
-    """Agglomerate labels (int32, 0 background): components of the Otsu mask (8-connectivity)."""
+    """Agglomerates as the connected components of the Otsu mask.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        (H, W) grey-level image.
+    dark_particles : bool, optional
+        Bright-field contrast (particles darker than the background).
+    min_size : int, optional
+        Objects and holes smaller than this (px^2) are removed / filled.
+
+    Returns
+    -------
+    numpy.ndarray
+        int32 (H, W) labels, 0 background, 8-connectivity.
+    """
     m = foreground_mask(image, dark_particles=dark_particles, min_size=min_size)
     return label(m, connectivity=2).astype(np.int32)
 
 
 def background_level(image: np.ndarray, agglomerates: np.ndarray) -> float:
-    """Median grey level of the background (pixels outside all agglomerates)."""
+    """Median grey level of the background.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        (H, W) grey-level image.
+    agglomerates : numpy.ndarray
+        Its agglomerate labels (0 background).
+
+    Returns
+    -------
+    float
+        Median of the pixels outside all agglomerates (the image maximum when there are none).
+    """
     bg = np.asarray(image, float)[agglomerates == 0]
     return float(np.median(bg)) if bg.size else float(np.max(image))
 
 
 def agglomerate_features(image: np.ndarray, agglomerates: np.ndarray, *, dark_particles: bool = True) -> np.ndarray:
-    """The 13 features (:data:`FEATURE_NAMES`) of every agglomerate: ``(n_agglomerates, 13)``.
+    """The 13 shape and grey-level features of every agglomerate.
 
-    Rows follow the label values ``1..n`` (labels must be consecutive).
+    Parameters
+    ----------
+    image : numpy.ndarray
+        (H, W) grey-level image.
+    agglomerates : numpy.ndarray
+        Consecutive labels ``1..n`` (0 background).
+    dark_particles : bool, optional
+        Bright-field contrast (particles darker than the background).
+
+    Returns
+    -------
+    numpy.ndarray
+        (n, 13) in the order of :data:`FEATURE_NAMES`, rows following the labels.
     """
     img = np.asarray(image, float)
     if not dark_particles:

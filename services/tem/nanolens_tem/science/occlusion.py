@@ -41,8 +41,24 @@ EIGHT = np.ones((3, 3), bool)
 
 
 def found_context(labels: np.ndarray, diameters: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per found instance ``1..n``: (relative log size, its agglomerate's mean owned share), and
-    the agglomerate label image and each agglomerate's mean owned share (index 0: none, 1)."""
+    """What the occlusion model needs about each found instance.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        Instance labels ``1..n`` (0 background).
+    diameters : numpy.ndarray
+        (n,) their diameters, px.
+
+    Returns
+    -------
+    context : numpy.ndarray
+        (n, 2): relative log size, and the mean owned share of the instance's agglomerate.
+    groups : numpy.ndarray
+        Agglomerate label image.
+    per_group : numpy.ndarray
+        Each agglomerate's mean owned share (index 0: none, 1).
+    """
     n = len(diameters)
     groups, n_groups = ndi.label(labels > 0, structure=EIGHT)
     # every pixel of an instance lies in the same group, so any one of them names it
@@ -68,9 +84,27 @@ def _relative_log_size(d: np.ndarray, found_d: np.ndarray) -> np.ndarray:
 
 def truth_context(truth: np.ndarray, true_d: np.ndarray, found: np.ndarray, pred: np.ndarray,
                   pred_d: np.ndarray) -> np.ndarray:
-    """Per true particle ``k`` (label ``k + 1``): (relative log size, overlap of the agglomerate
-    that covers most of it, found), the found side being the label image ``pred`` with its
-    diameters ``pred_d``."""
+    """What the occlusion model learns from about each true particle.
+
+    Parameters
+    ----------
+    truth : numpy.ndarray
+        True instance labels (particle ``k`` is label ``k + 1``).
+    true_d : numpy.ndarray
+        True diameters, px.
+    found : numpy.ndarray
+        bool, whether each true particle was found.
+    pred : numpy.ndarray
+        Found instance labels.
+    pred_d : numpy.ndarray
+        Diameters of the found instances, px.
+
+    Returns
+    -------
+    numpy.ndarray
+        (n_true, 3): relative log size, overlap of the found agglomerate that covers most of the
+        particle, and whether it was found (0/1).
+    """
     _, groups, per_group = found_context(pred, pred_d)
     t, g = truth.ravel(), groups.ravel()
     inside = (t > 0) & (g > 0)
