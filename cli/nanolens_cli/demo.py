@@ -1,8 +1,9 @@
 """``make demo``: the whole platform on loopback, on generated sample data with known truth.
 
-Starts the S3 server, the spectra and TEM services and the gateway; writes seeded synthetic
+Starts the S3 server, every registered domain service and the gateway; writes seeded synthetic
 samples (a two-column spectrum, a multi-spectrum CSV, a 64 x 64 spectral map, TEM images of
-agglomerates and of faceted crystals with their pixel size in ImageJ metadata); uploads and
+agglomerates and of faceted crystals with their pixel size in ImageJ metadata, a liquid-cell
+movie of diffusing particles as a TIFF stack); uploads and
 analyses each through the gateway; asks once more for the map to show the stored result coming back; writes results,
 artefacts and a summary that compares each answer with the generator's ground truth into the
 output folder; stops everything it started.
@@ -26,10 +27,13 @@ from nanolens_gateway import pictures
 SEED = 2021  # Gravely & Roxbury's year: any fixed number makes the demo reproducible
 MAP_SIZE = 64
 TEM_PIXEL_NM = 0.5
+MOVIE_DIFFUSION = 1.0  # px^2 per frame, the generator's truth
 
 
 def write_samples(folder: Path) -> dict[str, dict]:
     """Sample files and their ground truth."""
+    from nanolens_lpem.synthetic.movies import MovieParams
+    from nanolens_lpem.synthetic.movies import generate as generate_movie
     from nanolens_spectra.synthetic.swcnt import CLASSES, generate_map, generate_spectra
     from nanolens_tem.synthetic.agglomerates import SynthParams
     from nanolens_tem.synthetic.agglomerates import generate as generate_tem
@@ -54,17 +58,29 @@ def write_samples(folder: Path) -> dict[str, dict]:
     for name, micrograph in micrographs.items():
         tifffile.imwrite(folder / name, micrograph.image, imagej=True, metadata={"unit": "nm"},
                          resolution=(1 / TEM_PIXEL_NM, 1 / TEM_PIXEL_NM))
+    movie_params = MovieParams(shape=(192, 192), n_frames=60, n_particles=20, diffusion=MOVIE_DIFFUSION)
+    frames, _, _ = generate_movie(movie_params, seed=SEED)
+    movie = folder / "movie.tif"
+    tifffile.imwrite(movie, frames.astype(np.uint16))
     return {
         single.name: {"path": single, "kind": gateway_pb2.ANALYSIS_KIND_SPECTRA, "truth": labels[:1]},
         matrix.name: {"path": matrix, "kind": gateway_pb2.ANALYSIS_KIND_SPECTRA, "truth": labels},
         spectral_map.name: {"path": spectral_map, "kind": gateway_pb2.ANALYSIS_KIND_SPECTRAL_MAP, "truth": truth},
         **{name: {"path": folder / name, "kind": gateway_pb2.ANALYSIS_KIND_PARTICLE_SIZES,
                   "truth": micrograph.diameters * TEM_PIXEL_NM} for name, micrograph in micrographs.items()},
+        movie.name: {"path": movie, "kind": gateway_pb2.ANALYSIS_KIND_LPEM_MOVIE,
+                     "truth": np.array([movie_params.n_particles, MOVIE_DIFFUSION])},
     }
 
 
 def _versus_truth(result: dict, folder: Path, truth: np.ndarray) -> dict:
-    """Accuracy for classifications; GMD and GSD relative errors for particle sizes."""
+    """Accuracy for classifications; GMD and GSD relative errors for particle sizes; the ensemble
+    diffusion coefficient's relative error and the tracks for a movie."""
+    if result["analysis"] == "lpem_movie":
+        n_particles, diffusion = truth
+        d = result["diffusion"]["d_px2_per_frame"]
+        return {"d_error": None if d is None else round(d / diffusion - 1, 4),
+                "tracks": result["diffusion"]["n_tracks"], "particles_true": int(n_particles)}
     if result["analysis"] == "particle_sizes":
         from nanolens_tem.science.segmentation import geometric_stats
 
@@ -91,7 +107,7 @@ def run_demo(out: Path) -> int:
     samples = write_samples(out / "samples")
     summary = {"seed": SEED, "analyses": []}
     stack = Stack(log_dir=out / "logs")
-    print("starting the stack (S3 server, spectra and TEM services, gateway) ...", file=sys.stderr)
+    print("starting the stack (S3 server, domain services, gateway) ...", file=sys.stderr)
     endpoints = stack.start()
     print(f"gateway {endpoints.gateway}, S3 {endpoints.s3}", file=sys.stderr)
     client = GatewayClient(endpoints.gateway)
@@ -116,8 +132,8 @@ def run_demo(out: Path) -> int:
                 entry["repeat"] = {"cached": repeat.cached, "seconds": round(time.perf_counter() - again, 3),
                                    "same_result": repeat.result.key == response.result.key}
             summary["analyses"].append(entry)
-            told = ", ".join(f"{k} {v:+.1%}" if "error" in k else f"{k} {v:.1%}" if k == "accuracy" else f"{k} {v}"
-                             for k, v in versus.items())
+            told = ", ".join(f"{k} {v:+.1%}" if "error" in k and v is not None else
+                             f"{k} {v:.1%}" if k == "accuracy" else f"{k} {v}" for k, v in versus.items())
             print(f"{name:<20} {entry['analysis']:<15} {told}  ({seconds:.2f} s)", file=sys.stderr)
         summary["models"] = [f"{m.name}:{m.version}" for s in client.list_models().services for m in s.models]
     finally:

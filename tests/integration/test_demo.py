@@ -13,7 +13,8 @@ def test_demo_analyses_every_sample_close_to_its_truth(tmp_path):
     run_module("nanolens_cli.main", "demo", "--out", str(tmp_path))
     summary = json.loads((tmp_path / "summary.json").read_text())
     runs = {a["sample"]: a for a in summary["analyses"]}
-    assert set(runs) == {"single_spectrum.txt", "spectra.csv", "map_64x64.npy", "agglomerates.tif", "crystals.tif"}
+    assert set(runs) >= {"single_spectrum.txt", "spectra.csv", "map_64x64.npy", "agglomerates.tif", "crystals.tif",
+                         "movie.tif"}
     for name in ("spectra.csv", "map_64x64.npy"):
         assert runs[name]["versus_truth"]["accuracy"] > 0.8
     for name in ("agglomerates.tif", "crystals.tif"):   # the default CNN, in nm from the TIFF's calibration
@@ -23,5 +24,8 @@ def test_demo_analyses_every_sample_close_to_its_truth(tmp_path):
         assert truth["occlusion_corrected"] and truth["particles_estimated"] > truth["particles_found"]
         assert runs[name]["model"].startswith("tem-unet:")
         assert {"result.json", "labels.tif", "overlay.png", "psd.png"} <= set(runs[name]["outputs"])
+    movie = runs["movie.tif"]["versus_truth"]   # 20 particles over 60 frames: D to within its spread
+    assert abs(movie["d_error"]) < 0.2 and movie["tracks"] >= 0.8 * movie["particles_true"]
+    assert {"result.json", "tracks.parquet", "tracks.csv"} <= set(runs["movie.tif"]["outputs"])
     repeat = runs["map_64x64.npy"]["repeat"]
     assert repeat["cached"] and repeat["same_result"]
