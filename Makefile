@@ -1,4 +1,4 @@
-# NanoLens: every target installs what it needs into .venv (Python) and .tools (buf).
+# NanoLens: every target installs what it needs into .venv (Python) and .tools (buf, promtool, prometheus).
 SHELL := /bin/bash
 PY_BOOT ?= python3.11
 VENV := .venv
@@ -27,20 +27,24 @@ $(VENV)/.installed: pyproject.toml
 $(BUF):
 	npm install --silent --no-save --no-audit --no-fund --prefix .tools @bufbuild/buf@$(BUF_VERSION)
 
-# promtool: only the binary from Debian's prometheus package, unpacked into .tools/bin (no
-# install scripts, no daemon); root or sudo is needed only to refresh apt's package lists.
+# promtool and prometheus: only the binaries from Debian's prometheus package, unpacked into
+# .tools/bin (no install scripts, no daemon; the tests start prometheus themselves); root or sudo
+# is needed only to refresh apt's package lists.
 PROMTOOL := .tools/bin/promtool
-$(PROMTOOL):
+PROMETHEUS := .tools/bin/prometheus
+$(PROMTOOL) $(PROMETHEUS) &:
 	@mkdir -p $(@D)
-	@if command -v promtool >/dev/null; then ln -sf "$$(command -v promtool)" $@; else \
+	@if command -v promtool >/dev/null && command -v prometheus >/dev/null; then \
+	  ln -sf "$$(command -v promtool)" $(PROMTOOL); ln -sf "$$(command -v prometheus)" $(PROMETHEUS); else \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || command -v sudo || true); \
 	  apt-cache show prometheus >/dev/null 2>&1 || $$SUDO apt-get update -qq; \
 	  tmp=$$(mktemp -d) && (cd $$tmp && apt-get download -qq prometheus 2>/dev/null) && \
 	  dpkg-deb -x $$tmp/prometheus_*.deb $$tmp/root && \
-	  install -m 0755 $$tmp/root/usr/bin/promtool $@ && rm -rf $$tmp; fi
-	@$@ --version | head -1
+	  install -m 0755 $$tmp/root/usr/bin/promtool $(PROMTOOL) && \
+	  install -m 0755 $$tmp/root/usr/bin/prometheus $(PROMETHEUS) && rm -rf $$tmp; fi
+	@$(PROMTOOL) --version | head -1
 
-tools: $(BUF) $(PROMTOOL)
+tools: $(BUF) $(PROMTOOL) $(PROMETHEUS)
 
 docs: $(VENV)/.installed
 	$(PY) docs/generate.py

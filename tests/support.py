@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -113,3 +114,46 @@ def assert_equivalent_bundles(rebuilt, shipped, predict, *, max_mean_abs: float,
         spread = float(b["metrics"][metric_spread])
         assert abs(a["metrics"][metric] - b["metrics"][metric]) <= 2 * spread + 1e-9, (a["metrics"][metric],
                                                                                           b["metrics"][metric], spread)
+
+
+# --- PromQL: which metrics does an expression read? ---------------------------------------------
+
+_PROMQL_WORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "atan2",
+    "inf",
+    "nan",
+    "Inf",
+    "NaN",
+}
+
+
+def promql_metric_names(expr: str) -> set[str]:
+    """Metric names an expression selects (strings, label matchers, ranges, grouping clauses,
+    function names and Grafana $variables removed)."""
+    s = re.sub(r'"(?:\\.|[^"\\])*"', '""', expr)
+    s = re.sub(r"'(?:\\.|[^'\\])*'", "''", s)
+    s = re.sub(r"`[^`]*`", "``", s)
+    s = re.sub(r"\{[^{}]*\}", "{}", s)
+    s = re.sub(r"\[[^\[\]]*\]", "[]", s)
+    s = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)", " ", s)
+    s = re.sub(r"\$\{?\w+\}?", " ", s)
+    names = set()
+    for match in re.finditer(r"(?<![\w:.])[A-Za-z_:][A-Za-z0-9_:]*", s):
+        token = match.group(0)
+        if s[match.end() :].lstrip().startswith("("):  # a function call
+            continue
+        if token in _PROMQL_WORDS:
+            continue
+        names.add(token)
+    return names

@@ -7,7 +7,6 @@ helm-python-sdk (no helm binary, no cluster).
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from pathlib import Path
 
@@ -119,7 +118,7 @@ def find_hadolint() -> str | None:
     return shutil.which("hadolint")
 
 
-# --- PromQL: which metrics does an expression read? ---------------------------------------------
+# --- the metrics NanoLens exports ---------------------------------------------------------------
 
 # Every metric a NanoLens process exports (see the design brief), plus Prometheus' own `up`.
 COUNTERS = {
@@ -155,43 +154,3 @@ KNOWN_SERIES = (
     | SYNTHETIC
     | {f"{h}{suffix}" for h in HISTOGRAMS for suffix in ("_bucket", "_sum", "_count")}
 )
-
-_PROMQL_WORDS = {
-    "by",
-    "without",
-    "on",
-    "ignoring",
-    "group_left",
-    "group_right",
-    "and",
-    "or",
-    "unless",
-    "bool",
-    "offset",
-    "atan2",
-    "inf",
-    "nan",
-    "Inf",
-    "NaN",
-}
-
-
-def promql_metric_names(expr: str) -> set[str]:
-    """Metric names an expression selects (strings, label matchers, ranges, grouping clauses,
-    function names and Grafana $variables removed)."""
-    s = re.sub(r'"(?:\\.|[^"\\])*"', '""', expr)
-    s = re.sub(r"'(?:\\.|[^'\\])*'", "''", s)
-    s = re.sub(r"`[^`]*`", "``", s)
-    s = re.sub(r"\{[^{}]*\}", "{}", s)
-    s = re.sub(r"\[[^\[\]]*\]", "[]", s)
-    s = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)", " ", s)
-    s = re.sub(r"\$\{?\w+\}?", " ", s)
-    names = set()
-    for match in re.finditer(r"(?<![\w:.])[A-Za-z_:][A-Za-z0-9_:]*", s):
-        token = match.group(0)
-        if s[match.end() :].lstrip().startswith("("):  # a function call
-            continue
-        if token in _PROMQL_WORDS:
-            continue
-        names.add(token)
-    return names

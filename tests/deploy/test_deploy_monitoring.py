@@ -17,8 +17,9 @@ from deploy_support import (
     RULE_TESTS,
     RULES,
     find_promtool,
-    promql_metric_names,
 )
+
+from support import promql_metric_names
 
 EXPECTED_ALERTS = {
     "NanoLensHighErrorRatio",
