@@ -3,7 +3,7 @@
 import asyncio
 import logging
 
-from nanolens_gateway.auth import BearerTokenAuth, parse_tokens
+from nanolens_gateway.auth import GatewayAuth, parse_tokens
 from nanolens_gateway.domains import domains
 from nanolens_gateway.server import GatewayServicer, GatewaySettings, servicer
 from nanolens_runtime.server import serve
@@ -30,9 +30,9 @@ def main() -> None:
 
         return [servicer(impl)], warm_up
 
-    tokens = parse_tokens(gateway.tokens)
-    auth = [BearerTokenAuth(tokens)] if tokens else []
-    asyncio.run(serve("gateway", SERVICE_VERSION, "none", server, build, extra_interceptors=auth))
+    tokens = parse_tokens(gateway.tokens)  # a broken table stops the start, naming the entry
+    auth = GatewayAuth(tokens, gateway.results_bucket)  # always: it also writes the audit line of every call
+    asyncio.run(serve("gateway", SERVICE_VERSION, "none", server, build, extra_interceptors=[auth]))
 
 
 if __name__ == "__main__":

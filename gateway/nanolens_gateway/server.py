@@ -19,6 +19,7 @@ from google.protobuf import json_format
 
 from nanolens.common.v1 import common_pb2
 from nanolens.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from nanolens_gateway.auth import caller
 from nanolens_gateway.context import AnalysisContext
 from nanolens_gateway.domains import analyses
 from nanolens_gateway.results import ResultStore, artefact_protos, identity, result_prefix
@@ -34,7 +35,7 @@ from nanolens_runtime.version import SERVICE_VERSION
 log = logging.getLogger("nanolens.gateway")
 FULL_NAME = gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].full_name
 _KEY_OK = re.compile(r"^[A-Za-z0-9!_.*'()/ +=@,:-]+$")
-MAX_URL_SECONDS = 7 * 24 * 3600
+MAX_URL_SECONDS = 7 * 24 * 3600  # S3's limit for a presigned URL
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,13 @@ class GatewaySettings:
     max_upload_mb: int = setting("NANOLENS_MAX_UPLOAD_MB", 2048, "largest streamed upload, MiB")
     block_mb: int = setting("NANOLENS_BLOCK_MB", 8, "size of the blocks maps travel to services in, MiB")
     tokens: str = setting("NANOLENS_GATEWAY_TOKENS", "",
-                          "comma-separated bearer tokens callers must send (from a Secret); empty: no authentication",
+                          "JSON list of the tokens callers may send, by SHA-256, with their actions, scopes and "
+                          "expiry (from a Secret; `nanolens token create` makes entries); empty: no authentication",
                           secret=True)
+    input_buckets: str = setting("NANOLENS_INPUT_BUCKETS", "",
+                                 "comma-separated buckets besides NANOLENS_RAW_BUCKET whose objects may be analysed")
+    upload_url_seconds: int = setting("NANOLENS_UPLOAD_URL_MAX_SECONDS", 3600,
+                                      "longest lifetime of a presigned upload URL, seconds")
     max_listed: int = setting("NANOLENS_MAX_LISTED", 1000,
                                       "spectra or particles listed one by one in a result")
 
@@ -75,14 +81,14 @@ def _safe_name(filename: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", name)
 
 
-def _default_key(filename: str) -> str:
-    """A fresh key for a presigned upload (its content is not known yet)."""
-    return f"uploads/{uuid.uuid4().hex}/{_safe_name(filename)}"
+def _default_key(filename: str, prefix: str = "") -> str:
+    """A fresh key for a presigned upload (its content is not known yet), under the caller's prefix."""
+    return f"{prefix}uploads/{uuid.uuid4().hex}/{_safe_name(filename)}"
 
 
-def _content_key(sha256: str, filename: str) -> str:
-    """The key of an upload named by its content: ``uploads/<sha256[:32]>/<name>``."""
-    return f"uploads/{sha256[:32]}/{_safe_name(filename)}"
+def _content_key(sha256: str, filename: str, prefix: str = "") -> str:
+    """The key of an upload named by its content: ``<caller's prefix>uploads/<sha256[:32]>/<name>``."""
+    return f"{prefix}uploads/{sha256[:32]}/{_safe_name(filename)}"
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
@@ -90,6 +96,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         self.settings = settings
         self.store = store
         self.results = ResultStore(store, settings.results_bucket)
+        self.input_buckets = {settings.raw_bucket, *(b.strip() for b in settings.input_buckets.split(",") if b.strip())}
         self.clients = clients  # service name -> client; a service without an address is absent
         # One computation per result identity at a time; the second caller gets the stored result.
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -147,7 +154,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             sha256 = digest.hexdigest()
             # Without a key the content names the object, so the same file uploaded again is the same
             # object (same version and ETag): its stored results are found instead of recomputed.
-            key = validate_key(header.key, "header.key") if header.key else _content_key(sha256, header.filename)
+            who, raw = caller(), self.settings.raw_bucket
+            key = (validate_key(header.key, "header.key") if header.key
+                   else _content_key(sha256, header.filename, who.upload_prefix(raw)))
+            who.require("upload", raw, key)
             info = await self._same_content(key, sha256, size)
             stored_already = info is not None
             if info is None:
@@ -161,11 +171,15 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             size_bytes=size, sha256=digest.hexdigest())
 
     async def CreateUploadUrl(self, request, context):
-        key = validate_key(request.key, "key") if request.key else _default_key(request.filename)
-        expires = request.expires_seconds or 900
-        if not 1 <= expires <= MAX_URL_SECONDS:
-            raise InvalidArgument(f"expires_seconds must be 1..{MAX_URL_SECONDS}, got {expires}",
-                                  field="expires_seconds")
+        who, raw = caller(), self.settings.raw_bucket
+        key = validate_key(request.key, "key") if request.key else _default_key(request.filename,
+                                                                                who.upload_prefix(raw))
+        who.require("upload", raw, key)
+        longest = min(self.settings.upload_url_seconds, MAX_URL_SECONDS)
+        expires = request.expires_seconds or min(900, longest)
+        if not 1 <= expires <= longest:
+            raise InvalidArgument(f"expires_seconds must be 1..{longest} (NANOLENS_UPLOAD_URL_MAX_SECONDS), "
+                                  f"got {expires}", field="expires_seconds")
         await self._refuse_existing(key)
         url = await asyncio.to_thread(self.store.presigned_put, self.settings.raw_bucket, key, expires)
         return gateway_pb2.CreateUploadUrlResponse(
@@ -212,7 +226,11 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                               f"({domain.addr_setting})")
         name = analysis.name
         bucket = request.input.bucket or self.settings.raw_bucket
+        if bucket not in self.input_buckets:
+            raise InvalidArgument(f"bucket {bucket!r} is not an input bucket (NANOLENS_RAW_BUCKET or "
+                                  f"NANOLENS_INPUT_BUCKETS: {sorted(self.input_buckets)})", field="input.bucket")
         key = validate_key(request.input.key, "input.key")
+        caller().require("analyse", bucket, key)
         options = analysis.canonical_options(dict(request.options))  # checked before anything is fetched
         timer = StageTimer()
         with timer.stage("fetch"):
@@ -280,9 +298,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
 
     async def Download(self, request, context):
         bucket = request.object.bucket or self.settings.results_bucket
-        if bucket not in (self.settings.results_bucket, self.settings.raw_bucket):
+        if bucket != self.settings.results_bucket and bucket not in self.input_buckets:
             raise InvalidArgument(f"bucket {bucket!r} cannot be read through the gateway", field="object.bucket")
         key = validate_key(request.object.key, "object.key")
+        caller().require("read", bucket, key)
         info = await asyncio.to_thread(self.store.stat, bucket, key, request.object.version_id)
         chunk = 1 << 20
         for offset in range(0, max(info.size, 1), chunk):

@@ -81,6 +81,12 @@ class Unauthenticated(NanoLensError):
     code = grpc.StatusCode.UNAUTHENTICATED
 
 
+class PermissionDenied(NanoLensError):
+    """The caller is known but its token does not allow this action on this object."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
 class Aborted(NanoLensError):
     """The work was done but cannot be kept (e.g. a service ran another model than the one asked
     for, as an old replica during a rolling upgrade may); retrying is safe."""

@@ -15,7 +15,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from nanolens_cli.stack import Stack, free_port
+from nanolens_cli.stack import free_port
 from nanolens_spectra.synthetic.swcnt import generate_map, generate_spectra
 
 pytestmark = pytest.mark.slow
@@ -291,18 +291,6 @@ def test_a_float_image_too_big_for_one_message_is_refused_with_the_reason(stack,
     result = nanolens(stack, "analyze", "tem", str(image), "--method", "watershed", check=False)
     assert result.returncode == 1 and "RESOURCE_EXHAUSTED" in result.stderr
     assert "NANOLENS_MAX_MESSAGE_MB" in result.stderr and "64 MiB" in result.stderr
-
-
-def test_a_gateway_with_tokens_wants_one_from_the_cli(tmp_path):
-    with Stack(extra_env={"NANOLENS_GATEWAY_TOKENS": "lab-token"}, log_dir=tmp_path) as endpoints:
-        env = dict(os.environ, NANOLENS_GATEWAY=endpoints.gateway)
-        env.pop("NANOLENS_TOKEN", None)
-        run = [sys.executable, "-m", "nanolens_cli.main", "models", "list"]
-        refused = subprocess.run(run, env=env, capture_output=True, text=True, timeout=60)
-        assert refused.returncode == 1 and "UNAUTHENTICATED" in refused.stderr
-        allowed = subprocess.run(run, env=dict(env, NANOLENS_TOKEN="lab-token"), capture_output=True, text=True,
-                                 timeout=60)
-        assert allowed.returncode == 0 and "swcnt-endosome" in allowed.stdout
 
 
 def test_a_result_not_to_trust_says_so_and_exits_3(stack, tmp_path):

@@ -1,8 +1,10 @@
-"""Bearer tokens at the gateway: refused without one, accepted with one, probes stay open."""
+"""The gateway's token interceptor in process: refused without a token, accepted with one for unary and
+streaming calls (each counted once in the metrics), probes stay open, a method without an action is closed."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 
 import grpc
 import pytest
@@ -10,11 +12,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 
 from nanolens.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from nanolens_gateway.auth import BearerTokenAuth, parse_tokens
+from nanolens_gateway.auth import GatewayAuth, parse_tokens, token_digest
 from nanolens_runtime.server import GrpcApp, Servicer
 from nanolens_runtime.settings import ServerSettings
 
 TOKEN = "s3cr3t-token"
+TABLE = parse_tokens(json.dumps([{"name": "other", "sha256": token_digest("other"), "actions": ["upload"]},
+                                 {"name": "lab", "sha256": token_digest(TOKEN), "actions": ["read"]}]))
 
 
 class Models(gateway_pb2_grpc.GatewayServicer):
@@ -29,7 +33,7 @@ class Models(gateway_pb2_grpc.GatewayServicer):
 async def gateway():
     full_name = gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].full_name
     app = GrpcApp([Servicer(Models(), gateway_pb2_grpc.add_GatewayServicer_to_server, full_name)],
-                  ServerSettings(metrics_port=-1), [BearerTokenAuth(parse_tokens(f" other , {TOKEN} "))])
+                  ServerSettings(metrics_port=-1), [GatewayAuth(TABLE, "results")])
     port = await app.start("127.0.0.1:0")
     await app.set_serving(True)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
@@ -74,3 +78,12 @@ async def test_a_valid_token_is_accepted_for_unary_and_streaming_calls(gateway):
 async def test_health_stays_open_for_probes(gateway):
     status = await health_pb2_grpc.HealthStub(gateway).Check(health_pb2.HealthCheckRequest(), timeout=5)
     assert status.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_a_token_without_the_methods_action_is_denied(gateway):
+    stub = gateway_pb2_grpc.GatewayStub(gateway)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        [r async for r in stub.Download(gateway_pb2.DownloadRequest(), metadata=[("authorization", "Bearer other")],
+                                        timeout=5)]
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "'other' may not read" in info.value.details()

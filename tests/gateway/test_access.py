@@ -1,0 +1,190 @@
+"""Who may do what at a real gateway: scoped, hashed, expiring tokens; object keys checked where
+they enter; presigned URLs within scope and lifetime; an audit line per call that never holds a
+token; the CLI sending its token."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from nanolens.common.v1 import common_pb2
+from nanolens.gateway.v1 import gateway_pb2
+from nanolens_cli.client import GatewayClient
+from nanolens_cli.stack import Stack
+from nanolens_gateway.auth import METHOD_ACTIONS, parse_tokens, token_digest
+
+TOKENS = {"lab-a": "token-of-lab-a", "lab-b": "token-of-lab-b", "reader": "token-of-reader", "old": "token-old"}
+TABLE = [
+    {"name": "lab-a", "sha256": token_digest(TOKENS["lab-a"]), "actions": ["read", "upload", "analyse"],
+     "scopes": ["raw/lab-a/"]},
+    {"name": "lab-b", "sha256": token_digest(TOKENS["lab-b"]), "actions": ["read", "upload", "analyse"],
+     "scopes": ["raw/lab-b/"]},
+    {"name": "reader", "sha256": token_digest(TOKENS["reader"]), "actions": ["read"]},
+    {"name": "old", "sha256": token_digest(TOKENS["old"]), "actions": ["read"], "expires": "2020-01-01T00:00:00Z"},
+]
+SPECTRUM = "".join(f"{100 + 3 * i} {1000 + (i % 7) * 10}\n" for i in range(960))
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory):
+    stack = Stack(extra_env={"NANOLENS_GATEWAY_TOKENS": json.dumps(TABLE), "NANOLENS_UPLOAD_URL_MAX_SECONDS": "600"},
+                  log_dir=tmp_path_factory.mktemp("access-logs"), domains=("spectra",))
+    endpoints = stack.start()
+    yield stack, endpoints
+    stack.stop()
+
+
+def client(endpoints, who: str | None) -> GatewayClient:
+    return GatewayClient(endpoints.gateway, token=TOKENS.get(who, who or ""))
+
+
+def refused(call) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value
+
+
+def spectrum(tmp_path: Path) -> Path:
+    path = tmp_path / "spectrum.txt"
+    path.write_text(SPECTRUM)
+    return path
+
+
+@pytest.mark.parametrize("who", [None, "no-such-token", "old"])
+def test_calls_without_a_valid_token_are_unauthenticated(gateway, who):
+    _, endpoints = gateway
+    error = refused(lambda: client(endpoints, who).list_models())
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert ("expired" in error.details()) == (who == "old")
+
+
+def test_a_token_works_within_its_scope_and_nowhere_else(gateway, tmp_path):
+    _, endpoints = gateway
+    a, b, reader = client(endpoints, "lab-a"), client(endpoints, "lab-b"), client(endpoints, "reader")
+    uploaded = a.upload(spectrum(tmp_path), timeout=60).object
+    assert uploaded.key.startswith("lab-a/uploads/")  # a scoped caller's uploads land in its scope
+    result = a.analyze(uploaded, gateway_pb2.ANALYSIS_KIND_SPECTRA, timeout=120)
+    assert json.loads(a.download(result.result, timeout=30))["input"]["key"] == uploaded.key
+    assert reader.download(result.result, timeout=30)  # an unscoped reader reads everything
+
+    for call in (lambda: b.download(result.result, timeout=30), lambda: b.download(uploaded, timeout=30),
+                 lambda: b.analyze(uploaded, gateway_pb2.ANALYSIS_KIND_SPECTRA, timeout=60),
+                 lambda: b.upload(spectrum(tmp_path), key="lab-a/planted.txt", timeout=60),
+                 lambda: reader.analyze(uploaded, gateway_pb2.ANALYSIS_KIND_SPECTRA, timeout=60),
+                 lambda: reader.upload(spectrum(tmp_path), timeout=60)):
+        error = refused(call)
+        assert error.code() == grpc.StatusCode.PERMISSION_DENIED, error.details()
+        assert "may not" in error.details()
+    assert refused(lambda: b.download(uploaded, timeout=30)).details().count("outside its scopes") == 1
+
+
+@pytest.mark.parametrize("key", ["lab-a/../lab-b/x.txt", "/lab-a/x.txt", "lab-a/x\ny.txt", "lab-a//x.txt"])
+def test_bad_keys_are_refused_where_they_enter(gateway, tmp_path, key):
+    _, endpoints = gateway
+    a = client(endpoints, "lab-a")
+    for call in (lambda: a.upload(spectrum(tmp_path), key=key, timeout=30),
+                 lambda: a.download(common_pb2.ObjectRef(bucket="raw", key=key), timeout=30),
+                 lambda: a.analyze(common_pb2.ObjectRef(bucket="raw", key=key), gateway_pb2.ANALYSIS_KIND_SPECTRA,
+                                   timeout=30)):
+        error = refused(call)
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+
+
+def test_other_buckets_are_out_of_reach(gateway):
+    _, endpoints = gateway
+    reader = client(endpoints, "reader")
+    error = refused(lambda: reader.download(common_pb2.ObjectRef(bucket="models", key="x/manifest.json"), timeout=30))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "models" in error.details()
+    a = client(endpoints, "lab-a")
+    error = refused(lambda: a.analyze(common_pb2.ObjectRef(bucket="models", key="lab-a/x.txt"),
+                                      gateway_pb2.ANALYSIS_KIND_SPECTRA, timeout=30))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "input bucket" in error.details()
+
+
+def test_presigned_urls_stay_in_scope_and_short(gateway):
+    _, endpoints = gateway
+    a = client(endpoints, "lab-a")
+
+    def url(**fields):
+        return a.stub.CreateUploadUrl(gateway_pb2.CreateUploadUrlRequest(**fields), timeout=30, metadata=a.metadata)
+
+    made = url(filename="scan.tif")
+    assert made.object.key.startswith("lab-a/uploads/") and "X-Amz-Expires=600" in made.url  # default 900 s, capped
+    assert refused(lambda: url(key="lab-b/scan.tif")).code() == grpc.StatusCode.PERMISSION_DENIED
+    too_long = refused(lambda: url(filename="scan.tif", expires_seconds=3600))
+    assert too_long.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "NANOLENS_UPLOAD_URL_MAX_SECONDS" in too_long.details()
+
+
+def test_every_call_leaves_an_audit_line_without_the_token(gateway, tmp_path):
+    stack, endpoints = gateway
+    a = client(endpoints, "lab-a")
+    a.upload(spectrum(tmp_path), timeout=60)
+    refused(lambda: client(endpoints, "lab-b").download(common_pb2.ObjectRef(bucket="raw", key="lab-a/x"), timeout=30))
+    (proc,) = [p for p in stack.processes if p.name == "gateway"]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        lines = [json.loads(line) for line in proc.lines if line.startswith("{")]
+        audit = [line for line in lines if line.get("logger") == "nanolens.audit"]
+        if any(line["code"] == "PERMISSION_DENIED" for line in audit):
+            break
+        time.sleep(0.1)
+    uploads = [line for line in audit if line["method"].endswith("/Upload") and line["caller"] == "lab-a"]
+    assert uploads and uploads[-1]["code"] == "OK" and uploads[-1]["objects"][0].startswith("raw/lab-a/uploads/")
+    denied = [line for line in audit if line["code"] == "PERMISSION_DENIED" and line["caller"] == "lab-b"]
+    assert denied and denied[-1]["objects"] == ["raw/lab-a/x"]
+    assert any(line["caller"] == "unauthenticated" and line["code"] == "UNAUTHENTICATED" for line in audit)
+    everything = "".join(proc.lines)
+    assert not any(token in everything for token in TOKENS.values())
+
+
+def test_the_cli_sends_its_token(gateway):
+    _, endpoints = gateway
+    env = dict(os.environ, NANOLENS_GATEWAY=endpoints.gateway)
+    env.pop("NANOLENS_TOKEN", None)
+    run = [sys.executable, "-m", "nanolens_cli.main", "models", "list"]
+    denied = subprocess.run(run, env=env, capture_output=True, text=True, timeout=60)
+    assert denied.returncode == 1 and "UNAUTHENTICATED" in denied.stderr
+    allowed = subprocess.run(run, env=dict(env, NANOLENS_TOKEN=TOKENS["reader"]), capture_output=True, text=True,
+                             timeout=60)
+    assert allowed.returncode == 0 and "swcnt-endosome" in allowed.stdout
+
+
+def test_every_gateway_method_says_what_it_needs():
+    methods = {m.name for m in gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].methods}
+    missing = methods - set(METHOD_ACTIONS)
+    assert not missing, f"methods without an action in auth.METHOD_ACTIONS: {missing}"
+
+
+@pytest.mark.parametrize("table, problem", [
+    ("tokens", "not JSON"),
+    ('{"name": "x"}', "JSON list"),
+    ('[{"name": "x", "sha256": "abc", "actions": ["read"]}]', "64 lower-case hex"),
+    (json.dumps([{"name": "x", "sha256": "0" * 64, "actions": ["fly"]}]), "actions"),
+    (json.dumps([{"name": "x", "sha256": "0" * 64, "actions": ["read"], "scopes": ["raw/../x"]}]), "scopes"),
+    (json.dumps([{"name": "x", "sha256": "0" * 64, "actions": ["read"], "expires": "soon"}]), "ISO 8601"),
+    (json.dumps([{"name": "x", "sha256": "0" * 64, "actions": ["read"], "role": "admin"}]), "unknown fields"),
+    (json.dumps([{"name": "x", "sha256": "0" * 64, "actions": ["read"]}] * 2), "twice"),
+])
+def test_a_broken_token_table_is_refused_naming_the_problem(table, problem):
+    with pytest.raises(ValueError, match=problem):
+        parse_tokens(table)
+
+
+def test_the_token_command_makes_an_entry_the_gateway_accepts():
+    made = subprocess.run([sys.executable, "-m", "nanolens_cli.main", "token", "create", "--name", "tem-01",
+                           "--actions", "read,analyse", "--scope", "raw/tem-01/", "--expires", "30d"],
+                          capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    token = made.stderr.strip().splitlines()[-1]
+    (entry,) = parse_tokens("[" + made.stdout + "]")
+    assert entry.sha256.hex() == token_digest(token) and token not in made.stdout
+    assert entry.scopes == ("raw/tem-01/",) and entry.actions == {"read", "analyse"}
+    assert 29 * 86400 < entry.expires - time.time() < 31 * 86400
