@@ -15,6 +15,7 @@ import grpc
 from nanolens.common.v1 import common_pb2
 from nanolens.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from nanolens_runtime.server import channel_options
+from nanolens_runtime.tls import channel_credentials
 
 CHUNK = 1 << 20
 
@@ -65,10 +66,19 @@ class Progress:
 
 
 class GatewayClient:
-    """``token``: the gateway's bearer token (default: the NANOLENS_TOKEN environment variable)."""
+    """``token``: the gateway's bearer token (default: the NANOLENS_TOKEN environment variable).
+    A gateway serving TLS is reached with ``NANOLENS_GATEWAY_CA`` (the CA that signed its
+    certificate) and, where it asks for one, the client certificate ``NANOLENS_CLIENT_CERT`` and
+    key ``NANOLENS_CLIENT_KEY``."""
 
     def __init__(self, address: str, max_message_mb: int = 64, token: str | None = None):
-        self.channel = grpc.insecure_channel(address, options=channel_options(max_message_mb))
+        env = os.environ
+        credentials = channel_credentials(env.get("NANOLENS_GATEWAY_CA", ""), env.get("NANOLENS_CLIENT_CERT", ""),
+                                          env.get("NANOLENS_CLIENT_KEY", ""),
+                                          ("NANOLENS_GATEWAY_CA", "NANOLENS_CLIENT_CERT", "NANOLENS_CLIENT_KEY"))
+        options = channel_options(max_message_mb)
+        self.channel = (grpc.insecure_channel(address, options=options) if credentials is None
+                        else grpc.secure_channel(address, credentials, options=options))
         self.stub = gateway_pb2_grpc.GatewayStub(self.channel)
         token = os.environ.get("NANOLENS_TOKEN", "") if token is None else token
         self.metadata = [("authorization", f"Bearer {token}")] if token else None

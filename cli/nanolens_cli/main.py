@@ -176,10 +176,13 @@ def all_settings() -> list[tuple[str, list[tuple[str, object, str]]]]:
     from nanolens_gateway.domains import address_settings
     from nanolens_gateway.server import GatewaySettings
     from nanolens_runtime.settings import InferenceSettings, ServerSettings, StorageSettings, describe
+    from nanolens_runtime.tls import TlsSettings, UpstreamTlsSettings
 
-    return [("every process", describe(ServerSettings)), ("object storage", describe(StorageSettings)),
+    return [("every process", describe(ServerSettings)), ("every process: TLS", describe(TlsSettings)),
+            ("object storage", describe(StorageSettings)),
             ("domain services: inference", describe(InferenceSettings)),
-            ("gateway", describe(GatewaySettings) + address_settings())]
+            ("gateway", describe(GatewaySettings) + address_settings()),
+            ("gateway: TLS to the domain services", describe(UpstreamTlsSettings))]
 
 
 def cmd_settings(args) -> int:

@@ -9,6 +9,7 @@ from nanolens_gateway.server import GatewayServicer, GatewaySettings, servicer
 from nanolens_runtime.server import serve
 from nanolens_runtime.settings import ServerSettings, StorageSettings, from_env
 from nanolens_runtime.storage import ObjectStore
+from nanolens_runtime.tls import UpstreamTlsSettings
 from nanolens_runtime.version import SERVICE_VERSION
 
 
@@ -19,7 +20,8 @@ def main() -> None:
 
     async def build():
         # one client per registered domain that has an address (NANOLENS_<DOMAIN>_ADDR)
-        clients = {d.name: d.client(d.address(), server.max_message_mb) for d in domains() if d.address()}
+        upstream = from_env(UpstreamTlsSettings).channel_credentials()  # None: plaintext to the services
+        clients = {d.name: d.client(d.address(), server.max_message_mb, upstream) for d in domains() if d.address()}
         impl = GatewayServicer(gateway, ObjectStore.from_settings(storage), clients)
 
         async def warm_up():

@@ -156,8 +156,9 @@ class Domain:
         environ = os.environ if environ is None else environ
         return environ.get(self.addr_setting, self.default_addr)
 
-    def client(self, address: str, max_message_mb: int) -> ServiceClient:
-        return ServiceClient(self.name, address, max_message_mb, self.stub, self.list_models_request)
+    def client(self, address: str, max_message_mb: int, credentials=None) -> ServiceClient:
+        """A client of this domain's service; ``credentials``: TLS channel credentials, None for plaintext."""
+        return ServiceClient(self.name, address, max_message_mb, self.stub, self.list_models_request, credentials)
 
     def options(self) -> tuple[Option, ...]:
         """Every option any of its analyses reads, once each (the CLI's flags)."""

@@ -12,6 +12,7 @@ from nanolens.common.v1 import common_pb2
 from nanolens_runtime.bundles import version_key
 from nanolens_runtime.errors import GO_CODE_NAMES, InvalidArgument, NanoLensError, NotFound, Unavailable
 from nanolens_runtime.server import channel_options
+from nanolens_runtime.tls import open_channel
 
 
 class UpstreamError(NanoLensError):
@@ -90,10 +91,11 @@ class ModelCatalogue:
 class ServiceClient:
     """A channel to one domain service, its stub, and its model catalogue."""
 
-    def __init__(self, service: str, address: str, max_message_mb: int, stub_class, list_request):
+    def __init__(self, service: str, address: str, max_message_mb: int, stub_class, list_request,
+                 credentials: grpc.ChannelCredentials | None = None):
         self.service = service
         self.max_message_mb = max_message_mb
-        self.channel = grpc.aio.insecure_channel(address, options=channel_options(max_message_mb))
+        self.channel = open_channel(address, credentials, channel_options(max_message_mb))
         self.stub = stub_class(self.channel)
         self.catalogue = ModelCatalogue(service, lambda: self.stub.ListModels(list_request, timeout=10))
 

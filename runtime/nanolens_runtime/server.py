@@ -24,7 +24,8 @@ from grpc_reflection.v1alpha import reflection
 
 from nanolens_runtime import logs, metrics
 from nanolens_runtime.interceptors import MetricsAndErrors
-from nanolens_runtime.settings import ServerSettings
+from nanolens_runtime.settings import ServerSettings, from_env
+from nanolens_runtime.tls import TlsSettings
 
 log = logging.getLogger("nanolens.server")
 
@@ -62,8 +63,11 @@ class GrpcApp:
     """One gRPC server with health, reflection, metrics/error interceptor and drain."""
 
     def __init__(self, servicers: Sequence[Servicer], settings: ServerSettings,
-                 extra_interceptors: Sequence[grpc.aio.ServerInterceptor] = ()):
+                 extra_interceptors: Sequence[grpc.aio.ServerInterceptor] = (), tls: TlsSettings | None = None):
         self.settings = settings
+        self.tls = tls or TlsSettings()
+        self.probe_server: grpc.aio.Server | None = None
+        self.probe_port: int | None = None
         self.servicers = list(servicers)
         self.health = HealthServicer()
         self.server = grpc.aio.server(
@@ -85,12 +89,22 @@ class GrpcApp:
     async def start(self, address: str | None = None) -> int:
         """Bind and start, NOT_SERVING; returns the bound port."""
         address = address or f"{self.settings.host}:{self.settings.grpc_port}"
-        self.port = self.server.add_insecure_port(address)
+        credentials = self.tls.server_credentials()
+        self.port = (self.server.add_insecure_port(address) if credentials is None
+                     else self.server.add_secure_port(address, credentials))
         if self.port == 0:
             raise OSError(f"could not bind gRPC server to {address}")
+        if self.tls.probe_port:
+            # kubelet's gRPC probes speak plaintext: the same health states, and nothing else, there
+            self.probe_server = grpc.aio.server()
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.probe_server)
+            probe_address = f"{address.rsplit(':', 1)[0]}:{self.tls.probe_port}"
+            self.probe_port = self.probe_server.add_insecure_port(probe_address)
+            await self.probe_server.start()
         await self.set_serving(False)
         await self.server.start()
-        log.info("grpc listening", extra={"port": self.port})
+        log.info("grpc listening", extra={"port": self.port, "tls": credentials is not None,
+                                          "mutual_tls": bool(self.tls.client_ca), "probe_port": self.probe_port})
         return self.port
 
     async def set_serving(self, serving: bool) -> None:
@@ -107,6 +121,8 @@ class GrpcApp:
         # Probes and load balancers see NOT_SERVING before the port stops taking calls.
         await asyncio.sleep(delay)
         await self.server.stop(grace)
+        if self.probe_server is not None:
+            await self.probe_server.stop(0)
         log.info("stopped")
 
     def request_drain(self) -> asyncio.Task:
@@ -143,7 +159,7 @@ async def serve(service: str, version: str, provider: str, settings: ServerSetti
     metrics.init(service, version, provider)
     metrics_port = metrics.serve_http(settings.metrics_port, settings.metrics_host)
     servicers, warm_up = await build()
-    app = GrpcApp(servicers, settings, extra_interceptors)
+    app = GrpcApp(servicers, settings, extra_interceptors, from_env(TlsSettings))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, app.request_drain)

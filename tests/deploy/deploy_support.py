@@ -36,6 +36,7 @@ SCENARIOS: dict[str, dict] = {
         }
     },
     "monitoring-off": {"monitoring": {"enabled": False}},
+    "tls": {"tls": {"enabled": True, "serverSecret": "nanolens-tls", "clientSecret": "nanolens-gateway-client"}},
     "tem-enabled": {"services": {"tem": {"enabled": True}}},
     "everything": {
         # tem on a GPU scaling on queue wait, spectra on a fixed replica count without PDB,

@@ -194,15 +194,16 @@ def test_services_expose_named_grpc_and_metrics_ports(scenario, render, enabled_
 
 
 def test_probes_are_grpc_probes_on_the_grpc_port(scenario, render):
+    """gRPC health probes on the gRPC port, or on the plaintext probe port when the gRPC port speaks TLS."""
     _, values = scenario
     for deployment in render(values).kind("Deployment"):
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
-        grpc_port = next(p["containerPort"] for p in container["ports"] if p["name"] == "grpc")
-        assert int(env_of(container)["NANOLENS_GRPC_PORT"]["value"]) == grpc_port
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert int(env_of(container)["NANOLENS_GRPC_PORT"]["value"]) == ports["grpc"]
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             spec = container[probe]
             assert set(spec) & {"grpc", "httpGet", "exec", "tcpSocket"} == {"grpc"}, probe
-            assert spec["grpc"]["port"] == grpc_port
+            assert spec["grpc"]["port"] == ports.get("probe", ports["grpc"])
         startup = container["startupProbe"]
         # Model loading and warm-up get at least a minute before liveness takes over.
         assert startup["periodSeconds"] * startup["failureThreshold"] >= 60

@@ -191,6 +191,26 @@ Credentials only ever come from a Secret (valueFrom), never as plain values.
       key: {{ $s3.secretKeyKey | quote }}
 - name: NANOLENS_MODELS_BUCKET
   value: {{ $root.Values.objectStorage.buckets.models | quote }}
+{{- if $root.Values.tls.enabled }}
+- name: NANOLENS_TLS_CERT
+  value: /etc/nanolens/tls/server/tls.crt
+- name: NANOLENS_TLS_KEY
+  value: /etc/nanolens/tls/server/tls.key
+- name: NANOLENS_PROBE_PORT
+  value: {{ $root.Values.tls.probePort | int | quote }}
+{{- if eq $svc.role "gateway" }}
+- name: NANOLENS_UPSTREAM_CA
+  value: /etc/nanolens/tls/client/ca.crt
+- name: NANOLENS_UPSTREAM_CERT
+  value: /etc/nanolens/tls/client/tls.crt
+- name: NANOLENS_UPSTREAM_KEY
+  value: /etc/nanolens/tls/client/tls.key
+{{- else }}
+{{- /* mutual TLS: a domain service takes calls only with a client certificate of this CA */}}
+- name: NANOLENS_TLS_CLIENT_CA
+  value: /etc/nanolens/tls/server/ca.crt
+{{- end }}
+{{- end }}
 {{- if eq $svc.role "gateway" }}
 {{- with $root.Values.auth.existingSecret }}
 - name: NANOLENS_GATEWAY_TOKENS
@@ -228,6 +248,9 @@ Credentials only ever come from a Secret (valueFrom), never as plain values.
 {{- define "nanolens.validate" -}}
 {{- $root := .root -}}
 {{- $svc := .svc -}}
+{{- if and $root.Values.tls.enabled (or (not $root.Values.tls.serverSecret) (not $root.Values.tls.clientSecret)) -}}
+{{- fail "tls.enabled needs tls.serverSecret (the services' certificate) and tls.clientSecret (the gateway's client certificate)" -}}
+{{- end -}}
 {{- $as := $svc.autoscaling -}}
 {{- if and $as.enabled (gt (int $as.minReplicas) (int $as.maxReplicas)) -}}
 {{- fail (printf "services.%s.autoscaling: minReplicas (%d) > maxReplicas (%d)" $svc.name (int $as.minReplicas) (int $as.maxReplicas)) -}}
