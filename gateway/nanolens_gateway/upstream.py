@@ -9,6 +9,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from nanolens.common.v1 import common_pb2
+from nanolens_runtime import tracing
 from nanolens_runtime.bundles import version_key
 from nanolens_runtime.errors import GO_CODE_NAMES, InvalidArgument, NanoLensError, NotFound, Unavailable
 from nanolens_runtime.server import channel_options
@@ -95,7 +96,8 @@ class ServiceClient:
                  credentials: grpc.ChannelCredentials | None = None):
         self.service = service
         self.max_message_mb = max_message_mb
-        self.channel = open_channel(address, credentials, channel_options(max_message_mb))
+        self.channel = open_channel(address, credentials, channel_options(max_message_mb),
+                                    tracing.client_interceptors())  # the trace goes on to the service
         self.stub = stub_class(self.channel)
         self.catalogue = ModelCatalogue(service, lambda: self.stub.ListModels(list_request, timeout=10))
 

@@ -7,6 +7,8 @@ import logging
 import sys
 import time
 
+from nanolens_runtime import tracing
+
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
@@ -23,6 +25,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        trace_id = tracing.trace_id()
+        if trace_id:
+            doc["trace_id"] = trace_id
         # Anything passed as ``extra={...}`` becomes a field.
         doc.update({k: v for k, v in vars(record).items() if k not in _RESERVED})
         if record.exc_info:

@@ -22,10 +22,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from nanolens_runtime import logs, metrics
+from nanolens_runtime import logs, metrics, tracing
 from nanolens_runtime.interceptors import MetricsAndErrors
 from nanolens_runtime.settings import ServerSettings, from_env
 from nanolens_runtime.tls import TlsSettings
+from nanolens_runtime.tracing import ServerTracing
 
 log = logging.getLogger("nanolens.server")
 
@@ -71,7 +72,7 @@ class GrpcApp:
         self.servicers = list(servicers)
         self.health = HealthServicer()
         self.server = grpc.aio.server(
-            interceptors=[MetricsAndErrors(), *extra_interceptors],
+            interceptors=[MetricsAndErrors(), ServerTracing(), *extra_interceptors],
             options=server_options(settings),
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         )
@@ -152,6 +153,7 @@ async def serve(service: str, version: str, provider: str, settings: ServerSetti
     server listens (NOT_SERVING) while it runs so that probes get an answer.
     """
     logs.configure(service, settings.log_level, settings.log_format)
+    tracing.configure(service, version)
     # Model and numpy work runs in pool threads while the event loop parses multi-MB messages; a
     # shorter GIL switch interval (5 ms by default) lets the workers back in sooner (about 10 % on
     # streamed maps here).
@@ -171,3 +173,4 @@ async def serve(service: str, version: str, provider: str, settings: ServerSetti
         # Machine-readable line for process supervisors (`nanolens up`, tests).
         print(f"NANOLENS_SERVING service={service} grpc={port} metrics={metrics_port}", flush=True)
     await app.wait()
+    tracing.shutdown()  # the spans still queued go out before the process ends

@@ -84,7 +84,8 @@ def channel_credentials(ca: str, cert: str = "", key: str = "",
         certificate_chain=_read(cert, cert_name) if cert else None)
 
 
-def open_channel(address: str, credentials: grpc.ChannelCredentials | None, options) -> grpc.aio.Channel:
+def open_channel(address: str, credentials: grpc.ChannelCredentials | None, options,
+                 interceptors=None) -> grpc.aio.Channel:
     if credentials is None:
-        return grpc.aio.insecure_channel(address, options=options)
-    return grpc.aio.secure_channel(address, credentials, options=options)
+        return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
+    return grpc.aio.secure_channel(address, credentials, options=options, interceptors=interceptors)
