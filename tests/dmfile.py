@@ -61,22 +61,25 @@ class _Writer:
 
     def image(self, data: np.ndarray, scales: tuple[float, float], units: tuple[str, str], data_type: int,
               element_type: int) -> bytes:
-        """One ImageList entry; ``scales``/``units`` are (x, y), DM's order."""
-        h, w = data.shape
+        """One ImageList entry; ``scales``/``units`` are (x, y), DM's order; a 3-D ``data`` (T, H, W)
+        is a stack whose third dimension is calibrated as frames."""
+        sizes = list(data.shape[::-1])  # DM lists x, y (, z)
+        if data.ndim == 3:
+            scales, units = (*scales, 1.0), (*units, "")
         dims = [self.group("", [self.float("Origin", 0.0), self.float("Scale", s), self.text("Units", u)])
                 for s, u in zip(scales, units, strict=True)]
         image_data = self.group("ImageData", [
             self.group("Calibrations", [self.group("Dimension", dims)]),
             self.array("Data", element_type, data.ravel()),
             self.long("DataType", data_type),
-            self.group("Dimensions", [self.ulong("", w), self.ulong("", h)]),
+            self.group("Dimensions", [self.ulong("", n) for n in sizes]),
         ])
         return self.group("", [image_data])
 
 
 def dm_image(data: np.ndarray, scale: float | tuple[float, float] = 1.0, unit: str | tuple[str, str] = "nm", *,
              version: int = 3, thumbnail: bool = False) -> bytes:
-    """DM3 (``version=3``) or DM4 bytes holding one 2D image with a spatial calibration.
+    """DM3 (``version=3``) or DM4 bytes holding one 2D image (or a T x H x W stack) with a spatial calibration.
 
     ``scale``/``unit`` apply to both axes, or are ``(x, y)`` pairs. ``thumbnail`` puts a small RGBA
     preview first in the image list, as DigitalMicrograph does.

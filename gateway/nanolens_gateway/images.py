@@ -62,14 +62,15 @@ def _bad(message: str) -> InvalidArgument:
     return InvalidArgument(message, field="input")
 
 
-def _nm_per(unit: object) -> float | None:
+def nm_per(unit: object) -> float | None:
+    """Nanometres per one ``unit`` of length (nm, µm, Å, ...), None for an unknown or empty unit."""
     return _UNIT_NM.get(str(unit).strip().lower())
 
 
 def _zeiss_length_nm(entry: object) -> float | None:
     """A SmartSEM ("Name", value, unit) length in nm, or None."""
     if isinstance(entry, tuple) and len(entry) == 3 and isinstance(entry[1], int | float) and entry[1] > 0:
-        per = _nm_per(entry[2])
+        per = nm_per(entry[2])
         return float(entry[1]) * per if per else None
     return None
 
@@ -110,7 +111,7 @@ def _dm_tiff_pixel_nm(tags) -> float | None:
     units = [tags.get(code) for code in (65003, 65004)]
     if None in scales or None in units:
         return None
-    per = [_nm_per(u.value) for u in units]
+    per = [nm_per(u.value) for u in units]
     try:
         values = [float(s.value) for s in scales]
     except (TypeError, ValueError):
@@ -152,7 +153,7 @@ def _tiff(data: bytes, what: str) -> tuple[np.ndarray, float | None, str, str]:
             if dm_nm:
                 return image, dm_nm, "DigitalMicrograph", _tiff_detector(tif)
             if tif.is_imagej and tif.imagej_metadata:
-                nm_per_unit = _nm_per(tif.imagej_metadata.get("unit", ""))
+                nm_per_unit = nm_per(tif.imagej_metadata.get("unit", ""))
                 x_res = tif.pages[0].tags.get("XResolution")
                 if nm_per_unit and x_res is not None:
                     numerator, denominator = x_res.value
@@ -187,7 +188,7 @@ def _dm(data: bytes, what: str) -> tuple[np.ndarray, float | None, str]:
     sizes, units = dataset.get("pixelSize", []), dataset.get("pixelUnit", [])
     if len(sizes) != 2 or len(units) != 2:
         return image, None, ""
-    per_unit = [_nm_per(u) for u in units]
+    per_unit = [nm_per(u) for u in units]
     if None in per_unit or min(sizes) <= 0:
         return image, None, ""  # uncalibrated (unit "") or not a length (e.g. 1/nm: a diffraction pattern)
     y_nm, x_nm = (float(s) * f for s, f in zip(sizes, per_unit, strict=True))

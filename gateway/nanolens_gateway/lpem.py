@@ -28,6 +28,7 @@ from nanolens.lpem.v1 import lpem_pb2, lpem_pb2_grpc
 from nanolens_gateway.context import AnalysisContext, Outcome
 from nanolens_gateway.decoders import suffix_of
 from nanolens_gateway.domains import Analysis, Domain, Option, yes
+from nanolens_gateway.images import nm_per
 from nanolens_gateway.results import Artefact
 from nanolens_gateway.schema import array, integer, nullable, number, record, string
 from nanolens_gateway.upstream import ServiceClient, translate
@@ -36,6 +37,7 @@ from nanolens_runtime.errors import InvalidArgument
 
 VIDEO = (".mp4", ".mov", ".avi", ".mkv")
 TIFF = (".tif", ".tiff")
+DM = (".dm3", ".dm4")
 MAX_CHUNK_FRAMES = 16
 PREVIEW_FRAMES = 60
 PREVIEW_SIDE = 320
@@ -103,7 +105,7 @@ def _bad(message: str) -> InvalidArgument:
 
 
 def open_movie(path: Path, key: str) -> Movie:
-    """A frame iterator over a movie file (TIFF stack, MP4/MOV/AVI/MKV, .npy T x H x W).
+    """A frame iterator over a movie file (TIFF stack, MP4/MOV/AVI/MKV, DM3/DM4 stack, .npy T x H x W).
 
     Refuses with INVALID_ARGUMENT (field ``input``) what it cannot read."""
     suffix = suffix_of(key)
@@ -146,6 +148,25 @@ def open_movie(path: Path, key: str) -> Movie:
                         yield page.asarray()
 
             return Movie(tiff_frames(), n, tuple(hw), pixel_size_nm=pixel, closers=[tif.close])
+        if suffix in DM:
+            from ncempy.io.dm import fileDM  # imports h5py: only when a DM file arrives
+
+            dm = fileDM(str(path))
+            if dm.numObjects == 0 or (dm.thumbnail and dm.numObjects == 1):
+                dm.fid.close()
+                raise _bad(f"{key}: the DigitalMicrograph file holds no image")
+            stack = dm.getMemmap(0)  # frames read from disk as they are needed
+            if stack.ndim == 2:
+                stack = stack[None]
+            if stack.ndim != 3:
+                dm.fid.close()
+                raise _bad(f"{key}: a DM movie must be a T x H x W stack, got shape {list(stack.shape)}")
+            # DM lists calibrations x, y, t: the stack's are the last three
+            x_scale, x_unit = dm.scale[-stack.ndim], dm.scaleUnit[-stack.ndim]
+            per = nm_per(x_unit)
+            pixel = float(x_scale) * per if per and x_scale > 0 else 0.0
+            return Movie((np.asarray(f) for f in stack), stack.shape[0], tuple(stack.shape[1:]),
+                         pixel_size_nm=pixel, closers=[dm.fid.close])
         if suffix in VIDEO:
             import imageio_ffmpeg
 
@@ -170,7 +191,7 @@ def open_movie(path: Path, key: str) -> Movie:
     except Exception as exc:  # every reader raises its own types for a broken container
         raise _bad(f"{key}: cannot read the movie ({type(exc).__name__}: {str(exc)[:200]})") from exc
     raise _bad(f"{key}: {suffix or 'no extension'} is not a movie format this gateway reads "
-               f"(.tif/.tiff stacks, {', '.join(VIDEO)}, .npy)")
+               f"(.tif/.tiff and .dm3/.dm4 stacks, {', '.join(VIDEO)}, .npy)")
 
 
 def _greyscale(frame: np.ndarray, key: str, index: int) -> np.ndarray:
@@ -580,4 +601,4 @@ DOMAIN = Domain(
                            "pairs, sizes and clusters over time; artefacts: tracks, pairs, track_summary, frames "
                            "and msd tables (.parquet, .csv), labels.tif, trajectories.png, msd.png, "
                            "size_vs_time.png, clusters_vs_time.png, preview.gif"),),
-    summarise=summarise, file_help="a movie (TIFF stack, MP4/MOV/AVI, .npy T x H x W)", progress=True)
+    summarise=summarise, file_help="a movie (TIFF or DM3/DM4 stack, MP4/MOV/AVI, .npy T x H x W)", progress=True)

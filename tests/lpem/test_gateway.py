@@ -98,7 +98,14 @@ def analyze_stream(gateway, ref, **options):
     return [e.progress for e in events[:-1]], events[-1].result
 
 
-@pytest.mark.parametrize("name,encode", [("movie.tif", tiff), ("movie.npy", npy), ("movie.mp4", mp4)])
+def dm4(frames, scale: float = 1.5) -> bytes:
+    from dmfile import dm_image
+
+    return dm_image(frames, scale=scale, unit="nm", version=4, thumbnail=True)
+
+
+@pytest.mark.parametrize("name,encode", [("movie.tif", tiff), ("movie.npy", npy), ("movie.mp4", mp4),
+                                         ("movie.dm4", dm4)])
 def test_a_movie_is_tracked_with_progress_and_its_results_stored(gateway, results, frames, name, encode):
     ref = upload(gateway, encode(frames), name)
     progress, response = analyze_stream(gateway, ref, pixel_size_nm="1.5", fps="20")
@@ -147,6 +154,12 @@ def bad_files(frames):
     yield "one.tif", tiff(frames[:1]), "frames"
     yield "flat.npy", npy(np.full((6, 64, 64), 7, np.uint16)), "frames"
     yield "movie.gif", b"GIF89a" + b"\0" * 50, "input"
+
+
+def test_a_dm4_stack_gives_its_pixel_size(gateway, frames):
+    ref = upload(gateway, dm4(frames[:8], scale=0.8), "calibrated.dm4")
+    _, response = analyze_stream(gateway, ref)
+    assert json.loads(response.result_json)["movie"]["pixel_size_nm"] == pytest.approx(0.8, rel=1e-6)
 
 
 def test_bad_movies_are_refused_naming_the_problem_and_the_stack_keeps_serving(gateway, frames):
