@@ -278,9 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="upload to the models bucket (NANOLENS_S3_* settings)")
     train.set_defaults(func=cmd_spectra_train)
 
-    from nanolens_cli import tokens
+    from nanolens_cli import jobs, tokens
 
     tokens.add_parser(sub)
+    jobs.add_parsers(sub)
 
     settings = sub.add_parser("settings", help="every NANOLENS_* setting of every process, with its default")
     settings.set_defaults(func=cmd_settings)

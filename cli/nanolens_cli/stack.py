@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -129,6 +130,8 @@ class Stack:
         self.extra_env = extra_env or {}
         self.log_dir = log_dir
         self.processes: list[Process] = []
+        self._jobs_dir = tempfile.TemporaryDirectory(prefix="nanolens-jobs-")
+        self.jobs_db = Path(self._jobs_dir.name) / "jobs.sqlite"
 
     @property
     def endpoints(self) -> Endpoints:
@@ -149,6 +152,8 @@ class Stack:
             "NANOLENS_LOG_FORMAT": env.get("NANOLENS_LOG_FORMAT", "json"),
             "PYTHONUNBUFFERED": "1",
         })
+        if service == "gateway":  # durable jobs in a database beside the stack's logs (or a temporary folder)
+            env["NANOLENS_JOBS_DB"] = str(self.jobs_db)
         for domain in self.domains:  # the gateway reaches every domain the stack runs, and no other
             env[domain.addr_setting] = self.endpoints.services[domain.name]
         # One BLAS thread per pool thread; numpy's default oversubscribes a small machine badly.

@@ -4,13 +4,36 @@ import asyncio
 import logging
 
 from nanolens_gateway.auth import GatewayAuth, parse_tokens
-from nanolens_gateway.domains import domains
+from nanolens_gateway.domains import analyses, domains
+from nanolens_gateway.jobs.rpc import JobRpcs
+from nanolens_gateway.jobs.store import JobStore
+from nanolens_gateway.jobs.worker import JobRunner
 from nanolens_gateway.server import GatewayServicer, GatewaySettings, servicer
 from nanolens_runtime.server import serve
 from nanolens_runtime.settings import ServerSettings, StorageSettings, from_env
 from nanolens_runtime.storage import ObjectStore
 from nanolens_runtime.tls import UpstreamTlsSettings
 from nanolens_runtime.version import SERVICE_VERSION
+
+tasks: set[asyncio.Task] = set()  # the job runner, kept referenced while the process runs
+
+
+class _NoDeadline:
+    """The analysis context of a job item: no caller waits with a deadline."""
+
+    @staticmethod
+    def time_remaining():
+        return None
+
+
+def start_jobs(impl: GatewayServicer, gateway: GatewaySettings, clients: dict) -> JobRunner:
+    """The job store, the job RPCs on the servicer and the runner that works through the items."""
+    store = JobStore(gateway.jobs_db)
+    runner = JobRunner(store, lambda request: impl.run_analysis(request, _NoDeadline()),
+                       lambda kind: analyses()[kind][0].name, services=len(clients),
+                       per_service=gateway.job_concurrency, lease_seconds=gateway.job_lease_seconds)
+    impl.jobs = JobRpcs(impl, store, gateway.job_max_items, wake=runner.wake.set)
+    return runner
 
 
 def main() -> None:
@@ -24,11 +47,15 @@ def main() -> None:
         clients = {d.name: d.client(d.address(), server.max_message_mb, upstream) for d in domains() if d.address()}
         impl = GatewayServicer(gateway, ObjectStore.from_settings(storage), clients)
 
+        runner = start_jobs(impl, gateway, clients) if gateway.jobs_db else None
+
         async def warm_up():
             if not tokens:
                 logging.getLogger("nanolens.auth").warning(
                     "NANOLENS_GATEWAY_TOKENS is empty: the gateway accepts unauthenticated calls")
             await asyncio.to_thread(impl.ensure_buckets)
+            if runner is not None:
+                tasks.add(asyncio.get_running_loop().create_task(runner.run()))
 
         return [servicer(impl)], warm_up
 

@@ -25,7 +25,14 @@ from nanolens_gateway.domains import analyses
 from nanolens_gateway.results import ResultStore, artefact_protos, identity, result_prefix
 from nanolens_gateway.upstream import ServiceClient
 from nanolens_runtime.bundles import sha256_bytes
-from nanolens_runtime.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from nanolens_runtime.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
 from nanolens_runtime.metrics import StageTimer
 from nanolens_runtime.server import Servicer
 from nanolens_runtime.settings import setting
@@ -55,6 +62,13 @@ class GatewaySettings:
                           secret=True)
     input_buckets: str = setting("NANOLENS_INPUT_BUCKETS", "",
                                  "comma-separated buckets besides NANOLENS_RAW_BUCKET whose objects may be analysed")
+    jobs_db: str = setting("NANOLENS_JOBS_DB", "",
+                           "SQLite file of the durable jobs (WAL; one gateway replica); empty: the job RPCs are off")
+    job_concurrency: int = setting("NANOLENS_JOB_CONCURRENCY", 2,
+                                   "job items analysed at once per domain service, per gateway")
+    job_max_items: int = setting("NANOLENS_JOB_MAX_ITEMS", 100000, "most objects in one job")
+    job_lease_seconds: float = setting("NANOLENS_JOB_LEASE_SECONDS", 30.0,
+                                       "how long an item stays with a gateway that stopped renewing it (died)")
     upload_url_seconds: int = setting("NANOLENS_UPLOAD_URL_MAX_SECONDS", 3600,
                                       "longest lifetime of a presigned upload URL, seconds")
     max_listed: int = setting("NANOLENS_MAX_LISTED", 1000,
@@ -98,6 +112,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         self.results = ResultStore(store, settings.results_bucket)
         self.input_buckets = {settings.raw_bucket, *(b.strip() for b in settings.input_buckets.split(",") if b.strip())}
         self.clients = clients  # service name -> client; a service without an address is absent
+        self.jobs = None  # nanolens_gateway.jobs.rpc.JobRpcs once a job database is configured
         # One computation per result identity at a time; the second caller gets the stored result.
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
@@ -187,7 +202,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
 
     # -- analyses ----------------------------------------------------------------------
     async def Analyze(self, request, context):
-        return await self._analyze(request, context)
+        return await self.run_analysis(request, context)
 
     async def AnalyzeStream(self, request, context):
         """Analyze with progress events; cancelling the call cancels the analysis (nothing is stored:
@@ -198,7 +213,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             events.put_nowait(gateway_pb2.AnalyzeProgress(stage=stage, done=done, total=total, particles_found=found,
                                                           tracks=tracks))
 
-        task = asyncio.create_task(self._analyze(request.request, context, progress))
+        task = asyncio.create_task(self.run_analysis(request.request, context, progress))
         try:
             while True:
                 getter = asyncio.ensure_future(events.get())
@@ -214,7 +229,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-    async def _analyze(self, request, context, progress=None):
+    async def run_analysis(self, request, context, progress=None):
+        """One analysis as Analyze runs it (also the job runner's path): checked, cached by identity, stored."""
         table = analyses()
         if request.analysis not in table:
             raise InvalidArgument(f"analysis {request.analysis} is not one of "
@@ -311,6 +327,31 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                 yield gateway_pb2.DownloadResponse(chunk=data, size_bytes=info.size, media_type=info.content_type)
             else:
                 yield gateway_pb2.DownloadResponse(chunk=data)
+
+    # -- jobs ---------------------------------------------------------------------------
+    def _job_rpcs(self):
+        if self.jobs is None:
+            raise FailedPrecondition("jobs are off on this gateway: set NANOLENS_JOBS_DB")
+        return self.jobs
+
+    async def SubmitJob(self, request, context):
+        return await self._job_rpcs().submit(request)
+
+    async def GetJob(self, request, context):
+        return await self._job_rpcs().get(request)
+
+    async def WatchJob(self, request, context):
+        async for job in self._job_rpcs().watch(request):
+            yield job
+
+    async def ListJobs(self, request, context):
+        return await self._job_rpcs().list(request)
+
+    async def CancelJob(self, request, context):
+        return await self._job_rpcs().cancel(request)
+
+    async def RetryJob(self, request, context):
+        return await self._job_rpcs().retry(request)
 
     async def ListModels(self, request, context):
         services = []

@@ -81,6 +81,12 @@ class Unauthenticated(NanoLensError):
     code = grpc.StatusCode.UNAUTHENTICATED
 
 
+class FailedPrecondition(NanoLensError):
+    """The system is not in a state to do this (a feature switched off, a missing configuration)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
 class PermissionDenied(NanoLensError):
     """The caller is known but its token does not allow this action on this object."""
 

@@ -167,3 +167,105 @@ class DownloadResponse(_message.Message):
     size_bytes: int
     media_type: str
     def __init__(self, chunk: _Optional[bytes] = ..., size_bytes: _Optional[int] = ..., media_type: _Optional[str] = ...) -> None: ...
+
+class SubmitJobRequest(_message.Message):
+    __slots__ = ("objects", "prefix", "bucket", "analysis", "options", "model_name", "model_version")
+    class OptionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_FIELD_NUMBER: _ClassVar[int]
+    ANALYSIS_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    objects: _containers.RepeatedCompositeFieldContainer[_common_pb2.ObjectRef]
+    prefix: str
+    bucket: str
+    analysis: AnalysisKind
+    options: _containers.ScalarMap[str, str]
+    model_name: str
+    model_version: str
+    def __init__(self, objects: _Optional[_Iterable[_Union[_common_pb2.ObjectRef, _Mapping]]] = ..., prefix: _Optional[str] = ..., bucket: _Optional[str] = ..., analysis: _Optional[_Union[AnalysisKind, str]] = ..., options: _Optional[_Mapping[str, str]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
+
+class GetJobRequest(_message.Message):
+    __slots__ = ("job_id", "items")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    items: bool
+    def __init__(self, job_id: _Optional[str] = ..., items: _Optional[bool] = ...) -> None: ...
+
+class ListJobsRequest(_message.Message):
+    __slots__ = ("state", "page_size", "page_token")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    page_size: int
+    page_token: str
+    def __init__(self, state: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListJobsResponse(_message.Message):
+    __slots__ = ("jobs", "next_page_token")
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[Job]
+    next_page_token: str
+    def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class JobItem(_message.Message):
+    __slots__ = ("object", "state", "attempts", "error", "result")
+    OBJECT_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    object: _common_pb2.ObjectRef
+    state: str
+    attempts: int
+    error: str
+    result: _common_pb2.ObjectRef
+    def __init__(self, object: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., state: _Optional[str] = ..., attempts: _Optional[int] = ..., error: _Optional[str] = ..., result: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ...) -> None: ...
+
+class Job(_message.Message):
+    __slots__ = ("job_id", "analysis", "options", "state", "created", "total", "pending", "running", "done", "failed", "cancelled", "items", "submitted_by")
+    class OptionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ANALYSIS_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    SUBMITTED_BY_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    analysis: AnalysisKind
+    options: _containers.ScalarMap[str, str]
+    state: str
+    created: str
+    total: int
+    pending: int
+    running: int
+    done: int
+    failed: int
+    cancelled: int
+    items: _containers.RepeatedCompositeFieldContainer[JobItem]
+    submitted_by: str
+    def __init__(self, job_id: _Optional[str] = ..., analysis: _Optional[_Union[AnalysisKind, str]] = ..., options: _Optional[_Mapping[str, str]] = ..., state: _Optional[str] = ..., created: _Optional[str] = ..., total: _Optional[int] = ..., pending: _Optional[int] = ..., running: _Optional[int] = ..., done: _Optional[int] = ..., failed: _Optional[int] = ..., cancelled: _Optional[int] = ..., items: _Optional[_Iterable[_Union[JobItem, _Mapping]]] = ..., submitted_by: _Optional[str] = ...) -> None: ...

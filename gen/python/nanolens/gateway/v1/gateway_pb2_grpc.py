@@ -64,6 +64,36 @@ class GatewayStub:
                 request_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.AnalyzeStreamRequest.SerializeToString,
                 response_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.AnalyzeStreamResponse.FromString,
                 _registered_method=True)
+        self.SubmitJob = channel.unary_unary(
+                '/nanolens.gateway.v1.Gateway/SubmitJob',
+                request_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.SubmitJobRequest.SerializeToString,
+                response_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.Job.FromString,
+                _registered_method=True)
+        self.GetJob = channel.unary_unary(
+                '/nanolens.gateway.v1.Gateway/GetJob',
+                request_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.GetJobRequest.SerializeToString,
+                response_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.Job.FromString,
+                _registered_method=True)
+        self.WatchJob = channel.unary_stream(
+                '/nanolens.gateway.v1.Gateway/WatchJob',
+                request_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.GetJobRequest.SerializeToString,
+                response_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.Job.FromString,
+                _registered_method=True)
+        self.ListJobs = channel.unary_unary(
+                '/nanolens.gateway.v1.Gateway/ListJobs',
+                request_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.ListJobsRequest.SerializeToString,
+                response_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.ListJobsResponse.FromString,
+                _registered_method=True)
+        self.CancelJob = channel.unary_unary(
+                '/nanolens.gateway.v1.Gateway/CancelJob',
+                request_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.GetJobRequest.SerializeToString,
+                response_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.Job.FromString,
+                _registered_method=True)
+        self.RetryJob = channel.unary_unary(
+                '/nanolens.gateway.v1.Gateway/RetryJob',
+                request_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.GetJobRequest.SerializeToString,
+                response_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.Job.FromString,
+                _registered_method=True)
 
 
 class GatewayServicer:
@@ -116,6 +146,50 @@ class GatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitJob(self, request, context):
+        """Analyse many objects as one durable job: the objects named, or every object under a prefix.
+        Items are analysed once each (the result identity of Analyze), survive a restart of the
+        gateway, and an item that fails on its own input never blocks the rest.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJob(self, request, context):
+        """A job with its counts (and its items with `items`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchJob(self, request, context):
+        """The job now and after every change, until it ends or the call is cancelled.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJobs(self, request, context):
+        """Jobs, newest first, optionally in one state; pages of `page_size` with `next_page_token`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelJob(self, request, context):
+        """Stop a job: its pending items are cancelled, items running finish.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetryJob(self, request, context):
+        """Run the failed items of a job again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -148,6 +222,36 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.AnalyzeStream,
                     request_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.AnalyzeStreamRequest.FromString,
                     response_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.AnalyzeStreamResponse.SerializeToString,
+            ),
+            'SubmitJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitJob,
+                    request_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.SubmitJobRequest.FromString,
+                    response_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.Job.SerializeToString,
+            ),
+            'GetJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJob,
+                    request_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.GetJobRequest.FromString,
+                    response_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.Job.SerializeToString,
+            ),
+            'WatchJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchJob,
+                    request_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.GetJobRequest.FromString,
+                    response_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.Job.SerializeToString,
+            ),
+            'ListJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobs,
+                    request_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.ListJobsRequest.FromString,
+                    response_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.ListJobsResponse.SerializeToString,
+            ),
+            'CancelJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelJob,
+                    request_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.GetJobRequest.FromString,
+                    response_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.Job.SerializeToString,
+            ),
+            'RetryJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryJob,
+                    request_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.GetJobRequest.FromString,
+                    response_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.Job.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -312,6 +416,168 @@ class Gateway:
             '/nanolens.gateway.v1.Gateway/AnalyzeStream',
             nanolens_dot_gateway_dot_v1_dot_gateway__pb2.AnalyzeStreamRequest.SerializeToString,
             nanolens_dot_gateway_dot_v1_dot_gateway__pb2.AnalyzeStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nanolens.gateway.v1.Gateway/SubmitJob',
+            nanolens_dot_gateway_dot_v1_dot_gateway__pb2.SubmitJobRequest.SerializeToString,
+            nanolens_dot_gateway_dot_v1_dot_gateway__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nanolens.gateway.v1.Gateway/GetJob',
+            nanolens_dot_gateway_dot_v1_dot_gateway__pb2.GetJobRequest.SerializeToString,
+            nanolens_dot_gateway_dot_v1_dot_gateway__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/nanolens.gateway.v1.Gateway/WatchJob',
+            nanolens_dot_gateway_dot_v1_dot_gateway__pb2.GetJobRequest.SerializeToString,
+            nanolens_dot_gateway_dot_v1_dot_gateway__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nanolens.gateway.v1.Gateway/ListJobs',
+            nanolens_dot_gateway_dot_v1_dot_gateway__pb2.ListJobsRequest.SerializeToString,
+            nanolens_dot_gateway_dot_v1_dot_gateway__pb2.ListJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nanolens.gateway.v1.Gateway/CancelJob',
+            nanolens_dot_gateway_dot_v1_dot_gateway__pb2.GetJobRequest.SerializeToString,
+            nanolens_dot_gateway_dot_v1_dot_gateway__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nanolens.gateway.v1.Gateway/RetryJob',
+            nanolens_dot_gateway_dot_v1_dot_gateway__pb2.GetJobRequest.SerializeToString,
+            nanolens_dot_gateway_dot_v1_dot_gateway__pb2.Job.FromString,
             options,
             channel_credentials,
             insecure,

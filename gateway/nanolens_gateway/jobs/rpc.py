@@ -1,0 +1,147 @@
+"""The job RPCs of the gateway: submit, get, watch, list, cancel, retry."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+
+from nanolens.common.v1 import common_pb2
+from nanolens.gateway.v1 import gateway_pb2
+from nanolens_gateway.auth import caller
+from nanolens_gateway.jobs.store import STATES, JobRecord, JobStore
+from nanolens_runtime.errors import InvalidArgument, NotFound, ResourceExhausted
+
+
+def job_proto(record: JobRecord) -> gateway_pb2.Job:
+    c = record.counts
+    job = gateway_pb2.Job(
+        job_id=record.id, analysis=record.analysis, options=record.options, state=record.state,
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created)), total=record.total,
+        pending=c["pending"], running=c["running"], done=c["done"], failed=c["failed"], cancelled=c["cancelled"],
+        submitted_by=record.submitted_by)
+    for item in record.items:
+        job.items.append(gateway_pb2.JobItem(
+            object=common_pb2.ObjectRef(bucket=item.bucket, key=item.key, version_id=item.version_id),
+            state=item.state, attempts=item.attempts, error=item.error,
+            result=common_pb2.ObjectRef(bucket=item.result_bucket, key=item.result_key) if item.result_key else None))
+    return job
+
+
+class JobRpcs:
+    """``gateway`` is the GatewayServicer: its settings, store, input buckets and key validation."""
+
+    def __init__(self, gateway, store: JobStore, max_items: int, wake=None):
+        self.gateway = gateway
+        self.store = store
+        self.max_items = max_items
+        self.wake = wake or (lambda: None)
+
+    async def submit(self, request: gateway_pb2.SubmitJobRequest) -> gateway_pb2.Job:
+        from nanolens_gateway.domains import analyses
+        from nanolens_gateway.server import validate_key
+
+        table = analyses()
+        if request.analysis not in table:
+            raise InvalidArgument(f"analysis {request.analysis} is not one of "
+                                  f"{[gateway_pb2.AnalysisKind.Name(k) for k in table]}", field="analysis")
+        domain, analysis = table[request.analysis]
+        if domain.name not in self.gateway.clients:
+            raise InvalidArgument(f"no {domain.name} service is configured for {analysis.name} analyses",
+                                  field="analysis")
+        options = analysis.canonical_options(dict(request.options))  # refused now, not item by item later
+        if bool(request.objects) == bool(request.prefix):
+            raise InvalidArgument("name the objects or a prefix (one of them)", field="objects")
+        who = caller()
+        objects: list[tuple[str, str, str]] = []
+        if request.prefix:
+            bucket = request.bucket or self.gateway.settings.raw_bucket
+            self._input_bucket(bucket, "bucket")
+            prefix = request.prefix
+            if ".." in prefix.split("/") or prefix.startswith("/"):
+                raise InvalidArgument(f"prefix {prefix!r} must be relative, without '..'", field="prefix")
+            who.require("submit", bucket, prefix)
+            keys = await asyncio.to_thread(self.gateway.store.list, bucket, prefix)
+            keys = [k for k in keys if not k.endswith("/")]
+            if not keys:
+                raise NotFound(f"no object under s3://{bucket}/{prefix}", "prefix", prefix)
+            objects = [(bucket, k, "") for k in sorted(keys)]
+        else:
+            for i, ref in enumerate(request.objects):
+                bucket = ref.bucket or self.gateway.settings.raw_bucket
+                self._input_bucket(bucket, f"objects[{i}].bucket")
+                key = validate_key(ref.key, f"objects[{i}].key")
+                who.require("submit", bucket, key)
+                objects.append((bucket, key, ref.version_id))
+        if len(objects) > self.max_items:
+            raise ResourceExhausted(f"{len(objects)} objects are more than NANOLENS_JOB_MAX_ITEMS={self.max_items} "
+                                    "in one job: submit narrower prefixes")
+        job_id = await asyncio.to_thread(self.store.create, request.analysis, options, objects,
+                                         request.model_name, request.model_version, who.name)
+        self.wake()
+        return job_proto(await asyncio.to_thread(self.store.get, job_id))
+
+    def _input_bucket(self, bucket: str, field: str) -> None:
+        if bucket not in self.gateway.input_buckets:
+            raise InvalidArgument(f"bucket {bucket!r} is not an input bucket", field=field)
+
+    async def _record(self, job_id: str, items: bool = False) -> JobRecord:
+        if not job_id:
+            raise InvalidArgument("job_id is empty", field="job_id")
+        record = await asyncio.to_thread(self.store.get, job_id, items)
+        if record is None:
+            raise NotFound(f"no job {job_id!r}", "job", job_id)
+        who = caller()
+        if who.token is not None and who.token.scopes and record.submitted_by != who.name:
+            raise NotFound(f"no job {job_id!r}", "job", job_id)  # scoped callers see their own jobs only
+        return record
+
+    async def get(self, request: gateway_pb2.GetJobRequest) -> gateway_pb2.Job:
+        return job_proto(await self._record(request.job_id, request.items))
+
+    async def watch(self, request: gateway_pb2.GetJobRequest, poll: float = 0.25):
+        last = None
+        while True:
+            record = await self._record(request.job_id)
+            seen = (record.state, tuple(sorted(record.counts.items())))
+            if seen != last:
+                yield job_proto(record)
+                last = seen
+            if record.state in ("done", "failed", "cancelled"):
+                return
+            await asyncio.sleep(poll)
+
+    async def list(self, request: gateway_pb2.ListJobsRequest) -> gateway_pb2.ListJobsResponse:
+        if request.state and request.state not in STATES:
+            raise InvalidArgument(f"state {request.state!r} is not one of {list(STATES)}", field="state")
+        size = request.page_size or 50
+        if not 1 <= size <= 1000:
+            raise InvalidArgument(f"page_size must be 1..1000, got {size}", field="page_size")
+        before = None
+        if request.page_token:
+            try:
+                created, job_id = json.loads(base64.urlsafe_b64decode(request.page_token))
+                before = (float(created), str(job_id))
+            except (ValueError, TypeError):
+                raise InvalidArgument("page_token is not one this gateway gave", field="page_token") from None
+        who = caller()
+        records = await asyncio.to_thread(self.store.list, request.state, size + 1, before)
+        if who.token is not None and who.token.scopes:
+            records = [r for r in records if r.submitted_by == who.name]
+        response = gateway_pb2.ListJobsResponse(jobs=[job_proto(r) for r in records[:size]])
+        if len(records) > size:
+            last = records[size - 1]
+            response.next_page_token = base64.urlsafe_b64encode(json.dumps([last.created, last.id]).encode()).decode()
+        return response
+
+    async def cancel(self, request: gateway_pb2.GetJobRequest) -> gateway_pb2.Job:
+        await self._record(request.job_id)
+        await asyncio.to_thread(self.store.cancel, request.job_id)
+        return job_proto(await self._record(request.job_id))
+
+    async def retry(self, request: gateway_pb2.GetJobRequest) -> gateway_pb2.Job:
+        await self._record(request.job_id)
+        await asyncio.to_thread(self.store.retry, request.job_id)
+        self.wake()
+        return job_proto(await self._record(request.job_id))

@@ -1,0 +1,220 @@
+"""Durable jobs: the SQLite store's leases, and real processes on loopback: a prefix analysed as
+one job with a corrupt input failing alone, a gateway killed mid-job finishing after a restart
+with every input stored once, cancel and retry, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import grpc
+import pytest
+
+from nanolens.gateway.v1 import gateway_pb2
+from nanolens_cli.client import GatewayClient
+from nanolens_cli.stack import Stack
+from nanolens_gateway.jobs.store import JobStore
+
+# --- the store ----------------------------------------------------------------------------------
+
+
+def objects(n: int) -> list[tuple[str, str, str]]:
+    return [("raw", f"batch/{i}.txt", "") for i in range(n)]
+
+
+def test_two_workers_never_hold_the_same_item(tmp_path):
+    db = tmp_path / "jobs.sqlite"
+    job = JobStore(db).create(1, {}, objects(200))
+    claimed: dict[str, list] = {"a": [], "b": []}
+    start = threading.Barrier(2)
+
+    def work(owner: str) -> None:
+        store = JobStore(db)  # its own connection, as another process would have
+        start.wait()
+        while batch := store.claim(owner, 7, lease_seconds=60):
+            time.sleep(0.005)  # the work: long enough that both workers are in the race
+            claimed[owner] += [(i.job_id, i.idx) for i in batch]
+            for item in batch:
+                assert store.done(item, owner, "results", f"r/{item.idx}")
+
+    threads = [threading.Thread(target=work, args=(o,)) for o in claimed]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    both = claimed["a"] + claimed["b"]
+    assert len(both) == len(set(both)) == 200 and claimed["a"] and claimed["b"]
+    assert JobStore(db).get(job).state == "done"
+
+
+def test_an_expired_lease_is_taken_over_and_the_old_owner_cannot_finish(tmp_path):
+    store = JobStore(tmp_path / "jobs.sqlite")
+    job = store.create(1, {}, objects(1))
+    (mine,) = store.claim("dead", 5, lease_seconds=10, now=1000.0)
+    assert store.claim("other", 5, lease_seconds=10, now=1005.0) == []  # still leased
+    (theirs,) = store.claim("other", 5, lease_seconds=10, now=1011.0)
+    assert theirs.attempts == 2
+    assert not store.done(mine, "dead", "results", "x")  # lost its lease
+    assert store.done(theirs, "other", "results", "y")
+    (item,) = store.get(job, items=True).items
+    assert item.result_key == "y" and item.state == "done"
+
+
+def test_cancel_retry_and_pages(tmp_path):
+    store = JobStore(tmp_path / "jobs.sqlite")
+    first = store.create(1, {}, objects(3))
+    (a, b, _) = store.claim("w", 3, 60)
+    store.failed(a, "w", "INVALID_ARGUMENT: broken")
+    store.done(b, "w", "results", "k")
+    second = store.create(1, {}, objects(4))
+    assert store.cancel(second) == 4 and store.get(second).state == "cancelled"
+    assert store.retry(first) == 1 and store.get(first, items=True).items[0].state == "pending"
+    page = store.list(limit=1)
+    assert [r.id for r in page] == [second]
+    assert [r.id for r in store.list(limit=1, before=(page[0].created, page[0].id))] == [first]
+    assert [r.id for r in store.list(state="cancelled")] == [second]
+
+
+# --- real processes -----------------------------------------------------------------------------
+
+
+def handled(metrics_url: str, method: str) -> float:
+    text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
+    pattern = re.compile(r'^grpc_server_handled_total\{[^}]*grpc_method="' + method + r'"[^}]*\} ([0-9.e+]+)$', re.M)
+    return sum(float(v) for v in pattern.findall(text))
+
+
+def wait_for(job_id: str, client: GatewayClient, timeout: float = 120) -> gateway_pb2.Job:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            job = client.stub.GetJob(gateway_pb2.GetJobRequest(job_id=job_id, items=True), timeout=10)
+            if job.state in ("done", "failed", "cancelled"):
+                return job
+        except grpc.RpcError as exc:  # the gateway restarting
+            if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                raise
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} did not end in {timeout} s")
+
+
+def upload_batch(client: GatewayClient, tmp_path, prefix: str, n: int, broken: int = 0) -> None:
+    for i in range(n):
+        path = tmp_path / f"s{i}.txt"
+        path.write_text("".join(f"{100 + 3 * j} {1000 + (j % 7) * 10 + i}\n" for j in range(960)))  # distinct bytes
+        client.upload(path, key=f"{prefix}spectrum-{i}.txt", timeout=60)
+    for i in range(broken):
+        path = tmp_path / f"broken{i}.txt"
+        path.write_text("this is not a spectrum\n")
+        client.upload(path, key=f"{prefix}broken-{i}.txt", timeout=60)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    running = Stack(extra_env={"NANOLENS_JOB_LEASE_SECONDS": "2", "NANOLENS_JOB_CONCURRENCY": "1"},
+                    domains=("spectra",), log_dir=tmp_path_factory.mktemp("jobs-logs"))
+    endpoints = running.start()
+    yield running, endpoints
+    running.stop()
+
+
+def test_a_prefix_is_analysed_and_a_corrupt_input_fails_alone(stack, tmp_path):
+    _, endpoints = stack
+    client = GatewayClient(endpoints.gateway)
+    upload_batch(client, tmp_path, "lab/run-1/", 4, broken=1)
+    job = client.stub.SubmitJob(gateway_pb2.SubmitJobRequest(prefix="lab/run-1/",
+                                                             analysis=gateway_pb2.ANALYSIS_KIND_SPECTRA), timeout=30)
+    assert job.total == 5 and job.state in ("pending", "running")
+    seen = [j.state for j in client.stub.WatchJob(gateway_pb2.GetJobRequest(job_id=job.job_id), timeout=120)]
+    assert seen[-1] == "failed"
+    done = wait_for(job.job_id, client)
+    assert (done.done, done.failed) == (4, 1), [(i.object.key, i.error) for i in done.items if i.error]
+    (bad,) = [i for i in done.items if i.state == "failed"]
+    assert bad.object.key.endswith("broken-0.txt") and bad.error.startswith("INVALID_ARGUMENT")
+    for item in done.items:
+        if item.state == "done":
+            assert json.loads(client.download(item.result, timeout=30))["input"]["key"] == item.object.key
+    again = client.stub.RetryJob(gateway_pb2.GetJobRequest(job_id=job.job_id), timeout=30)
+    assert again.pending == 1 and wait_for(job.job_id, client).failed == 1  # still broken
+    client.close()
+
+
+def test_bad_submissions_are_refused_naming_the_field(stack):
+    _, endpoints = stack
+    client = GatewayClient(endpoints.gateway)
+    cases = [(gateway_pb2.SubmitJobRequest(analysis=gateway_pb2.ANALYSIS_KIND_SPECTRA),
+              grpc.StatusCode.INVALID_ARGUMENT),
+             (gateway_pb2.SubmitJobRequest(prefix="nothing/here/", analysis=gateway_pb2.ANALYSIS_KIND_SPECTRA),
+              grpc.StatusCode.NOT_FOUND),
+             (gateway_pb2.SubmitJobRequest(prefix="lab/", analysis=gateway_pb2.ANALYSIS_KIND_SPECTRA,
+                                           options={"typo": "1"}), grpc.StatusCode.INVALID_ARGUMENT),
+             (gateway_pb2.SubmitJobRequest(prefix="../x/", analysis=gateway_pb2.ANALYSIS_KIND_SPECTRA),
+              grpc.StatusCode.INVALID_ARGUMENT)]
+    for request, code in cases:
+        with pytest.raises(grpc.RpcError) as info:
+            client.stub.SubmitJob(request, timeout=30)
+        assert info.value.code() == code, (request, info.value.details())
+    with pytest.raises(grpc.RpcError) as info:
+        client.stub.GetJob(gateway_pb2.GetJobRequest(job_id="no-such-job"), timeout=30)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    client.close()
+
+
+def test_a_gateway_killed_mid_job_finishes_it_after_a_restart_storing_each_input_once(stack, tmp_path):
+    running, endpoints = stack
+    client = GatewayClient(endpoints.gateway)
+    n = 8
+    upload_batch(client, tmp_path, "lab/run-2/", n)
+    before = handled(endpoints.metrics["spectra"], "ClassifySpectra")
+    job = client.stub.SubmitJob(gateway_pb2.SubmitJobRequest(prefix="lab/run-2/",
+                                                             analysis=gateway_pb2.ANALYSIS_KIND_SPECTRA), timeout=30)
+    deadline = time.monotonic() + 60
+    while client.stub.GetJob(gateway_pb2.GetJobRequest(job_id=job.job_id), timeout=10).done < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    (gateway,) = [p for p in running.processes if p.name == "gateway"]
+    os.killpg(gateway.popen.pid, signal.SIGKILL)  # no drain, no goodbye: leases left behind
+    gateway.popen.wait()
+    running.processes.remove(gateway)
+    restarted = running.spawn_service("gateway")
+    assert restarted.serving.wait(60) and restarted.popen.poll() is None
+    finished = wait_for(job.job_id, client)
+    assert finished.state == "done" and finished.done == n
+    results = {item.result.key for item in finished.items}
+    assert len(results) == n
+    # each input computed once, plus at most the one item in flight when the gateway died
+    computed = handled(endpoints.metrics["spectra"], "ClassifySpectra") - before
+    assert n <= computed <= n + 1, computed
+    client.close()
+
+
+def test_cancel_stops_pending_items_and_the_cli_shows_jobs(stack, tmp_path):
+    _, endpoints = stack
+    client = GatewayClient(endpoints.gateway)
+    upload_batch(client, tmp_path, "lab/run-3/", 6)
+    job = client.stub.SubmitJob(gateway_pb2.SubmitJobRequest(prefix="lab/run-3/",
+                                                             analysis=gateway_pb2.ANALYSIS_KIND_SPECTRA), timeout=30)
+    cancelled = client.stub.CancelJob(gateway_pb2.GetJobRequest(job_id=job.job_id), timeout=30)
+    assert cancelled.cancelled >= 4  # at most the one item running per service (concurrency 1) and one claimed
+    final = wait_for(job.job_id, client)
+    assert final.state == "cancelled" or final.done + final.cancelled == final.total
+    env = dict(os.environ, NANOLENS_GATEWAY=endpoints.gateway)
+    shown = subprocess.run([sys.executable, "-m", "nanolens_cli.main", "jobs", "show", job.job_id, "--json"],
+                           env=env, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["job_id"] == job.job_id
+    submitted = subprocess.run([sys.executable, "-m", "nanolens_cli.main", "submit", "lab/run-1/", "--analysis",
+                                "spectra", "--wait", "--json"], env=env, capture_output=True, text=True, timeout=120)
+    assert submitted.returncode == 4, submitted.stderr  # the broken input of run-1 fails again
+    assert json.loads(submitted.stdout.strip().splitlines()[-1])["failed"] == 1
+    listed = subprocess.run([sys.executable, "-m", "nanolens_cli.main", "jobs", "list", "--state", "cancelled"],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert job.job_id in listed.stdout or final.state != "cancelled"
+    client.close()
