@@ -24,7 +24,8 @@ TOKENS = {"lab-a": "token-of-lab-a", "lab-b": "token-of-lab-b", "reader": "token
 TABLE = [
     {"name": "lab-a", "sha256": token_digest(TOKENS["lab-a"]), "actions": ["read", "upload", "analyse"],
      "scopes": ["raw/lab-a/"]},
-    {"name": "lab-b", "sha256": token_digest(TOKENS["lab-b"]), "actions": ["read", "upload", "analyse"],
+    {"name": "lab-b", "sha256": token_digest(TOKENS["lab-b"]),
+     "actions": ["read", "upload", "analyse", "submit"],
      "scopes": ["raw/lab-b/"]},
     {"name": "reader", "sha256": token_digest(TOKENS["reader"]), "actions": ["read"]},
     {"name": "old", "sha256": token_digest(TOKENS["old"]), "actions": ["read"], "expires": "2020-01-01T00:00:00Z"},
@@ -83,6 +84,26 @@ def test_a_token_works_within_its_scope_and_nowhere_else(gateway, tmp_path):
         assert error.code() == grpc.StatusCode.PERMISSION_DENIED, error.details()
         assert "may not" in error.details()
     assert refused(lambda: b.download(uploaded, timeout=30)).details().count("outside its scopes") == 1
+
+
+def test_jobs_are_submitted_within_scope_and_seen_by_their_owner_only(gateway, tmp_path):
+    _, endpoints = gateway
+    a, b = client(endpoints, "lab-a"), client(endpoints, "lab-b")
+    a.upload(spectrum(tmp_path), key="lab-a/run/1.txt", timeout=60)
+    b.upload(spectrum(tmp_path), key="lab-b/run/1.txt", timeout=60)
+
+    def submit(who, prefix):
+        request = gateway_pb2.SubmitJobRequest(prefix=prefix, analysis=gateway_pb2.ANALYSIS_KIND_SPECTRA)
+        return who.stub.SubmitJob(request, timeout=30, metadata=who.metadata)
+
+    assert "may not submit" in refused(lambda: submit(a, "lab-a/run/")).details()  # no submit action
+    outside = refused(lambda: submit(b, "lab-a/run/"))
+    assert outside.code() == grpc.StatusCode.PERMISSION_DENIED and "outside its scopes" in outside.details()
+    job = submit(b, "lab-b/run/")
+    assert job.total == 1 and job.submitted_by == "lab-b"
+    other = refused(lambda: a.stub.GetJob(gateway_pb2.GetJobRequest(job_id=job.job_id), timeout=30,
+                                          metadata=a.metadata))
+    assert other.code() == grpc.StatusCode.NOT_FOUND  # a scoped caller sees its own jobs only
 
 
 @pytest.mark.parametrize("key", ["lab-a/../lab-b/x.txt", "/lab-a/x.txt", "lab-a/x\ny.txt", "lab-a//x.txt"])
