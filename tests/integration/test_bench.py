@@ -32,6 +32,8 @@ def test_quick_benchmark_runs_every_suite(tmp_path):
     run_module("bench", "--quick", "--out", str(tmp_path))
     spectra = json.loads((tmp_path / "spectra.json").read_text())
     tem = json.loads((tmp_path / "tem.json").read_text())
+    jobs = json.loads((tmp_path / "jobs.json").read_text())
+    assert jobs["job_done"] == jobs["items"] > 0 and jobs["direct_s"] > 0 and jobs["job_over_direct"] > 0
     assert spectra["map"]["n_spectra"] == 64 * 64 and spectra["map"]["platform_s"] > 0
     assert spectra["single_spectrum"]["batched_64_callers"]["requests"] > 0
     assert set(tem["methods"]) == {"cnn", "ann", "watershed", "hough"}

@@ -1,0 +1,66 @@
+"""Durable jobs against direct calls: the same small inputs (single spectra) analysed through
+``SubmitJob`` and through one ``Analyze`` call after another, on one stack in one run.
+
+Both paths compute (``force`` for the direct calls; fresh inputs for the job), so the ratio is
+the job machinery's cost: the SQLite claims and records, the polling, the lease renewals.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from nanolens.gateway.v1 import gateway_pb2
+from nanolens_cli.client import GatewayClient
+from nanolens_cli.stack import Stack
+
+
+def _inputs(client: GatewayClient, folder: Path, prefix: str, n: int, offset: int) -> list:
+    refs = []
+    for i in range(n):
+        path = folder / f"{prefix.strip('/').replace('/', '-')}-{i}.txt"
+        path.write_text("".join(f"{100 + 3 * j} {1000 + (j % 11) * 7 + offset + i}\n" for j in range(960)))
+        refs.append(client.upload(path, key=f"{prefix}{i}.txt", timeout=60).object)
+    return refs
+
+
+def run(quick: bool = False) -> dict:
+    n = 40 if quick else 1000
+    with tempfile.TemporaryDirectory() as tmp, Stack(domains=("spectra",),
+                                                     extra_env={"NANOLENS_JOB_CONCURRENCY": "1"}) as endpoints:
+        client = GatewayClient(endpoints.gateway)
+        folder = Path(tmp)
+        direct_refs = _inputs(client, folder, "bench/direct/", n, 0)
+        _inputs(client, folder, "bench/job/", n, 10_000)
+        latencies = []
+        start = time.perf_counter()
+        for ref in direct_refs:  # one caller, one call at a time: what the job runner does per service
+            t = time.perf_counter()
+            client.analyze(ref, gateway_pb2.ANALYSIS_KIND_SPECTRA, force=True, timeout=120)
+            latencies.append(time.perf_counter() - t)
+        direct_s = time.perf_counter() - start
+        start = time.perf_counter()
+        job = client.stub.SubmitJob(gateway_pb2.SubmitJobRequest(prefix="bench/job/",
+                                                                 analysis=gateway_pb2.ANALYSIS_KIND_SPECTRA),
+                                    timeout=120)
+        for state in client.stub.WatchJob(gateway_pb2.GetJobRequest(job_id=job.job_id), timeout=3600):
+            last = state
+        job_s = time.perf_counter() - start
+        client.close()
+    return {"items": n, "job_concurrency_per_service": 1, "store": "sqlite",
+            "direct_s": direct_s, "job_s": job_s, "job_done": last.done, "job_failed": last.failed,
+            "direct_median_item_s": statistics.median(latencies),
+            "job_per_item_s": job_s / n, "overhead_per_item_ms": 1000 * (job_s - direct_s) / n,
+            "job_over_direct": job_s / direct_s}
+
+
+def report(r: dict) -> str:
+    return "\n".join([
+        f"jobs: {r['items']} single spectra, one at a time per service ({r['store']} job store)",
+        f"  direct Analyze calls  {r['direct_s']:.2f} s  (median {1000 * r['direct_median_item_s']:.1f} ms per call)",
+        f"  one job               {r['job_s']:.2f} s  ({r['job_done']} done, {r['job_failed']} failed)",
+        f"  job / direct          {r['job_over_direct']:.3f}  ({r['overhead_per_item_ms']:+.1f} ms per item; "
+        "goal <= 1.10)",
+    ])
