@@ -4,9 +4,9 @@ import asyncio
 import logging
 
 from nanolens_gateway.auth import GatewayAuth, parse_tokens
+from nanolens_gateway.automation.pgstore import open_store
 from nanolens_gateway.domains import analyses, domains
 from nanolens_gateway.jobs.rpc import JobRpcs
-from nanolens_gateway.jobs.store import JobStore
 from nanolens_gateway.jobs.worker import JobRunner
 from nanolens_gateway.server import GatewayServicer, GatewaySettings, servicer
 from nanolens_runtime.server import serve
@@ -28,7 +28,7 @@ class _NoDeadline:
 
 def start_jobs(impl: GatewayServicer, gateway: GatewaySettings, clients: dict) -> JobRunner:
     """The job store, the job RPCs on the servicer and the runner that works through the items."""
-    store = JobStore(gateway.jobs_db)
+    store = open_store(gateway.jobs_db)  # a SQLite file, or a postgresql:// URL shared by replicas
     runner = JobRunner(store, lambda request: impl.run_analysis(request, _NoDeadline()),
                        lambda kind: analyses()[kind][0].name, services=len(clients),
                        per_service=gateway.job_concurrency, lease_seconds=gateway.job_lease_seconds)

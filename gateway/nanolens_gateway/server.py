@@ -63,7 +63,8 @@ class GatewaySettings:
     input_buckets: str = setting("NANOLENS_INPUT_BUCKETS", "",
                                  "comma-separated buckets besides NANOLENS_RAW_BUCKET whose objects may be analysed")
     jobs_db: str = setting("NANOLENS_JOBS_DB", "",
-                           "SQLite file of the durable jobs (WAL; one gateway replica); empty: the job RPCs are off")
+                           "the durable jobs' database: a SQLite file (WAL; one gateway replica) or a "
+                           "postgresql:// URL (replicas share the work); empty: the job RPCs are off")
     job_concurrency: int = setting("NANOLENS_JOB_CONCURRENCY", 2,
                                    "job items analysed at once per domain service, per gateway")
     job_max_items: int = setting("NANOLENS_JOB_MAX_ITEMS", 100000, "most objects in one job")

@@ -1,0 +1,1 @@
+"""Facility automation beyond the job core: the PostgreSQL job store (several replicas, one database)."""
