@@ -44,9 +44,9 @@ def run(quick: bool = False) -> dict:
         start = time.perf_counter()
         job = client.stub.SubmitJob(gateway_pb2.SubmitJobRequest(prefix="bench/job/",
                                                                  analysis=gateway_pb2.ANALYSIS_KIND_SPECTRA),
-                                    timeout=120)
-        for state in client.stub.WatchJob(gateway_pb2.GetJobRequest(job_id=job.job_id), timeout=3600):
-            last = state
+                                    timeout=120).job
+        for event in client.stub.WatchJob(gateway_pb2.WatchJobRequest(job_id=job.job_id), timeout=3600):
+            last = event.job
         job_s = time.perf_counter() - start
         client.close()
     return {"items": n, "job_concurrency_per_service": 1, "store": "sqlite",

@@ -62,7 +62,7 @@ def cmd_submit(args) -> int:
         request.objects.add(bucket=args.bucket, key=args.prefix)
     for key in args.objects:
         request.objects.add(bucket=args.bucket, key=key)
-    job = client.stub.SubmitJob(request, timeout=60, metadata=client.metadata)
+    job = client.stub.SubmitJob(request, timeout=60, metadata=client.metadata).job
     if args.wait:
         return _watch(client, job.job_id, args.json)
     _show(job, args.json)
@@ -71,7 +71,8 @@ def cmd_submit(args) -> int:
 
 def _watch(client, job_id: str, as_json: bool) -> int:
     last = None
-    for last in client.stub.WatchJob(gateway_pb2.GetJobRequest(job_id=job_id), metadata=client.metadata):
+    for event in client.stub.WatchJob(gateway_pb2.WatchJobRequest(job_id=job_id), metadata=client.metadata):
+        last = event.job
         if as_json:
             continue
         sys.stderr.write(f"\rjob {job_id[:12]}: {last.done + last.failed + last.cancelled}/{last.total} "
@@ -79,7 +80,7 @@ def _watch(client, job_id: str, as_json: bool) -> int:
     if not as_json:
         sys.stderr.write("\n")
     job = client.stub.GetJob(gateway_pb2.GetJobRequest(job_id=job_id, items=True), timeout=60,
-                             metadata=client.metadata)
+                             metadata=client.metadata).job
     _show(job, as_json)
     return _exit(job)
 
@@ -93,11 +94,14 @@ def cmd_jobs(args) -> int:
         for job in response.jobs:
             _show(job, args.json)
         return 0
-    request = gateway_pb2.GetJobRequest(job_id=args.job_id, items=args.action == "show")
     if args.action == "watch":
         return _watch(client, args.job_id, args.json)
-    call = {"show": stub.GetJob, "cancel": stub.CancelJob, "retry": stub.RetryJob}[args.action]
-    job = call(request, timeout=60, metadata=md)
+    if args.action == "show":
+        job = stub.GetJob(gateway_pb2.GetJobRequest(job_id=args.job_id, items=True), timeout=60, metadata=md).job
+    elif args.action == "cancel":
+        job = stub.CancelJob(gateway_pb2.CancelJobRequest(job_id=args.job_id), timeout=60, metadata=md).job
+    else:
+        job = stub.RetryJob(gateway_pb2.RetryJobRequest(job_id=args.job_id), timeout=60, metadata=md).job
     _show(job, args.json)
     return 0
 

@@ -70,6 +70,16 @@ class GatewaySettings:
     job_max_items: int = setting("NANOLENS_JOB_MAX_ITEMS", 100000, "most objects in one job")
     job_lease_seconds: float = setting("NANOLENS_JOB_LEASE_SECONDS", 30.0,
                                        "how long an item stays with a gateway that stopped renewing it (died)")
+    events_port: int = setting("NANOLENS_EVENTS_PORT", 0,
+                               "HTTP port of the bucket-event webhook (POST /events/minio; needs NANOLENS_JOBS_DB); "
+                               "0: off")
+    event_rules: str = setting("NANOLENS_EVENT_RULES", "",
+                               "JSON file of the bucket-event rules: bucket, prefix, suffix -> analysis and options")
+    events_token: str = setting("NANOLENS_EVENTS_TOKEN", "",
+                                "token the webhook's caller sends (Authorization: Bearer ...); empty: none asked",
+                                secret=True)
+    events_scan_seconds: float = setting("NANOLENS_EVENTS_SCAN_SECONDS", 600.0,
+                                         "reconciliation scan of the rule prefixes every this many seconds; 0: off")
     upload_url_seconds: int = setting("NANOLENS_UPLOAD_URL_MAX_SECONDS", 3600,
                                       "longest lifetime of a presigned upload URL, seconds")
     max_listed: int = setting("NANOLENS_MAX_LISTED", 1000,
@@ -336,23 +346,23 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         return self.jobs
 
     async def SubmitJob(self, request, context):
-        return await self._job_rpcs().submit(request)
+        return gateway_pb2.SubmitJobResponse(job=await self._job_rpcs().submit(request))
 
     async def GetJob(self, request, context):
-        return await self._job_rpcs().get(request)
+        return gateway_pb2.GetJobResponse(job=await self._job_rpcs().get(request.job_id, request.items))
 
     async def WatchJob(self, request, context):
-        async for job in self._job_rpcs().watch(request):
-            yield job
+        async for job in self._job_rpcs().watch(request.job_id):
+            yield gateway_pb2.WatchJobResponse(job=job)
 
     async def ListJobs(self, request, context):
         return await self._job_rpcs().list(request)
 
     async def CancelJob(self, request, context):
-        return await self._job_rpcs().cancel(request)
+        return gateway_pb2.CancelJobResponse(job=await self._job_rpcs().cancel(request.job_id))
 
     async def RetryJob(self, request, context):
-        return await self._job_rpcs().retry(request)
+        return gateway_pb2.RetryJobResponse(job=await self._job_rpcs().retry(request.job_id))
 
     async def ListModels(self, request, context):
         services = []

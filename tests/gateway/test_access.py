@@ -94,7 +94,7 @@ def test_jobs_are_submitted_within_scope_and_seen_by_their_owner_only(gateway, t
 
     def submit(who, prefix):
         request = gateway_pb2.SubmitJobRequest(prefix=prefix, analysis=gateway_pb2.ANALYSIS_KIND_SPECTRA)
-        return who.stub.SubmitJob(request, timeout=30, metadata=who.metadata)
+        return who.stub.SubmitJob(request, timeout=30, metadata=who.metadata).job
 
     assert "may not submit" in refused(lambda: submit(a, "lab-a/run/")).details()  # no submit action
     outside = refused(lambda: submit(b, "lab-a/run/"))

@@ -91,11 +91,16 @@ def handled(metrics_url: str, method: str) -> float:
     return sum(float(v) for v in pattern.findall(text))
 
 
+def submit(client: GatewayClient, prefix: str) -> gateway_pb2.Job:
+    request = gateway_pb2.SubmitJobRequest(prefix=prefix, analysis=gateway_pb2.ANALYSIS_KIND_SPECTRA)
+    return client.stub.SubmitJob(request, timeout=30).job
+
+
 def wait_for(job_id: str, client: GatewayClient, timeout: float = 120) -> gateway_pb2.Job:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            job = client.stub.GetJob(gateway_pb2.GetJobRequest(job_id=job_id, items=True), timeout=10)
+            job = client.stub.GetJob(gateway_pb2.GetJobRequest(job_id=job_id, items=True), timeout=10).job
             if job.state in ("done", "failed", "cancelled"):
                 return job
         except grpc.RpcError as exc:  # the gateway restarting
@@ -129,10 +134,9 @@ def test_a_prefix_is_analysed_and_a_corrupt_input_fails_alone(stack, tmp_path):
     _, endpoints = stack
     client = GatewayClient(endpoints.gateway)
     upload_batch(client, tmp_path, "lab/run-1/", 4, broken=1)
-    job = client.stub.SubmitJob(gateway_pb2.SubmitJobRequest(prefix="lab/run-1/",
-                                                             analysis=gateway_pb2.ANALYSIS_KIND_SPECTRA), timeout=30)
+    job = submit(client, "lab/run-1/")
     assert job.total == 5 and job.state in ("pending", "running")
-    seen = [j.state for j in client.stub.WatchJob(gateway_pb2.GetJobRequest(job_id=job.job_id), timeout=120)]
+    seen = [e.job.state for e in client.stub.WatchJob(gateway_pb2.WatchJobRequest(job_id=job.job_id), timeout=120)]
     assert seen[-1] == "failed"
     done = wait_for(job.job_id, client)
     assert (done.done, done.failed) == (4, 1), [(i.object.key, i.error) for i in done.items if i.error]
@@ -141,8 +145,9 @@ def test_a_prefix_is_analysed_and_a_corrupt_input_fails_alone(stack, tmp_path):
     for item in done.items:
         if item.state == "done":
             assert json.loads(client.download(item.result, timeout=30))["input"]["key"] == item.object.key
-    again = client.stub.RetryJob(gateway_pb2.GetJobRequest(job_id=job.job_id), timeout=30)
-    assert again.pending == 1 and wait_for(job.job_id, client).failed == 1  # still broken
+    again = client.stub.RetryJob(gateway_pb2.RetryJobRequest(job_id=job.job_id), timeout=30).job
+    assert again.pending + again.running == 1 and again.failed == 0
+    assert wait_for(job.job_id, client).failed == 1  # still broken
     client.close()
 
 
@@ -173,10 +178,9 @@ def test_a_gateway_killed_mid_job_finishes_it_after_a_restart_storing_each_input
     n = 8
     upload_batch(client, tmp_path, "lab/run-2/", n)
     before = handled(endpoints.metrics["spectra"], "ClassifySpectra")
-    job = client.stub.SubmitJob(gateway_pb2.SubmitJobRequest(prefix="lab/run-2/",
-                                                             analysis=gateway_pb2.ANALYSIS_KIND_SPECTRA), timeout=30)
+    job = submit(client, "lab/run-2/")
     deadline = time.monotonic() + 60
-    while client.stub.GetJob(gateway_pb2.GetJobRequest(job_id=job.job_id), timeout=10).done < 2:
+    while client.stub.GetJob(gateway_pb2.GetJobRequest(job_id=job.job_id), timeout=10).job.done < 2:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     (gateway,) = [p for p in running.processes if p.name == "gateway"]
@@ -199,9 +203,8 @@ def test_cancel_stops_pending_items_and_the_cli_shows_jobs(stack, tmp_path):
     _, endpoints = stack
     client = GatewayClient(endpoints.gateway)
     upload_batch(client, tmp_path, "lab/run-3/", 6)
-    job = client.stub.SubmitJob(gateway_pb2.SubmitJobRequest(prefix="lab/run-3/",
-                                                             analysis=gateway_pb2.ANALYSIS_KIND_SPECTRA), timeout=30)
-    cancelled = client.stub.CancelJob(gateway_pb2.GetJobRequest(job_id=job.job_id), timeout=30)
+    job = submit(client, "lab/run-3/")
+    cancelled = client.stub.CancelJob(gateway_pb2.CancelJobRequest(job_id=job.job_id), timeout=30).job
     assert cancelled.cancelled >= 4  # at most the one item running per service (concurrency 1) and one claimed
     final = wait_for(job.job_id, client)
     assert final.state == "cancelled" or final.done + final.cancelled == final.total

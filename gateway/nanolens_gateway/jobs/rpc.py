@@ -97,13 +97,13 @@ class JobRpcs:
             raise NotFound(f"no job {job_id!r}", "job", job_id)  # scoped callers see their own jobs only
         return record
 
-    async def get(self, request: gateway_pb2.GetJobRequest) -> gateway_pb2.Job:
-        return job_proto(await self._record(request.job_id, request.items))
+    async def get(self, job_id: str, items: bool = False) -> gateway_pb2.Job:
+        return job_proto(await self._record(job_id, items))
 
-    async def watch(self, request: gateway_pb2.GetJobRequest, poll: float = 0.25):
+    async def watch(self, job_id: str, poll: float = 0.25):
         last = None
         while True:
-            record = await self._record(request.job_id)
+            record = await self._record(job_id)
             seen = (record.state, tuple(sorted(record.counts.items())))
             if seen != last:
                 yield job_proto(record)
@@ -135,13 +135,13 @@ class JobRpcs:
             response.next_page_token = base64.urlsafe_b64encode(json.dumps([last.created, last.id]).encode()).decode()
         return response
 
-    async def cancel(self, request: gateway_pb2.GetJobRequest) -> gateway_pb2.Job:
-        await self._record(request.job_id)
-        await asyncio.to_thread(self.store.cancel, request.job_id)
-        return job_proto(await self._record(request.job_id))
+    async def cancel(self, job_id: str) -> gateway_pb2.Job:
+        await self._record(job_id)
+        await asyncio.to_thread(self.store.cancel, job_id)
+        return job_proto(await self._record(job_id))
 
-    async def retry(self, request: gateway_pb2.GetJobRequest) -> gateway_pb2.Job:
-        await self._record(request.job_id)
-        await asyncio.to_thread(self.store.retry, request.job_id)
+    async def retry(self, job_id: str) -> gateway_pb2.Job:
+        await self._record(job_id)
+        await asyncio.to_thread(self.store.retry, job_id)
         self.wake()
-        return job_proto(await self._record(request.job_id))
+        return job_proto(await self._record(job_id))

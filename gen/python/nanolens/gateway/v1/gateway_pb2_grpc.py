@@ -67,17 +67,17 @@ class GatewayStub:
         self.SubmitJob = channel.unary_unary(
                 '/nanolens.gateway.v1.Gateway/SubmitJob',
                 request_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.SubmitJobRequest.SerializeToString,
-                response_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.Job.FromString,
+                response_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.SubmitJobResponse.FromString,
                 _registered_method=True)
         self.GetJob = channel.unary_unary(
                 '/nanolens.gateway.v1.Gateway/GetJob',
                 request_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.GetJobRequest.SerializeToString,
-                response_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.Job.FromString,
+                response_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.GetJobResponse.FromString,
                 _registered_method=True)
         self.WatchJob = channel.unary_stream(
                 '/nanolens.gateway.v1.Gateway/WatchJob',
-                request_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.GetJobRequest.SerializeToString,
-                response_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.Job.FromString,
+                request_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.WatchJobRequest.SerializeToString,
+                response_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.WatchJobResponse.FromString,
                 _registered_method=True)
         self.ListJobs = channel.unary_unary(
                 '/nanolens.gateway.v1.Gateway/ListJobs',
@@ -86,13 +86,13 @@ class GatewayStub:
                 _registered_method=True)
         self.CancelJob = channel.unary_unary(
                 '/nanolens.gateway.v1.Gateway/CancelJob',
-                request_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.GetJobRequest.SerializeToString,
-                response_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.Job.FromString,
+                request_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.CancelJobRequest.SerializeToString,
+                response_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.CancelJobResponse.FromString,
                 _registered_method=True)
         self.RetryJob = channel.unary_unary(
                 '/nanolens.gateway.v1.Gateway/RetryJob',
-                request_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.GetJobRequest.SerializeToString,
-                response_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.Job.FromString,
+                request_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.RetryJobRequest.SerializeToString,
+                response_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.RetryJobResponse.FromString,
                 _registered_method=True)
 
 
@@ -226,17 +226,17 @@ def add_GatewayServicer_to_server(servicer, server):
             'SubmitJob': grpc.unary_unary_rpc_method_handler(
                     servicer.SubmitJob,
                     request_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.SubmitJobRequest.FromString,
-                    response_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.Job.SerializeToString,
+                    response_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.SubmitJobResponse.SerializeToString,
             ),
             'GetJob': grpc.unary_unary_rpc_method_handler(
                     servicer.GetJob,
                     request_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.GetJobRequest.FromString,
-                    response_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.Job.SerializeToString,
+                    response_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.GetJobResponse.SerializeToString,
             ),
             'WatchJob': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchJob,
-                    request_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.GetJobRequest.FromString,
-                    response_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.Job.SerializeToString,
+                    request_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.WatchJobRequest.FromString,
+                    response_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.WatchJobResponse.SerializeToString,
             ),
             'ListJobs': grpc.unary_unary_rpc_method_handler(
                     servicer.ListJobs,
@@ -245,13 +245,13 @@ def add_GatewayServicer_to_server(servicer, server):
             ),
             'CancelJob': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelJob,
-                    request_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.GetJobRequest.FromString,
-                    response_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.Job.SerializeToString,
+                    request_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.CancelJobRequest.FromString,
+                    response_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.CancelJobResponse.SerializeToString,
             ),
             'RetryJob': grpc.unary_unary_rpc_method_handler(
                     servicer.RetryJob,
-                    request_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.GetJobRequest.FromString,
-                    response_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.Job.SerializeToString,
+                    request_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.RetryJobRequest.FromString,
+                    response_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.RetryJobResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -442,7 +442,7 @@ class Gateway:
             target,
             '/nanolens.gateway.v1.Gateway/SubmitJob',
             nanolens_dot_gateway_dot_v1_dot_gateway__pb2.SubmitJobRequest.SerializeToString,
-            nanolens_dot_gateway_dot_v1_dot_gateway__pb2.Job.FromString,
+            nanolens_dot_gateway_dot_v1_dot_gateway__pb2.SubmitJobResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -469,7 +469,7 @@ class Gateway:
             target,
             '/nanolens.gateway.v1.Gateway/GetJob',
             nanolens_dot_gateway_dot_v1_dot_gateway__pb2.GetJobRequest.SerializeToString,
-            nanolens_dot_gateway_dot_v1_dot_gateway__pb2.Job.FromString,
+            nanolens_dot_gateway_dot_v1_dot_gateway__pb2.GetJobResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -495,8 +495,8 @@ class Gateway:
             request,
             target,
             '/nanolens.gateway.v1.Gateway/WatchJob',
-            nanolens_dot_gateway_dot_v1_dot_gateway__pb2.GetJobRequest.SerializeToString,
-            nanolens_dot_gateway_dot_v1_dot_gateway__pb2.Job.FromString,
+            nanolens_dot_gateway_dot_v1_dot_gateway__pb2.WatchJobRequest.SerializeToString,
+            nanolens_dot_gateway_dot_v1_dot_gateway__pb2.WatchJobResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -549,8 +549,8 @@ class Gateway:
             request,
             target,
             '/nanolens.gateway.v1.Gateway/CancelJob',
-            nanolens_dot_gateway_dot_v1_dot_gateway__pb2.GetJobRequest.SerializeToString,
-            nanolens_dot_gateway_dot_v1_dot_gateway__pb2.Job.FromString,
+            nanolens_dot_gateway_dot_v1_dot_gateway__pb2.CancelJobRequest.SerializeToString,
+            nanolens_dot_gateway_dot_v1_dot_gateway__pb2.CancelJobResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -576,8 +576,8 @@ class Gateway:
             request,
             target,
             '/nanolens.gateway.v1.Gateway/RetryJob',
-            nanolens_dot_gateway_dot_v1_dot_gateway__pb2.GetJobRequest.SerializeToString,
-            nanolens_dot_gateway_dot_v1_dot_gateway__pb2.Job.FromString,
+            nanolens_dot_gateway_dot_v1_dot_gateway__pb2.RetryJobRequest.SerializeToString,
+            nanolens_dot_gateway_dot_v1_dot_gateway__pb2.RetryJobResponse.FromString,
             options,
             channel_credentials,
             insecure,
