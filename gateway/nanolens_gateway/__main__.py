@@ -2,8 +2,10 @@
 
 import asyncio
 import logging
+from pathlib import Path
 
 from nanolens_gateway.auth import GatewayAuth, parse_tokens
+from nanolens_gateway.automation.events import EventIntake, EventServer, parse_rules, scan_forever
 from nanolens_gateway.automation.pgstore import open_store
 from nanolens_gateway.domains import analyses, domains
 from nanolens_gateway.jobs.rpc import JobRpcs
@@ -36,6 +38,18 @@ def start_jobs(impl: GatewayServicer, gateway: GatewaySettings, clients: dict) -
     return runner
 
 
+async def start_events(gateway: GatewaySettings, host: str, runner: JobRunner, objects: ObjectStore) -> None:
+    """The bucket-event webhook and the reconciliation scan, enqueuing into the job store."""
+    # a missing or broken rules file stops the start, naming what is wrong
+    rules = parse_rules(await asyncio.to_thread(Path(gateway.event_rules).read_text, "utf-8"), gateway.event_rules)
+    intake = EventIntake(runner.store, rules, wake=runner.wake.set)
+    events = EventServer(intake, gateway.events_token)
+    tasks.add(await asyncio.start_server(events.handle, host.strip("[]") or None, gateway.events_port))
+    if gateway.events_scan_seconds > 0:
+        tasks.add(asyncio.get_running_loop().create_task(scan_forever(intake, objects, gateway.events_scan_seconds)))
+    logging.getLogger("nanolens.events").info("bucket events", extra={"port": gateway.events_port, "rules": len(rules)})
+
+
 def main() -> None:
     server = from_env(ServerSettings)
     gateway = from_env(GatewaySettings)
@@ -56,6 +70,8 @@ def main() -> None:
             await asyncio.to_thread(impl.ensure_buckets)
             if runner is not None:
                 tasks.add(asyncio.get_running_loop().create_task(runner.run()))
+            if runner is not None and gateway.events_port:
+                await start_events(gateway, server.host, runner, impl.store)
 
         return [servicer(impl)], warm_up
 
