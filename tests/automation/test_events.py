@@ -155,7 +155,7 @@ def test_duplicate_replayed_and_out_of_order_events_give_one_analysis_each(event
     jobs = jobs_done(client, 3)
     assert len(jobs) == 3 and all(j.state == "done" and j.total == 1 for j in jobs)
     assert handled(endpoints.metrics["spectra"], "ClassifySpectra") - before == 3
-    client.stub.GetJob(gateway_pb2.GetJobRequest(job_id=jobs[0].job_id), timeout=10)  # still serving
+    assert client.stub.GetJob(gateway_pb2.GetJobRequest(job_id=jobs[0].job_id), timeout=10).job.done == 1
     client.close()
 
 

@@ -33,7 +33,7 @@ def wait_for(job_id: str, client: GatewayClient, timeout: float = 120) -> gatewa
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            job = client.stub.GetJob(gateway_pb2.GetJobRequest(job_id=job_id, items=True), timeout=10)
+            job = client.stub.GetJob(gateway_pb2.GetJobRequest(job_id=job_id, items=True), timeout=10).job
             if job.state in ("done", "failed", "cancelled"):
                 return job
         except grpc.RpcError as exc:
@@ -75,7 +75,7 @@ def test_a_job_on_one_replica_is_seen_on_the_other_and_each_input_analysed_once(
     before = handled(endpoints.metrics["spectra"], "ClassifySpectra")
     done_before = items_done(first) + items_done(second)
     job = a.stub.SubmitJob(gateway_pb2.SubmitJobRequest(prefix="shared/run-1/",
-                                                        analysis=gateway_pb2.ANALYSIS_KIND_SPECTRA), timeout=30)
+                                                        analysis=gateway_pb2.ANALYSIS_KIND_SPECTRA), timeout=30).job
     finished = wait_for(job.job_id, b)  # the other replica reads the same database
     assert finished.state == "done" and finished.done == n
     assert len({item.result.key for item in finished.items}) == n
@@ -96,15 +96,15 @@ def test_the_other_replica_takes_over_when_one_is_killed_mid_job(replicas, tmp_p
     before = handled(endpoints.metrics["spectra"], "ClassifySpectra")
     second_before = items_done(second)
     job = a.stub.SubmitJob(gateway_pb2.SubmitJobRequest(prefix="shared/run-2/",
-                                                        analysis=gateway_pb2.ANALYSIS_KIND_SPECTRA), timeout=30)
+                                                        analysis=gateway_pb2.ANALYSIS_KIND_SPECTRA), timeout=30).job
     deadline = time.monotonic() + 60
-    while b.stub.GetJob(gateway_pb2.GetJobRequest(job_id=job.job_id), timeout=10).done < 2:
+    while b.stub.GetJob(gateway_pb2.GetJobRequest(job_id=job.job_id), timeout=10).job.done < 2:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     os.killpg(first.popen.pid, signal.SIGKILL)  # its leases are left behind
     first.popen.wait()
     running.processes.remove(first)
-    left = n - b.stub.GetJob(gateway_pb2.GetJobRequest(job_id=job.job_id), timeout=10).done
+    left = n - b.stub.GetJob(gateway_pb2.GetJobRequest(job_id=job.job_id), timeout=10).job.done
     finished = wait_for(job.job_id, b)
     assert finished.state == "done" and finished.done == n
     assert len({item.result.key for item in finished.items}) == n
