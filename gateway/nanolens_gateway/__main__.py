@@ -7,6 +7,7 @@ from pathlib import Path
 from nanolens_gateway.auth import GatewayAuth, parse_tokens
 from nanolens_gateway.automation.events import EventIntake, EventServer, parse_rules, scan_forever
 from nanolens_gateway.automation.pgstore import open_store
+from nanolens_gateway.automation.report import ReportWriter
 from nanolens_gateway.domains import analyses, domains
 from nanolens_gateway.jobs.rpc import JobRpcs
 from nanolens_gateway.jobs.worker import JobRunner
@@ -70,6 +71,9 @@ def main() -> None:
             await asyncio.to_thread(impl.ensure_buckets)
             if runner is not None:
                 tasks.add(asyncio.get_running_loop().create_task(runner.run()))
+            if runner is not None and gateway.job_report_seconds > 0:
+                reports = ReportWriter(runner.store, impl.store, gateway.results_bucket)
+                tasks.add(asyncio.get_running_loop().create_task(reports.run(gateway.job_report_seconds)))
             if runner is not None and gateway.events_port:
                 await start_events(gateway, server.host, runner, impl.store)
 

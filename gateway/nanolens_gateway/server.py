@@ -70,6 +70,9 @@ class GatewaySettings:
     job_max_items: int = setting("NANOLENS_JOB_MAX_ITEMS", 100000, "most objects in one job")
     job_lease_seconds: float = setting("NANOLENS_JOB_LEASE_SECONDS", 30.0,
                                        "how long an item stays with a gateway that stopped renewing it (died)")
+    job_report_seconds: float = setting("NANOLENS_JOB_REPORT_SECONDS", 10.0,
+                                        "how often ended jobs get their report (report.html, index.csv, "
+                                        "index.parquet under results/jobs/<job id>/) written; 0: never")
     events_port: int = setting("NANOLENS_EVENTS_PORT", 0,
                                "HTTP port of the bucket-event webhook (POST /events/minio; needs NANOLENS_JOBS_DB); "
                                "0: off")
