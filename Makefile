@@ -72,6 +72,7 @@ models: $(VENV)/.installed
 	$(PY) -m nanolens_spectra.training.build_default
 	$(PY) -m nanolens_tem.training.build_default --work build/tem-models
 	$(PY) -m nanolens_lpem.training.build_default --work build/lpem-models
+	$(PY) -m nanolens_sem.training.build_default --work build/sem-models
 
 test: $(VENV)/.installed tools
 	$(PY) -m pytest -q

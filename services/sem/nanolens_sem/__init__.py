@@ -1,0 +1,1 @@
+"""NanoLens SEM service: an autoencoder lens, embeddings, classifier heads and anomaly maps."""

@@ -1,0 +1,1 @@
+"""Harnesses behind docs/sem-evaluation.md and loaders for the public SEM sets (NANOLENS_DATA)."""

@@ -1,0 +1,1 @@
+"""Seeded generators of SEM-like images (used for tests and as the training fallback without real data)."""

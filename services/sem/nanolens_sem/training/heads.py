@@ -1,0 +1,186 @@
+"""Classifier heads on an autoencoder's embeddings: cross-validated grouped by source image,
+fitted, exported as a small ONNX graph (standardisation folded into one Gemm, then Softmax) and
+written as a bundle of task ``sem-classifier`` tied to the autoencoder that made the embeddings.
+
+Used by ``nanolens sem train FOLDER --name N --version V [--register]`` and by the evaluation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nanolens_runtime.bundles import ModelBundle, write_bundle
+
+TASK = "sem-classifier"
+
+
+@dataclass
+class Embedder:
+    """An autoencoder bundle with its session: embeddings of whole images or of their tiles."""
+
+    bundle: ModelBundle
+    session: object
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> Embedder:
+        import onnxruntime as ort
+
+        from nanolens_sem.bundles import latest_bundle
+
+        bundle = ModelBundle.load(path or latest_bundle("sem-autoencoder"))
+        return cls(bundle, ort.InferenceSession(str(bundle.onnx_path), providers=["CPUExecutionProvider"]))
+
+    def embed(self, image: np.ndarray, tile: int = 0, keep_info_bar: bool = False) -> np.ndarray:
+        """N x D embeddings: one of the whole image (``tile`` 0) or one per ``tile`` x ``tile``
+        window (non-overlapping, the edge remainder left out)."""
+        from nanolens_sem.science.images import prepare
+        from nanolens_sem.science.lens import run_windows
+
+        from nanolens_sem.service import embedding_spec
+
+        man = self.bundle.manifest
+        prepared, _ = prepare(image, tuple(man["preprocessing"]["percentiles"]), keep_info_bar)
+        layers, standardise = embedding_spec(man)
+        if tile <= 0 or min(prepared.shape) < tile:
+            return run_windows(self.session, prepared, (), 512, 16, None, layers, standardise).embedding[None]
+        h, w = prepared.shape
+        return np.stack([run_windows(self.session, prepared[r:r + tile, c:c + tile], (), 512, 16, None, layers,
+                                     standardise).embedding
+                         for r in range(0, h - tile + 1, tile) for c in range(0, w - tile + 1, tile)])
+
+
+def grouped_folds(labels: np.ndarray, groups: np.ndarray, n_splits: int = 5, seed: int = 0):
+    """Stratified folds that keep each source image in one fold (fewer when groups are few)."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    per_class = min(len(set(groups[labels == c])) for c in np.unique(labels))
+    splits = max(2, min(n_splits, per_class))
+    return list(StratifiedGroupKFold(splits, shuffle=True, random_state=seed).split(labels, labels, groups))
+
+
+def logistic(C: float = 1.0):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=5000))
+
+
+@dataclass
+class CrossValidation:
+    classes: list[str]
+    accuracy: float
+    balanced_accuracy: float
+    precision: dict[str, float]
+    recall: dict[str, float]
+    confusion: np.ndarray  # true x predicted counts
+    n_items: int
+    n_groups: int
+    n_folds: int
+
+
+def cross_validate(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, make=logistic,
+                   seed: int = 0) -> CrossValidation:
+    """Out-of-fold predictions of ``make()`` with folds grouped by source image."""
+    from sklearn.metrics import balanced_accuracy_score, confusion_matrix, precision_recall_fscore_support
+
+    classes = sorted(set(labels.tolist()))
+    predicted = np.empty(len(labels), dtype=object)
+    folds = grouped_folds(labels, groups, seed=seed)
+    for train, test in folds:
+        predicted[test] = make().fit(features[train], labels[train]).predict(features[test])
+    p, r, _, _ = precision_recall_fscore_support(labels, predicted.astype(str), labels=classes, zero_division=0)
+    return CrossValidation(classes, float((predicted == labels).mean()),
+                           float(balanced_accuracy_score(labels, predicted.astype(str))),
+                           dict(zip(classes, p.tolist(), strict=True)), dict(zip(classes, r.tolist(), strict=True)),
+                           confusion_matrix(labels, predicted.astype(str), labels=classes), len(labels),
+                           len(set(groups.tolist())), len(folds))
+
+
+def head_onnx(pipeline, dim: int) -> bytes:
+    """The fitted StandardScaler + LogisticRegression as Gemm + Softmax (scaling folded in)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    scaler, lr = pipeline[0], pipeline[-1]
+    coef = lr.coef_ / scaler.scale_[None]
+    bias = lr.intercept_ - coef @ scaler.mean_
+    if coef.shape[0] == 1:  # binary: the two classes' logits are -z/2 and z/2
+        coef, bias = np.vstack([-coef / 2, coef / 2]), np.array([-bias[0] / 2, bias[0] / 2])
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["embedding", "W", "b"], ["logits"], transB=1),
+         helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1)],
+        "sem_head",
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", dim])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", coef.shape[0]])],
+        [numpy_helper.from_array(coef.astype(np.float32), "W"), numpy_helper.from_array(bias.astype(np.float32), "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="nanolens")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def train_head(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, embedder: Embedder, name: str,
+               version: str, out_dir: Path, source: str, C: float = 1.0) -> tuple[Path, CrossValidation]:
+    """Cross-validate, fit on everything, write the bundle; returns its folder and the report."""
+    import sklearn
+
+    labels = np.asarray(labels).astype(str)
+    if len(set(labels.tolist())) < 2:
+        raise ValueError(f"a classifier needs at least two classes, got {sorted(set(labels.tolist()))}")
+    cv = cross_validate(features, labels, groups, lambda: logistic(C))
+    fitted = logistic(C).fit(features, labels)
+    classes = [str(c) for c in fitted[-1].classes_]
+    digest = hashlib.sha256(np.ascontiguousarray(features, np.float32).tobytes())
+    digest.update("\n".join(labels.tolist()).encode())
+    ae = embedder.bundle.manifest
+    manifest = {
+        "schema_version": 1, "name": name, "version": version, "task": TASK,
+        "description": f"logistic regression on the embeddings of {ae['name']} {ae['version']} "
+                       f"({len(classes)} classes)",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "inputs": [{"name": "embedding", "dtype": "float32", "shape": ["batch", int(features.shape[1])]}],
+        "outputs": [{"name": "probabilities", "dtype": "float32", "shape": ["batch", len(classes)]}],
+        "class_names": classes,
+        "embedding_model": {"name": ae["name"], "version": ae["version"], "sha256": embedder.bundle.sha256},
+        "preprocessing": {"input": "the embedding of the autoencoder named in embedding_model"},
+        "metrics": {"cv_accuracy": cv.accuracy, "cv_balanced_accuracy": cv.balanced_accuracy,
+                    "cv_n_items": float(cv.n_items), "cv_n_groups": float(cv.n_groups), "cv_n_folds": float(cv.n_folds),
+                    **{f"cv_precision_{c}": v for c, v in cv.precision.items()},
+                    **{f"cv_recall_{c}": v for c, v in cv.recall.items()}},
+        "training_data": {"sha256": digest.hexdigest(), "n_items": int(len(labels)), "source": source},
+        "framework": {"scikit-learn": sklearn.__version__, "model": f"StandardScaler + LogisticRegression(C={C})"},
+    }
+    return write_bundle(out_dir, head_onnx(fitted, features.shape[1]), manifest), cv
+
+
+def confusion_figure(cv: CrossValidation, path: Path, title: str = "") -> Path:
+    """The cross-validated confusion matrix as a PNG (counts, rows true, columns predicted)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(cv.classes)
+    fig, ax = plt.subplots(figsize=(1.2 * n + 2.5, 1.0 * n + 2))
+    im = ax.imshow(cv.confusion, cmap="Blues")
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, str(cv.confusion[i, j]), ha="center", va="center",
+                    color="white" if cv.confusion[i, j] > cv.confusion.max() / 2 else "black")
+    ax.set_xticks(range(n), cv.classes, rotation=35, ha="right")
+    ax.set_yticks(range(n), cv.classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title or f"grouped {cv.n_folds}-fold CV: accuracy {cv.accuracy:.3f} ({cv.n_items} items, "
+                          f"{cv.n_groups} source images)", fontsize=9)
+    fig.colorbar(im, ax=ax, label="items")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
