@@ -1,7 +1,8 @@
 """Decoders for the spectra files scientists actually have.
 
-- two-column text/CSV: ``x, intensity`` per line (an optional text header line);
-- multi-spectrum CSV matrix: first row the x axis (wavenumbers), then one spectrum per row;
+- text: two columns (``x, intensity``), a CSV matrix (first row the axis, one spectrum per row),
+  and the vendor text exports of B&W Tek, Horiba LabSpec, Renishaw WiRE and WITec
+  (``nanolens_gateway.spectra_text``);
 - NumPy ``.npy`` (N x C or C) and ``.npz`` (``spectra`` [+ ``axis``], or one array, or
   the array named by the ``array_key`` option);
 - spectral maps: H x W x C arrays in ``.npy``/``.npz``. ``.npy`` maps are read in
@@ -13,7 +14,6 @@ Every failure is an ``InvalidArgument`` naming the problem and the field ``input
 from __future__ import annotations
 
 import ast
-import csv
 import io
 import zipfile
 from dataclasses import dataclass
@@ -21,6 +21,7 @@ from pathlib import PurePosixPath
 
 import numpy as np
 
+from nanolens_gateway.spectra_text import SUPPORTED, VENDOR_SUFFIXES, binary_error, read_text_spectra
 from nanolens_runtime.errors import InvalidArgument
 
 TEXT_SUFFIXES = {".csv", ".txt", ".tsv", ".dat", ".xy", ".asc"}
@@ -31,6 +32,8 @@ NUMPY_SUFFIXES = {".npy", ".npz"}
 class SpectraData:
     spectra: np.ndarray  # N x C (or H x W x C for maps)
     axis: np.ndarray | None  # C, or None: already on the model's axis
+    format: str = ""  # the layout read, e.g. "B&W Tek text export (...)"
+    grid: tuple[int, int] | None = None  # (rows, columns) when the N spectra of a text file are a raster map
 
 
 @dataclass(frozen=True)
@@ -75,62 +78,11 @@ def _check_axis(axis: np.ndarray | None, channels: int, what: str) -> np.ndarray
 
 
 # -- text ------------------------------------------------------------------------------
-def _rows(text: str) -> list[list[str]]:
-    sample = "\n".join(text.splitlines()[:20])
-    delimiter = None
-    for candidate in (",", "\t", ";"):
-        if candidate in sample:
-            delimiter = candidate
-            break
-    rows = []
-    for line in text.splitlines():
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        fields = next(csv.reader([line], delimiter=delimiter)) if delimiter else line.split()
-        rows.append([f.strip() for f in fields if f.strip() != ""])
-    return rows
-
-
-def _floats(row: list[str], line: int, what: str) -> list[float]:
-    try:
-        return [float(v) for v in row]
-    except ValueError as exc:
-        raise _bad(f"{what}: line {line} has a value that is not a number ({exc})") from exc
-
-
-def decode_text(data: bytes, what: str) -> SpectraData:
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise _bad(f"{what} is not UTF-8 text; is it a binary file with a text extension?") from exc
-    rows = _rows(text)
-    if not rows:
-        raise _bad(f"{what} holds no data rows")
-    header: list[str] | None = None
-    try:
-        [float(v) for v in rows[0]]
-    except ValueError:
-        header, rows = rows[0], rows[1:]
-    if not rows:
-        raise _bad(f"{what} has a header but no data rows")
-    widths = {len(r) for r in rows}
-    if len(widths) != 1:
-        line = next(i for i, r in enumerate(rows, start=2 if header else 1) if len(r) != len(rows[0]))
-        raise _bad(f"{what}: rows have different numbers of columns (first odd one: data line {line})")
-    width = widths.pop()
-    if width == 2:  # x, intensity (a 2-channel matrix would make no sense)
-        table = np.array([_floats(r, i, what) for i, r in enumerate(rows, 1)])
-        return SpectraData(_check_numeric(table[:, 1][None, :], what),
-                           _check_axis(table[:, 0], len(table), what))
-    if header is not None:
-        raise _bad(f"{what}: a multi-spectrum CSV needs the x axis (numbers) as its first row, "
-                   f"found text {header[:3]}")
-    if len(rows) < 2:
-        raise _bad(f"{what}: one row of {width} numbers is neither a two-column spectrum nor a matrix "
-                   "with an axis row")
-    axis = np.array(_floats(rows[0], 1, what))
-    matrix = np.array([_floats(r, i, what) for i, r in enumerate(rows[1:], 2)])
-    return SpectraData(_check_numeric(matrix, what), _check_axis(axis, matrix.shape[1], what))
+def decode_text(data: bytes, what: str, suffix: str = "") -> SpectraData:
+    """Any text layout ``nanolens_gateway.spectra_text`` reads (vendor exports included)."""
+    read = read_text_spectra(data, what, suffix)
+    spectra = _check_numeric(read.spectra, what)
+    return SpectraData(spectra, _check_axis(read.axis, spectra.shape[-1], what), read.format, read.grid)
 
 
 # -- numpy -----------------------------------------------------------------------------
@@ -173,11 +125,14 @@ def decode_spectra(data: bytes, key: str, options: dict[str, str]) -> SpectraDat
     if not data:
         raise _bad(f"{what} is empty (0 bytes)")
     if suffix in NUMPY_SUFFIXES:
-        return decode_numpy(data, suffix, what, options)
+        data_ = decode_numpy(data, suffix, what, options)
+        return SpectraData(data_.spectra, data_.axis, f"NumPy {suffix}")
     if suffix in TEXT_SUFFIXES:
-        return decode_text(data, what)
+        return decode_text(data, what, suffix)
+    if suffix in VENDOR_SUFFIXES:
+        raise binary_error(what, data, suffix)
     raise _bad(f"{what}: unknown spectra format {suffix or '(no extension)'}; "
-               f"use one of {sorted(TEXT_SUFFIXES | NUMPY_SUFFIXES)}")
+               f"use one of {sorted(TEXT_SUFFIXES | NUMPY_SUFFIXES)} holding one of: {SUPPORTED}")
 
 
 def parse_npy_header(prefix: bytes, what: str) -> NpyLayout:
