@@ -278,8 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="upload to the models bucket (NANOLENS_S3_* settings)")
     train.set_defaults(func=cmd_spectra_train)
 
-    from nanolens_cli import jobs, tokens
+    from nanolens_cli import jobs, sem, tokens
 
+    sem.add_parsers(sub)
     tokens.add_parser(sub)
     jobs.add_parsers(sub)
 

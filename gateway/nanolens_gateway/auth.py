@@ -45,6 +45,7 @@ METHOD_ACTIONS: dict[str, str | None] = {
     "Download": "read", "ListModels": None,
     "SubmitJob": "submit", "CancelJob": "submit", "RetryJob": "submit",
     "GetJob": "read", "WatchJob": "read", "ListJobs": "read",
+    "SearchCollection": "read",
 }
 
 
@@ -90,6 +91,13 @@ class Caller:
         if not self.token.covers(path):
             raise PermissionDenied(f"token {self.token.name!r} may not {action} s3://{bucket}/{key}: "
                                    f"outside its scopes {list(self.token.scopes)}")
+
+    def may(self, action: str, bucket: str, key: str) -> bool:
+        """Whether :meth:`require` would let the caller ``action`` ``bucket/key`` (no audit entry)."""
+        if self.token is None:
+            return True
+        path = key if bucket == self.results_bucket else f"{bucket}/{key}"
+        return action in self.token.actions and self.token.covers(path)
 
     def upload_prefix(self, bucket: str) -> str:
         """Where this caller's uploads without a key go: its first scope in ``bucket`` (or the

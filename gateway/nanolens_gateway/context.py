@@ -31,6 +31,7 @@ class AnalysisContext:
     # called with (stage, done, total, particles_found, tracks) by analyses that report progress
     # (AnalyzeStream); None: nobody listens
     progress: Callable[[str, int, int, int, int], None] | None = None
+    results_bucket: str = ""  # where analyses that keep state beside their result write it (SEM collections)
 
     def report(self, stage: str, done: int = 0, total: int = 0, particles_found: int = 0, tracks: int = 0) -> None:
         """Tell a streaming caller how far the analysis is (a no-op for unary Analyze calls)."""

@@ -27,7 +27,7 @@ from nanolens_runtime.errors import InvalidArgument
 from nanolens_runtime.options import parse_yes_no
 
 #: the gateway modules that define a ``DOMAIN``, in the order the local stack starts them
-DOMAIN_MODULES = ("nanolens_gateway.spectra", "nanolens_gateway.tem", "nanolens_gateway.lpem")
+DOMAIN_MODULES = ("nanolens_gateway.spectra", "nanolens_gateway.tem", "nanolens_gateway.lpem", "nanolens_gateway.sem")
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from nanolens_gateway.auth import caller
 from nanolens_gateway.context import AnalysisContext
 from nanolens_gateway.domains import analyses
 from nanolens_gateway.results import ResultStore, artefact_protos, identity, result_prefix
+from nanolens_gateway.sem_collections import Collections
 from nanolens_gateway.upstream import ServiceClient
 from nanolens_runtime.bundles import sha256_bytes
 from nanolens_runtime.errors import (
@@ -129,6 +130,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         self.jobs = None  # nanolens_gateway.jobs.rpc.JobRpcs once a job database is configured
         # One computation per result identity at a time; the second caller gets the stored result.
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.collections = Collections(store, settings.results_bucket)  # SEM embedding collections, searched
 
     def ensure_buckets(self) -> None:
         for bucket in (self.settings.raw_bucket, self.settings.results_bucket):
@@ -284,7 +286,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                     deadline=None if remaining is None else asyncio.get_running_loop().time() + remaining,
                     block_bytes=self.settings.block_mb * 1024 * 1024, max_listed=self.settings.max_listed,
                     max_pixels=self.settings.max_image_mp * 2**20,  # 16 admits 4096 x 4096
-                    progress=progress)
+                    progress=progress, results_bucket=self.settings.results_bucket)
                 started = time.time()
                 outcome = await analysis.run(ctx, client)
                 doc = {
@@ -366,6 +368,11 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
 
     async def RetryJob(self, request, context):
         return gateway_pb2.RetryJobResponse(job=await self._job_rpcs().retry(request.job_id))
+
+    async def SearchCollection(self, request, context):
+        from nanolens_gateway.sem import search
+
+        return await search(self, request, self.collections)
 
     async def ListModels(self, request, context):
         services = []

@@ -168,5 +168,13 @@ class ObjectStore:
         except (S3Error, urllib3.exceptions.HTTPError) as exc:
             raise _translate(exc, bucket, prefix) from exc
 
+    def list_etags(self, bucket: str, prefix: str = "") -> dict[str, str]:
+        """Every object under ``prefix`` with its ETag (what a cache of their contents keys on)."""
+        try:
+            return {o.object_name: (o.etag or "").strip('"')
+                    for o in self.client.list_objects(bucket, prefix=prefix, recursive=True)}
+        except (S3Error, urllib3.exceptions.HTTPError) as exc:
+            raise _translate(exc, bucket, prefix) from exc
+
     def presigned_put(self, bucket: str, key: str, expires_seconds: int) -> str:
         return self.client.presigned_put_object(bucket, key, expires=timedelta(seconds=expires_seconds))

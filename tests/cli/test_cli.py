@@ -307,3 +307,37 @@ def test_a_result_not_to_trust_says_so_and_exits_3(stack, tmp_path):
     as_json = nanolens(stack, "analyze", "tem", str(path), "--method", "watershed", "--json", check=False)
     assert as_json.returncode == 3
     assert json.loads(as_json.stdout)["quality"]["trustworthy"] is False
+
+
+def test_sem_train_register_classify_embed_and_search(stack, tmp_path):
+    from nanolens_sem.synthetic.textures import generate
+
+    folder = tmp_path / "textures"
+    for seed in range(40):
+        t = generate(seed, (128, 128))
+        (folder / t.kind).mkdir(parents=True, exist_ok=True)
+        Image.fromarray((t.image * 255).astype(np.uint8)).save(folder / t.kind / f"{seed}.png")
+    trained = nanolens(stack, "sem", "train", str(folder), "--name", "texture-kinds", "--version", "1",
+                       "--out", str(tmp_path / "heads"), "--register")
+    assert "cross-validation on 40 items from 40 images" in trained.stdout
+    assert "registered: s3://models/texture-kinds/1/" in trained.stdout
+    assert (tmp_path / "heads" / "texture-kinds" / "1" / "confusion.png").is_file()
+    query = tmp_path / "query.png"
+    truth = generate(4321, (128, 128))
+    Image.fromarray((truth.image * 255).astype(np.uint8)).save(query)
+    out = tmp_path / "out"
+    result = json.loads(nanolens(stack, "analyze", "sem", str(query), "--classify", "texture-kinds", "--lens", "all",
+                                 "--embed", "cli-textures", "--json", "--out", str(out)).stdout)
+    assert result["classification"]["head"] == "texture-kinds:1"
+    assert result["classification"]["label"] in {"particles", "wires", "porous", "fibres"}
+    assert result["options"]["classify"] == "texture-kinds:1" and len(result["lens"]) == 5
+    assert {"lens_enc1.png", "lens_latent.png", "embedding.npy"} <= {p.name for p in out.iterdir()}
+    text = nanolens(stack, "analyze", "sem", str(query), "--anomaly").stdout
+    assert "anomaly:" in text and "percentile of the training tiles" in text
+    nanolens(stack, "analyze", "sem", str(folder / truth.kind / next(iter(os.listdir(folder / truth.kind)))),
+             "--embed", "cli-textures")
+    # the same bytes upload to the same object: the query is the collection's first item
+    hits = nanolens(stack, "sem", "search", "cli-textures", str(query), "-k", "3").stdout
+    assert hits.startswith("1 of 2 images in cli-textures") and "left out" in hits and "s3://raw/" in hits
+    missing = nanolens(stack, "sem", "search", "no-such-collection", str(query), check=False)
+    assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr

@@ -52,9 +52,16 @@ def _lpem_movie():
     return "movie.npy", _npy(images.astype(np.uint16)), {"pixel_size_nm": "2", "fps": "10"}
 
 
+def _sem_image():
+    from nanolens_sem.synthetic.textures import generate
+
+    image = (generate(8, (96, 128)).image * 255).astype(np.uint8)
+    return "texture.npy", _npy(image), {"lens": "all", "anomaly": "yes", "embed": "schema-sample"}
+
+
 #: a small input for each analysis: (file name, bytes, options)
 SAMPLES = {"spectra": _spectra, "spectral_map": _spectral_map, "particle_sizes": _particle_sizes,
-           "lpem_movie": _lpem_movie}
+           "lpem_movie": _lpem_movie, "sem_image": _sem_image}
 
 
 def test_every_analysis_declares_its_fields_and_has_a_sample_here():

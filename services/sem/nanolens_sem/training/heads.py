@@ -40,7 +40,6 @@ class Embedder:
         window (non-overlapping, the edge remainder left out)."""
         from nanolens_sem.science.images import prepare
         from nanolens_sem.science.lens import run_windows
-
         from nanolens_sem.service import embedding_spec
 
         man = self.bundle.manifest

@@ -15,11 +15,13 @@ class AnalysisKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ANALYSIS_KIND_SPECTRAL_MAP: _ClassVar[AnalysisKind]
     ANALYSIS_KIND_PARTICLE_SIZES: _ClassVar[AnalysisKind]
     ANALYSIS_KIND_LPEM_MOVIE: _ClassVar[AnalysisKind]
+    ANALYSIS_KIND_SEM_IMAGE: _ClassVar[AnalysisKind]
 ANALYSIS_KIND_UNSPECIFIED: AnalysisKind
 ANALYSIS_KIND_SPECTRA: AnalysisKind
 ANALYSIS_KIND_SPECTRAL_MAP: AnalysisKind
 ANALYSIS_KIND_PARTICLE_SIZES: AnalysisKind
 ANALYSIS_KIND_LPEM_MOVIE: AnalysisKind
+ANALYSIS_KIND_SEM_IMAGE: AnalysisKind
 
 class UploadHeader(_message.Message):
     __slots__ = ("key", "filename", "content_type")
@@ -317,3 +319,33 @@ class Job(_message.Message):
     items: _containers.RepeatedCompositeFieldContainer[JobItem]
     submitted_by: str
     def __init__(self, job_id: _Optional[str] = ..., analysis: _Optional[_Union[AnalysisKind, str]] = ..., options: _Optional[_Mapping[str, str]] = ..., state: _Optional[str] = ..., created: _Optional[str] = ..., total: _Optional[int] = ..., pending: _Optional[int] = ..., running: _Optional[int] = ..., done: _Optional[int] = ..., failed: _Optional[int] = ..., cancelled: _Optional[int] = ..., items: _Optional[_Iterable[_Union[JobItem, _Mapping]]] = ..., submitted_by: _Optional[str] = ...) -> None: ...
+
+class SearchCollectionRequest(_message.Message):
+    __slots__ = ("collection", "query", "k")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    query: _common_pb2.ObjectRef
+    k: int
+    def __init__(self, collection: _Optional[str] = ..., query: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., k: _Optional[int] = ...) -> None: ...
+
+class SearchHit(_message.Message):
+    __slots__ = ("object", "score")
+    OBJECT_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    object: _common_pb2.ObjectRef
+    score: float
+    def __init__(self, object: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., score: _Optional[float] = ...) -> None: ...
+
+class SearchCollectionResponse(_message.Message):
+    __slots__ = ("hits", "n_items", "model", "query_in_collection")
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    N_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    QUERY_IN_COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    hits: _containers.RepeatedCompositeFieldContainer[SearchHit]
+    n_items: int
+    model: _common_pb2.ModelInfo
+    query_in_collection: bool
+    def __init__(self, hits: _Optional[_Iterable[_Union[SearchHit, _Mapping]]] = ..., n_items: _Optional[int] = ..., model: _Optional[_Union[_common_pb2.ModelInfo, _Mapping]] = ..., query_in_collection: _Optional[bool] = ...) -> None: ...

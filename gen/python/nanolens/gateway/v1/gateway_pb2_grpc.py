@@ -94,6 +94,11 @@ class GatewayStub:
                 request_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.RetryJobRequest.SerializeToString,
                 response_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.RetryJobResponse.FromString,
                 _registered_method=True)
+        self.SearchCollection = channel.unary_unary(
+                '/nanolens.gateway.v1.Gateway/SearchCollection',
+                request_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.SearchCollectionRequest.SerializeToString,
+                response_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.SearchCollectionResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServicer:
@@ -190,6 +195,14 @@ class GatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SearchCollection(self, request, context):
+        """The images of an SEM embedding collection most similar to a query image (cosine similarity
+        of the autoencoder's embeddings); only objects the caller may read are returned.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -252,6 +265,11 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.RetryJob,
                     request_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.RetryJobRequest.FromString,
                     response_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.RetryJobResponse.SerializeToString,
+            ),
+            'SearchCollection': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchCollection,
+                    request_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.SearchCollectionRequest.FromString,
+                    response_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.SearchCollectionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -578,6 +596,33 @@ class Gateway:
             '/nanolens.gateway.v1.Gateway/RetryJob',
             nanolens_dot_gateway_dot_v1_dot_gateway__pb2.RetryJobRequest.SerializeToString,
             nanolens_dot_gateway_dot_v1_dot_gateway__pb2.RetryJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchCollection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nanolens.gateway.v1.Gateway/SearchCollection',
+            nanolens_dot_gateway_dot_v1_dot_gateway__pb2.SearchCollectionRequest.SerializeToString,
+            nanolens_dot_gateway_dot_v1_dot_gateway__pb2.SearchCollectionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,345 @@
+"""SEM images as the gateway runs them: decode, one call to the SEM service (lens, embedding,
+anomaly, classification), pictures, and the embedding into a collection; search over collections."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+import grpc
+import numpy as np
+
+from nanolens.common.v1 import common_pb2
+from nanolens.gateway.v1 import gateway_pb2
+from nanolens.sem.v1 import sem_pb2, sem_pb2_grpc
+from nanolens_gateway import pictures, sem_collections
+from nanolens_gateway.context import AnalysisContext, Outcome
+from nanolens_gateway.domains import Analysis, Domain, Option, yes
+from nanolens_gateway.images import decode_image
+from nanolens_gateway.results import Artefact
+from nanolens_gateway.schema import array, integer, nullable, number, record, string
+from nanolens_gateway.upstream import ServiceClient, translate
+from nanolens_runtime import arrays
+from nanolens_runtime.errors import InvalidArgument, ResourceExhausted
+
+MOSAIC_CHANNELS = 16  # channels per layer in lens_<layer>.png, most active first
+
+OPTIONS = (
+    Option("lens", "the lens: 'all' layers or some, comma-separated (enc1,enc2,enc3,enc4,latent)", flag="--lens"),
+    Option("anomaly", "the reconstruction-error map and the image's anomaly percentile", "yes_no", flag="--anomaly"),
+    Option("classify", "a classifier head (nanolens sem train), name or name:version", flag="--classify"),
+    Option("embed", "add the image's embedding to this collection (nanolens sem search)", flag="--embed"),
+    Option("max_side", "largest side of returned maps and pictures, px (default 256, at most 1024)",
+           "positive_number", flag="--max-side"),
+    Option("keep_info_bar", "keep the bottom rows that look like an instrument's information bar", "yes_no",
+           flag="--keep-info-bar"),
+)
+
+_LAYER = record("one encoder layer over the whole image", name=string("layer"), channels=integer("channels"),
+                stride=integer("input pixels per activation pixel"), mean=number("mean activation"),
+                std=number("standard deviation of the activations"),
+                sparsity=number("fraction of activations <= 0"), peak=number("largest activation"),
+                top_channels=array(integer("channel"), "most active channels, first the most"),
+                top_channel_means=array(number("mean activation"), "their mean activations"))
+RESULT = {
+    "image": record("the image analysed", height=integer("pixels"), width=integer("pixels"),
+                    pixel_size_nm=nullable(number("nm per pixel from the file's metadata (null: unknown)")),
+                    pixel_size_source=string("where the pixel size came from"),
+                    info_bar_rows=integer("bottom rows left out as the instrument's information bar"),
+                    windows=integer("windows of at most 512 x 512 px the autoencoder ran in")),
+    "embedding": record("the image's embedding", dim=integer("length"),
+                        vector=array(number("component"), "standardised, L2-normalised (embedding.npy holds it "
+                                     "in float32)"),
+                        collection=nullable(string("the collection it was added to (option embed)")),
+                        item=nullable(string("its item object in the results bucket"))),
+    "lens": array(_LAYER, "per-layer statistics (option lens; empty without); lens_<layer>.png shows the maps"),
+    "anomaly": nullable(record(
+        "reconstruction error read against the training images (option anomaly)",
+        image_percentile=number("percentile of the image's error among the training tiles' (99: worse than 99 % "
+                                "of what the model was trained on)"),
+        image_error=number("mean squared reconstruction error, intensities 0-1"),
+        anomalous_fraction=number("fraction of 16 x 16 blocks above the training blocks' 99.9th percentile"),
+        psnr_db=number("reconstruction PSNR, dB"), block_px=integer("block side of the maps, px"))),
+    "classification": nullable(record(
+        "the head's answer (option classify)", label=string("most probable class"),
+        probability=number("its probability"), classes=array(string("class"), "the head's classes"),
+        probabilities=array(number("probability"), "per class"),
+        head=string("the head that answered, name:version"))),
+}
+
+
+def lens_layers(raw: str) -> list[str]:
+    """The lens option as layer names ([]: every layer)."""
+    names = [p.strip().lower() for p in raw.split(",") if p.strip()]
+    return [] if names in ([], ["all"]) else list(dict.fromkeys(names))
+
+
+async def resolve_model(client: ServiceClient, name: str, version: str, options: dict[str, str]
+                        ) -> common_pb2.ModelInfo:
+    """The autoencoder, and the head written as name:version (its newest when no version is
+    given), so that a new head version makes a new result identity."""
+    if "classify" in options:
+        head_name, _, head_version = options["classify"].partition(":")
+        head = await client.catalogue.resolve(head_name, head_version)
+        if head.task != "sem-classifier":
+            raise InvalidArgument(f"model {head.name} has task {head.task}, not sem-classifier",
+                                  field="options.classify")
+        options["classify"] = f"{head.name}:{head.version}"
+    if "lens" in options:
+        options["lens"] = ",".join(lens_layers(options["lens"])) or "all"
+    if "embed" in options:
+        sem_collections.check_name(options["embed"], "options.embed")
+    model = await client.catalogue.resolve(name, version)
+    if model.task != "sem-autoencoder":
+        raise InvalidArgument(f"model {model.name} has task {model.task}, not sem-autoencoder", field="model_name")
+    return model
+
+
+def max_side_of(options: dict[str, str]) -> int:
+    value = float(options.get("max_side", 256))
+    if value != int(value) or not 16 <= value <= 1024:
+        raise InvalidArgument(f"option max_side={options['max_side']} must be a whole number of pixels, 16-1024",
+                              field="options.max_side")
+    return int(value)
+
+
+async def call(client: ServiceClient, request: sem_pb2.AnalyzeImageRequest, key: str, deadline_s: float | None):
+    size = request.ByteSize()
+    if size > client.max_message_mb * 2**20:
+        raise ResourceExhausted(f"input {key!r} is {size / 2**20:.1f} MiB as one message, above the "
+                                f"{client.max_message_mb} MiB the SEM service takes (NANOLENS_MAX_MESSAGE_MB)")
+    try:
+        return await client.stub.AnalyzeImage(request, timeout=deadline_s)
+    except grpc.aio.AioRpcError as exc:
+        raise translate(exc, "sem") from exc
+
+
+async def sem_image(ctx: AnalysisContext, client: ServiceClient) -> Outcome:
+    data = await ctx.fetch()
+    with ctx.timer.stage("decode"):
+        decoded = await asyncio.to_thread(decode_image, data, ctx.source.key, ctx.max_pixels)
+    max_side = max_side_of(ctx.options)
+    head_name, _, head_version = ctx.options.get("classify", "").partition(":")
+    request = sem_pb2.AnalyzeImageRequest(
+        image=arrays.to_proto(decoded.image), model=common_pb2.ModelSelector(name=ctx.model.name,
+                                                                             version=ctx.model.version),
+        lens="lens" in ctx.options, layers=lens_layers(ctx.options.get("lens", "")), max_side=max_side,
+        anomaly=yes(ctx.options, "anomaly"), keep_info_bar=yes(ctx.options, "keep_info_bar"),
+        classifier=common_pb2.ModelSelector(name=head_name, version=head_version))
+    response = await call(client, request, ctx.source.key, ctx.remaining())
+    ctx.absorb(response.provenance)
+    vector = arrays.from_proto(response.embedding, "embedding")
+    collection = ctx.options.get("embed")
+    item = None
+    if collection:
+        with ctx.timer.stage("store"):
+            item = await asyncio.to_thread(sem_collections.add, ctx.store, ctx.results_bucket, collection, ctx.model,
+                                           ctx.source, vector)
+    with ctx.timer.stage("postprocess"):
+        outcome = await asyncio.to_thread(build_outcome, decoded, response, vector, collection, item)
+    return outcome
+
+
+def build_outcome(decoded, response: sem_pb2.AnalyzeImageResponse, vector: np.ndarray, collection: str | None,
+                  item: str | None) -> Outcome:
+    image = decoded.image[:response.height - response.info_bar_rows]
+    summary = {
+        "image": {"height": response.height, "width": response.width, "pixel_size_nm": decoded.pixel_size_nm or None,
+                  "pixel_size_source": decoded.pixel_size_source or "unknown", "info_bar_rows": response.info_bar_rows,
+                  "windows": response.windows},
+        "embedding": {"dim": int(vector.size), "vector": [round(float(v), 6) for v in vector],
+                      "collection": collection, "item": item},
+        "lens": [{"name": layer.name, "channels": layer.channels, "stride": layer.stride,
+                  "mean": round(layer.mean, 5), "std": round(layer.std, 5), "sparsity": round(layer.sparsity, 4),
+                  "peak": round(layer.peak, 4), "top_channels": list(layer.top_channels),
+                  "top_channel_means": [round(v, 5) for v in layer.top_channel_means]} for layer in response.layers],
+        "anomaly": None, "classification": None,
+    }
+    artefacts = [Artefact("embedding.npy", pictures.npy_bytes(vector), "application/x-npy")]
+    for layer in response.layers:
+        maps = arrays.from_proto(layer.maps, "maps").astype(np.float32)
+        artefacts.append(Artefact(f"lens_{layer.name}.png", lens_mosaic_png(layer, maps), "image/png"))
+    if response.layers:
+        artefacts.append(Artefact("lens_overlay.png", lens_overlay_png(image, response.layers), "image/png"))
+    if response.HasField("reconstruction"):
+        rec = arrays.from_proto(response.reconstruction, "reconstruction").astype(np.float32)
+        artefacts.append(Artefact("reconstruction.png", reconstruction_png(image, rec), "image/png"))
+    if response.HasField("anomaly"):
+        a = response.anomaly
+        summary["anomaly"] = {"image_percentile": round(a.image_percentile, 2), "image_error": round(a.image_error, 6),
+                              "anomalous_fraction": round(a.anomalous_fraction, 5), "psnr_db": round(a.psnr_db, 2),
+                              "block_px": a.block_px}
+        percentiles = arrays.from_proto(a.percentile_map, "percentile_map")
+        artefacts.append(Artefact("anomaly.png", anomaly_png(image, percentiles, a), "image/png"))
+        artefacts.append(Artefact("anomaly_percentiles.npy", pictures.npy_bytes(percentiles),
+                                  "application/x-npy"))
+    if response.HasField("classification"):
+        c = response.classification
+        summary["classification"] = {"label": c.label, "probability": round(c.probability, 4),
+                                     "classes": list(c.classes),
+                                     "probabilities": [round(p, 4) for p in c.probabilities],
+                                     "head": f"{c.head.name}:{c.head.version}"}
+    return Outcome(summary, artefacts)
+
+
+def _figure_png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def lens_mosaic_png(layer: sem_pb2.LayerLens, maps: np.ndarray) -> bytes:
+    """The layer's most active channels (up to 16), one panel each on one colour scale, with a colour bar."""
+    plt = _pyplot()
+    channels = list(layer.top_channels) or list(range(maps.shape[0]))
+    order = channels + [c for c in np.argsort(-maps.mean(axis=(1, 2))) if c not in channels]
+    shown = order[:MOSAIC_CHANNELS]
+    cols = min(4, len(shown))
+    rows = -(-len(shown) // cols)
+    vmax = float(np.percentile(maps[shown], 99.5)) or 1.0
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols + 0.8, 2.2 * rows + 0.5), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, c in zip(axes.ravel(), shown, strict=False):
+        im = ax.imshow(maps[c], cmap="magma", vmin=0, vmax=vmax)
+        ax.set_title(f"channel {c}", fontsize=8)
+    fig.suptitle(f"{layer.name}: {len(shown)} of {layer.channels} channels, most active first "
+                 f"(stride {layer.stride}, sparsity {layer.sparsity:.2f})", fontsize=9)
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="activation")
+    return _figure_png(fig)
+
+
+def lens_overlay_png(image: np.ndarray, layers) -> bytes:
+    """The image with each layer's most active channel laid over it, one panel per layer."""
+    plt = _pyplot()
+    grey = pictures.to_uint8(image)
+    fig, axes = plt.subplots(1, len(layers), figsize=(3 * len(layers), 3.4), squeeze=False)
+    for ax, layer in zip(axes[0], layers, strict=True):
+        maps = arrays.from_proto(layer.maps, "maps").astype(np.float32)
+        top = int(layer.top_channels[0]) if layer.top_channels else 0
+        ax.imshow(grey, cmap="gray", extent=(0, grey.shape[1], grey.shape[0], 0))
+        im = ax.imshow(maps[top], cmap="magma", alpha=0.55, extent=(0, grey.shape[1], grey.shape[0], 0))
+        ax.set_title(f"{layer.name} channel {top}", fontsize=8)
+        ax.axis("off")
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="activation")
+    return _figure_png(fig)
+
+
+def reconstruction_png(image: np.ndarray, reconstruction: np.ndarray) -> bytes:
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(7, 3.6))
+    axes[0].imshow(pictures.to_uint8(image), cmap="gray")
+    axes[0].set_title("input (information bar removed)", fontsize=9)
+    axes[1].imshow(reconstruction, cmap="gray", vmin=0, vmax=1)
+    axes[1].set_title("autoencoder reconstruction", fontsize=9)
+    for ax in axes:
+        ax.axis("off")
+    fig.tight_layout()
+    return _figure_png(fig)
+
+
+def anomaly_png(image: np.ndarray, percentiles: np.ndarray, a: sem_pb2.Anomaly) -> bytes:
+    """The image with its block error percentiles over it (colour bar: percentile of the training blocks)."""
+    plt = _pyplot()
+    grey = pictures.to_uint8(image)
+    fig, ax = plt.subplots(figsize=(5.5, 4.6))
+    extent = (0, grey.shape[1], grey.shape[0], 0)
+    ax.imshow(grey, cmap="gray", extent=extent)
+    im = ax.imshow(percentiles, cmap="inferno", vmin=50, vmax=100, alpha=0.5, extent=extent)
+    ax.axis("off")
+    ax.set_title(f"anomaly: image at the {a.image_percentile:.1f}th percentile of the training tiles; "
+                 f"{100 * a.anomalous_fraction:.2f} % of blocks above the 99.9th", fontsize=8)
+    fig.colorbar(im, ax=ax, shrink=0.8, label=f"percentile of training {a.block_px} px blocks' error")
+    fig.tight_layout()
+    return _figure_png(fig)
+
+
+async def search(gateway, request: gateway_pb2.SearchCollectionRequest, collections: sem_collections.Collections
+                 ) -> gateway_pb2.SearchCollectionResponse:
+    """SearchCollection: the query's embedding (stored, or computed by the collection's model) against
+    the collection; hits the caller may not read are left out."""
+    from nanolens_gateway.auth import caller
+    from nanolens_gateway.server import validate_key
+
+    name = sem_collections.check_name(request.collection)
+    k = request.k or 10
+    if not 1 <= k <= sem_collections.MAX_K:
+        raise InvalidArgument(f"k must be 1-{sem_collections.MAX_K} (0: 10), got {request.k}", field="k")
+    bucket = request.query.bucket or gateway.settings.raw_bucket
+    key = validate_key(request.query.key, "query.key")
+    if bucket not in gateway.input_buckets:
+        raise InvalidArgument(f"bucket {bucket!r} is not an input bucket", field="query.bucket")
+    who = caller()
+    who.require("read", gateway.settings.results_bucket, f"{sem_collections.PREFIX}{name}/")
+    who.require("analyse", bucket, key)
+    loaded = await collections.load(name)
+    row = collections.row_of(loaded, bucket, key)
+    model = common_pb2.ModelInfo(**loaded.record["model"])
+    if row >= 0:
+        query = loaded.matrix[row]
+    else:
+        client = gateway.clients.get("sem")
+        if client is None:
+            raise InvalidArgument("the query is not in the collection and no SEM service is configured to embed it "
+                                  "(NANOLENS_SEM_ADDR)", field="query")
+        info = await asyncio.to_thread(gateway.store.stat, bucket, key, request.query.version_id)
+        data = await asyncio.to_thread(gateway.store.get, bucket, key, info.version_id)
+        decoded = await asyncio.to_thread(decode_image, data, key, gateway.settings.max_image_mp * 2**20)
+        response = await call(client, sem_pb2.AnalyzeImageRequest(
+            image=arrays.to_proto(decoded.image),
+            model=common_pb2.ModelSelector(name=model.name, version=model.version)), key, None)
+        if response.provenance.model_sha256 != model.sha256:
+            raise InvalidArgument(f"the SEM service ran {response.provenance.model_name} "
+                                  f"{response.provenance.model_version}, not the collection's model", field="query")
+        query = arrays.from_proto(response.embedding, "embedding")
+    order, scores = sem_collections.top_k(loaded.matrix, query, len(loaded.objects), row)
+    hits = []
+    for index, score in zip(order, scores, strict=True):
+        obj = loaded.objects[int(index)]
+        if who.may("read", obj["bucket"], obj["key"]):
+            hits.append(gateway_pb2.SearchHit(object=common_pb2.ObjectRef(**obj), score=float(score)))
+            if len(hits) == k:
+                break
+    return gateway_pb2.SearchCollectionResponse(hits=hits, n_items=len(loaded.objects), model=model,
+                                                query_in_collection=row >= 0)
+
+
+def summarise(result: dict) -> list[str]:
+    image, embedding = result["image"], result["embedding"]
+    bar = f", information bar of {image['info_bar_rows']} rows left out" if image["info_bar_rows"] else ""
+    added = f" added to collection {embedding['collection']}" if embedding["collection"] else ""
+    lines = [f"{image['width']} x {image['height']} px{bar}; embedding of {embedding['dim']}{added}"]
+    for layer in result["lens"]:
+        lines.append(f"  lens {layer['name']}: {layer['channels']} channels, mean {layer['mean']:.3g}, sparsity "
+                     f"{layer['sparsity']:.2f}, most active {layer['top_channels'][:3]}")
+    if result["anomaly"]:
+        a = result["anomaly"]
+        lines.append(f"  anomaly: {a['image_percentile']:.1f}th percentile of the training tiles, "
+                     f"{100 * a['anomalous_fraction']:.2f} % of blocks above the 99.9th, PSNR {a['psnr_db']:.1f} dB")
+    if result["classification"]:
+        c = result["classification"]
+        lines.append(f"  class: {c['label']} ({c['probability']:.3f}, head {c['head']})")
+    return lines
+
+
+DOMAIN = Domain(
+    name="sem", title="SEM images through an autoencoder: lens, embeddings, classes, anomalies",
+    module="nanolens_sem",
+    stub=sem_pb2_grpc.SemServiceStub, list_models_request=sem_pb2.ListModelsRequest(),
+    analyses=(Analysis(gateway_pb2.ANALYSIS_KIND_SEM_IMAGE, "sem_image", sem_image, OPTIONS, resolve_model, RESULT,
+                       "an SEM image through the autoencoder: embedding, and with options the lens, the anomaly map, "
+                       "a class; artefacts: embedding.npy, lens_<layer>.png, lens_overlay.png, reconstruction.png, "
+                       "anomaly.png, anomaly_percentiles.npy"),),
+    summarise=summarise, file_help="an SEM image (TIFF, DM3/DM4, PNG, JPEG, BMP, .npy)")

@@ -1,0 +1,136 @@
+"""SEM images end to end: upload, Analyze through the gateway to the SEM service (real processes,
+S3 server on loopback), stored results and pictures, collections and search, bad requests."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import grpc
+import numpy as np
+import pytest
+from PIL import Image
+
+from nanolens.common.v1 import common_pb2
+from nanolens.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from nanolens_cli.stack import LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY
+from nanolens_runtime.settings import StorageSettings
+from nanolens_runtime.storage import ObjectStore
+from nanolens_sem.synthetic.textures import generate, with_info_bar
+
+pytestmark = pytest.mark.slow
+SEM = gateway_pb2.ANALYSIS_KIND_SEM_IMAGE
+
+
+@pytest.fixture(scope="module")
+def gateway(stack):
+    channel = grpc.insecure_channel(stack[1].gateway)
+    yield gateway_pb2_grpc.GatewayStub(channel)
+    channel.close()
+
+
+@pytest.fixture(scope="module")
+def store(stack):
+    return ObjectStore.from_settings(StorageSettings(s3_endpoint=stack[1].s3, s3_access_key=LOCAL_ACCESS_KEY,
+                                                     s3_secret_key=LOCAL_SECRET_KEY))
+
+
+def png(image: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray((np.clip(image, 0, 1) * 255).astype(np.uint8)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def upload(gateway, data: bytes, filename: str) -> common_pb2.ObjectRef:
+    def parts():
+        yield gateway_pb2.UploadRequest(header=gateway_pb2.UploadHeader(filename=filename))
+        yield gateway_pb2.UploadRequest(chunk=data)
+
+    return gateway.Upload(parts(), timeout=60).object
+
+
+def analyse(gateway, ref, **options) -> gateway_pb2.AnalyzeResponse:
+    return gateway.Analyze(gateway_pb2.AnalyzeRequest(input=ref, analysis=SEM, options=options), timeout=120)
+
+
+def test_an_sem_image_gives_its_lens_anomaly_map_and_pictures(gateway, store):
+    image = with_info_bar(generate(5, (320, 384), anomaly=True).image, 48)
+    ref = upload(gateway, png(image), "wires.png")
+    r = analyse(gateway, ref, lens="enc1,enc4", anomaly="yes", max_side="128")
+    doc = json.loads(r.result_json)
+    assert doc["analysis"] == "sem_image" and doc["options"] == {"anomaly": "true", "lens": "enc1,enc4",
+                                                                  "max_side": "128.0"}
+    assert abs(doc["image"]["info_bar_rows"] - 48) <= 2 and doc["image"]["height"] == 368
+    assert [layer["name"] for layer in doc["lens"]] == ["enc1", "enc4"]
+    assert 0 <= doc["anomaly"]["image_percentile"] <= 100 and doc["anomaly"]["psnr_db"] > 10
+    assert doc["embedding"]["dim"] == len(doc["embedding"]["vector"]) == 352
+    names = {a.name for a in r.artifacts}
+    assert {"embedding.npy", "lens_enc1.png", "lens_enc4.png", "lens_overlay.png", "reconstruction.png",
+            "anomaly.png", "anomaly_percentiles.npy"} <= names
+    for a in r.artifacts:
+        data = store.get(a.ref.bucket, a.ref.key)
+        if a.name.endswith(".png"):
+            assert Image.open(io.BytesIO(data)).size[0] > 100
+        if a.name == "embedding.npy":
+            np.testing.assert_allclose(np.load(io.BytesIO(data)), doc["embedding"]["vector"], atol=1e-5)
+        if a.name == "anomaly_percentiles.npy":
+            assert max(np.load(io.BytesIO(data)).shape) <= 128
+    again = analyse(gateway, ref, lens="ENC1, enc4", anomaly="on", max_side="128")
+    assert again.cached  # one spelling of the options: the same identity
+
+
+def test_collections_are_searched_by_image_and_by_stored_key(gateway):
+    refs, kinds = [], []
+    for seed in range(30):
+        t = generate(seed, (192, 192))
+        refs.append(upload(gateway, png(t.image), f"tex{seed}.png"))
+        kinds.append(t.kind)
+        analyse(gateway, refs[-1], embed="textures")
+    by_key = {r.key: k for r, k in zip(refs, kinds, strict=True)}
+    same = 0
+    for seed, kind in enumerate(("wires", "porous", "particles", "fibres"), start=900):
+        query = upload(gateway, png(generate(seed, (192, 192), kind=kind).image), f"query{seed}.png")
+        hits = gateway.SearchCollection(gateway_pb2.SearchCollectionRequest(collection="textures", query=query, k=5),
+                                        timeout=60)
+        assert hits.n_items == 30 and len(hits.hits) == 5 and not hits.query_in_collection
+        assert hits.model.name == "sem-autoencoder"
+        scores = [h.score for h in hits.hits]
+        assert scores == sorted(scores, reverse=True) and scores[0] <= 1.0001
+        same += sum(by_key[h.object.key] == kind for h in hits.hits)
+    assert same >= 10, f"{same} of 20 hits of the query's kind (chance: about 5)"
+    stored = gateway.SearchCollection(gateway_pb2.SearchCollectionRequest(
+        collection="textures", query=refs[0], k=3), timeout=60)
+    assert stored.query_in_collection and refs[0].key not in {h.object.key for h in stored.hits}
+    # analysing again (cached) keeps one item per image
+    analyse(gateway, refs[1], embed="textures")
+    assert gateway.SearchCollection(gateway_pb2.SearchCollectionRequest(
+        collection="textures", query=refs[0]), timeout=60).n_items == 30
+
+
+def test_bad_requests_name_what_is_wrong(gateway):
+    ref = upload(gateway, png(generate(7, (128, 128)).image), "bad.png")
+    cases = [
+        ({"lens": "enc9"}, grpc.StatusCode.INVALID_ARGUMENT, "enc9"),
+        ({"classify": "no-such-head"}, grpc.StatusCode.NOT_FOUND, "no-such-head"),
+        ({"classify": "sem-autoencoder"}, grpc.StatusCode.INVALID_ARGUMENT, "sem-classifier"),
+        ({"embed": "../escape"}, grpc.StatusCode.INVALID_ARGUMENT, "collection name"),
+        ({"max_side": "5000"}, grpc.StatusCode.INVALID_ARGUMENT, "max_side"),
+        ({"colour": "red"}, grpc.StatusCode.INVALID_ARGUMENT, "colour"),
+    ]
+    for options, code, words in cases:
+        with pytest.raises(grpc.RpcError) as err:
+            analyse(gateway, ref, **options)
+        assert err.value.code() == code, options
+        assert words in err.value.details(), (options, err.value.details())
+    with pytest.raises(grpc.RpcError) as err:
+        gateway.SearchCollection(gateway_pb2.SearchCollectionRequest(collection="nothing-here", query=ref), timeout=30)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND and "embed=nothing-here" in err.value.details()
+    with pytest.raises(grpc.RpcError) as err:
+        gateway.SearchCollection(gateway_pb2.SearchCollectionRequest(collection="textures", query=ref, k=5000),
+                                 timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    text = upload(gateway, b"not an image at all", "notes.png")
+    with pytest.raises(grpc.RpcError) as err:
+        analyse(gateway, text)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert analyse(gateway, ref).result_json  # still serving
