@@ -3,7 +3,8 @@
 Starts the S3 server, every registered domain service and the gateway; writes seeded synthetic
 samples (a two-column spectrum, a multi-spectrum CSV, a 64 x 64 spectral map, TEM images of
 agglomerates and of faceted crystals with their pixel size in ImageJ metadata, a liquid-cell
-movie of diffusing particles as a TIFF stack); uploads and
+movie of diffusing particles as a TIFF stack, an SEM-like texture with an information bar and a
+charging defect); uploads and
 analyses each through the gateway; asks once more for the map to show the stored result coming back; writes results,
 artefacts and a summary that compares each answer with the generator's ground truth into the
 output folder; stops everything it started.
@@ -28,12 +29,15 @@ SEED = 2021  # Gravely & Roxbury's year: any fixed number makes the demo reprodu
 MAP_SIZE = 64
 TEM_PIXEL_NM = 0.5
 MOVIE_DIFFUSION = 1.0  # px^2 per frame, the generator's truth
+SEM_BAR_ROWS = 48
 
 
 def write_samples(folder: Path) -> dict[str, dict]:
     """Sample files and their ground truth."""
     from nanolens_lpem.synthetic.movies import MovieParams
     from nanolens_lpem.synthetic.movies import generate as generate_movie
+    from nanolens_sem.synthetic.textures import generate as generate_texture
+    from nanolens_sem.synthetic.textures import with_info_bar
     from nanolens_spectra.synthetic.swcnt import CLASSES, generate_map, generate_spectra
     from nanolens_tem.synthetic.agglomerates import SynthParams
     from nanolens_tem.synthetic.agglomerates import generate as generate_tem
@@ -62,6 +66,11 @@ def write_samples(folder: Path) -> dict[str, dict]:
     frames, _, _ = generate_movie(movie_params, seed=SEED)
     movie = folder / "movie.tif"
     tifffile.imwrite(movie, frames.astype(np.uint16))
+    texture = generate_texture(SEED, (512, 512), kind="particles", anomaly=True)
+    sem = folder / "sem_particles.png"
+    from PIL import Image
+
+    Image.fromarray((with_info_bar(texture.image, SEM_BAR_ROWS, SEED) * 255).astype(np.uint8)).save(sem)
     return {
         single.name: {"path": single, "kind": gateway_pb2.ANALYSIS_KIND_SPECTRA, "truth": labels[:1]},
         matrix.name: {"path": matrix, "kind": gateway_pb2.ANALYSIS_KIND_SPECTRA, "truth": labels},
@@ -70,12 +79,22 @@ def write_samples(folder: Path) -> dict[str, dict]:
                   "truth": micrograph.diameters * TEM_PIXEL_NM} for name, micrograph in micrographs.items()},
         movie.name: {"path": movie, "kind": gateway_pb2.ANALYSIS_KIND_LPEM_MOVIE,
                      "truth": np.array([movie_params.n_particles, MOVIE_DIFFUSION])},
+        sem.name: {"path": sem, "kind": gateway_pb2.ANALYSIS_KIND_SEM_IMAGE, "truth": texture.anomaly,
+                   "options": {"lens": "all", "anomaly": "yes", "embed": "demo"}},
     }
 
 
 def _versus_truth(result: dict, folder: Path, truth: np.ndarray) -> dict:
     """Accuracy for classifications; GMD and GSD relative errors for particle sizes; the ensemble
     diffusion coefficient's relative error and the tracks for a movie."""
+    if result["analysis"] == "sem_image":  # truth: the defect's mask
+        percentiles = np.load(folder / "anomaly_percentiles.npy")
+        block = result["anomaly"]["block_px"]
+        h, w = truth.shape
+        defect = truth[:h - h % block, :w - w % block].reshape(h // block, block, w // block, block).mean((1, 3)) > 0.25
+        return {"info_bar_rows": result["image"]["info_bar_rows"], "info_bar_rows_true": SEM_BAR_ROWS,
+                "defect_block_percentile": round(float(percentiles[defect].max()), 1),
+                "median_block_percentile": round(float(np.median(percentiles[~defect])), 1)}
     if result["analysis"] == "lpem_movie":
         n_particles, diffusion = truth
         d = result["diffusion"]["d_px2_per_frame"]
@@ -115,7 +134,8 @@ def run_demo(out: Path) -> int:
         for name, sample in samples.items():
             uploaded = client.upload(sample["path"], progress=False, timeout=120)
             start = time.perf_counter()
-            response = client.analyze(uploaded.object, sample["kind"], timeout=600, progress=False)
+            response = client.analyze(uploaded.object, sample["kind"], options=sample.get("options"), timeout=600,
+                                      progress=False)
             seconds = time.perf_counter() - start
             folder = out / Path(name).stem
             save_outputs(client, response, folder)

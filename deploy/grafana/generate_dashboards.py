@@ -436,6 +436,32 @@ def build_overview() -> db.Dashboard:
                 _query(f"sum by (service) (rate(nanolens_lpem_particles_total{{{SEL}}}[{RATE}]))", "{{service}}"),
             )
         )
+        # --- SEM images --------------------------------------------------------------------------
+        .with_row(db.Row("SEM images").id(109))
+        .with_panel(
+            _timeseries(
+                82,
+                "SEM images per second, by output",
+                "Images through the autoencoder per second, by what was asked: embed (every image), lens, "
+                "anomaly, classify (nanolens_sem_images_total).",
+                "short",
+                _query(f"sum by (output) (rate(nanolens_sem_images_total{{{SEL}}}[{RATE}]))", "{{output}}"),
+            )
+        )
+        .with_panel(
+            _timeseries(
+                83,
+                "SEM anomaly score, median and p95",
+                "Percentile of each image's reconstruction error among the autoencoder's training tiles "
+                "(nanolens_sem_anomaly_percentile); a p95 that climbs to 99 means the instruments send images "
+                "unlike anything the model was trained on.",
+                "short",
+                _query(f"histogram_quantile(0.5, sum by (le) (rate(nanolens_sem_anomaly_percentile_bucket{{{SEL}}}"
+                       f"[{RATE}])))", "median"),
+                _query(f"histogram_quantile(0.95, sum by (le) (rate(nanolens_sem_anomaly_percentile_bucket{{{SEL}}}"
+                       f"[{RATE}])))", "p95"),
+            )
+        )
         # --- Processes -----------------------------------------------------------------------------
         .with_row(db.Row("Processes").id(104))
         .with_panel(

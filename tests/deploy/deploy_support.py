@@ -130,12 +130,15 @@ COUNTERS = {
     # the LPEM service's movie counters (nanolens_lpem.service)
     "nanolens_lpem_frames_total",
     "nanolens_lpem_particles_total",
+    # the SEM service's image counter (nanolens_sem.service)
+    "nanolens_sem_images_total",
 }
 HISTOGRAMS = {
     "grpc_server_handling_seconds",
     "nanolens_stage_duration_seconds",
     "nanolens_batch_size",
     "nanolens_batch_queue_wait_seconds",
+    "nanolens_sem_anomaly_percentile",
 }
 GAUGES = {"nanolens_batch_queue_depth", "nanolens_models_loaded", "nanolens_build_info"}
 # prometheus-client's label-free process collector.

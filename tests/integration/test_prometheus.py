@@ -131,13 +131,14 @@ def load(gateway: str, folder: Path) -> None:
     taken key (a server-side refusal)."""
     client = GatewayClient(gateway)
     try:
-        uploaded = [(client.upload(s["path"], timeout=120).object, s["kind"]) for s in write_samples(folder).values()]
-        for ref, kind in uploaded:
-            client.analyze(ref, kind, timeout=300)
+        uploaded = [(client.upload(s["path"], timeout=120).object, s["kind"], s.get("options"))
+                    for s in write_samples(folder).values()]
+        for ref, kind, options in uploaded:
+            client.analyze(ref, kind, options=options, timeout=300)
         time.sleep(3)  # three scrapes
-        for ref, kind in uploaded:
-            client.analyze(ref, kind, force=True, timeout=300)
-            assert client.analyze(ref, kind, timeout=300).cached
+        for ref, kind, options in uploaded:
+            client.analyze(ref, kind, options=options, force=True, timeout=300)
+            assert client.analyze(ref, kind, options=options, timeout=300).cached
         with pytest.raises(grpc.RpcError) as refused:
             client.analyze(ref, gateway_pb2.ANALYSIS_KIND_PARTICLE_SIZES, options={"no_such_option": "1"}, timeout=60)
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
