@@ -9,20 +9,20 @@ import platform
 import time
 from pathlib import Path
 
-from bench import jobs, lpem, spectra, tem
+from bench import jobs, lpem, sem, spectra, tem
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="bench-output")
     parser.add_argument("--quick", action="store_true", help="small sizes, to check that the benchmark runs")
-    parser.add_argument("--suite", action="append", choices=["spectra", "tem", "lpem", "jobs"],
+    parser.add_argument("--suite", action="append", choices=["spectra", "tem", "lpem", "sem", "jobs"],
                         help="run only these (repeatable)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    parser_suites = {"spectra": spectra, "tem": tem, "lpem": lpem, "jobs": jobs}
+    parser_suites = {"spectra": spectra, "tem": tem, "lpem": lpem, "sem": sem, "jobs": jobs}
     machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                "started": started, "quick": args.quick}
     for name in args.suite or list(parser_suites):

@@ -16,9 +16,10 @@ def class_colours(n: int) -> list[str]:
     return ["#{:02x}{:02x}{:02x}".format(*PALETTE[i % len(PALETTE)]) for i in range(n)]
 
 
-def _png(image: Image.Image) -> bytes:
+def png_bytes(image: Image.Image, compress_level: int = 6) -> bytes:
+    """PNG bytes; ``compress_level`` 1 is several times faster than the default 6 for large pictures."""
     out = io.BytesIO()
-    image.save(out, format="PNG", optimize=False)
+    image.save(out, format="PNG", optimize=False, compress_level=compress_level)
     return out.getvalue()
 
 
@@ -32,7 +33,7 @@ def class_map_png(class_map: np.ndarray, n_classes: int) -> bytes:
     image = Image.fromarray(class_map.astype(np.uint8), mode="P")
     flat = [c for i in range(max(n_classes, 1)) for c in PALETTE[i % len(PALETTE)]]
     image.putpalette(flat)
-    return _png(_upscale(image))
+    return png_bytes(_upscale(image))
 
 
 def probability_maps_png(probabilities: np.ndarray, gap: int = 4) -> bytes:
@@ -41,7 +42,7 @@ def probability_maps_png(probabilities: np.ndarray, gap: int = 4) -> bytes:
     canvas = np.full((h, k * w + (k - 1) * gap), 255, dtype=np.uint8)
     for i in range(k):
         canvas[:, i * (w + gap): i * (w + gap) + w] = np.round(probabilities[:, :, i] * 255).astype(np.uint8)
-    return _png(_upscale(Image.fromarray(canvas, mode="L")))
+    return png_bytes(_upscale(Image.fromarray(canvas, mode="L")))
 
 
 def spectra_png(spectra: np.ndarray, axis: np.ndarray | None, probabilities: np.ndarray,
@@ -112,7 +113,7 @@ def overlay_png(image: np.ndarray, labels: np.ndarray) -> bytes:
     edges = find_boundaries(labels, mode="inner")
     colours = np.array(PALETTE, dtype=np.uint8)
     rgb[edges] = colours[labels[edges].astype(np.int64) % len(PALETTE)]
-    return _png(Image.fromarray(rgb, mode="RGB"))
+    return png_bytes(Image.fromarray(rgb, mode="RGB"))
 
 
 def psd_png(diameters: np.ndarray, unit: str, gmd: float, gsd: float, method: str,

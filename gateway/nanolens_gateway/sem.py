@@ -4,10 +4,11 @@ anomaly, classification), pictures, and the embedding into a collection; search 
 from __future__ import annotations
 
 import asyncio
-import io
+from functools import cache
 
 import grpc
 import numpy as np
+from PIL import Image, ImageDraw
 
 from nanolens.common.v1 import common_pb2
 from nanolens.gateway.v1 import gateway_pb2
@@ -182,88 +183,117 @@ def build_outcome(decoded, response: sem_pb2.AnalyzeImageResponse, vector: np.nd
     return Outcome(summary, artefacts)
 
 
-def _figure_png(fig) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
+# Pictures are drawn with PIL and a colour map's lookup table, not matplotlib figures: a figure
+# costs about a quarter of a second, several per image would dominate the analysis.
+PANEL = 144  # px, side of one map panel in the pictures
+BAR_WIDTH = 18
 
 
-def _pyplot():
-    import matplotlib
+@cache
+def _lut(name: str) -> np.ndarray:
+    from matplotlib import colormaps
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    return (colormaps[name](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
 
-    return plt
+
+def colourise(values: np.ndarray, vmin: float, vmax: float, cmap: str = "magma") -> np.ndarray:
+    scaled = np.clip((values - vmin) / max(vmax - vmin, 1e-12), 0, 1)
+    return _lut(cmap)[(scaled * 255).astype(np.uint8)]
+
+
+def _fit(rgb: np.ndarray, side: int, resample=Image.NEAREST) -> Image.Image:
+    image = Image.fromarray(rgb)
+    f = side / max(image.size)
+    return image.resize((max(1, round(image.size[0] * f)), max(1, round(image.size[1] * f))), resample)
+
+
+def _colour_bar(height: int, vmin: float, vmax: float, cmap: str, label: str) -> Image.Image:
+    """A vertical colour bar with its range and what it measures."""
+    strip = _lut(cmap)[np.linspace(255, 0, height).astype(np.uint8)][:, None].repeat(BAR_WIDTH, axis=1)
+    bar = Image.new("RGB", (BAR_WIDTH + 70, height + 30), "white")
+    bar.paste(Image.fromarray(strip), (0, 15))
+    draw = ImageDraw.Draw(bar)
+    draw.text((BAR_WIDTH + 4, 10), f"{vmax:.3g}", fill="black")
+    draw.text((BAR_WIDTH + 4, height + 6), f"{vmin:.3g}", fill="black")
+    draw.text((BAR_WIDTH + 4, height // 2 + 8), label[:12], fill="black")
+    return bar
+
+
+def _canvas(panels: list[tuple[Image.Image, str]], title: str, bar: Image.Image, cols: int) -> bytes:
+    rows = -(-len(panels) // cols)
+    cell = PANEL + 6
+    width = cols * cell + bar.size[0] + 10
+    height = 24 + rows * (cell + 14)
+    canvas = Image.new("RGB", (width, max(height, bar.size[1] + 24)), "white")
+    draw = ImageDraw.Draw(canvas)
+    draw.text((6, 6), title, fill="black")
+    for i, (panel, caption) in enumerate(panels):
+        x, y = 3 + (i % cols) * cell, 24 + (i // cols) * (cell + 14)
+        draw.text((x, y), caption, fill="black")
+        canvas.paste(panel, (x, y + 14))
+    canvas.paste(bar, (cols * cell + 6, 24))
+    return pictures.png_bytes(canvas, compress_level=1)
 
 
 def lens_mosaic_png(layer: sem_pb2.LayerLens, maps: np.ndarray) -> bytes:
     """The layer's most active channels (up to 16), one panel each on one colour scale, with a colour bar."""
-    plt = _pyplot()
     channels = list(layer.top_channels) or list(range(maps.shape[0]))
-    order = channels + [c for c in np.argsort(-maps.mean(axis=(1, 2))) if c not in channels]
+    order = channels + [int(c) for c in np.argsort(-maps.mean(axis=(1, 2))) if c not in channels]
     shown = order[:MOSAIC_CHANNELS]
-    cols = min(4, len(shown))
-    rows = -(-len(shown) // cols)
     vmax = float(np.percentile(maps[shown], 99.5)) or 1.0
-    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols + 0.8, 2.2 * rows + 0.5), squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    for ax, c in zip(axes.ravel(), shown, strict=False):
-        im = ax.imshow(maps[c], cmap="magma", vmin=0, vmax=vmax)
-        ax.set_title(f"channel {c}", fontsize=8)
-    fig.suptitle(f"{layer.name}: {len(shown)} of {layer.channels} channels, most active first "
-                 f"(stride {layer.stride}, sparsity {layer.sparsity:.2f})", fontsize=9)
-    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="activation")
-    return _figure_png(fig)
+    panels = [(_fit(colourise(maps[c], 0, vmax), PANEL), f"channel {c}") for c in shown]
+    title = (f"{layer.name}: {len(shown)} of {layer.channels} channels, most active first "
+             f"(stride {layer.stride}, sparsity {layer.sparsity:.2f})")
+    return _canvas(panels, title, _colour_bar(2 * PANEL, 0, vmax, "magma", "activation"), min(4, len(shown)))
+
+
+def _overlay(grey: np.ndarray, values: np.ndarray, vmin: float, vmax: float, cmap: str, alpha: float
+             ) -> Image.Image:
+    base = Image.fromarray(grey).convert("RGB")
+    heat = Image.fromarray(colourise(values, vmin, vmax, cmap)).resize(base.size, Image.BILINEAR)
+    return _fit(np.asarray(Image.blend(base, heat, alpha)), 2 * PANEL, Image.BILINEAR)
 
 
 def lens_overlay_png(image: np.ndarray, layers) -> bytes:
     """The image with each layer's most active channel laid over it, one panel per layer."""
-    plt = _pyplot()
     grey = pictures.to_uint8(image)
-    fig, axes = plt.subplots(1, len(layers), figsize=(3 * len(layers), 3.4), squeeze=False)
-    for ax, layer in zip(axes[0], layers, strict=True):
+    panels = []
+    for layer in layers:
         maps = arrays.from_proto(layer.maps, "maps").astype(np.float32)
         top = int(layer.top_channels[0]) if layer.top_channels else 0
-        ax.imshow(grey, cmap="gray", extent=(0, grey.shape[1], grey.shape[0], 0))
-        im = ax.imshow(maps[top], cmap="magma", alpha=0.55, extent=(0, grey.shape[1], grey.shape[0], 0))
-        ax.set_title(f"{layer.name} channel {top}", fontsize=8)
-        ax.axis("off")
-    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="activation")
-    return _figure_png(fig)
+        vmax = float(np.percentile(maps[top], 99.5)) or 1.0
+        panels.append((_overlay(grey, maps[top], 0, vmax, "magma", 0.55).resize((PANEL, PANEL)),
+                       f"{layer.name} ch {top}"))
+    return _canvas(panels, "each layer's most active channel over the image (its own scale)",
+                   _colour_bar(PANEL, 0, 1, "magma", "relative"), len(panels))
 
 
 def reconstruction_png(image: np.ndarray, reconstruction: np.ndarray) -> bytes:
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(7, 3.6))
-    axes[0].imshow(pictures.to_uint8(image), cmap="gray")
-    axes[0].set_title("input (information bar removed)", fontsize=9)
-    axes[1].imshow(reconstruction, cmap="gray", vmin=0, vmax=1)
-    axes[1].set_title("autoencoder reconstruction", fontsize=9)
-    for ax in axes:
-        ax.axis("off")
-    fig.tight_layout()
-    return _figure_png(fig)
+    grey = pictures.to_uint8(image)
+    rec = (np.clip(reconstruction, 0, 1) * 255).astype(np.uint8)
+    side = 2 * PANEL
+    panels = [(_fit(np.repeat(grey[..., None], 3, 2), side, Image.BILINEAR), "input (information bar removed)"),
+              (_fit(np.repeat(rec[..., None], 3, 2), side, Image.BILINEAR), "autoencoder reconstruction")]
+    rows = -(-len(panels) // 2)
+    canvas = Image.new("RGB", (2 * side + 12, side + 40 * rows), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, (panel, caption) in enumerate(panels):
+        draw.text((4 + i * (side + 6), 4), caption, fill="black")
+        canvas.paste(panel, (4 + i * (side + 6), 20))
+    return pictures.png_bytes(canvas, compress_level=1)
 
 
 def anomaly_png(image: np.ndarray, percentiles: np.ndarray, a: sem_pb2.Anomaly) -> bytes:
     """The image with its block error percentiles over it (colour bar: percentile of the training blocks)."""
-    plt = _pyplot()
     grey = pictures.to_uint8(image)
-    fig, ax = plt.subplots(figsize=(5.5, 4.6))
-    extent = (0, grey.shape[1], grey.shape[0], 0)
-    ax.imshow(grey, cmap="gray", extent=extent)
-    im = ax.imshow(percentiles, cmap="inferno", vmin=50, vmax=100, alpha=0.5, extent=extent)
-    ax.axis("off")
-    ax.set_title(f"anomaly: image at the {a.image_percentile:.1f}th percentile of the training tiles; "
-                 f"{100 * a.anomalous_fraction:.2f} % of blocks above the 99.9th", fontsize=8)
-    fig.colorbar(im, ax=ax, shrink=0.8, label=f"percentile of training {a.block_px} px blocks' error")
-    fig.tight_layout()
-    return _figure_png(fig)
+    panel = _overlay(grey, percentiles, 50, 100, "inferno", 0.5)
+    title = (f"anomaly: image at the {a.image_percentile:.1f}th percentile of the training tiles; "
+             f"{100 * a.anomalous_fraction:.2f} % of {a.block_px} px blocks above the 99.9th")
+    canvas = Image.new("RGB", (panel.size[0] + BAR_WIDTH + 90, panel.size[1] + 40), "white")
+    ImageDraw.Draw(canvas).text((4, 4), title, fill="black")
+    canvas.paste(panel, (4, 20))
+    canvas.paste(_colour_bar(panel.size[1] - 20, 50, 100, "inferno", "percentile"), (panel.size[0] + 10, 20))
+    return pictures.png_bytes(canvas, compress_level=1)
 
 
 async def search(gateway, request: gateway_pb2.SearchCollectionRequest, collections: sem_collections.Collections

@@ -33,6 +33,11 @@ def test_quick_benchmark_runs_every_suite(tmp_path):
     spectra = json.loads((tmp_path / "spectra.json").read_text())
     tem = json.loads((tmp_path / "tem.json").read_text())
     jobs = json.loads((tmp_path / "jobs.json").read_text())
+    sem = json.loads((tmp_path / "sem.json").read_text())
+    assert set(sem["modes"]) == {"embed", "lens+anomaly"}
+    assert all(m["in_process_per_s"] > 0 and m["through_stack_per_s"] > 0 for m in sem["modes"].values())
+    assert [s["n"] for s in sem["search"]] == [1000, 10_000] and all(s["p99_ms"] >= s["p50_ms"] for s in sem["search"])
+    assert sem["memory"]["process_peak_mib"] > 100
     assert jobs["job_done"] == jobs["items"] > 0 and jobs["direct_s"] > 0 and jobs["job_over_direct"] > 0
     assert spectra["map"]["n_spectra"] == 64 * 64 and spectra["map"]["platform_s"] > 0
     assert spectra["single_spectrum"]["batched_64_callers"]["requests"] > 0
