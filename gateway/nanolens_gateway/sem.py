@@ -311,12 +311,13 @@ async def search(gateway, request: gateway_pb2.SearchCollectionRequest, collecti
     key = validate_key(request.query.key, "query.key")
     if bucket not in gateway.input_buckets:
         raise InvalidArgument(f"bucket {bucket!r} is not an input bucket", field="query.bucket")
+    # A collection may hold several groups' images: each caller sees only the hits it may read, and
+    # queries with an image it may read (stored in the collection) or analyse (embedded now).
     who = caller()
-    who.require("read", gateway.settings.results_bucket, f"{sem_collections.PREFIX}{name}/")
-    who.require("analyse", bucket, key)
     loaded = await collections.load(name)
     row = collections.row_of(loaded, bucket, key)
     model = common_pb2.ModelInfo(**loaded.record["model"])
+    who.require("read" if row >= 0 else "analyse", bucket, key)
     if row >= 0:
         query = loaded.matrix[row]
     else:
