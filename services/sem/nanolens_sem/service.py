@@ -47,8 +47,9 @@ class SemRequest:
 
 @dataclass
 class Prepared:
-    image: np.ndarray  # h x W float32 0-1, information bar removed
+    image: np.ndarray  # h x W as sent, information bar removed
     info_bar_rows: int
+    scale: tuple[float, float]  # intensities mapped to 0-1
 
 
 @dataclass
@@ -88,7 +89,7 @@ class SemPipeline(Pipeline):
         request, prepared = features
         layers, standardise = embedding_spec(model.bundle.manifest)
         return prepared, lens.run_windows(model.session, prepared.image, request.layers, WINDOW, request.max_side,
-                                          run_options, layers, standardise)
+                                          run_options, layers, standardise, prepared.scale)
 
     def postprocess(self, outputs: tuple[Prepared, lens.LensResult], request: SemRequest,
                     model: OnnxModel) -> SemResult:

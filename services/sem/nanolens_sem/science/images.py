@@ -7,6 +7,50 @@ import numpy as np
 MULTIPLE = 16  # the network's total stride: window sides are multiples of it
 
 
+def intensity_range(image: np.ndarray, low: float = 0.5, high: float = 99.5) -> tuple[float, float]:
+    """The intensities at two percentiles, from a subsample (bounded time and memory).
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        H x W image of any numeric dtype.
+    low, high : float
+        Percentiles, 0-100.
+
+    Returns
+    -------
+    tuple of float
+        (lo, hi): the values that ``to_unit`` maps to 0 and 1.
+    """
+    step = max(1, int(np.sqrt(image.size / 2_000_000)))
+    lo, hi = np.percentile(image[::step, ::step].astype(np.float32), [low, high])
+    return float(lo), float(hi)
+
+
+def to_unit(image: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
+    """Intensities mapped linearly to 0-1 and clipped.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        Any shape and numeric dtype.
+    scale : tuple of float
+        (lo, hi) from ``intensity_range``.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 of the same shape (zeros when hi <= lo: a constant image).
+    """
+    lo, hi = scale
+    if hi <= lo:
+        return np.zeros(image.shape, np.float32)
+    x = image.astype(np.float32)
+    x -= lo
+    x *= 1.0 / (hi - lo)
+    return np.clip(x, 0.0, 1.0, out=x)
+
+
 def normalise(image: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
     """Scale intensities to 0-1 between two percentiles (8-bit, 16-bit and float images alike).
 
@@ -22,12 +66,7 @@ def normalise(image: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.nda
     numpy.ndarray
         H x W float32 in 0-1 (a constant image gives zeros).
     """
-    x = image.astype(np.float32, copy=False)
-    step = max(1, int(np.sqrt(x.size / 2_000_000)))  # percentiles of a subsample: bounded time and memory
-    lo, hi = np.percentile(x[::step, ::step], [low, high])
-    if hi <= lo:
-        return np.zeros(x.shape, np.float32)
-    return np.clip((x - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+    return to_unit(image, intensity_range(image, low, high))
 
 
 def detect_info_bar(image: np.ndarray, max_fraction: float = 0.25) -> int:
@@ -70,33 +109,6 @@ def detect_info_bar(image: np.ndarray, max_fraction: float = 0.25) -> int:
     if rows < 8:  # a few dark rows at the edge are not a bar
         return 0
     return rows
-
-
-def pad_to_multiple(image: np.ndarray, multiple: int = MULTIPLE) -> np.ndarray:
-    """Reflect-pad the bottom and right edges to sides that are multiples of ``multiple``.
-
-    Parameters
-    ----------
-    image : numpy.ndarray
-        H x W array.
-    multiple : int
-        The side multiple, px.
-
-    Returns
-    -------
-    numpy.ndarray
-        H' x W' array, H' and W' the next multiples (at least ``multiple``).
-    """
-    h, w = image.shape
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if h + ph < multiple:
-        ph = multiple - h
-    if w + pw < multiple:
-        pw = multiple - w
-    if ph or pw:
-        mode = "reflect" if h > ph and w > pw else "edge"
-        image = np.pad(image, ((0, ph), (0, pw)), mode=mode)
-    return image
 
 
 def windows(shape: tuple[int, int], size: int) -> list[tuple[int, int, int, int]]:
@@ -165,22 +177,25 @@ def fit_side(shape: tuple[int, int], max_side: int) -> tuple[int, int]:
 
 
 def prepare(image: np.ndarray, percentiles: tuple[float, float] = (0.5, 99.5),
-            keep_info_bar: bool = False) -> tuple[np.ndarray, int]:
-    """What the autoencoder sees of an image: the information bar cut off, intensities 0-1.
+            keep_info_bar: bool = False) -> tuple[np.ndarray, int, tuple[float, float]]:
+    """What the autoencoder sees of an image: the information bar cut off, and the intensity range
+    that maps it to 0-1 (applied window by window in ``lens.run_windows``, so a large image is
+    never copied whole as float32).
 
     Parameters
     ----------
     image : numpy.ndarray
         H x W image of any numeric dtype.
     percentiles : tuple of float
-        The manifest's normalisation percentiles (``normalise``).
+        The manifest's normalisation percentiles (``intensity_range``).
     keep_info_bar : bool
         Keep the bottom rows even if they look like an information bar.
 
     Returns
     -------
     tuple
-        The h x W float32 image (0-1) and the number of rows cut off.
+        The h x W view of the image without the bar, the number of rows cut off, and (lo, hi).
     """
     bar = 0 if keep_info_bar else detect_info_bar(image)
-    return normalise(image[:image.shape[0] - bar], *percentiles), bar
+    kept = image[:image.shape[0] - bar]
+    return kept, bar, intensity_range(kept, *percentiles)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nanolens_sem.science.images import MULTIPLE, area_resize, fit_side, pad_to_multiple, windows
+from nanolens_sem.science.images import MULTIPLE, area_resize, fit_side, to_unit, windows
 
 LAYERS = ("enc1", "enc2", "enc3", "enc4", "latent")
 STRIDES = {"enc1": 2, "enc2": 4, "enc3": 8, "enc4": 16, "latent": 16}
@@ -73,8 +73,18 @@ def _paste(target: np.ndarray, source: np.ndarray, r0: int, c0: int, full: tuple
         target[..., a0:a1, b0:b1] = area_resize(source, (a1 - a0, b1 - b0))
 
 
+def _pad_window(part: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """A window cut at the image's bottom or right edge, reflect-padded to its full size (as the
+    whole image padded to a multiple of 16 would give it)."""
+    ph, pw = rows - part.shape[0], cols - part.shape[1]
+    if ph or pw:
+        mode = "reflect" if part.shape[0] > ph and part.shape[1] > pw else "edge"
+        part = np.pad(part, ((0, ph), (0, pw)), mode=mode)
+    return np.ascontiguousarray(part, dtype=np.float32)
+
+
 def run_windows(session, image: np.ndarray, layers=LAYERS, window: int = 512, max_side: int = 256,
-                run_options=None, embed_layers=EMBED_LAYERS, standardise=None) -> LensResult:
+                run_options=None, embed_layers=EMBED_LAYERS, standardise=None, scale=None) -> LensResult:
     """Run the autoencoder graph over ``image`` window by window.
 
     Parameters
@@ -83,7 +93,7 @@ def run_windows(session, image: np.ndarray, layers=LAYERS, window: int = 512, ma
         The autoencoder graph (outputs ``OUTPUTS``; input ``image``, N x 1 x H x W, sides
         multiples of 16).
     image : numpy.ndarray
-        H x W float32 image scaled 0-1 (``images.normalise``).
+        H x W image: scaled 0-1 (``images.normalise``), or of any dtype with ``scale``.
     layers : sequence of str
         Lens layers whose maps to keep (may be empty).
     window : int
@@ -98,6 +108,9 @@ def run_windows(session, image: np.ndarray, layers=LAYERS, window: int = 512, ma
     standardise : tuple of numpy.ndarray, optional
         Per-dimension mean and standard deviation of the training embeddings (the manifest's
         ``embedding.mean`` and ``embedding.std``), applied before the L2 normalisation.
+    scale : tuple of float, optional
+        (lo, hi) intensities mapped to 0-1 window by window (``images.prepare``); None: the image
+        is already 0-1.
 
     Returns
     -------
@@ -107,8 +120,7 @@ def run_windows(session, image: np.ndarray, layers=LAYERS, window: int = 512, ma
         deviation of each of ``embed_layers`` over the whole image, L2-normalised).
     """
     h, w = image.shape
-    padded = pad_to_multiple(image, MULTIPLE)
-    ph, pw = padded.shape
+    ph, pw = max(MULTIPLE, -(-h // MULTIPLE) * MULTIPLE), max(MULTIPLE, -(-w // MULTIPLE) * MULTIPLE)
     window = max(MULTIPLE, window - window % MULTIPLE)
     index = {o.name: i for i, o in enumerate(session.get_outputs())}
     keep: dict[str, LayerMaps | None] = {name: None for name in layers}
@@ -122,11 +134,13 @@ def run_windows(session, image: np.ndarray, layers=LAYERS, window: int = 512, ma
         vr, vc = min(r1, h) - r0, min(c1, w) - c0
         if vr <= 0 or vc <= 0:
             continue
-        x = np.ascontiguousarray(padded[r0:r1, c0:c1][None, None], dtype=np.float32)
+        part = image[r0:r0 + vr, c0:c0 + vc]
+        part = to_unit(part, scale) if scale is not None else part.astype(np.float32)
+        x = _pad_window(part, r1 - r0, c1 - c0)[None, None]
         out = session.run(None, {"image": x}, run_options)
         rec = out[index["reconstruction"]][0, 0][:vr, :vc]
         _paste(reconstruction, rec, r0, c0, (h, w))
-        sq = (rec - image[r0:r0 + vr, c0:c0 + vc]) ** 2
+        sq = (rec - part) ** 2
         nb, mb = -(-vr // BLOCK), -(-vc // BLOCK)
         padded_sq = np.zeros((nb * BLOCK, mb * BLOCK), np.float64)
         padded_sq[:vr, :vc] = sq

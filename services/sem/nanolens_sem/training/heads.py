@@ -43,13 +43,13 @@ class Embedder:
         from nanolens_sem.service import embedding_spec
 
         man = self.bundle.manifest
-        prepared, _ = prepare(image, tuple(man["preprocessing"]["percentiles"]), keep_info_bar)
+        kept, _, scale = prepare(image, tuple(man["preprocessing"]["percentiles"]), keep_info_bar)
         layers, standardise = embedding_spec(man)
-        if tile <= 0 or min(prepared.shape) < tile:
-            return run_windows(self.session, prepared, (), 512, 16, None, layers, standardise).embedding[None]
-        h, w = prepared.shape
-        return np.stack([run_windows(self.session, prepared[r:r + tile, c:c + tile], (), 512, 16, None, layers,
-                                     standardise).embedding
+        if tile <= 0 or min(kept.shape) < tile:
+            return run_windows(self.session, kept, (), 512, 16, None, layers, standardise, scale).embedding[None]
+        h, w = kept.shape
+        return np.stack([run_windows(self.session, kept[r:r + tile, c:c + tile], (), 512, 16, None, layers,
+                                     standardise, scale).embedding
                          for r in range(0, h - tile + 1, tile) for c in range(0, w - tile + 1, tile)])
 
 
