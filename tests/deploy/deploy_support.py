@@ -38,6 +38,9 @@ SCENARIOS: dict[str, dict] = {
     "monitoring-off": {"monitoring": {"enabled": False}},
     "tls": {"tls": {"enabled": True, "serverSecret": "nanolens-tls", "clientSecret": "nanolens-gateway-client"}},
     "tem-enabled": {"services": {"tem": {"enabled": True}}},
+    "automation": {"automation": {"enabled": True, "databaseSecret": "jobs-db", "events": {
+        "enabled": True, "tokenSecret": "minio-webhook",
+        "rules": [{"bucket": "raw", "prefix": "lab/", "suffix": ".tif", "analysis": "particle_sizes"}]}}},
     "everything": {
         # tem on a GPU scaling on queue wait, spectra on a fixed replica count without PDB,
         # external storage, dashboards into Grafana's namespace.

@@ -225,6 +225,33 @@ Credentials only ever come from a Secret (valueFrom), never as plain values.
   value: {{ $root.Values.objectStorage.buckets.results | quote }}
 - name: NANOLENS_MAX_OBJECT_MB
   value: {{ $c.maxObjectMB | int | quote }}
+{{- $auto := $root.Values.automation }}
+{{- if $auto.enabled }}
+- name: NANOLENS_JOBS_DB
+{{- if $auto.databaseSecret }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $auto.databaseSecret | quote }}
+      key: {{ $auto.databaseKey | quote }}
+{{- else }}
+  value: /tmp/nanolens-jobs.sqlite
+{{- end }}
+- name: NANOLENS_JOB_CONCURRENCY
+  value: {{ $auto.concurrency | int | quote }}
+{{- if $auto.events.enabled }}
+- name: NANOLENS_EVENTS_PORT
+  value: {{ $auto.events.port | int | quote }}
+- name: NANOLENS_EVENT_RULES
+  value: /etc/nanolens/automation/rules.json
+- name: NANOLENS_EVENTS_SCAN_SECONDS
+  value: {{ $auto.events.scanSeconds | toString | quote }}
+- name: NANOLENS_EVENTS_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ $auto.events.tokenSecret | quote }}
+      key: {{ $auto.events.tokenKey | quote }}
+{{- end }}
+{{- end }}
 {{- range $name, $raw := $root.Values.services }}
 {{- $up := dict -}}
 {{- $_ := include "nanolens.resolve" (dict "root" $root "name" $name "raw" $raw "out" $up) -}}
@@ -248,6 +275,16 @@ Credentials only ever come from a Secret (valueFrom), never as plain values.
 {{- define "nanolens.validate" -}}
 {{- $root := .root -}}
 {{- $svc := .svc -}}
+{{- $auto := $root.Values.automation -}}
+{{- if and (eq $svc.role "gateway") $auto.enabled (not $auto.databaseSecret) (or $svc.autoscaling.enabled (gt (int $svc.replicas) 1)) -}}
+{{- fail "automation.enabled with several gateway replicas needs automation.databaseSecret (a postgresql:// URL): SQLite in each pod would give every replica its own jobs" -}}
+{{- end -}}
+{{- if and $auto.events.enabled (not $auto.enabled) -}}
+{{- fail "automation.events.enabled needs automation.enabled (events become jobs)" -}}
+{{- end -}}
+{{- if and $auto.events.enabled (not $auto.events.tokenSecret) -}}
+{{- fail "automation.events.enabled needs automation.events.tokenSecret (the token MinIO's webhook sends)" -}}
+{{- end -}}
 {{- if and $root.Values.tls.enabled (or (not $root.Values.tls.serverSecret) (not $root.Values.tls.clientSecret)) -}}
 {{- fail "tls.enabled needs tls.serverSecret (the services' certificate) and tls.clientSecret (the gateway's client certificate)" -}}
 {{- end -}}
