@@ -73,6 +73,7 @@ models: $(VENV)/.installed
 	$(PY) -m nanolens_tem.training.build_default --work build/tem-models
 	$(PY) -m nanolens_lpem.training.build_default --work build/lpem-models
 	$(PY) -m nanolens_sem.training.build_default --work build/sem-models
+	$(PY) -m nanolens_sem.training.efficientnet --out build/sem-models/sem-efficientnet-lite0/1.0.0
 
 test: $(VENV)/.installed tools
 	$(PY) -m pytest -q

@@ -2,7 +2,10 @@
 labelled real sets, with folds grouped by source image, against raw downsampled pixels and a
 texture baseline (local binary patterns) on the same folds.
 
-``python -m nanolens_sem.evaluation.embeddings [--bundle DIR] [--out FILE.json]``
+``python -m nanolens_sem.evaluation.embeddings [--bundle DIR] [--pretrained DIR] [--out FILE.json]``
+
+``--pretrained``: an EfficientNet-Lite0 bundle (``python -m nanolens_sem.training.efficientnet``),
+evaluated on the same folds as a fourth feature set.
 
 Sets (``NANOLENS_DATA/sem``, see ``data.py``):
 
@@ -94,6 +97,22 @@ def ae_features(crops, embedder) -> np.ndarray:
     return np.concatenate([embedder.embed(c, keep_info_bar=True) for c in crops])
 
 
+def pretrained_features(crops, bundle_dir: Path, batch: int = 32) -> np.ndarray:
+    """ImageNet EfficientNet-Lite0 embeddings of the crops, each resized to the graph's side."""
+    import onnxruntime as ort
+    from PIL import Image
+
+    from nanolens_runtime.bundles import ModelBundle
+    from nanolens_sem.science.images import normalise
+
+    bundle = ModelBundle.load(bundle_dir)
+    side = int(bundle.manifest["preprocessing"]["side"])
+    session = ort.InferenceSession(str(bundle.onnx_path), providers=["CPUExecutionProvider"])
+    x = np.stack([np.asarray(Image.fromarray(normalise(c)).resize((side, side), Image.BILINEAR), np.float32)
+                  for c in crops])[:, None]
+    return np.concatenate([session.run(["embedding"], {"image": x[i:i + batch]})[0] for i in range(0, len(x), batch)])
+
+
 def knn(metric: str = "cosine"):
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.pipeline import make_pipeline
@@ -102,11 +121,13 @@ def knn(metric: str = "cosine"):
     return lambda: make_pipeline(StandardScaler(), KNeighborsClassifier(K, metric=metric))
 
 
-def evaluate_set(name: str, crops, labels, groups, embedder) -> dict:
+def evaluate_set(name: str, crops, labels, groups, embedder, pretrained: Path | None = None) -> dict:
     from nanolens_sem.training.heads import cross_validate, logistic
 
     features = {"autoencoder": ae_features(crops, embedder), "pixels": pixel_features(crops),
                 "lbp": lbp_features(crops)}
+    if pretrained is not None:
+        features["efficientnet"] = pretrained_features(crops, pretrained)
     out = {"set": name, "n_items": int(len(labels)), "n_groups": int(len(set(groups.tolist()))),
            "classes": {c: int((labels == c).sum()) for c in sorted(set(labels.tolist()))}, "knn_k": K}
     for fname, f in features.items():
@@ -124,14 +145,15 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--bundle", type=Path, default=None, help="autoencoder bundle (default: the shipped one)")
+    ap.add_argument("--pretrained", type=Path, default=None, help="EfficientNet-Lite0 bundle to compare")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     root = data.sem_root()
     if root is None:
         raise SystemExit("no SEM evaluation data: set NANOLENS_DATA (see nanolens_sem/evaluation/data.py)")
     embedder = Embedder.load(args.bundle)
-    results = [evaluate_set("lung cells (5 classes)", *lungcell_crops(root), embedder),
-               evaluate_set("DeepSEM boxes (3 classes)", *deepsem_box_crops(root), embedder)]
+    results = [evaluate_set("lung cells (5 classes)", *lungcell_crops(root), embedder, args.pretrained),
+               evaluate_set("DeepSEM boxes (3 classes)", *deepsem_box_crops(root), embedder, args.pretrained)]
     text = json.dumps({"model": embedder.bundle.manifest["name"], "version": embedder.bundle.manifest["version"],
                        "sha256": embedder.bundle.sha256, "sets": results}, indent=1)
     if args.out:
