@@ -32,6 +32,8 @@ OPTIONS = (
            "yes_no", flag="--bright-particles", from_input=True),
     Option("tta", "cnn only: average the network over the image's 8 rotations and reflections (8x the time)",
            "yes_no", flag="--tta"),
+    Option("keep_info_bar", "keep the bottom rows that look like an instrument's information bar (by default "
+           "they are left out of the segmentation)", "yes_no", flag="--keep-info-bar"),
 )
 
 
@@ -48,6 +50,8 @@ RESULT = {
                     pixel_size_nm=nullable(number("nm per pixel (null: unknown, sizes in pixels)")),
                     pixel_size_source=string("where the pixel size came from: request, the file's metadata "
                                              "(FEI, Zeiss, ImageJ, DigitalMicrograph) or unknown"),
+                    info_bar_rows=integer("bottom rows left out as the instrument's information bar (text, "
+                                          "logo, scale bar); 0: none found, or the option keep_info_bar"),
                     particles_bright=boolean("particles were taken as brighter than their background"),
                     contrast_source=string("why: request (the bright_particles option), detector: <the "
                                            "file's detector> (SEM electrons, dark-field STEM: bright; bright "
@@ -119,6 +123,7 @@ async def particle_sizes(ctx: AnalysisContext, client: ServiceClient) -> Outcome
         image=arrays.to_proto(decoded.image), pixel_size_nm=pixel_size,
         method=METHODS.get(ctx.options.get("method", ""), tem_pb2.METHOD_UNSPECIFIED),
         bright_particles=bright, test_time_augmentation=yes(ctx.options, "tta"),
+        keep_info_bar=yes(ctx.options, "keep_info_bar"),
         # the model resolved for the result's identity is the one that runs
         model=common_pb2.ModelSelector(name=ctx.model.name, version=ctx.model.version))
     size = request.ByteSize()
@@ -144,6 +149,7 @@ async def particle_sizes(ctx: AnalysisContext, client: ServiceClient) -> Outcome
             "method": response.method,
             "image": {"height": int(labels.shape[0]), "width": int(labels.shape[1]),
                       "pixel_size_nm": pixel_size or None, "pixel_size_source": source,
+                      "info_bar_rows": response.info_bar_rows,
                       "particles_bright": bright, "contrast_source": contrast_source},
             "distribution": {"count": dist.count, "gmd_px": dist.gmd_px, "gmd_nm": dist.gmd_nm or None,
                              "gsd": dist.gsd, "unit": dist.unit, "histogram_edges": list(dist.histogram_edges),
@@ -184,7 +190,8 @@ def summarise(result: dict) -> list[str]:
         "pixel size unknown"
     gmd = f"{dist['gmd_nm']:.4g} nm" if dist["gmd_nm"] else f"{dist['gmd_px']:.4g} px"
     return [f"{result['method']}: {dist['count']} primary particles in {result['n_agglomerates']} agglomerates; "
-            f"{image['width']} x {image['height']} px, {size}",
+            f"{image['width']} x {image['height']} px, {size}"
+            + (f"; information bar of {image['info_bar_rows']} rows left out" if image.get("info_bar_rows") else ""),
             f"  GMD {gmd}, GSD {dist['gsd']:.3f}"]
 
 

@@ -28,6 +28,8 @@ from nanolens_runtime.registry import ModelRegistry
 from nanolens_runtime.version import SERVICE_VERSION
 
 SERVING_CODE = ("science", "service.py")  # in a domain package: what serving runs
+#: runtime modules whose code decides results in every domain that uses them
+SHARED_SERVING_CODE = (Path(__file__).resolve().parent / "micrographs.py",)
 
 
 def serving_files(package: Path) -> list[Path]:
@@ -43,12 +45,15 @@ def serving_files(package: Path) -> list[Path]:
 
 
 def serving_code_sha256(package: Path, libraries: tuple[str, ...] = ()) -> str:
-    """sha256 of a domain package's serving code (paths and bytes of :func:`serving_files`) and of
-    the installed versions of ``libraries``. A stored result is reused only while it is unchanged:
-    an edit to training or evaluation code keeps every stored result; one to ``science/`` does not."""
+    """sha256 of a domain package's serving code (paths and bytes of :func:`serving_files` and of the
+    shared runtime modules in ``SHARED_SERVING_CODE``) and of the installed versions of ``libraries``.
+    A stored result is reused only while it is unchanged: an edit to training or evaluation code
+    keeps every stored result; one to ``science/`` does not."""
     digest = hashlib.sha256()
     for path in serving_files(package):
         digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    for path in SHARED_SERVING_CODE:
+        digest.update(f"nanolens_runtime/{path.name}".encode() + b"\0" + path.read_bytes() + b"\0")
     for library in libraries:
         digest.update(f"{library} {importlib.metadata.version(library)}\n".encode())
     return digest.hexdigest()

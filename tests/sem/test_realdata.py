@@ -6,10 +6,10 @@ import onnxruntime as ort
 import pytest
 
 from nanolens_runtime.bundles import ModelBundle
+from nanolens_runtime.micrographs import detect_info_bar
 from nanolens_sem.bundles import latest_bundle
 from nanolens_sem.evaluation import data
 from nanolens_sem.evaluation.reconstruction import compare
-from nanolens_sem.science.images import detect_info_bar
 from nanolens_sem.training.build_default import heldout_images
 from nanolens_sem.training.train import training_images
 

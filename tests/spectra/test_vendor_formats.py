@@ -21,7 +21,9 @@ SPECTRA = (1000 + 500 * RNG.random((6, AXIS.size))).round(3)
 
 def bwtek(axis, spectra, decimal=",", blank_pixels=5, version="BWSpec4.11_1") -> bytes:
     """A B&W Tek export: key;value header, then the Pixel table (one 'Dark Subtracted #k' per spectrum)."""
-    fmt = (lambda v: f"{v:.4f}".replace(".", decimal))
+    def fmt(v):
+        return f"{v:.4f}".replace(".", decimal)
+
     lines = [f"File Version;{version}", "Date;2023-01-17 14:03:31", "model;BTC162E-532S-SYS",
              f"laser_wavelength;532{decimal}14", "intigration times(ms);40", "xaxis;1"]
     k = len(spectra)

@@ -280,3 +280,20 @@ async def test_test_time_augmentation_runs_the_cnn_on_every_view(stub, synthetic
         bad = error_details_pb2.BadRequest()
         assert rpc_status.from_call(info.value).details[0].Unpack(bad)
         assert bad.field_violations[0].field == "test_time_augmentation"
+
+
+async def test_the_information_bar_is_left_out_of_the_segmentation(stub, synthetic):
+    from nanolens_sem.synthetic.textures import with_info_bar
+
+    image = (synthetic.image * 255).astype(np.uint8) if synthetic.image.dtype.kind == "f" else synthetic.image
+    barred = with_info_bar(image, 48)
+    plain = await stub.AnalyzeImage(request(image, method=tem_pb2.METHOD_WATERSHED), timeout=120)
+    cut = await stub.AnalyzeImage(request(barred, method=tem_pb2.METHOD_WATERSHED), timeout=120)
+    labels = arrays.from_proto(cut.labels, "labels")
+    assert abs(cut.info_bar_rows - 48) <= 2 and labels.shape == barred.shape
+    assert not labels[image.shape[0]:].any()  # nothing found in the bar
+    assert abs(cut.distribution.count - plain.distribution.count) <= 0.05 * plain.distribution.count
+    kept = await stub.AnalyzeImage(request(barred, method=tem_pb2.METHOD_WATERSHED, keep_info_bar=True),
+                                   timeout=120)
+    assert kept.info_bar_rows == 0  # the black bar is then "particles" of a bright-field image
+    assert arrays.from_proto(kept.labels, "labels")[image.shape[0]:].any()

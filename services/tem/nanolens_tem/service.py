@@ -25,6 +25,7 @@ from nanolens_runtime.bundles import code_sha256
 from nanolens_runtime.enums import enum_words
 from nanolens_runtime.errors import InvalidArgument, NotFound, ResourceExhausted
 from nanolens_runtime.inference import InferencePool, OnnxModel
+from nanolens_runtime.micrographs import detect_info_bar
 from nanolens_runtime.registry import ModelRegistry
 from nanolens_runtime.server import Servicer
 from nanolens_runtime.service import DomainService, DomainServicer, Pipeline
@@ -195,6 +196,14 @@ class TemPipeline(Pipeline):
         return self.postprocess(self.predict(request, model, ort.RunOptions()), request, model)
 
 
+def with_rows_below(sizing: Sizing, rows: int) -> Sizing:
+    """The sizing of an image whose bottom ``rows`` were left out, on the whole image (label 0 there)."""
+    if not rows:
+        return sizing
+    pad = ((0, rows), (0, 0))
+    return dataclasses.replace(sizing, labels=np.pad(sizing.labels, pad), agglomerates=np.pad(sizing.agglomerates, pad))
+
+
 def particle_weights(sizing: Sizing) -> np.ndarray:
     return np.ones(len(sizing.diameters_px)) if sizing.weights is None else sizing.weights
 
@@ -259,11 +268,16 @@ class TemServicer(DomainServicer, tem_pb2_grpc.TemServiceServicer):
         if request.pixel_size_nm < 0 or not np.isfinite(request.pixel_size_nm):
             raise InvalidArgument(f"pixel_size_nm must be >= 0, got {request.pixel_size_nm}", field="pixel_size_nm")
         method, model = await self._method_and_model(request, timer)
-        sizing = await self.pipeline.run(SizingRequest(image, method, request.bright_particles,
+        bar = 0 if request.keep_info_bar else detect_info_bar(image)
+        if image.shape[0] - bar < 16:
+            bar = 0  # a "bar" that leaves no micrograph is the micrograph
+        sizing = await self.pipeline.run(SizingRequest(image[:image.shape[0] - bar], method, request.bright_particles,
                                                        request.test_time_augmentation),
                                          model, timer, context.time_remaining())
         with timer.stage("encode"):
-            return response(sizing, request.pixel_size_nm, timer)
+            out = response(with_rows_below(sizing, bar), request.pixel_size_nm, timer)
+            out.info_bar_rows = bar
+            return out
 
     async def _method_and_model(self, request, timer: metrics.StageTimer) -> tuple[str, OnnxModel | None]:
         """The method and model a request runs. A baseline named as the model is its method; another

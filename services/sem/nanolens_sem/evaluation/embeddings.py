@@ -32,8 +32,8 @@ K = 5
 
 def lungcell_crops(root: Path):
     """(crops uint, labels, groups) of every lung-cell image."""
+    from nanolens_runtime.micrographs import detect_info_bar
     from nanolens_sem.evaluation import data
-    from nanolens_sem.science.images import detect_info_bar
 
     crops, labels, groups = [], [], []
     for item in data.lungcell_images(root):

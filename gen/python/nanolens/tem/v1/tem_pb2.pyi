@@ -22,20 +22,22 @@ METHOD_WATERSHED: Method
 METHOD_HOUGH: Method
 
 class AnalyzeImageRequest(_message.Message):
-    __slots__ = ("image", "pixel_size_nm", "method", "bright_particles", "model", "test_time_augmentation")
+    __slots__ = ("image", "pixel_size_nm", "method", "bright_particles", "model", "test_time_augmentation", "keep_info_bar")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     PIXEL_SIZE_NM_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     BRIGHT_PARTICLES_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TEST_TIME_AUGMENTATION_FIELD_NUMBER: _ClassVar[int]
+    KEEP_INFO_BAR_FIELD_NUMBER: _ClassVar[int]
     image: _common_pb2.NDArray
     pixel_size_nm: float
     method: Method
     bright_particles: bool
     model: _common_pb2.ModelSelector
     test_time_augmentation: bool
-    def __init__(self, image: _Optional[_Union[_common_pb2.NDArray, _Mapping]] = ..., pixel_size_nm: _Optional[float] = ..., method: _Optional[_Union[Method, str]] = ..., bright_particles: _Optional[bool] = ..., model: _Optional[_Union[_common_pb2.ModelSelector, _Mapping]] = ..., test_time_augmentation: _Optional[bool] = ...) -> None: ...
+    keep_info_bar: bool
+    def __init__(self, image: _Optional[_Union[_common_pb2.NDArray, _Mapping]] = ..., pixel_size_nm: _Optional[float] = ..., method: _Optional[_Union[Method, str]] = ..., bright_particles: _Optional[bool] = ..., model: _Optional[_Union[_common_pb2.ModelSelector, _Mapping]] = ..., test_time_augmentation: _Optional[bool] = ..., keep_info_bar: _Optional[bool] = ...) -> None: ...
 
 class Particle(_message.Message):
     __slots__ = ("id", "diameter_px", "diameter_nm", "area_px", "centroid_row", "centroid_col", "agglomerate_id", "weight")
@@ -98,7 +100,7 @@ class Distribution(_message.Message):
     def __init__(self, count: _Optional[int] = ..., gmd_px: _Optional[float] = ..., gmd_nm: _Optional[float] = ..., gsd: _Optional[float] = ..., histogram_edges: _Optional[_Iterable[float]] = ..., histogram_counts: _Optional[_Iterable[int]] = ..., unit: _Optional[str] = ..., occlusion_corrected: _Optional[bool] = ..., estimated_count: _Optional[float] = ..., histogram_estimated_counts: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class AnalyzeImageResponse(_message.Message):
-    __slots__ = ("method", "particles", "agglomerates", "distribution", "labels", "provenance", "quality")
+    __slots__ = ("method", "particles", "agglomerates", "distribution", "labels", "provenance", "quality", "info_bar_rows")
     METHOD_FIELD_NUMBER: _ClassVar[int]
     PARTICLES_FIELD_NUMBER: _ClassVar[int]
     AGGLOMERATES_FIELD_NUMBER: _ClassVar[int]
@@ -106,6 +108,7 @@ class AnalyzeImageResponse(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     PROVENANCE_FIELD_NUMBER: _ClassVar[int]
     QUALITY_FIELD_NUMBER: _ClassVar[int]
+    INFO_BAR_ROWS_FIELD_NUMBER: _ClassVar[int]
     method: str
     particles: _containers.RepeatedCompositeFieldContainer[Particle]
     agglomerates: _containers.RepeatedCompositeFieldContainer[Agglomerate]
@@ -113,7 +116,8 @@ class AnalyzeImageResponse(_message.Message):
     labels: _common_pb2.NDArray
     provenance: _common_pb2.Provenance
     quality: Quality
-    def __init__(self, method: _Optional[str] = ..., particles: _Optional[_Iterable[_Union[Particle, _Mapping]]] = ..., agglomerates: _Optional[_Iterable[_Union[Agglomerate, _Mapping]]] = ..., distribution: _Optional[_Union[Distribution, _Mapping]] = ..., labels: _Optional[_Union[_common_pb2.NDArray, _Mapping]] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ..., quality: _Optional[_Union[Quality, _Mapping]] = ...) -> None: ...
+    info_bar_rows: int
+    def __init__(self, method: _Optional[str] = ..., particles: _Optional[_Iterable[_Union[Particle, _Mapping]]] = ..., agglomerates: _Optional[_Iterable[_Union[Agglomerate, _Mapping]]] = ..., distribution: _Optional[_Union[Distribution, _Mapping]] = ..., labels: _Optional[_Union[_common_pb2.NDArray, _Mapping]] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ..., quality: _Optional[_Union[Quality, _Mapping]] = ..., info_bar_rows: _Optional[int] = ...) -> None: ...
 
 class Quality(_message.Message):
     __slots__ = ("contrast_to_noise", "coverage", "trustworthy", "warnings")
