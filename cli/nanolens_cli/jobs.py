@@ -14,7 +14,7 @@ from nanolens.gateway.v1 import gateway_pb2
 DEFAULT_GATEWAY = "127.0.0.1:50050"
 
 
-def _client(args):
+def gateway_client(args):
     from nanolens_cli.client import GatewayClient
 
     return GatewayClient(args.gateway or os.environ.get("NANOLENS_GATEWAY", DEFAULT_GATEWAY))
@@ -54,7 +54,7 @@ def _exit(job: gateway_pb2.Job) -> int:
 
 
 def cmd_submit(args) -> int:
-    client = _client(args)
+    client = gateway_client(args)
     request = gateway_pb2.SubmitJobRequest(analysis=args.analysis, options=dict(args.option), bucket=args.bucket)
     if args.prefix.endswith("/") or not args.objects:
         request.prefix = args.prefix
@@ -86,7 +86,7 @@ def _watch(client, job_id: str, as_json: bool) -> int:
 
 
 def cmd_jobs(args) -> int:
-    client = _client(args)
+    client = gateway_client(args)
     stub, md = client.stub, client.metadata
     if args.action == "list":
         response = stub.ListJobs(gateway_pb2.ListJobsRequest(state=args.state, page_size=args.limit), timeout=60,

@@ -278,11 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="upload to the models bucket (NANOLENS_S3_* settings)")
     train.set_defaults(func=cmd_spectra_train)
 
-    from nanolens_cli import jobs, sem, tokens
+    from nanolens_cli import jobs, results, sem, tokens
 
     sem.add_parsers(sub)
     tokens.add_parser(sub)
     jobs.add_parsers(sub)
+    results.add_parser(sub)
 
     settings = sub.add_parser("settings", help="every NANOLENS_* setting of every process, with its default")
     settings.set_defaults(func=cmd_settings)

@@ -17,6 +17,7 @@ import urllib.request
 import grpc
 import pytest
 
+from nanolens.common.v1 import common_pb2
 from nanolens.gateway.v1 import gateway_pb2
 from nanolens_cli.client import GatewayClient
 from nanolens_cli.stack import Stack
@@ -220,4 +221,34 @@ def test_cancel_stops_pending_items_and_the_cli_shows_jobs(stack, tmp_path):
     listed = subprocess.run([sys.executable, "-m", "nanolens_cli.main", "jobs", "list", "--state", "cancelled"],
                             env=env, capture_output=True, text=True, timeout=60)
     assert job.job_id in listed.stdout or final.state != "cancelled"
+    client.close()
+
+
+def test_results_get_writes_every_items_result_and_the_report(stack, tmp_path):
+    _, endpoints = stack
+    client = GatewayClient(endpoints.gateway)
+    upload_batch(client, tmp_path, "lab/run-4/", 3, broken=1)
+    job = wait_for(submit(client, "lab/run-4/").job_id, client)
+    assert (job.done, job.failed) == (3, 1)
+    deadline = time.monotonic() + 60  # the report follows the job's end (NANOLENS_JOB_REPORT_SECONDS)
+    while True:
+        try:
+            client.download(common_pb2.ObjectRef(bucket="results", key=f"jobs/{job.job_id}/report.html"), timeout=10)
+            break
+        except grpc.RpcError:
+            assert time.monotonic() < deadline, "no report.html within 60 s"
+            time.sleep(0.5)
+    out = tmp_path / "out"
+    env = dict(os.environ, NANOLENS_GATEWAY=endpoints.gateway)
+    got = subprocess.run([sys.executable, "-m", "nanolens_cli.main", "results", "get", job.job_id, "--out", str(out),
+                          "--json"], env=env, capture_output=True, text=True, timeout=120)
+    assert got.returncode == 4, got.stderr  # the broken input is not done
+    summary = json.loads(got.stdout)
+    assert [n["object"] for n in summary["not_done"]] == ["raw/lab/run-4/broken-0.txt"]
+    for i in range(3):
+        folder = out / "raw" / "lab" / "run-4" / f"spectrum-{i}.txt"
+        doc = json.loads((folder / "result.json").read_text())
+        assert doc["input"]["key"] == f"lab/run-4/spectrum-{i}.txt"
+        assert {a["name"] for a in doc["artifacts"]} <= {p.name for p in folder.iterdir()}
+    assert (out / "report.html").read_bytes().startswith(b"<!") and (out / "index.csv").is_file()
     client.close()
