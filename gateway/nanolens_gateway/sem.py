@@ -335,14 +335,16 @@ async def search(gateway, request: gateway_pb2.SearchCollectionRequest, collecti
             raise InvalidArgument(f"the SEM service ran {response.provenance.model_name} "
                                   f"{response.provenance.model_version}, not the collection's model", field="query")
         query = arrays.from_proto(response.embedding, "embedding")
-    order, scores = sem_collections.top_k(loaded.matrix, query, len(loaded.objects), row)
-    hits = []
-    for index, score in zip(order, scores, strict=True):
-        obj = loaded.objects[int(index)]
-        if who.may("read", obj["bucket"], obj["key"]):
-            hits.append(gateway_pb2.SearchHit(object=common_pb2.ObjectRef(**obj), score=float(score)))
-            if len(hits) == k:
-                break
+    # the best few first; a scoped caller who may read few of them widens the search, up to all
+    wanted, hits = k, []
+    while True:
+        order, scores = sem_collections.top_k(loaded.matrix, query, wanted, row)
+        hits = [gateway_pb2.SearchHit(object=common_pb2.ObjectRef(**loaded.objects[int(i)]), score=float(score))
+                for i, score in zip(order, scores, strict=True)
+                if who.may("read", loaded.objects[int(i)]["bucket"], loaded.objects[int(i)]["key"])][:k]
+        if len(hits) == k or wanted >= len(loaded.objects):
+            break
+        wanted *= 8
     return gateway_pb2.SearchCollectionResponse(hits=hits, n_items=len(loaded.objects), model=model,
                                                 query_in_collection=row >= 0)
 
