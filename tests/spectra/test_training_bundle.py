@@ -35,7 +35,12 @@ def test_train_bundle_writes_a_loadable_bundle(tmp_path):
     assert bundle.name == "test-model" and bundle.class_names == list(syn.class_names)
     assert m["task"] == "spectra-classification" and m["schema_version"] == 1
     assert m["inputs"] == [{"name": "spectra", "dtype": "float32", "shape": [-1, pre.n_features]}]
-    assert m["outputs"] == [{"name": "probabilities", "dtype": "float32", "shape": [-1, 3]}]
+    assert m["outputs"] == [{"name": "probabilities", "dtype": "float32", "shape": [-1, 3]},
+                            {"name": "ood_score", "dtype": "float32", "shape": [-1]}]
+    ood = m["out_of_domain"]
+    assert ood["calibration"]["n_items"] == 36 and "3-fold cross-validation" in ood["calibration"]["source"]
+    assert len(ood["score_quantiles"]) == 101 and ood["score_quantiles"] == sorted(ood["score_quantiles"])
+    assert ood["calibration"]["flagged"] <= 1  # 1 % of 36 held-out spectra
     assert PreprocessParams.from_dict(m["preprocessing"]) == pre
     assert m["metrics"]["cv_folds"] == 3 and m["metrics"]["n_spectra"] == 36
     assert np.array(m["confusion_matrix"]).sum() == 36
@@ -114,3 +119,20 @@ def test_train_cli_reports_bad_data(tmp_path, capsys):
     (tmp_path / "bad.csv").write_text("label,1,2,3\na,1,2,3\nb,1,2,3\n")
     assert main(["spectra", "train", str(tmp_path / "bad.csv"), "--out", str(tmp_path), "--name", "x"]) == 2
     assert "fewer than 10 spectra" in capsys.readouterr().err
+
+
+def test_default_bundle_flags_out_of_domain_spectra_and_not_held_out_ones():
+    """The graph's ood_score (calibrated on out-of-fold spectra, above 1: out of domain): about 1 % of
+    held-out synthetic spectra of a seed no training set uses, and every spectrum of other materials."""
+    bundle = ModelBundle.load(default_bundle_path())
+    pre = PreprocessParams.from_dict(bundle.manifest["preprocessing"])
+    graph = bundle.onnx_path.read_bytes()
+    held_out = generate_spectra(100, seed=777)
+    scores = run_onnx(graph, preprocess(held_out.spectra, held_out.axis, pre), "ood_score")
+    assert (scores > 1).mean() < 0.03
+    # Polystyrene-like sharp bands on a sloped background: nothing like a DNA-SWCNT spectrum.
+    axis = held_out.axis
+    bands = sum(a * np.exp(-0.5 * ((axis - c) / 4.0) ** 2) for c, a in ((620, 3e3), (1001, 1e4), (1602, 4e3),
+                                                                        (2904, 2e3), (3054, 5e3)))
+    other = (bands + 0.5 * axis + np.random.default_rng(1).normal(0, 30, (5, axis.size))).astype(np.float32)
+    assert (run_onnx(graph, preprocess(other, axis, pre), "ood_score") > 1).all()

@@ -111,8 +111,9 @@ def test_onnx_matches_torch(onnx_bytes, fitted, features):
 
 def test_onnx_signature(onnx_bytes, fitted):
     model = onnx.load_from_string(onnx_bytes)
-    (inp,), (out,) = model.graph.input, model.graph.output
-    assert inp.name == "spectra" and out.name == "probabilities"
+    (inp,), (out, ood) = model.graph.input, model.graph.output
+    assert inp.name == "spectra" and out.name == "probabilities" and ood.name == "ood_score"
+    assert len(ood.type.tensor_type.shape.dim) == 1  # one score per spectrum
     assert inp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     in_dims = inp.type.tensor_type.shape.dim
     assert in_dims[0].dim_param and not in_dims[0].dim_value          # dynamic batch

@@ -190,3 +190,27 @@ def test_every_real_export_in_ramanchada2_is_read():
         formats[kind] = formats.get(kind, 0) + 1
     assert len(files) == 146
     assert formats == {"B&W Tek text export": 108, "two-column text": 38}
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(RAMANCHADA2 is None, reason="set NANOLENS_RAMANCHADA2 to an unpacked ramanchada2==1.5.0 wheel")
+def test_real_ramanchada2_spectra_are_out_of_domain_for_the_shipped_model():
+    from nanolens_runtime.bundles import ModelBundle
+    from nanolens_spectra.bundles import default_bundle_path
+    from nanolens_spectra.science.preprocessing import PreprocessParams, preprocess
+    from nanolens_spectra.training.export import run_onnx
+
+    bundle = ModelBundle.load(default_bundle_path())
+    pre = PreprocessParams.from_dict(bundle.manifest["preprocessing"])
+    graph = bundle.onnx_path.read_bytes()
+    scores, refused = [], 0
+    for path in sorted(RAMANCHADA2.rglob("*.txt")):
+        data = decode_spectra(path.read_bytes(), path.name, {})
+        try:
+            x = preprocess(data.spectra.astype(np.float32), data.axis, pre)
+        except ValueError:  # the axis covers less than 95 % of the model's: refused, not classified
+            refused += 1
+            continue
+        scores.append(float(run_onnx(graph, x, "ood_score")[0]))
+    assert (len(scores), refused) == (123, 23)
+    assert min(scores) > 1  # every one flagged (measured: lowest 21.7)

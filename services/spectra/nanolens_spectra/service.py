@@ -96,8 +96,9 @@ class SpectraPipeline(Pipeline):
             raise InvalidArgument(str(exc), field="spectra") from exc
 
     def predict(self, features: np.ndarray, model: OnnxModel, run_options=None) -> np.ndarray:
-        (probabilities,) = model.run({"spectra": features}, run_options)
-        return probabilities
+        outputs = model.run({"spectra": features}, run_options)
+        # Bundles built since the out-of-domain calibration also output "ood_score" (not served yet).
+        return outputs[model.output_names.index("probabilities")] if len(outputs) > 1 else outputs[0]
 
     def _run_sync(self, model: OnnxModel, spectra: np.ndarray, axis: np.ndarray) -> tuple[np.ndarray, float, float]:
         """Preprocess and predict in the calling (pool) thread, for a dynamic batch; returns

@@ -17,8 +17,9 @@ from nanolens_runtime.bundles import write_bundle
 from nanolens_spectra.science.preprocessing import PreprocessParams, degenerate_mask, preprocess
 from nanolens_spectra.training.cv import CVReport, cross_validate
 from nanolens_spectra.training.data import LabelledDataset, validate_dataset
-from nanolens_spectra.training.export import INPUT_NAME, OUTPUT_NAME, export_onnx, onnx_opset
+from nanolens_spectra.training.export import INPUT_NAME, OOD_OUTPUT_NAME, OUTPUT_NAME, export_onnx, onnx_opset
 from nanolens_spectra.training.model import TrainParams, fit
+from nanolens_spectra.training.ood import calibrate
 
 TASK = "spectra-classification"
 SCHEMA_VERSION = 1
@@ -70,7 +71,8 @@ def prepare_features(ds: LabelledDataset, params: PreprocessParams) -> tuple[np.
 
 def build_manifest(*, name: str, version: str, description: str, created: str, ds: LabelledDataset,
                    preprocessing: PreprocessParams, train: TrainParams, seed: int, report: CVReport,
-                   n_features: int, n_components: int, n_dropped: int, opset: int) -> dict[str, Any]:
+                   n_features: int, n_components: int, n_dropped: int, opset: int,
+                   out_of_domain: dict[str, Any]) -> dict[str, Any]:
     """The bundle manifest (see nanolens_runtime.bundles for the required keys)."""
     metrics = report.metrics()
     metrics.update({"n_dropped_degenerate": n_dropped, "n_pca_components": n_components,
@@ -83,10 +85,12 @@ def build_manifest(*, name: str, version: str, description: str, created: str, d
         "description": description,
         "created": created,
         "inputs": [{"name": INPUT_NAME, "dtype": "float32", "shape": [-1, n_features]}],
-        "outputs": [{"name": OUTPUT_NAME, "dtype": "float32", "shape": [-1, len(ds.class_names)]}],
+        "outputs": [{"name": OUTPUT_NAME, "dtype": "float32", "shape": [-1, len(ds.class_names)]},
+                    {"name": OOD_OUTPUT_NAME, "dtype": "float32", "shape": [-1]}],
         "class_names": list(ds.class_names),
         "preprocessing": preprocessing.to_dict(),
         "metrics": metrics,
+        "out_of_domain": out_of_domain,
         "confusion_matrix": [list(row) for row in report.confusion],
         "cross_validation": report.to_dict(),
         "training": {**train.to_dict(), "seed": seed},
@@ -116,12 +120,15 @@ def train_bundle_report(dataset: LabelledDataset, out_dir: str | Path, name: str
     validate_dataset(dataset, folds)
     x, y, n_dropped = prepare_features(dataset, pre)
     report = cross_validate(x, y, folds=folds, seed=seed, params=params, class_names=dataset.class_names)
+    ood = calibrate(report.out_of_fold_ood, f"out-of-fold spectra of the {folds}-fold cross-validation of the "
+                    f"training data ({dataset.source}), each scored by the fold model that did not train on it")
     model = fit(x, y, dataset.class_names, params, seed=seed)
+    model.set_ood_calibration(ood["t2_limit"], ood["q_limit"], ood["threshold"])
     onnx_bytes = export_onnx(model, sample=x[:64])
     manifest = build_manifest(
         name=name, version=version, description=description, created=created, ds=dataset,
         preprocessing=pre, train=params, seed=seed, report=report, n_features=model.n_features,
-        n_components=model.n_components, n_dropped=n_dropped, opset=onnx_opset(onnx_bytes),
+        n_components=model.n_components, n_dropped=n_dropped, opset=onnx_opset(onnx_bytes), out_of_domain=ood,
     )
     path = write_bundle(Path(out_dir), onnx_bytes, manifest)
     return TrainingResult(path=path, report=report, manifest=manifest, n_dropped=n_dropped)

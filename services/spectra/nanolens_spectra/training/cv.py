@@ -8,7 +8,7 @@ if the network does not beat a linear model, the network is not earning its keep
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -18,7 +18,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from nanolens_spectra.training.model import TrainParams, fit, normalise, predict_proba
+from nanolens_spectra.training.model import TrainParams, fit, normalise, ood_statistics, predict_proba
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,9 @@ class CVReport:
     baseline_accuracy_sd: float
     baseline_confusion: tuple[tuple[int, ...], ...]
     grouped: bool = False
+    # (N, 2) Hotelling T^2 and Q of every spectrum under the fold model that did not train on it
+    # (held-out in-domain statistics, for the out-of-domain calibration); not in to_dict().
+    out_of_fold_ood: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def chance_accuracy(self) -> float:
@@ -48,6 +51,7 @@ class CVReport:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d.pop("out_of_fold_ood", None)
         d["chance_accuracy"] = self.chance_accuracy
         return _jsonable(d)
 
@@ -115,9 +119,11 @@ def cross_validate(spectra: np.ndarray, labels: np.ndarray, folds: int = 10, see
     conf = np.zeros((k, k), dtype=np.int64)
     base_conf = np.zeros((k, k), dtype=np.int64)
     xn = normalise(x)
+    oof = np.zeros((y.size, 2))
     for fold, (train, test) in enumerate(splits):
         model = fit(x[train], y[train], names, params, seed=seed + fold)
         pred = predict_proba(model, x[test]).argmax(axis=1)
+        oof[test] = ood_statistics(model, x[test])
         acc.append(float(np.mean(pred == y[test])))
         conf += confusion_matrix(y[test], pred, labels=np.arange(k))
         comps.append(model.n_components)
@@ -135,5 +141,5 @@ def cross_validate(spectra: np.ndarray, labels: np.ndarray, folds: int = 10, see
         baseline_fold_accuracies=tuple(base_acc), baseline_accuracy_mean=float(np.mean(base_acc)),
         baseline_accuracy_sd=float(np.std(base_acc, ddof=1)) if folds > 1 else 0.0,
         baseline_confusion=tuple(tuple(int(v) for v in row) for row in base_conf),
-        grouped=groups is not None,
+        grouped=groups is not None, out_of_fold_ood=oof,
     )

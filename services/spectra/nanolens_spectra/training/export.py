@@ -13,11 +13,14 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from nanolens_spectra.training.model import SpectraClassifier, predict_proba, single_threaded
+from nanolens_spectra.training.model import SpectraClassifier, ood_scores, predict_proba, single_threaded
 
 INPUT_NAME = "spectra"
 OUTPUT_NAME = "probabilities"
+OOD_OUTPUT_NAME = "ood_score"
 PARITY_ATOL = 1e-5
+# Q is a small difference of float32 vectors: compared relative to max(1, |score|).
+OOD_PARITY_RTOL = 1e-3
 
 
 @contextlib.contextmanager
@@ -40,13 +43,13 @@ def onnx_opset(onnx_bytes: bytes) -> int:
     return next(int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
-def run_onnx(onnx_bytes: bytes, spectra: np.ndarray) -> np.ndarray:
-    """Probabilities from the ONNX graph with onnxruntime on the CPU (one thread)."""
+def run_onnx(onnx_bytes: bytes, spectra: np.ndarray, output: str = OUTPUT_NAME) -> np.ndarray:
+    """One output (default: the probabilities) of the ONNX graph with onnxruntime on the CPU (one thread)."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
     session = ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
-    return session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(spectra, dtype=np.float32)})[0]
+    return session.run([output], {INPUT_NAME: np.ascontiguousarray(spectra, dtype=np.float32)})[0]
 
 
 def check_parity(onnx_bytes: bytes, model: SpectraClassifier, spectra: np.ndarray,
@@ -60,6 +63,11 @@ def check_parity(onnx_bytes: bytes, model: SpectraClassifier, spectra: np.ndarra
     diff = float(np.max(np.abs(got - want)))
     if diff > atol:
         raise RuntimeError(f"ONNX and torch probabilities differ by {diff:.3g} (> {atol:g})")
+    got_ood, want_ood = run_onnx(onnx_bytes, spectra, OOD_OUTPUT_NAME), ood_scores(model, spectra)
+    ood_diff = float(np.max(np.abs(got_ood - want_ood) / np.maximum(1.0, np.abs(want_ood))))
+    if got_ood.shape != (len(spectra),) or ood_diff > OOD_PARITY_RTOL:
+        raise RuntimeError(f"ONNX and torch out-of-domain scores differ by {ood_diff:.3g} "
+                           f"(relative, > {OOD_PARITY_RTOL:g})")
     return diff
 
 
@@ -71,7 +79,7 @@ def _probe_inputs(model: SpectraClassifier, n: int = 16, seed: int = 0) -> np.nd
 
 def export_onnx(model: SpectraClassifier, sample: np.ndarray | None = None) -> bytes:
     """Serialised ONNX model (one file, weights inside) with input ``spectra`` [batch, C]
-    float32 and output ``probabilities`` [batch, K] float32, batch dynamic.
+    float32 and outputs ``probabilities`` [batch, K] and ``ood_score`` [batch] float32, batch dynamic.
 
     Uses the torch.export-based (dynamo) exporter. The result is checked with onnxruntime
     against torch within ``PARITY_ATOL`` on ``sample`` (preprocessed spectra, if given) and on
@@ -82,7 +90,7 @@ def export_onnx(model: SpectraClassifier, sample: np.ndarray | None = None) -> b
     with _quiet_exporter(), single_threaded():
         program = torch.onnx.export(
             model, (example,), dynamo=True, external_data=False,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME, OOD_OUTPUT_NAME],
             dynamic_shapes=({0: torch.export.Dim("batch")},),
         )
     onnx_bytes = program.model_proto.SerializeToString()

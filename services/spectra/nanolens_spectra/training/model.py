@@ -127,6 +127,11 @@ class SpectraClassifier(nn.Module):
             self.pca.weight.copy_(torch.from_numpy(w.astype(np.float32)))
             self.pca.bias.copy_(torch.from_numpy((-(w @ pca.mean)).astype(np.float32)))
         self.pca.requires_grad_(False)
+        # For the out-of-domain score: the unwhitened loadings and the mean, and the calibration
+        # (limits of T^2 and Q and the score threshold; 1 until set_ood_calibration).
+        self.register_buffer("pca_mean", torch.from_numpy(pca.mean.astype(np.float32)))
+        self.register_buffer("pca_loadings", torch.from_numpy((pca.components * pca.scale[:, None]).astype(np.float32)))
+        self.register_buffer("ood_limits", torch.ones(3))
         layers: list[nn.Module] = []
         width = k
         for h in hidden:
@@ -147,8 +152,25 @@ class SpectraClassifier(nn.Module):
         norm = torch.linalg.vector_norm(spectra, dim=1, keepdim=True)
         return self.mlp(self.pca(spectra / (norm + NORM_EPS)))
 
-    def forward(self, spectra: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.logits(spectra), dim=1)
+    def ood_statistics(self, spectra: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hotelling's T^2 (squared whitened PCA scores, summed) and Q (squared distance of the
+        normalised spectrum from the PCA subspace) of each spectrum, both (N,)."""
+        norm = torch.linalg.vector_norm(spectra, dim=1, keepdim=True)
+        xn = spectra / (norm + NORM_EPS)
+        z = self.pca(xn)
+        residual = xn - self.pca_mean - z @ self.pca_loadings
+        return (z * z).sum(dim=1), (residual * residual).sum(dim=1)
+
+    def set_ood_calibration(self, t2_limit: float, q_limit: float, threshold: float) -> None:
+        """Fix the out-of-domain score: max(T^2 / t2_limit, Q / q_limit) / threshold."""
+        with torch.no_grad():
+            self.ood_limits.copy_(torch.tensor([t2_limit, q_limit, threshold], dtype=torch.float32))
+
+    def forward(self, spectra: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class probabilities (N, K) and the out-of-domain score (N,): above 1, out of domain."""
+        t2, q = self.ood_statistics(spectra)
+        score = torch.maximum(t2 / self.ood_limits[0], q / self.ood_limits[1]) / self.ood_limits[2]
+        return torch.softmax(self.logits(spectra), dim=1), score
 
 
 @contextlib.contextmanager
@@ -214,4 +236,17 @@ def fit(spectra: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...] | 
 def predict_proba(model: SpectraClassifier, spectra: np.ndarray) -> np.ndarray:
     """Class probabilities (N, K) float32 from the torch model."""
     with single_threaded(), torch.no_grad():
-        return model(torch.from_numpy(np.ascontiguousarray(spectra, dtype=np.float32))).numpy()
+        return model(torch.from_numpy(np.ascontiguousarray(spectra, dtype=np.float32)))[0].numpy()
+
+
+def ood_statistics(model: SpectraClassifier, spectra: np.ndarray) -> np.ndarray:
+    """(N, 2) float64: Hotelling's T^2 and Q of each preprocessed spectrum in the model's PCA."""
+    with single_threaded(), torch.no_grad():
+        t2, q = model.ood_statistics(torch.from_numpy(np.ascontiguousarray(spectra, dtype=np.float32)))
+    return np.stack([t2.numpy(), q.numpy()], axis=1).astype(np.float64)
+
+
+def ood_scores(model: SpectraClassifier, spectra: np.ndarray) -> np.ndarray:
+    """(N,) float32 out-of-domain scores from the torch model (as the ONNX graph's ``ood_score``)."""
+    with single_threaded(), torch.no_grad():
+        return model(torch.from_numpy(np.ascontiguousarray(spectra, dtype=np.float32)))[1].numpy()
