@@ -5,10 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-LAYERS = ("enc1", "enc2", "enc3", "enc4", "latent")
+from nanolens_sem.science.lens import OUTPUTS  # the graph's outputs are what serving reads
+
 CHANNELS = {"enc1": 16, "enc2": 32, "enc3": 64, "enc4": 64, "latent": 8}
-STRIDES = {"enc1": 2, "enc2": 4, "enc3": 8, "enc4": 16, "latent": 16}
-EMBED_LAYERS = ("enc1", "enc2", "enc3", "enc4")  # embedding: per-channel mean and std of these
 
 
 def conv(cin, cout, stride=2):
@@ -63,7 +62,6 @@ class Exported(nn.Module):
         return rec, emb, e1, e2, e3, e4, z
 
 
-OUTPUTS = ("reconstruction", "embedding", *LAYERS)
 
 
 def export_onnx(ae: AutoEncoder) -> bytes:
