@@ -24,8 +24,8 @@ from bench.memory import ResidentPeak
 from nanolens.common.v1 import common_pb2
 from nanolens.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from nanolens_cli.stack import LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY, Stack
-from nanolens_gateway.sem import build_outcome
-from nanolens_gateway.sem_collections import top_k
+from nanolens_gateway.adapters.sem import build_outcome
+from nanolens_gateway.adapters.sem_collections import top_k
 from nanolens_runtime.inference import select_providers
 from nanolens_runtime.registry import ModelRegistry
 from nanolens_runtime.settings import StorageSettings

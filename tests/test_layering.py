@@ -41,7 +41,7 @@ def test_the_domain_packages_are_found():
 
 
 def test_the_runtime_imports_nothing_above_it():
-    above = {"nanolens_gateway", "nanolens_cli", *SERVICE_PACKAGES}
+    above = {"nanolens_formats", "nanolens_gateway", "nanolens_cli", *SERVICE_PACKAGES}
     assert forbidden_imports(REPO / "runtime", above) == []
 
 
@@ -51,12 +51,17 @@ def test_a_domain_service_imports_only_the_runtime(package):
     assert forbidden_imports(SERVICE_PACKAGES[package], others) == []
 
 
+def test_the_formats_import_only_the_runtime():
+    """The readers are shared by the gateway, the CLI and the benchmarks: they depend on nothing of theirs."""
+    assert forbidden_imports(REPO / "formats", {"nanolens_gateway", "nanolens_cli", *SERVICE_PACKAGES}) == []
+
+
 def test_the_gateway_imports_no_service():
     assert forbidden_imports(REPO / "gateway", {"nanolens_cli", *SERVICE_PACKAGES}) == []
 
 
 def serving_code() -> list[Path]:
-    roots = [REPO / "runtime", REPO / "gateway"]
+    roots = [REPO / "runtime", REPO / "formats", REPO / "gateway"]
     for package in SERVICE_PACKAGES.values():
         roots += [package / "science", package / "synthetic"]
     files = [f for root in roots if root.exists() for f in sources(root)]
@@ -73,8 +78,9 @@ def test_serving_code_never_imports_torch():
 
 
 def test_no_private_names_are_imported_across_modules():
-    ours = {"nanolens", "nanolens_runtime", "nanolens_gateway", "nanolens_cli", *SERVICE_PACKAGES}
-    roots = [REPO / "runtime", REPO / "gateway", REPO / "cli", REPO / "bench", *SERVICE_PACKAGES.values()]
+    ours = {"nanolens", "nanolens_runtime", "nanolens_formats", "nanolens_gateway", "nanolens_cli", *SERVICE_PACKAGES}
+    roots = [REPO / "runtime", REPO / "formats", REPO / "gateway", REPO / "cli", REPO / "bench",
+             *SERVICE_PACKAGES.values()]
     bad = [f"{path.relative_to(REPO)}:{line} imports {name} from {module}"
            for root in roots for path in sources(root) for module, names, line in imports(path)
            if top(module) in ours for name in names if name.startswith("_") and not name.startswith("__")]

@@ -23,7 +23,7 @@ import tifffile
 from nanolens.gateway.v1 import gateway_pb2
 from nanolens_cli.client import GatewayClient, save_outputs
 from nanolens_cli.stack import Stack
-from nanolens_gateway import pictures
+from nanolens_gateway.adapters import pictures
 
 SEED = 2021  # Gravely & Roxbury's year: any fixed number makes the demo reproducible
 MAP_SIZE = 64

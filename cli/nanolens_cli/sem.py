@@ -48,7 +48,7 @@ def labelled_images(folder: Path, tile: int, embedder) -> tuple:
     """Embeddings, labels and groups (source image) of FOLDER/<class>/<image> files."""
     import numpy as np
 
-    from nanolens_gateway.images import decode_image
+    from nanolens_formats.images import decode_image
 
     features, labels, groups, counts = [], [], [], {}
     classes = sorted(p for p in folder.iterdir() if p.is_dir())

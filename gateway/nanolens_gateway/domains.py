@@ -27,7 +27,8 @@ from nanolens_runtime.errors import InvalidArgument
 from nanolens_runtime.options import parse_yes_no
 
 #: the gateway modules that define a ``DOMAIN``, in the order the local stack starts them
-DOMAIN_MODULES = ("nanolens_gateway.spectra", "nanolens_gateway.tem", "nanolens_gateway.lpem", "nanolens_gateway.sem")
+DOMAIN_MODULES = ("nanolens_gateway.adapters.spectra", "nanolens_gateway.adapters.tem",
+                  "nanolens_gateway.adapters.lpem", "nanolens_gateway.adapters.sem")
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,11 @@ from google.protobuf import json_format
 
 from nanolens.common.v1 import common_pb2
 from nanolens.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from nanolens_gateway.adapters.sem_collections import Collections
 from nanolens_gateway.auth import caller
 from nanolens_gateway.context import AnalysisContext
 from nanolens_gateway.domains import analyses
 from nanolens_gateway.results import ResultStore, artefact_protos, identity, result_prefix
-from nanolens_gateway.sem_collections import Collections
 from nanolens_gateway.upstream import ServiceClient
 from nanolens_runtime.bundles import sha256_bytes
 from nanolens_runtime.errors import (
@@ -370,7 +370,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         return gateway_pb2.RetryJobResponse(job=await self._job_rpcs().retry(request.job_id))
 
     async def SearchCollection(self, request, context):
-        from nanolens_gateway.sem import search
+        from nanolens_gateway.adapters.sem import search
 
         return await search(self, request, self.collections)
 

@@ -8,7 +8,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from nanolens_gateway.decoders import decode_spectra, parse_npy_header
+from nanolens_formats.spectra import decode_spectra, parse_npy_header
 from nanolens_runtime.errors import InvalidArgument
 
 AXIS = np.linspace(100, 3000, 50)

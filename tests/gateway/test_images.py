@@ -10,7 +10,7 @@ import tifffile
 from PIL import Image
 
 from dmfile import dm_image
-from nanolens_gateway.images import decode_image
+from nanolens_formats.images import decode_image
 from nanolens_runtime.errors import InvalidArgument, ResourceExhausted
 from support import data_dir
 
@@ -209,7 +209,7 @@ def test_a_tiff_with_a_thumbnail_is_one_image():
 
 @pytest.mark.parametrize("pixel_size", [0.8, None])
 def test_labels_tif_keeps_the_inputs_calibration(pixel_size):
-    from nanolens_gateway.pictures import labels_tiff
+    from nanolens_gateway.adapters.pictures import labels_tiff
 
     labels = np.zeros((32, 40), np.uint16)
     labels[4:10, 5:12] = 1

@@ -14,7 +14,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from nanolens.lpem.v1 import lpem_pb2, lpem_pb2_grpc
-from nanolens_gateway.lpem import stream_movie
+from nanolens_gateway.adapters.lpem import stream_movie
 from nanolens_lpem.service import MODEL, SHIPPED_BUNDLES, TASKS, LpemPipeline, servicer
 from nanolens_lpem.synthetic.movies import MovieParams, generate
 from nanolens_runtime import arrays
@@ -62,7 +62,7 @@ def messages(frames, chunk: int = 8, **header) -> Movie:
 
 
 async def collect(stub, movie: Movie, stop_after: int = 0):
-    """Run the call by the protocol's rules (nanolens_gateway.lpem.stream_movie) and gather it."""
+    """Run the call by the protocol's rules (nanolens_gateway.adapters.lpem.stream_movie) and gather it."""
     out = {"progress": [], "labels": [], "tables": {}, "summary": None}
 
     async def chunks():

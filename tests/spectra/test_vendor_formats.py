@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nanolens_gateway.decoders import decode_spectra
-from nanolens_gateway.spectra_text import SUPPORTED, raster_grid
+from nanolens_formats.spectra import decode_spectra
+from nanolens_formats.spectra_text import SUPPORTED, raster_grid
 from nanolens_runtime.errors import InvalidArgument
 
 RNG = np.random.default_rng(3)

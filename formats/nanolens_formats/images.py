@@ -17,7 +17,7 @@ import numpy as np
 import tifffile
 from PIL import Image, UnidentifiedImageError
 
-from nanolens_gateway.decoders import suffix_of
+from nanolens_formats.files import suffix_of
 from nanolens_runtime.arrays import require_micrograph_levels
 from nanolens_runtime.errors import InvalidArgument, ResourceExhausted
 

@@ -13,10 +13,10 @@ from PIL import Image, ImageDraw
 from nanolens.common.v1 import common_pb2
 from nanolens.gateway.v1 import gateway_pb2
 from nanolens.sem.v1 import sem_pb2, sem_pb2_grpc
-from nanolens_gateway import pictures, sem_collections
+from nanolens_formats.images import decode_image
+from nanolens_gateway.adapters import pictures, sem_collections
 from nanolens_gateway.context import AnalysisContext, Outcome
 from nanolens_gateway.domains import Analysis, Domain, Option, yes
-from nanolens_gateway.images import decode_image
 from nanolens_gateway.results import Artefact
 from nanolens_gateway.schema import array, integer, nullable, number, record, string
 from nanolens_gateway.upstream import ServiceClient, translate

@@ -2,7 +2,7 @@
 
 - text: two columns (``x, intensity``), a CSV matrix (first row the axis, one spectrum per row),
   and the vendor text exports of B&W Tek, Horiba LabSpec, Renishaw WiRE and WITec
-  (``nanolens_gateway.spectra_text``);
+  (``nanolens_formats.spectra_text``);
 - NumPy ``.npy`` (N x C or C) and ``.npz`` (``spectra`` [+ ``axis``], or one array, or
   the array named by the ``array_key`` option);
 - spectral maps: H x W x C arrays in ``.npy``/``.npz``. ``.npy`` maps are read in
@@ -17,11 +17,11 @@ import ast
 import io
 import zipfile
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 
 import numpy as np
 
-from nanolens_gateway.spectra_text import SUPPORTED, VENDOR_SUFFIXES, binary_error, read_text_spectra
+from nanolens_formats.files import suffix_of
+from nanolens_formats.spectra_text import SUPPORTED, VENDOR_SUFFIXES, binary_error, read_text_spectra
 from nanolens_runtime.errors import InvalidArgument
 
 TEXT_SUFFIXES = {".csv", ".txt", ".tsv", ".dat", ".xy", ".asc"}
@@ -47,10 +47,6 @@ class NpyLayout:
 
 def _bad(message: str) -> InvalidArgument:
     return InvalidArgument(message, field="input")
-
-
-def suffix_of(key: str) -> str:
-    return PurePosixPath(key).suffix.lower()
 
 
 def _check_numeric(array: np.ndarray, what: str) -> np.ndarray:
@@ -79,7 +75,7 @@ def _check_axis(axis: np.ndarray | None, channels: int, what: str) -> np.ndarray
 
 # -- text ------------------------------------------------------------------------------
 def decode_text(data: bytes, what: str, suffix: str = "") -> SpectraData:
-    """Any text layout ``nanolens_gateway.spectra_text`` reads (vendor exports included)."""
+    """Any text layout ``nanolens_formats.spectra_text`` reads (vendor exports included)."""
     read = read_text_spectra(data, what, suffix)
     spectra = _check_numeric(read.spectra, what)
     return SpectraData(spectra, _check_axis(read.axis, spectra.shape[-1], what), read.format, read.grid)

@@ -12,9 +12,10 @@ import numpy as np
 from nanolens.common.v1 import common_pb2
 from nanolens.gateway.v1 import gateway_pb2
 from nanolens.spectra.v1 import spectra_pb2, spectra_pb2_grpc
-from nanolens_gateway import pictures
+from nanolens_formats.files import suffix_of
+from nanolens_formats.spectra import NpyLayout, SpectraData, decode_spectra, parse_npy_header
+from nanolens_gateway.adapters import pictures
 from nanolens_gateway.context import AnalysisContext, Outcome
-from nanolens_gateway.decoders import NpyLayout, SpectraData, decode_spectra, parse_npy_header, suffix_of
 from nanolens_gateway.domains import Analysis, Domain, Option
 from nanolens_gateway.results import Artefact
 from nanolens_gateway.schema import array, integer, mapping, number, record, string

@@ -10,10 +10,10 @@ import numpy as np
 from nanolens.common.v1 import common_pb2
 from nanolens.gateway.v1 import gateway_pb2
 from nanolens.tem.v1 import tem_pb2, tem_pb2_grpc
-from nanolens_gateway import pictures
+from nanolens_formats.images import decode_image
+from nanolens_gateway.adapters import pictures
 from nanolens_gateway.context import AnalysisContext, Outcome
 from nanolens_gateway.domains import Analysis, Domain, Option, yes
-from nanolens_gateway.images import decode_image
 from nanolens_gateway.results import Artefact
 from nanolens_gateway.schema import array, boolean, integer, nullable, number, record, string
 from nanolens_gateway.upstream import ServiceClient, translate
