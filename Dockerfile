@@ -18,6 +18,7 @@ COPY formats /src/formats
 COPY gateway /src/gateway
 COPY services /src/services
 COPY cli /src/cli
+COPY clients/python /src/clients/python
 
 # ---------------------------------------------------------------------------------------------
 # GPU: CUDA 13 + cuDNN 9 runtime base. Python 3.11 comes from uv's relocatable CPython builds

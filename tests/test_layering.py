@@ -4,6 +4,7 @@ module imports another module's private names (a shared type wants a public home
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,17 @@ def test_the_gateway_imports_no_service():
     assert forbidden_imports(REPO / "gateway", {"nanolens_cli", *SERVICE_PACKAGES}) == []
 
 
+def test_the_client_imports_only_grpc_protobuf_and_the_gateway_stubs():
+    """nanolens-client installs with grpcio and protobuf alone (numpy only for callers' arrays)."""
+    allowed = {"grpc", "numpy", "nanolens_client", *sys.stdlib_module_names}
+    stubs = ("google.protobuf", "nanolens.common.v1", "nanolens.gateway.v1")
+    bad = [f"{path.relative_to(REPO)}:{line} imports {module}"
+           for path in sources(REPO / "clients" / "python") for module, _, line in imports(path)
+           if top(module) not in allowed and not any(module == s or module.startswith(s + ".") for s in stubs)
+           and not (path.name == "setup.py" and top(module) == "setuptools")]
+    assert bad == []
+
+
 def serving_code() -> list[Path]:
     roots = [REPO / "runtime", REPO / "formats", REPO / "gateway"]
     for package in SERVICE_PACKAGES.values():
@@ -78,8 +90,9 @@ def test_serving_code_never_imports_torch():
 
 
 def test_no_private_names_are_imported_across_modules():
-    ours = {"nanolens", "nanolens_runtime", "nanolens_formats", "nanolens_gateway", "nanolens_cli", *SERVICE_PACKAGES}
-    roots = [REPO / "runtime", REPO / "formats", REPO / "gateway", REPO / "cli", REPO / "bench",
+    ours = {"nanolens", "nanolens_runtime", "nanolens_formats", "nanolens_gateway", "nanolens_cli", "nanolens_client",
+            *SERVICE_PACKAGES}
+    roots = [REPO / "runtime", REPO / "formats", REPO / "gateway", REPO / "cli", REPO / "clients", REPO / "bench",
              *SERVICE_PACKAGES.values()]
     bad = [f"{path.relative_to(REPO)}:{line} imports {name} from {module}"
            for root in roots for path in sources(root) for module, names, line in imports(path)
