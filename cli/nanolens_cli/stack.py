@@ -96,10 +96,15 @@ os.execv(sys.argv[2], sys.argv[2:])
 """
 
 
-def _refuse_taken(host: str, port: int, what: str) -> None:
+def refuse_taken(host: str, port: int, what: str) -> None:
     """A port someone else listens on is one clear line, before anything starts: the stack never
-    attaches to a server it did not start (another program's S3 on 9000 looked like ours)."""
+    attaches to a server it did not start (another program's S3 on 9000 looked like ours).
+
+    The probe sets SO_REUSEADDR as the servers do, so the previous run's connections in TIME_WAIT
+    (dozens for a minute after a stop) do not count: only a listener, or a socket bound without
+    SO_REUSEADDR, makes the bind fail."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:
@@ -177,9 +182,9 @@ class Stack:
 
     def start(self, timeout: float = 90.0) -> Endpoints:
         for name, port in self.ports.items():
-            _refuse_taken(self.host, port, name)
+            refuse_taken(self.host, port, name)
         for name, port in self.metrics_ports.items():
-            _refuse_taken(self.host, port, f"{name} metrics")
+            refuse_taken(self.host, port, f"{name} metrics")
         try:
             s3 = self._spawn("s3", [sys.executable, "-m", "moto.server", "-H", self.host, "-p",
                                     str(self.ports["s3"])], dict(os.environ))
