@@ -4,12 +4,15 @@ import asyncio
 import logging
 from pathlib import Path
 
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from nanolens_gateway.auth import GatewayAuth, parse_tokens
 from nanolens_gateway.automation.events import EventIntake, EventServer, parse_rules, scan_forever
-from nanolens_gateway.automation.pgstore import open_store
 from nanolens_gateway.automation.report import ReportWriter
 from nanolens_gateway.domains import analyses, domains
 from nanolens_gateway.jobs.rpc import JobRpcs
+from nanolens_gateway.jobs.store import open_store
 from nanolens_gateway.jobs.worker import JobRunner
 from nanolens_gateway.server import GatewayServicer, GatewaySettings, servicer
 from nanolens_runtime.server import serve
@@ -32,9 +35,20 @@ class _NoDeadline:
 def start_jobs(impl: GatewayServicer, gateway: GatewaySettings, clients: dict) -> JobRunner:
     """The job store, the job RPCs on the servicer and the runner that works through the items."""
     store = open_store(gateway.jobs_db)  # a SQLite file, or a postgresql:// URL shared by replicas
+
+    async def healthy(name: str) -> bool:
+        if name not in clients:
+            return False
+        try:
+            answer = await health_pb2_grpc.HealthStub(clients[name].channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=5)
+        except grpc.aio.AioRpcError:
+            return False
+        return answer.status == health_pb2.HealthCheckResponse.SERVING
+
     runner = JobRunner(store, lambda request: impl.run_analysis(request, _NoDeadline()),
-                       lambda kind: analyses()[kind][0].name, services=len(clients),
-                       per_service=gateway.job_concurrency, lease_seconds=gateway.job_lease_seconds)
+                       {kind: domain.name for kind, (domain, _) in analyses().items()},
+                       per_service=gateway.job_concurrency, lease_seconds=gateway.job_lease_seconds, healthy=healthy)
     impl.jobs = JobRpcs(impl, store, gateway.job_max_items, wake=runner.wake.set)
     return runner
 
@@ -44,7 +58,7 @@ async def start_events(gateway: GatewaySettings, host: str, runner: JobRunner, o
     # a missing or broken rules file stops the start, naming what is wrong
     rules = parse_rules(await asyncio.to_thread(Path(gateway.event_rules).read_text, "utf-8"), gateway.event_rules)
     intake = EventIntake(runner.store, rules, wake=runner.wake.set)
-    events = EventServer(intake, gateway.events_token)
+    events = EventServer(intake, gateway.events_token, objects)
     tasks.add(await asyncio.start_server(events.handle, host.strip("[]") or None, gateway.events_port))
     if gateway.events_scan_seconds > 0:
         tasks.add(asyncio.get_running_loop().create_task(scan_forever(intake, objects, gateway.events_scan_seconds)))

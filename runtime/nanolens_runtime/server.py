@@ -53,11 +53,14 @@ def server_options(settings: ServerSettings) -> list[tuple[str, int]]:
 
 
 def channel_options(max_message_mb: int) -> list[tuple[str, int | str]]:
-    """Client channel options: message limits, and round_robin over every address the name resolves
-    to (with ``dns:///<headless service>`` each pod gets calls, not just the first one connected)."""
+    """Client channel options: message limits, round_robin over every address the name resolves
+    to (with ``dns:///<headless service>`` each pod gets calls, not just the first one connected), and
+    reconnection tried every 5 s at most while a server is away (gRPC's default grows to 2 minutes,
+    which a job paused by an outage would wait out after the service is back)."""
     limit = max_message_mb * 1024 * 1024
     return [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
-            ("grpc.service_config", '{"loadBalancingConfig": [{"round_robin": {}}]}')]
+            ("grpc.service_config", '{"loadBalancingConfig": [{"round_robin": {}}]}'),
+            ("grpc.max_reconnect_backoff_ms", 5000)]
 
 
 class GrpcApp:

@@ -1,12 +1,15 @@
 """Bucket events: MinIO's webhook payload (pinned by fixtures), rules, the idempotent enqueue on both
 job-store backends, and a real gateway process taking events over HTTP: duplicate, replayed and
 out-of-order events give one analysis each (the spectra service's request counter), a wrong token is
-refused, and the reconciliation scan finds an upload whose event was lost."""
+refused before the body is read, every malformed request is answered 4xx without a traceback in the
+log, an event without an ETag is the same enqueue as one with it, and the reconciliation scan finds
+an upload whose event was lost."""
 
 from __future__ import annotations
 
 import json
 import re
+import socket
 import time
 import urllib.error
 import urllib.parse
@@ -20,7 +23,7 @@ from nanolens.gateway.v1 import gateway_pb2
 from nanolens_cli.client import GatewayClient
 from nanolens_cli.stack import LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY, Stack, free_port
 from nanolens_gateway.automation.events import EventIntake, parse_minio_event, parse_rules
-from nanolens_gateway.automation.pgstore import open_store
+from nanolens_gateway.jobs.store import open_store
 from nanolens_runtime.storage import ObjectStore
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -47,6 +50,14 @@ def test_the_minio_payload_gives_the_created_object_with_its_key_decoded():
     assert parse_minio_event(json.loads((FIXTURES / "minio_delete.json").read_text())) == []  # removals ignored
     with pytest.raises(ValueError, match="Records"):
         parse_minio_event({"EventName": "s3:ObjectCreated:Put"})
+    created = {"eventName": "s3:ObjectCreated:Put"}
+    for record, field in [({**created, "s3": "raw/a.txt"}, r"Records\[0\]\.s3 is not"),
+                          ({**created, "s3": {"bucket": {"name": "raw"}, "object": {"key": 7}}}, r"object\.key is not"),
+                          ({**created, "s3": {"bucket": ["raw"], "object": {"key": "a"}}}, r"s3\.bucket is not"),
+                          ({**created, "s3": {"bucket": {"name": "raw"}, "object": {"key": ""}}}, "no key"),
+                          ("a record", r"Records\[0\] is not")]:
+        with pytest.raises(ValueError, match=field):
+            parse_minio_event({"Records": [record]})
 
 
 def test_rules_are_checked_when_loaded():
@@ -156,6 +167,59 @@ def test_duplicate_replayed_and_out_of_order_events_give_one_analysis_each(event
     assert len(jobs) == 3 and all(j.state == "done" and j.total == 1 for j in jobs)
     assert handled(endpoints.metrics["spectra"], "ClassifySpectra") - before == 3
     assert client.stub.GetJob(gateway_pb2.GetJobRequest(job_id=jobs[0].job_id), timeout=10).job.done == 1
+    client.close()
+
+
+def raw_request(url: str, data: bytes, read_timeout: float = 20) -> int:
+    """Send ``data`` as it is on one connection; the status of the answer (0: closed without one)."""
+    parsed = urllib.parse.urlsplit(url)
+    with socket.create_connection((parsed.hostname, parsed.port), timeout=read_timeout) as conn:
+        conn.sendall(data)
+        answer = conn.recv(65536)
+    return int(answer.split(b" ", 2)[1]) if answer else 0
+
+
+def test_malformed_events_are_answered_4xx_and_logged_without_tracebacks(events_stack):
+    running, _, url = events_stack
+    (gateway,) = [p for p in running.processes if p.name == "gateway"]
+    logged = len(gateway.lines)
+    created = {"eventName": "s3:ObjectCreated:Put"}
+    for body in [{"Records": [{**created, "s3": "raw/auto/a.txt"}]},
+                 {"Records": [{**created, "s3": {"bucket": {"name": "raw"}, "object": {"key": 12}}}]},
+                 {"Records": ["a string"]}, [1, 2], "text"]:
+        status, answer = post(url, body)
+        assert status == 400 and answer["error"], (body, status)
+    assert post(url, b"[" * 100000 + b"]" * 100000)[0] == 400  # nested past the parser's recursion
+    head = f"POST /events/minio HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+    assert raw_request(url, (head + "Content-Length: -5\r\n\r\n").encode()) == 400
+    assert raw_request(url, (head + "Content-Length: lots\r\n\r\n").encode()) == 400
+    assert raw_request(url, (head + "Transfer-Encoding: chunked\r\n\r\n").encode()) == 411
+    assert raw_request(url, (head + f"Content-Length: {64 << 20}\r\n\r\n").encode()) == 413
+    # the token before the body: a wrong one is answered at once, though the declared body never comes
+    wrong = "POST /events/minio HTTP/1.1\r\nAuthorization: Bearer wrong\r\nContent-Length: 1000\r\n\r\n"
+    assert raw_request(url, wrong.encode(), read_timeout=10) == 401
+    for _ in range(20):  # half-open connections: a partial head, then the caller goes
+        parsed = urllib.parse.urlsplit(url)
+        with socket.create_connection((parsed.hostname, parsed.port), timeout=10) as conn:
+            conn.sendall(b"POST /events/minio HTTP/1.1\r\nContent-")
+    assert post(url, event("auto/x.txt", "e"), token=None)[0] == 401  # still answering
+    lines = gateway.lines[logged:]
+    assert not [line for line in lines if "Traceback" in line or '"level": "error"' in line], lines[-5:]
+
+
+def test_an_event_without_an_etag_is_the_same_enqueue_as_one_with_it(events_stack, tmp_path):
+    _, endpoints, url = events_stack
+    client = GatewayClient(endpoints.gateway)
+    key = "auto/noetag/spectrum-5.txt"
+    upload(client, tmp_path, key, 5)
+    s3 = Minio(endpoints.s3, LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY, secure=False)
+    etag = s3.stat_object("raw", key).etag.strip('"')
+    bare = event(key, "")
+    del bare["Records"][0]["s3"]["object"]["eTag"]
+    status, body = post(url, bare)
+    assert status == 200 and len(body["jobs"]) == 1
+    assert post(url, event(key, etag)) == (200, {"objects": 1, "jobs": []})  # the same object version
+    assert post(url, bare) == (200, {"objects": 1, "jobs": []})
     client.close()
 
 

@@ -1,6 +1,8 @@
 """The job store interface, run against both backends for real: SQLite (WAL) in a file and
 PostgreSQL on loopback (FOR UPDATE SKIP LOCKED): concurrent claims never overlap, an expired lease is
-taken over, cancel, retry, pages, and a restart finds everything where it was."""
+taken over as a suspect and counted as a crash, poison after too many, outages give the attempt back,
+claims by analysis, cancel, retry, pages, a restart finds everything where it was, and a database
+made before the newer columns gets them."""
 
 from __future__ import annotations
 
@@ -9,8 +11,8 @@ import time
 
 import pytest
 
-from nanolens_gateway.automation.pgstore import PostgresJobStore, open_store
-from nanolens_gateway.jobs.store import JobStore
+from nanolens_gateway.jobs.postgres import PostgresJobStore
+from nanolens_gateway.jobs.store import JobStore, open_store
 
 
 def objects(n: int) -> list[tuple[str, str, str]]:
@@ -56,9 +58,10 @@ def test_an_expired_lease_is_taken_over_and_the_old_owner_cannot_finish(store_lo
     store = open_store(store_location)
     job = store.create(1, {}, objects(1))
     (mine,) = store.claim("dead", 5, lease_seconds=10, now=1000.0)
-    assert store.claim("other", 5, lease_seconds=10, now=1005.0) == []  # still leased
-    (theirs,) = store.claim("other", 5, lease_seconds=10, now=1011.0)
-    assert theirs.attempts == 2
+    assert store.claim("other", 5, lease_seconds=10, now=1005.0, suspects=True) == []  # still leased
+    assert store.claim("other", 5, lease_seconds=10, now=1011.0) == []  # a dead worker's item is a suspect
+    (theirs,) = store.claim("other", 5, lease_seconds=10, now=1011.0, suspects=True)
+    assert (theirs.attempts, theirs.crashes) == (2, 1)
     assert not store.done(mine, "dead", "results", "x")  # lost its lease
     assert store.done(theirs, "other", "results", "y")
     (item,) = store.get(job, items=True).items
@@ -107,3 +110,77 @@ def test_state_survives_a_new_store_on_the_same_database(store_location):
     again = open_store(store_location).get(job, items=True)  # the schema is created once, not twice
     assert (again.analysis, again.model_name, again.model_version, again.submitted_by) == (5, "m", "2", "lab")
     assert [i.state for i in again.items] == ["done", "pending", "pending"]
+
+
+def test_an_item_that_kills_its_worker_is_failed_as_poison_after_max_crashes(store_location):
+    store = open_store(store_location)
+    job = store.create(1, {}, objects(2))
+    now = 1000.0
+    (poison, innocent) = store.claim("w0", 2, lease_seconds=10, now=now)
+    assert poison.attempts == 1  # counted at the claim: a worker that dies has spent it
+    for crash in (1, 2):  # each worker dies holding it: the lease expires, the next worker takes it alone
+        now += 11
+        (suspect,) = store.claim(f"w{crash}", 1, lease_seconds=10, suspects=True, max_crashes=3, now=now)
+        assert (suspect.idx, suspect.crashes, suspect.attempts) == (poison.idx, crash, crash + 1)
+        if crash == 1:  # the other item crashed beside it once, then succeeds alone
+            (other,) = store.claim("w1b", 1, lease_seconds=10, suspects=True, max_crashes=3, now=now)
+            assert store.done(other, "w1b", "results", "r")
+    now += 11
+    assert store.claim("w3", 1, lease_seconds=10, suspects=True, max_crashes=3, now=now) == []
+    items = store.get(job, items=True).items
+    assert items[poison.idx].state == "failed" and items[poison.idx].error.startswith("poison:")
+    assert "3 times" in items[poison.idx].error and items[poison.idx].crashes == 3
+    assert items[innocent.idx].state == "done"
+    assert store.retry(job) == 1
+    (again,) = store.claim("w4", 1, lease_seconds=10, now=now)  # retried: no longer a suspect
+    assert (again.idx, again.attempts, again.crashes) == (poison.idx, 1, 0)
+
+
+def test_an_outage_gives_the_attempt_back_and_keeps_its_start(store_location):
+    store = open_store(store_location)
+    job = store.create(1, {}, objects(1))
+    (item,) = store.claim("w", 1, 60)
+    assert store.later(item, "w", "UNAVAILABLE: down", delay=0, outage=True)
+    (item,) = store.claim("w", 1, 60)
+    assert item.attempts == 1 and item.outage_since > 0
+    first = item.outage_since
+    assert store.later(item, "w", "UNAVAILABLE: still down", delay=0, outage=True)
+    (item,) = store.claim("w", 1, 60)
+    assert item.attempts == 1 and item.outage_since == first  # the outage's start, not the last failure
+    assert store.later(item, "w", "INTERNAL: broken input", delay=0)  # the input's own failure: spent
+    (item,) = store.claim("w", 1, 60)
+    assert item.attempts == 2 and item.outage_since == 0
+    assert store.later(item, "w", "UNAVAILABLE: down", delay=3600, outage=True)
+    assert store.claim("w", 1, 60) == []
+    assert store.resume([2]) == 0 and store.resume([1]) == 1  # its service is back: due now
+    (item,) = store.claim("w", 1, 60)
+    assert store.release("w") == 1  # a worker stopping hands its items back unspent
+    (item,) = store.claim("w", 1, 60)
+    assert item.attempts == 2 and item.crashes == 0
+    assert store.get(job).counts["running"] == 1
+
+
+def test_claims_take_only_the_analyses_asked_for(store_location):
+    store = open_store(store_location)
+    spectra = store.create(1, {}, objects(3))
+    tem = store.create(2, {}, objects(3))
+    got = store.claim("w", 10, 60, analyses=[2])
+    assert {i.job_id for i in got} == {tem} and len(got) == 3
+    assert store.claim("w", 10, 60, analyses=[]) == []
+    assert {i.job_id for i in store.claim("w", 10, 60, analyses=[1, 3])} == {spectra}
+
+
+def test_a_database_made_before_the_newer_columns_gets_them(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:  # the items table as the first release made it
+        db.execute("CREATE TABLE items (job_id TEXT NOT NULL, idx INTEGER NOT NULL, bucket TEXT NOT NULL, "
+                   "key TEXT NOT NULL, version_id TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL "
+                   "DEFAULT 0, not_before REAL NOT NULL DEFAULT 0, error TEXT NOT NULL DEFAULT '', result_bucket "
+                   "TEXT NOT NULL DEFAULT '', result_key TEXT NOT NULL DEFAULT '', lease_owner TEXT NOT NULL "
+                   "DEFAULT '', lease_expires REAL NOT NULL DEFAULT 0, PRIMARY KEY (job_id, idx))")
+    store = open_store(str(path))
+    store.create(1, {}, objects(1))
+    (item,) = store.claim("w", 1, 60)
+    assert (item.crashes, item.outage_since) == (0, 0)

@@ -94,11 +94,11 @@ def test_an_ended_job_gets_its_report_and_index(report_stack, tmp_path):
     client.stub.RetryJob(gateway_pb2.RetryJobRequest(job_id=job.job_id), timeout=30)
     assert wait_ended(client, job.job_id).done == 4
     deadline = time.monotonic() + 60
-    while True:
+    while True:  # the index is written before the page: wait for both
         rows = list(csv.DictReader(io.StringIO(fetch(s3, prefix + "index.csv").decode())))
-        if all(r["state"] == "done" for r in rows):
+        if all(r["state"] == "done" for r in rows) and "Errors (0)" in fetch(s3, prefix + "report.html").decode():
             break
         assert time.monotonic() < deadline, "the report was not written again after the retry"
         time.sleep(0.2)
-    assert len(rows) == 4 and "Errors (0)" in fetch(s3, prefix + "report.html").decode()
+    assert len(rows) == 4
     client.close()

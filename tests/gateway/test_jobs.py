@@ -1,6 +1,7 @@
-"""Durable jobs: the SQLite store's leases, and real processes on loopback: a prefix analysed as
-one job with a corrupt input failing alone, a gateway killed mid-job finishing after a restart
-with every input stored once, cancel and retry, the CLI."""
+"""Durable jobs, real processes on loopback (the store alone, on both backends, is
+tests/automation/test_pgstore.py): a prefix analysed as one job with a corrupt input failing alone,
+a gateway killed mid-job finishing after a restart with every input stored once, cancel and retry,
+the CLI."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 
@@ -21,69 +21,6 @@ from nanolens.common.v1 import common_pb2
 from nanolens.gateway.v1 import gateway_pb2
 from nanolens_cli.client import GatewayClient
 from nanolens_cli.stack import Stack
-from nanolens_gateway.jobs.store import JobStore
-
-# --- the store ----------------------------------------------------------------------------------
-
-
-def objects(n: int) -> list[tuple[str, str, str]]:
-    return [("raw", f"batch/{i}.txt", "") for i in range(n)]
-
-
-def test_two_workers_never_hold_the_same_item(tmp_path):
-    db = tmp_path / "jobs.sqlite"
-    job = JobStore(db).create(1, {}, objects(200))
-    claimed: dict[str, list] = {"a": [], "b": []}
-    start = threading.Barrier(2)
-
-    def work(owner: str) -> None:
-        store = JobStore(db)  # its own connection, as another process would have
-        start.wait()
-        while batch := store.claim(owner, 7, lease_seconds=60):
-            time.sleep(0.005)  # the work: long enough that both workers are in the race
-            claimed[owner] += [(i.job_id, i.idx) for i in batch]
-            for item in batch:
-                assert store.done(item, owner, "results", f"r/{item.idx}")
-
-    threads = [threading.Thread(target=work, args=(o,)) for o in claimed]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    both = claimed["a"] + claimed["b"]
-    assert len(both) == len(set(both)) == 200 and claimed["a"] and claimed["b"]
-    assert JobStore(db).get(job).state == "done"
-
-
-def test_an_expired_lease_is_taken_over_and_the_old_owner_cannot_finish(tmp_path):
-    store = JobStore(tmp_path / "jobs.sqlite")
-    job = store.create(1, {}, objects(1))
-    (mine,) = store.claim("dead", 5, lease_seconds=10, now=1000.0)
-    assert store.claim("other", 5, lease_seconds=10, now=1005.0) == []  # still leased
-    (theirs,) = store.claim("other", 5, lease_seconds=10, now=1011.0)
-    assert theirs.attempts == 2
-    assert not store.done(mine, "dead", "results", "x")  # lost its lease
-    assert store.done(theirs, "other", "results", "y")
-    (item,) = store.get(job, items=True).items
-    assert item.result_key == "y" and item.state == "done"
-
-
-def test_cancel_retry_and_pages(tmp_path):
-    store = JobStore(tmp_path / "jobs.sqlite")
-    first = store.create(1, {}, objects(3))
-    (a, b, _) = store.claim("w", 3, 60)
-    store.failed(a, "w", "INVALID_ARGUMENT: broken")
-    store.done(b, "w", "results", "k")
-    second = store.create(1, {}, objects(4))
-    assert store.cancel(second) == 4 and store.get(second).state == "cancelled"
-    assert store.retry(first) == 1 and store.get(first, items=True).items[0].state == "pending"
-    page = store.list(limit=1)
-    assert [r.id for r in page] == [second]
-    assert [r.id for r in store.list(limit=1, before=(page[0].created, page[0].id))] == [first]
-    assert [r.id for r in store.list(state="cancelled")] == [second]
-
-
-# --- real processes -----------------------------------------------------------------------------
 
 
 def handled(metrics_url: str, method: str) -> float:

@@ -23,21 +23,9 @@ import uuid
 from dataclasses import dataclass, field
 
 from nanolens.gateway.v1 import gateway_pb2
+from nanolens_runtime.errors import NotFound, Unavailable
 
 log = logging.getLogger("nanolens.events")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS event_inputs (
-  bucket TEXT NOT NULL,
-  key TEXT NOT NULL,
-  etag TEXT NOT NULL,
-  rule TEXT NOT NULL,
-  job_id TEXT NOT NULL,
-  created DOUBLE PRECISION NOT NULL,
-  PRIMARY KEY (bucket, key, etag, rule)
-)
-"""
-
 
 @dataclass(frozen=True)
 class Rule:
@@ -103,24 +91,38 @@ def parse_rules(text: str, source: str = "rules") -> list[Rule]:
     return rules
 
 
-def parse_minio_event(payload: dict) -> list[tuple[str, str, str, str]]:
+def _field(value, kind: type, where: str):
+    """``value`` if it is a ``kind`` (a JSON object, string, ...); else the event is malformed."""
+    if not isinstance(value, kind):
+        raise ValueError(f"{where} is not a JSON {'object' if kind is dict else kind.__name__}")
+    return value
+
+
+def parse_minio_event(payload) -> list[tuple[str, str, str, str]]:
     """The created objects an S3/MinIO event names: (bucket, key, etag, version_id) each.
 
-    Keys arrive URL-encoded (``lab%2Frun+1%2Fa.tif``); removals and other events are left out.
+    Keys arrive URL-encoded (``lab%2Frun+1%2Fa.tif``); removals and other events are left out. A
+    record of the wrong shape is a ValueError naming its field (the sender is answered 400, and stops
+    sending it), never a crash.
     """
     if not isinstance(payload, dict) or not isinstance(payload.get("Records"), list):
         raise ValueError('the event has no "Records" list')
     created = []
-    for record in payload["Records"]:
-        if not isinstance(record, dict) or not str(record.get("eventName", "")).startswith(
-                ("s3:ObjectCreated:", "ObjectCreated:")):
+    for i, record in enumerate(payload["Records"]):
+        where = f"Records[{i}]"
+        _field(record, dict, where)
+        if not str(record.get("eventName", "")).startswith(("s3:ObjectCreated:", "ObjectCreated:")):
             continue
-        s3 = record.get("s3") or {}
-        bucket = (s3.get("bucket") or {}).get("name", "")
-        obj = s3.get("object") or {}
-        key = urllib.parse.unquote_plus(obj.get("key", ""))
-        if bucket and key:
-            created.append((bucket, key, str(obj.get("eTag", "")).strip('"'), str(obj.get("versionId", "") or "")))
+        s3 = _field(record.get("s3"), dict, f"{where}.s3")
+        bucket = _field(_field(s3.get("bucket"), dict, f"{where}.s3.bucket").get("name"), str,
+                        f"{where}.s3.bucket.name")
+        obj = _field(s3.get("object"), dict, f"{where}.s3.object")
+        key = urllib.parse.unquote_plus(_field(obj.get("key"), str, f"{where}.s3.object.key"))
+        etag = _field(obj.get("eTag") or "", str, f"{where}.s3.object.eTag")
+        version_id = _field(obj.get("versionId") or "", str, f"{where}.s3.object.versionId")
+        if not bucket or not key:
+            raise ValueError(f"{where} names no bucket or no key")
+        created.append((bucket, key, etag.strip('"'), version_id))
     return created
 
 
@@ -132,8 +134,6 @@ class EventIntake:
         self.rules = rules
         self.wake = wake or (lambda: None)
         self.submitted_by = submitted_by
-        with store._tx() as db:
-            db.execute(_SCHEMA)
 
     def enqueue(self, bucket: str, key: str, etag: str, version_id: str = "") -> list[str]:
         """Jobs created for this object version (one per matching rule); [] when seen before."""
@@ -176,16 +176,23 @@ class EventIntake:
 
 # -- the HTTP endpoint ----------------------------------------------------------------------------
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
-            413: "Payload Too Large", 500: "Internal Server Error"}
+            408: "Request Timeout", 411: "Length Required", 413: "Payload Too Large",
+            431: "Request Header Fields Too Large", 500: "Internal Server Error", 503: "Service Unavailable"}
 MAX_BODY = 8 << 20
 
 
 class EventServer:
-    """A small HTTP/1.1 endpoint (one request per connection) for MinIO's webhook target."""
+    """A small HTTP/1.1 endpoint (one request per connection) for MinIO's webhook target.
 
-    def __init__(self, intake: EventIntake, token: str):
+    The token is checked before the body is read; every malformed request is answered 4xx (MinIO
+    re-delivers on 5xx, forever) and logged as one line without a traceback. An event without an
+    ETag gets the object's own from storage, so it is the same enqueue as its scan's.
+    """
+
+    def __init__(self, intake: EventIntake, token: str, objects=None):
         self.intake = intake
         self.token = token
+        self.objects = objects  # the ObjectStore, for the ETag an event left out
 
     def authorised(self, header: str) -> bool:
         if not self.token:
@@ -196,14 +203,29 @@ class EventServer:
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             status, body = await self._respond(reader)
+        except (asyncio.IncompleteReadError, ConnectionError):  # the caller left before its request ended
+            log.info("bucket event connection closed before a whole request")
+            writer.close()
+            return
+        except TimeoutError:
+            status, body = 408, {"error": "the request did not arrive within 30 s"}
+        except asyncio.LimitOverrunError:  # a head past the reader's limit (64 KiB)
+            status, body = 431, {"error": "the request's head is too large"}
+        except Unavailable as exc:  # storage or the job database away: MinIO delivers again later
+            log.warning("bucket event not taken now", extra={"error": str(exc)})
+            status, body = 503, {"error": str(exc)}
         except Exception:  # a bug must not stop the endpoint: MinIO retries on a non-2xx
             log.exception("bucket event failed")
             status, body = 500, {"error": "internal error"}
+        if 400 <= status < 500:
+            log.warning("bucket event refused", extra={"status": status, "error": body.get("error", "")})
         data = json.dumps(body).encode()
         writer.write(f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: application/json\r\n"
                      f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode() + data)
         try:
             await writer.drain()
+        except ConnectionError:
+            pass  # the caller did not wait for the answer
         finally:
             writer.close()
 
@@ -216,10 +238,6 @@ class EventServer:
             if ":" in line:
                 name, value = line.split(":", 1)
                 headers[name.strip().lower()] = value.strip()
-        length = int(headers.get("content-length") or 0)
-        if length > MAX_BODY:
-            return 413, {"error": f"the body is larger than {MAX_BODY} bytes"}
-        body = await asyncio.wait_for(reader.readexactly(length), 30) if length else b""
         path = target.split("?", 1)[0]
         if path == "/healthz":
             return 200, {"status": "ok"}
@@ -227,14 +245,31 @@ class EventServer:
             return 404, {"error": f"no endpoint {path}"}
         if method != "POST":
             return 405, {"error": "POST the event"}
-        if not self.authorised(headers.get("authorization", "")):
+        if not self.authorised(headers.get("authorization", "")):  # before a byte of the body is read
             return 401, {"error": "the Authorization token is missing or wrong"}
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            return 411, {"error": "send the event with a Content-Length"}
+        declared = headers.get("content-length", "0")
+        if not declared.isdigit():
+            return 400, {"error": f"Content-Length {declared!r} is not a length in bytes"}
+        length = int(declared)
+        if length > MAX_BODY:
+            return 413, {"error": f"the body is larger than {MAX_BODY} bytes"}
+        body = await asyncio.wait_for(reader.readexactly(length), 30) if length else b""
         try:
             created = parse_minio_event(json.loads(body or b"{}"))
         except (ValueError, UnicodeDecodeError) as exc:
             return 400, {"error": str(exc)}
+        except RecursionError:
+            return 400, {"error": "the event is nested too deeply"}
         jobs = []
         for bucket, key, etag, version_id in created:
+            if not etag and self.objects is not None:
+                try:
+                    info = await asyncio.to_thread(self.objects.stat, bucket, key, version_id)
+                except NotFound:
+                    continue  # removed since: nothing to analyse
+                etag = info.etag.strip('"')
             jobs += await asyncio.to_thread(self.intake.enqueue, bucket, key, etag, version_id)
         return 200, {"objects": len(created), "jobs": jobs}
 

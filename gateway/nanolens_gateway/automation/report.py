@@ -29,15 +29,6 @@ _RESERVED = {"job_id", "created", "analysis", "input", "options", "identity", "p
 _PICTURES = ("image/png", "image/jpeg", "image/gif", "image/svg+xml")
 PICTURE_BUDGET = 32 << 20  # bytes of pictures embedded in one report; past it pictures are listed by key
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS job_reports (
-  job_id TEXT PRIMARY KEY,
-  fingerprint TEXT NOT NULL,
-  written DOUBLE PRECISION NOT NULL
-)
-"""
-
-
 def report_prefix(job_id: str) -> str:
     return f"jobs/{job_id}/"
 
@@ -166,8 +157,6 @@ class ReportWriter:
         self.store = store
         self.objects = objects
         self.bucket = results_bucket
-        with store._tx() as db:
-            db.execute(_SCHEMA)
 
     @staticmethod
     def fingerprint(record) -> str:

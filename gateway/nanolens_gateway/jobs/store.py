@@ -1,9 +1,13 @@
-"""Durable job state in SQLite (WAL): jobs, their items, and leases on the items being run.
+"""Durable job state: jobs, their items, and leases on the items being run, in SQLite (WAL, here)
+or PostgreSQL (``nanolens_gateway.jobs.postgres``), both with the tables of ``jobs.schema`` and the
+SQL below.
 
-A worker claims pending items (or items whose lease expired: their worker died) in one
-``BEGIN IMMEDIATE`` transaction, so two workers never hold the same item; it renews its leases
-while it runs them (heartbeat) and records each outcome. Nothing here analyses anything: the
-worker (``nanolens_gateway.jobs.worker``) does.
+A worker claims pending items in one transaction (``BEGIN IMMEDIATE`` in SQLite; ``FOR UPDATE SKIP
+LOCKED`` in PostgreSQL), so two workers never hold the same item; it renews its leases while it runs
+them (heartbeat) and records each outcome. A claim counts an attempt, so a worker that dies has
+spent one; an item whose lease expired (its worker died) is a suspect, claimed apart from the others
+and failed as poison once it has taken its worker down too often. Nothing here analyses anything:
+the worker (``nanolens_gateway.jobs.worker``) does.
 """
 
 from __future__ import annotations
@@ -16,39 +20,9 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nanolens_gateway.jobs.schema import ADDED, TABLES
+
 STATES = ("pending", "running", "done", "failed", "cancelled")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-  id TEXT PRIMARY KEY,
-  created REAL NOT NULL,
-  analysis INTEGER NOT NULL,
-  options TEXT NOT NULL,
-  model_name TEXT NOT NULL,
-  model_version TEXT NOT NULL,
-  submitted_by TEXT NOT NULL,
-  cancelled INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS items (
-  job_id TEXT NOT NULL REFERENCES jobs(id),
-  idx INTEGER NOT NULL,
-  bucket TEXT NOT NULL,
-  key TEXT NOT NULL,
-  version_id TEXT NOT NULL,
-  state TEXT NOT NULL,
-  attempts INTEGER NOT NULL DEFAULT 0,
-  not_before REAL NOT NULL DEFAULT 0,
-  error TEXT NOT NULL DEFAULT '',
-  result_bucket TEXT NOT NULL DEFAULT '',
-  result_key TEXT NOT NULL DEFAULT '',
-  lease_owner TEXT NOT NULL DEFAULT '',
-  lease_expires REAL NOT NULL DEFAULT 0,
-  PRIMARY KEY (job_id, idx)
-);
-CREATE INDEX IF NOT EXISTS items_claimable ON items (state, not_before);
-CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created DESC, id);
-"""
-
 
 @dataclass(frozen=True)
 class Item:
@@ -62,6 +36,8 @@ class Item:
     error: str = ""
     result_bucket: str = ""
     result_key: str = ""
+    crashes: int = 0
+    outage_since: float = 0.0
 
 
 @dataclass
@@ -95,37 +71,59 @@ class JobRecord:
 
 
 class JobStore:
-    """SQLite job store; one connection per thread (the gateway calls it from worker threads)."""
+    """SQLite job store; one connection per thread (the gateway calls it from worker threads).
+    ``PostgresJobStore`` changes only how to connect, begin, lock claimed rows and list columns."""
+
+    _BEGIN = "BEGIN IMMEDIATE"  # takes the write lock now: two claims never read the same rows
+    _SKIP_LOCKED = ""
 
     def __init__(self, path: str | Path):
         self.path = str(path)
         self._local = threading.local()
-        self._db().executescript(_SCHEMA)  # its own transaction (executescript commits first)
+        with self._tx() as db:
+            self._lock_schema(db)
+            for sql in TABLES:
+                db.execute(sql)
+            for table, column, definition in ADDED:
+                if column not in self._columns(db, table):
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
-    def _db(self) -> sqlite3.Connection:
+    def _connect(self):
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, safe against corruption
+        db.execute("PRAGMA foreign_keys=ON")
+        db.row_factory = sqlite3.Row
+        return db
+
+    def _db(self):
         db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, safe against corruption
-            db.execute("PRAGMA foreign_keys=ON")
-            db.row_factory = sqlite3.Row
+        if db is None or getattr(db, "closed", False):
+            db = self._connect()
             self._local.db = db
         return db
 
-    class _Tx:
-        def __init__(self, db: sqlite3.Connection):
-            self.db = db
+    def _lock_schema(self, db) -> None:
+        """Nothing to do: the transaction holds SQLite's write lock."""
 
-        def __enter__(self) -> sqlite3.Connection:
-            self.db.execute("BEGIN IMMEDIATE")
+    @staticmethod
+    def _columns(db, table: str) -> set[str]:
+        return {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
+
+    class _Tx:
+        def __init__(self, db, begin: str):
+            self.db = db
+            self.begin = begin
+
+        def __enter__(self):
+            self.db.execute(self.begin)
             return self.db
 
         def __exit__(self, exc_type, exc, tb) -> None:
             self.db.execute("ROLLBACK" if exc_type else "COMMIT")
 
     def _tx(self) -> _Tx:
-        return self._Tx(self._db())
+        return self._Tx(self._db(), self._BEGIN)
 
     # -- jobs -----------------------------------------------------------------------------
     def create(self, analysis: int, options: dict[str, str], objects: list[tuple[str, str, str]],
@@ -178,36 +176,62 @@ class JobStore:
                               (job_id,)).rowcount
 
     def retry(self, job_id: str) -> int:
-        """Failed items of the job back to pending; returns how many."""
+        """Failed items of the job back to pending, with their attempts and crashes forgotten; returns how many."""
         with self._tx() as db:
             db.execute("UPDATE jobs SET cancelled = 0 WHERE id = ?", (job_id,))
-            return db.execute("UPDATE items SET state = 'pending', error = '', not_before = 0, attempts = 0 "
-                              "WHERE job_id = ? AND state = 'failed'", (job_id,)).rowcount
+            return db.execute("UPDATE items SET state = 'pending', error = '', not_before = 0, attempts = 0, "
+                              "crashes = 0, outage_since = 0 WHERE job_id = ? AND state = 'failed'",
+                              (job_id,)).rowcount
 
     # -- items ----------------------------------------------------------------------------
-    def claim(self, owner: str, limit: int, lease_seconds: float, now: float | None = None) -> list[Item]:
-        """Up to ``limit`` items for ``owner``: pending ones that are due, and running ones whose
-        lease expired (their worker died). The attempt count goes up by one each."""
+    def claim(self, owner: str, limit: int, lease_seconds: float, analyses: list[int] | None = None,
+              suspects: bool = False, max_crashes: int = 0, now: float | None = None) -> list[Item]:
+        """Up to ``limit`` due pending items for ``owner`` (of jobs with one of ``analyses``, if given),
+        each with one attempt more.
+
+        ``suspects``: instead, items whose lease expired (their worker died: one crash more) and pending
+        items that crashed before, to be run alone. With ``max_crashes``, an expired item that would
+        reach it is failed as poison instead of being claimed again.
+        """
         now = time.time() if now is None else now
+        if analyses is not None and not analyses:
+            return []
         with self._tx() as db:
-            rows = db.execute(
-                "SELECT job_id, idx FROM items WHERE (state = 'pending' AND not_before <= ?) "
-                "OR (state = 'running' AND lease_expires < ?) ORDER BY not_before, job_id, idx LIMIT ?",
-                (now, now, limit)).fetchall()
-            claimed = []
-            for row in rows:
-                db.execute("UPDATE items SET state = 'running', attempts = attempts + 1, lease_owner = ?, "
-                           "lease_expires = ? WHERE job_id = ? AND idx = ?",
-                           (owner, now + lease_seconds, row["job_id"], row["idx"]))
-                claimed.append(self._item(db.execute("SELECT * FROM items WHERE job_id = ? AND idx = ?",
-                                                     (row["job_id"], row["idx"])).fetchone()))
-            return claimed
+            if max_crashes > 0:
+                db.execute(
+                    "UPDATE items SET state = 'failed', crashes = crashes + 1, lease_owner = '', error = ? "
+                    "WHERE state = 'running' AND lease_expires < ? AND crashes + 1 >= ?",
+                    (f"poison: the gateway analysing it died {max_crashes} times (out of memory?); "
+                     "RetryJob tries it again", now, max_crashes))
+            if suspects:
+                where = "((state = 'running' AND lease_expires < ?) OR (state = 'pending' AND crashes > 0 " \
+                        "AND not_before <= ?))"
+                args: list = [now, now]
+            else:
+                where, args = "state = 'pending' AND crashes = 0 AND not_before <= ?", [now]
+            if analyses is not None:
+                where += f" AND job_id IN (SELECT id FROM jobs WHERE analysis IN ({', '.join('?' * len(analyses))}))"
+                args += list(analyses)
+            rows = db.execute(f"SELECT job_id, idx FROM items WHERE {where} "  # noqa: S608
+                              f"ORDER BY not_before, job_id, idx LIMIT ?{self._SKIP_LOCKED}",
+                              (*args, limit)).fetchall()
+            return [self._item(db.execute(
+                "UPDATE items SET state = 'running', attempts = attempts + 1, "
+                "crashes = crashes + CASE WHEN state = 'running' THEN 1 ELSE 0 END, lease_owner = ?, "
+                "lease_expires = ? WHERE job_id = ? AND idx = ? RETURNING *",
+                (owner, now + lease_seconds, row["job_id"], row["idx"])).fetchone()) for row in rows]
 
     def heartbeat(self, owner: str, lease_seconds: float) -> int:
         """Renew every lease ``owner`` holds; returns how many."""
         with self._tx() as db:
             return db.execute("UPDATE items SET lease_expires = ? WHERE lease_owner = ? AND state = 'running'",
                               (time.time() + lease_seconds, owner)).rowcount
+
+    def release(self, owner: str) -> int:
+        """Every item ``owner`` holds back to pending, its attempt not spent (the worker is stopping)."""
+        with self._tx() as db:
+            return db.execute("UPDATE items SET state = 'pending', attempts = attempts - 1, lease_owner = '', "
+                              "lease_expires = 0 WHERE lease_owner = ? AND state = 'running'", (owner,)).rowcount
 
     def _finish(self, item: Item, owner: str, sets: str, args: tuple) -> bool:
         with self._tx() as db:
@@ -226,16 +250,32 @@ class JobStore:
     def cancelled(self, item: Item, owner: str) -> bool:
         return self._finish(item, owner, "state = 'cancelled', error = ?", ("the job was cancelled",))
 
-    def later(self, item: Item, owner: str, error: str, delay: float) -> bool:
-        """Back to pending, due after ``delay`` s (a service down, storage unreachable)."""
-        return self._finish(item, owner, "state = 'pending', error = ?, not_before = ?", (error, time.time() + delay))
+    def later(self, item: Item, owner: str, error: str, delay: float, outage: bool = False) -> bool:
+        """Back to pending, due after ``delay`` s. ``outage``: a service or storage was away, which is
+        not the input's fault: the attempt is given back and the outage's start kept (``outage_since``)."""
+        now = time.time()
+        if outage:
+            return self._finish(item, owner, "state = 'pending', error = ?, not_before = ?, attempts = attempts - 1, "
+                                "outage_since = CASE WHEN outage_since = 0 THEN ? ELSE outage_since END",
+                                (error, now + delay, now))
+        return self._finish(item, owner, "state = 'pending', error = ?, not_before = ?, outage_since = 0",
+                            (error, now + delay))
+
+    def resume(self, analyses: list[int]) -> int:
+        """Items of ``analyses`` paused by an outage due now (their service is back); returns how many."""
+        if not analyses:
+            return 0
+        with self._tx() as db:
+            return db.execute("UPDATE items SET not_before = 0 WHERE state = 'pending' AND outage_since > 0 AND "
+                              f"job_id IN (SELECT id FROM jobs WHERE analysis IN ({', '.join('?' * len(analyses))}))",
+                              tuple(analyses)).rowcount
 
     def is_cancelled(self, job_id: str) -> bool:
         row = self._db().execute("SELECT cancelled FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return bool(row and row["cancelled"])
 
     # -- rows -----------------------------------------------------------------------------
-    def _record(self, row: sqlite3.Row) -> JobRecord:
+    def _record(self, row) -> JobRecord:
         counts = {s: 0 for s in STATES}
         for state, n in self._db().execute("SELECT state, COUNT(*) FROM items WHERE job_id = ? GROUP BY state",
                                            (row["id"],)):
@@ -244,6 +284,16 @@ class JobStore:
                          row["model_version"], row["submitted_by"], counts)
 
     @staticmethod
-    def _item(row: sqlite3.Row) -> Item:
+    def _item(row) -> Item:
         return Item(row["job_id"], row["idx"], row["bucket"], row["key"], row["version_id"], row["state"],
-                    row["attempts"], row["error"], row["result_bucket"], row["result_key"])
+                    row["attempts"], row["error"], row["result_bucket"], row["result_key"], row["crashes"],
+                    row["outage_since"])
+
+
+def open_store(location: str) -> JobStore:
+    """The job store at ``location``: a ``postgresql://`` (or ``postgres://``) URL, else a SQLite file."""
+    if location.startswith(("postgresql://", "postgres://")):
+        from nanolens_gateway.jobs.postgres import PostgresJobStore  # only then is the driver needed
+
+        return PostgresJobStore(location)
+    return JobStore(location)

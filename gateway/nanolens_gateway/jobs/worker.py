@@ -7,6 +7,15 @@ clients, the object store, the result identity and its lock, so an item costs wh
 database's work through the leases (a replica that dies leaves its leases to expire, and another
 takes the items over). Exactly once: a retried item has the same result identity, so an item whose
 result was stored before a crash is found in storage instead of being computed again.
+
+What an item's failure costs depends on whose fault it is. A service or storage that is away
+(UNAVAILABLE, DEADLINE_EXCEEDED) pauses the item, backing off up to ``backoff_max_seconds``, for as
+long as ``outage_seconds``, without spending its attempts (and as soon as the domain service's health
+check answers again, paused items of its domain are due at once); its own failures spend one attempt each
+(``max_attempts``), and a refusal (INVALID_ARGUMENT, ...) fails it at once. An item is claimed only
+when its domain has a free slot, so a crash strands no item that was merely waiting; an item whose
+worker died runs alone afterwards, so that the next death is its own, and after ``max_crashes``
+deaths it is failed as poison.
 """
 
 from __future__ import annotations
@@ -15,8 +24,9 @@ import asyncio
 import logging
 import os
 import socket
+import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 
 import grpc
@@ -32,26 +42,39 @@ log = logging.getLogger("nanolens.jobs")
 PERMANENT = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION,
              grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.PERMISSION_DENIED,
              grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.UNIMPLEMENTED}
+# Codes of a service or storage that is away or hangs: not the input's fault.
+OUTAGE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 
 
 class JobRunner:
-    """``analyze(request) -> AnalyzeResponse`` is the gateway's analysis; ``domain_of(kind)`` names
-    the domain service an analysis kind runs on, for the per-service concurrency limit."""
+    """``analyze(request) -> AnalyzeResponse`` is the gateway's analysis; ``domains`` maps each analysis
+    kind to the domain service it runs on, for the per-service concurrency limit; ``healthy(domain)``
+    says whether that service answers its health check now."""
 
     def __init__(self, store: JobStore, analyze: Callable[[gateway_pb2.AnalyzeRequest], Awaitable],
-                 domain_of: Callable[[int], str], services: int = 1, per_service: int = 2, lease_seconds: float = 30.0,
-                 poll_seconds: float = 0.5, max_attempts: int = 5):
+                 domains: dict[int, str], per_service: int = 2, lease_seconds: float = 30.0,
+                 poll_seconds: float = 0.5, max_attempts: int = 5, max_crashes: int = 3,
+                 outage_seconds: float = 3600.0, backoff_max_seconds: float = 60.0,
+                 healthy: Callable[[str], Awaitable[bool]] | None = None):
         self.store = store
         self.analyze = analyze
-        self.domain_of = domain_of
+        self.domains = domains
+        self.healthy = healthy
+        self.watching: dict[str, asyncio.Task] = {}  # domains whose return is awaited
+        self.kinds: defaultdict[str, list[int]] = defaultdict(list)
+        for kind, domain in sorted(domains.items()):
+            self.kinds[domain].append(kind)
         self.per_service = per_service
-        self.capacity = per_service * max(1, services)
         self.lease_seconds = lease_seconds
         self.poll_seconds = poll_seconds
         self.max_attempts = max_attempts
+        self.max_crashes = max_crashes
+        self.outage_seconds = outage_seconds
+        self.backoff_max_seconds = backoff_max_seconds
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.running: dict[tuple[str, int], asyncio.Task] = {}
-        self.slots: defaultdict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(per_service))
+        self.busy: Counter[str] = Counter()  # items running per domain
+        self.alone: tuple[str, int] | None = None  # a suspect item running with nothing beside it
         self.wake = asyncio.Event()
 
     async def run(self) -> None:
@@ -59,17 +82,10 @@ class JobRunner:
         beat = asyncio.get_running_loop().create_task(self._heartbeat())
         try:
             while True:
-                free = self.capacity - len(self.running)
-                if free > 0:
-                    try:
-                        items = await asyncio.to_thread(self.store.claim, self.owner, free, self.lease_seconds)
-                    except Exception:  # a locked or unreachable database: try again at the next poll
-                        log.exception("claiming job items failed")
-                        items = []
-                    for item in items:
-                        task = asyncio.get_running_loop().create_task(self._run_item(item))
-                        self.running[(item.job_id, item.idx)] = task
-                        task.add_done_callback(lambda _, k=(item.job_id, item.idx): self._ended(k))
+                try:
+                    await self._claim()
+                except Exception:  # a locked or unreachable database: try again at the next poll
+                    log.exception("claiming job items failed")
                 self.wake.clear()
                 try:
                     await asyncio.wait_for(self.wake.wait(), self.poll_seconds)
@@ -77,11 +93,42 @@ class JobRunner:
                     pass
         finally:
             beat.cancel()
-            for task in list(self.running.values()):
+            for task in [*self.running.values(), *self.watching.values()]:
                 task.cancel()
+            try:  # stopping is not the items' fault: hand them back now instead of at lease expiry
+                self.store.release(self.owner)
+            except Exception:
+                log.exception("handing back job items failed")
 
-    def _ended(self, key: tuple[str, int]) -> None:
+    async def _claim(self) -> None:
+        if self.alone is not None:
+            return
+        if not self.running:  # idle: an item whose worker died before gets the gateway to itself
+            suspects = await asyncio.to_thread(self.store.claim, self.owner, 1, self.lease_seconds,
+                                               suspects=True, max_crashes=self.max_crashes)
+            if suspects:
+                self.alone = (suspects[0].job_id, suspects[0].idx)
+                self._start(suspects[0], "")
+                return
+        for domain, kinds in self.kinds.items():
+            free = self.per_service - self.busy[domain]
+            if free > 0:
+                for item in await asyncio.to_thread(self.store.claim, self.owner, free, self.lease_seconds,
+                                                    analyses=kinds):
+                    self._start(item, domain)
+
+    def _start(self, item: Item, domain: str) -> None:
+        key = (item.job_id, item.idx)
+        self.busy[domain] += 1
+        task = asyncio.get_running_loop().create_task(self._run_item(item))
+        self.running[key] = task
+        task.add_done_callback(lambda _: self._ended(key, domain))
+
+    def _ended(self, key: tuple[str, int], domain: str) -> None:
         self.running.pop(key, None)
+        self.busy[domain] -= 1
+        if self.alone == key:
+            self.alone = None
         self.wake.set()
 
     async def _heartbeat(self) -> None:
@@ -97,8 +144,30 @@ class JobRunner:
         if job is None or await asyncio.to_thread(self.store.is_cancelled, item.job_id):
             await asyncio.to_thread(self.store.cancelled, item, self.owner)
             return
-        async with self.slots[self.domain_of(job.analysis)]:  # at most per_service calls to one service
-            await self._analyse(item, job)
+        await self._analyse(item, job)
+
+    def _watch(self, domain: str) -> None:
+        if self.healthy is not None and domain and domain not in self.watching:
+            self.watching[domain] = asyncio.get_running_loop().create_task(self._await_return(domain))
+
+    async def _await_return(self, domain: str, every: float = 1.0) -> None:
+        """Poll the service's health while it is away; once back, its paused items are due now
+        (not at the end of a backoff up to a minute). A service that answers at once was not the
+        one away (storage was): the backoff stands."""
+        try:
+            if await self.healthy(domain):
+                return
+            while True:
+                await asyncio.sleep(every)
+                if await self.healthy(domain):
+                    break
+            resumed = await asyncio.to_thread(self.store.resume, self.kinds[domain])
+            log.info("service back: paused job items resumed", extra={"service": domain, "items": resumed})
+            self.wake.set()
+        except Exception:  # the job database unreachable: the items' backoff stands
+            log.exception("resuming paused job items failed", extra={"service": domain})
+        finally:
+            self.watching.pop(domain, None)
 
     async def _analyse(self, item: Item, job) -> None:
         request = gateway_pb2.AnalyzeRequest(
@@ -107,25 +176,34 @@ class JobRunner:
         try:
             response = await self.analyze(request)
         except NanoLensError as exc:
-            await self._failure(item, exc.code, exc.message)
+            await self._failure(item, exc.code, exc.message, job.analysis)
         except grpc.aio.AioRpcError as exc:
-            await self._failure(item, exc.code(), exc.details() or "")
+            await self._failure(item, exc.code(), exc.details() or "", job.analysis)
         except asyncio.CancelledError:
-            raise  # the gateway is stopping: the lease expires and another worker takes the item
-        except Exception as exc:  # a bug or storage gone: retried, then failed with its name
+            raise  # the gateway is stopping: run() hands the item back
+        except Exception as exc:  # a bug: retried as the input's failure, then failed with its name
             log.exception("job item failed", extra={"job_id": item.job_id, "key": item.key})
-            await self._failure(item, grpc.StatusCode.UNAVAILABLE, f"{type(exc).__name__}: {exc}")
+            await self._failure(item, grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}", job.analysis)
         else:
             await asyncio.to_thread(self.store.done, item, self.owner, response.result.bucket, response.result.key)
             log.info("job item done", extra={"job_id": item.job_id, "key": item.key, "cached": response.cached})
 
-    async def _failure(self, item: Item, code: grpc.StatusCode, message: str) -> None:
+    async def _failure(self, item: Item, code: grpc.StatusCode, message: str, analysis: int) -> None:
         error = f"{code.name}: {message}"
-        if code in PERMANENT or item.attempts >= self.max_attempts:
-            await asyncio.to_thread(self.store.failed, item, self.owner, error)
-            log.warning("job item failed", extra={"job_id": item.job_id, "key": item.key, "error": error})
-        else:  # a service down or restarting, storage unreachable: back off and try again
-            delay = min(30.0, 0.5 * 2 ** item.attempts)
+        extra = {"job_id": item.job_id, "key": item.key, "error": error}
+        if code in OUTAGE:
+            away = time.time() - item.outage_since if item.outage_since else 0.0
+            if away < self.outage_seconds:  # waited for, backing off as the outage lasts, attempt given back
+                delay = min(self.backoff_max_seconds, max(1.0, away))
+                await asyncio.to_thread(self.store.later, item, self.owner, error, delay, outage=True)
+                log.info("job item paused: a service or storage is away", extra={**extra, "delay_seconds": delay})
+                self._watch(self.domains.get(analysis, ""))
+                return
+            error += f" (away {away:.0f} s, longer than the {self.outage_seconds:g} s an item waits out an outage)"
+        elif code not in PERMANENT and item.attempts < self.max_attempts:
+            delay = min(self.backoff_max_seconds, 0.5 * 2 ** item.attempts)
             await asyncio.to_thread(self.store.later, item, self.owner, error, delay)
-            log.info("job item retried later", extra={"job_id": item.job_id, "key": item.key, "error": error,
-                                                       "delay_seconds": delay})
+            log.info("job item retried later", extra={**extra, "delay_seconds": delay})
+            return
+        await asyncio.to_thread(self.store.failed, item, self.owner, error)
+        log.warning("job item failed", extra=extra)
