@@ -119,10 +119,14 @@ def train_bundle_report(dataset: LabelledDataset, out_dir: str | Path, name: str
     params = train or TrainParams()
     validate_dataset(dataset, folds)
     x, y, n_dropped = prepare_features(dataset, pre)
-    report = cross_validate(x, y, folds=folds, seed=seed, params=params, class_names=dataset.class_names)
-    ood = calibrate(report.out_of_fold_ood, f"out-of-fold spectra of the {folds}-fold cross-validation of the "
-                    f"training data ({dataset.source}), each scored by the fold model that did not train on it")
     model = fit(x, y, dataset.class_names, params, seed=seed)
+    # The fold models keep the full model's PCA size: T^2 and Q of held-out spectra then calibrate
+    # the served model's own statistics (with the 95 % rule a fold keeps fewer components).
+    report = cross_validate(x, y, folds=folds, seed=seed, params=params, class_names=dataset.class_names,
+                            n_components=model.n_components)
+    ood = calibrate(report.out_of_fold_ood, f"out-of-fold spectra of the {folds}-fold cross-validation of the "
+                    f"training data ({dataset.source}), each scored by the fold model (with the served "
+                    f"model's {model.n_components} PCA components) that did not train on it")
     model.set_ood_calibration(ood["t2_limit"], ood["q_limit"], ood["threshold"])
     onnx_bytes = export_onnx(model, sample=x[:64])
     manifest = build_manifest(

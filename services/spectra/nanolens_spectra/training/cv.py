@@ -89,14 +89,18 @@ def logistic_baseline() -> Any:
 def cross_validate(spectra: np.ndarray, labels: np.ndarray, folds: int = 10, seed: int = 0,
                    params: TrainParams | None = None,
                    class_names: tuple[str, ...] | list[str] | None = None,
-                   groups: np.ndarray | None = None) -> CVReport:
+                   groups: np.ndarray | None = None, n_components: int | None = None) -> CVReport:
     """Stratified ``folds``-fold CV of ``fit`` (PCA refitted on every training fold) and of the
     logistic baseline on the same folds. ``spectra`` are preprocessed model inputs (N, C),
     ``labels`` integer class indices (N,). Folds are shuffled with ``seed``.
 
     ``groups`` (N,), if given, keeps all spectra of a group (e.g. the same molecule or the same
     cell) in one fold (StratifiedGroupKFold), so that the score is not inflated by near-copies
-    of a test spectrum in the training fold."""
+    of a test spectrum in the training fold.
+
+    ``n_components``, if given, fixes the fold models' PCA size (instead of ``params.variance``):
+    the bundle passes the full model's, so that the out-of-fold T^2 and Q are on the scale of the
+    served model (``out_of_fold_ood``: both grow or shrink with the number of components)."""
     x = np.ascontiguousarray(spectra, dtype=np.float32)
     y = np.asarray(labels, dtype=np.int64)
     k = int(y.max()) + 1 if class_names is None else len(class_names)
@@ -121,7 +125,7 @@ def cross_validate(spectra: np.ndarray, labels: np.ndarray, folds: int = 10, see
     xn = normalise(x)
     oof = np.zeros((y.size, 2))
     for fold, (train, test) in enumerate(splits):
-        model = fit(x[train], y[train], names, params, seed=seed + fold)
+        model = fit(x[train], y[train], names, params, seed=seed + fold, n_components=n_components)
         pred = predict_proba(model, x[test]).argmax(axis=1)
         oof[test] = ood_statistics(model, x[test])
         acc.append(float(np.mean(pred == y[test])))

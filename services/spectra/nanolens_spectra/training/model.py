@@ -86,8 +86,9 @@ def n_components_for(explained: np.ndarray, variance: float) -> int:
     return int(min(max(k, 1), explained.size))
 
 
-def fit_pca(spectra: np.ndarray, variance: float = 0.95) -> PCAFit:
-    """PCA of the L2-normalised ``spectra`` by SVD (float64), keeping ``variance`` of it.
+def fit_pca(spectra: np.ndarray, variance: float = 0.95, n_components: int | None = None) -> PCAFit:
+    """PCA of the L2-normalised ``spectra`` by SVD (float64), keeping ``variance`` of it, or
+    exactly ``n_components`` components if given (at most N - 1: the centred spectra span no more).
 
     Component signs are fixed (largest loading positive) so the result does not depend on the
     LAPACK build's sign choice.
@@ -102,7 +103,12 @@ def fit_pca(spectra: np.ndarray, variance: float = 0.95) -> PCAFit:
     if total <= 0:
         raise ValueError("all training spectra are identical after normalisation")
     explained = var / total
-    k = n_components_for(explained, variance)
+    if n_components is None:
+        k = n_components_for(explained, variance)
+    elif n_components < 1:
+        raise ValueError(f"n_components must be >= 1, got {n_components}")
+    else:
+        k = min(n_components, x.shape[0] - 1, explained.size)
     comps = vt[:k]
     signs = np.sign(comps[np.arange(k), np.argmax(np.abs(comps), axis=1)])
     comps = comps * signs[:, None]
@@ -201,17 +207,18 @@ def _check_training_data(spectra: np.ndarray, labels: np.ndarray, n_classes: int
 
 
 def fit(spectra: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...] | list[str],
-        params: TrainParams | None = None, seed: int = 0) -> SpectraClassifier:
+        params: TrainParams | None = None, seed: int = 0, n_components: int | None = None) -> SpectraClassifier:
     """Train the classifier on preprocessed ``spectra`` (N, C) with integer ``labels`` (N,).
 
     The PCA is fitted on these spectra only (so, inside cross-validation, on the training fold
-    only); the MLP is trained with Adam on the cross-entropy in mini-batches. Deterministic in
-    ``seed``: initialisation and shuffling draw from a private torch generator state.
+    only), keeping ``params.variance`` or, if given, ``n_components`` components; the MLP is
+    trained with Adam on the cross-entropy in mini-batches. Deterministic in ``seed``:
+    initialisation and shuffling draw from a private torch generator state.
     """
     params = params or TrainParams()
     names = tuple(class_names)
     x, y = _check_training_data(spectra, labels, len(names))
-    pca = fit_pca(x, params.variance)
+    pca = fit_pca(x, params.variance, n_components)
     with single_threaded(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = SpectraClassifier(pca, params.hidden, names)
