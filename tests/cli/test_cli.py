@@ -26,7 +26,7 @@ def nanolens(stack, *args, check=True) -> subprocess.CompletedProcess:
     result = subprocess.run([sys.executable, "-m", "nanolens_cli.main", *args], env=env, capture_output=True,
                             text=True, timeout=300)
     if check:
-        assert result.returncode == 0, result.stderr
+        assert result.returncode == 0, result.stderr + result.stdout[-2000:]
     return result
 
 
@@ -37,10 +37,20 @@ def test_analyze_spectra_json_and_out(stack, tmp_path):
     out = tmp_path / "out"
     result = json.loads(nanolens(stack, "analyze", "spectra", str(path), "--json", "--out", str(out)).stdout)
     assert result["n_spectra"] == 6
-    assert {p.name for p in out.iterdir()} == {"result.json", "probabilities.npy", "spectra.png"}
+    assert {p.name for p in out.iterdir()} == {"result.json", "probabilities.npy", "ood_score.npy", "spectra.png"}
     assert json.loads((out / "result.json").read_text())["identity"] == result["identity"]
     text = nanolens(stack, "analyze", "spectra", str(path)).stdout
-    assert "swcnt-endosome" in text and "#5" in text
+    assert "swcnt-endosome" in text and "#5" in text and "warning" not in text
+
+
+def test_a_spectrum_unlike_the_training_data_exits_3_with_the_reason(stack, tmp_path):
+    axis = np.linspace(100, 3000, 1024)
+    polystyrene = 800 / (1 + ((axis - 1001) / 4) ** 2) + 400 / (1 + ((axis - 1602) / 5) ** 2) + 200
+    path = tmp_path / "polystyrene.txt"
+    np.savetxt(path, np.column_stack([axis, polystyrene]), fmt="%.3f")
+    shown = nanolens(stack, "analyze", "spectra", str(path), check=False)
+    assert shown.returncode == 3, shown.stderr  # stored all the same; the class is a guess
+    assert "OUT OF DOMAIN" in shown.stdout and "warning: do not trust this result: 1 of 1 spectra" in shown.stdout
 
 
 def test_analyze_map_is_detected_from_the_array(stack, tmp_path):

@@ -115,7 +115,9 @@ def test_matrix_csv_is_classified_with_artefacts(gateway, samples):
     predicted = [result["class_names"].index(row["class"]) for row in result["spectra"]]
     assert np.mean(np.array(predicted) == batch.labels) >= 0.6  # 9 spectra; chance is 1/3
     names = {a.name: a for a in response.artifacts}
-    assert set(names) == {"probabilities.npy", "spectra.png"}
+    assert set(names) == {"probabilities.npy", "ood_score.npy", "spectra.png"}
+    assert result["quality"]["trustworthy"] and result["quality"]["n_out_of_domain"] == 0  # 9 like the training
+    assert not any(row["out_of_domain"] for row in result["spectra"])
     png = b"".join(r.chunk for r in gateway.Download(gateway_pb2.DownloadRequest(object=names["spectra.png"].ref)))
     assert png.startswith(b"\x89PNG") and len(png) == names["spectra.png"].size_bytes
     probs = np.load(io.BytesIO(b"".join(
@@ -172,7 +174,8 @@ def test_map_is_streamed_in_blocks_and_matches_direct_classification(stack, gate
         metric_sum(before, "grpc_server_msg_received_total", grpc_method="ClassifyMap")
     assert received >= 1 + 4  # header + a 4 MiB map in 1 MiB blocks
     artefacts = {a.name: a for a in response.artifacts}
-    assert set(artefacts) == {"class_map.npy", "probabilities.npy", "class_map.png", "probability_maps.png"}
+    assert set(artefacts) == {"class_map.npy", "probabilities.npy", "ood_score.npy", "class_map.png",
+                              "probability_maps.png"}
     fetch = lambda name: b"".join(r.chunk for r in gateway.Download(  # noqa: E731
         gateway_pb2.DownloadRequest(object=artefacts[name].ref)))
     class_map, probs = np.load(io.BytesIO(fetch("class_map.npy"))), np.load(io.BytesIO(fetch("probabilities.npy")))
@@ -182,6 +185,62 @@ def test_map_is_streamed_in_blocks_and_matches_direct_classification(stack, gate
     np.testing.assert_allclose(probs.reshape(-1, 3)[:50], arrays.from_proto(direct.probabilities), atol=1e-5)
     result = json.loads(response.result_json)
     assert abs(sum(result["class_fractions"].values()) - 1) < 1e-4
+    # Synthetic like the training data: a few noisy pixels out of domain (measured 1.5 %), not a warning.
+    assert result["quality"]["trustworthy"] and result["quality"]["out_of_domain_fraction"] < 0.05
+
+
+def polystyrene(axis: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """n noisy Raman spectra of polystyrene (ring modes 620, 1001, 1031, 1583, 1602 cm^-1): a material
+    the SWCNT endosome classifier never saw."""
+    lorentz = lambda centre, width: 1 / (1 + ((axis - centre) / width) ** 2)  # noqa: E731
+    peaks = lorentz(1001, 4) + 0.3 * lorentz(1031, 4) + 0.5 * lorentz(1602, 5) + 0.2 * lorentz(1583, 5) + \
+        0.4 * lorentz(620, 5)
+    rng = np.random.default_rng(seed)
+    return (800 * peaks + 200 + rng.normal(0, 5, (n, axis.size))).astype(np.float32)
+
+
+def test_a_spectrum_unlike_the_training_data_is_flagged_and_the_rest_are_not(gateway, samples):
+    from nanolens_gateway.adapters.spectra import summarise
+
+    batch = samples[0]
+    spectra = np.vstack([batch.spectra, polystyrene(batch.axis, 1, seed=5)])
+    ref = upload(gateway, npy(spectra), "with-polystyrene.npy")
+    response = analyze(gateway, ref, options={"array_key": "spectra"})
+    result = json.loads(response.result_json)
+    flagged = [row["index"] for row in result["spectra"] if row["out_of_domain"]]
+    assert flagged == [9] and result["spectra"][9]["ood_score"] > 1
+    assert all(row["ood_score"] < 1 for row in result["spectra"][:9])
+    quality = result["quality"]
+    assert not quality["trustworthy"] and quality["n_out_of_domain"] == 1
+    assert len(quality["warnings"]) == 1
+    assert "1 of 10 spectra" in quality["warnings"][0] and "#9" in quality["warnings"][0]
+    assert "OUT OF DOMAIN" in summarise(result)[9] and "OUT OF DOMAIN" not in summarise(result)[0]
+    ood = np.load(io.BytesIO(b"".join(r.chunk for r in gateway.Download(gateway_pb2.DownloadRequest(
+        object=next(a.ref for a in response.artifacts if a.name == "ood_score.npy"))))))
+    assert ood.shape == (10,) and (ood > 1).tolist() == [False] * 9 + [True]
+
+
+def test_a_map_region_unlike_the_training_data_is_black_in_the_picture_and_warned(gateway, samples):
+    from PIL import Image
+
+    cube = samples[1].copy()
+    axis = samples[0].axis
+    cube[:, :12] = polystyrene(axis, 32 * 12, seed=6).reshape(32, 12, -1)  # the left 12 columns
+    response = analyze(gateway, upload(gateway, npy(cube), "half-polystyrene.npy"), MAP)
+    result = json.loads(response.result_json)
+    quality = result["quality"]
+    assert not quality["trustworthy"] and 12 / 32 <= quality["out_of_domain_fraction"] < 12 / 32 + 0.05
+    assert "of the pixels are unlike the model's training data" in quality["warnings"][0]
+    artefacts = {a.name: a.ref for a in response.artifacts}
+    fetch = lambda name: b"".join(r.chunk for r in gateway.Download(  # noqa: E731
+        gateway_pb2.DownloadRequest(object=artefacts[name])))
+    ood = np.load(io.BytesIO(fetch("ood_score.npy")))
+    assert ood.shape == (32, 32) and (ood[:, :12] > 1).all()
+    picture = np.asarray(Image.open(io.BytesIO(fetch("class_map.png"))).convert("RGB"))
+    scale = picture.shape[0] // 32
+    black = (picture[::scale, ::scale] == 0).all(axis=2)
+    assert result["out_of_domain_colour"] == "#000000"
+    assert (black == (ood > 1)).all()  # black exactly where out of domain
 
 
 def test_upload_never_replaces_stored_data(gateway, raw_store):

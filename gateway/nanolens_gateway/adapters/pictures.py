@@ -12,6 +12,10 @@ PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 1
            (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
 
 
+#: Pixels and spectra unlike the model's training data: their class is a guess, drawn in black.
+OUT_OF_DOMAIN_COLOUR = (0, 0, 0)
+
+
 def class_colours(n: int) -> list[str]:
     return ["#{:02x}{:02x}{:02x}".format(*PALETTE[i % len(PALETTE)]) for i in range(n)]
 
@@ -28,11 +32,16 @@ def _upscale(image: Image.Image, min_side: int = 256) -> Image.Image:
     return image.resize((image.width * factor, image.height * factor), Image.NEAREST) if factor > 1 else image
 
 
-def class_map_png(class_map: np.ndarray, n_classes: int) -> bytes:
-    """H x W class indices as a palette PNG (colours as in ``class_colours``)."""
-    image = Image.fromarray(class_map.astype(np.uint8), mode="P")
-    flat = [c for i in range(max(n_classes, 1)) for c in PALETTE[i % len(PALETTE)]]
-    image.putpalette(flat)
+def class_map_png(class_map: np.ndarray, n_classes: int, out_of_domain: np.ndarray | None = None) -> bytes:
+    """H x W class indices as a palette PNG (colours as in ``class_colours``); pixels where the
+    H x W boolean ``out_of_domain`` is set are drawn in ``OUT_OF_DOMAIN_COLOUR``."""
+    indices = class_map.astype(np.uint8)
+    colours = [PALETTE[i % len(PALETTE)] for i in range(max(n_classes, 1))]
+    if out_of_domain is not None and out_of_domain.any():
+        indices = np.where(out_of_domain, len(colours), indices).astype(np.uint8)
+        colours.append(OUT_OF_DOMAIN_COLOUR)
+    image = Image.fromarray(indices, mode="P")
+    image.putpalette([c for colour in colours for c in colour])
     return png_bytes(_upscale(image))
 
 
@@ -46,8 +55,9 @@ def probability_maps_png(probabilities: np.ndarray, gap: int = 4) -> bytes:
 
 
 def spectra_png(spectra: np.ndarray, axis: np.ndarray | None, probabilities: np.ndarray,
-                class_names: list[str], max_rows: int = 6) -> bytes:
-    """Up to ``max_rows`` spectra, each beside a bar chart of its class probabilities."""
+                class_names: list[str], ood_scores: np.ndarray | None = None, max_rows: int = 6) -> bytes:
+    """Up to ``max_rows`` spectra, each beside a bar chart of its class probabilities; a spectrum
+    whose out-of-domain score is above 1 is drawn in black and labelled so (its class is a guess)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -60,7 +70,12 @@ def spectra_png(spectra: np.ndarray, axis: np.ndarray | None, probabilities: np.
                              gridspec_kw={"width_ratios": [3, 1]})
     for i in range(rows):
         best = int(probabilities[i].argmax())
-        axes[i, 0].plot(x, spectra[i], lw=0.8, color=colours[best])
+        outside = ood_scores is not None and ood_scores[i] > 1
+        colour = "#{:02x}{:02x}{:02x}".format(*OUT_OF_DOMAIN_COLOUR) if outside else colours[best]
+        axes[i, 0].plot(x, spectra[i], lw=0.8, color=colour)
+        if outside:
+            axes[i, 0].set_title(f"out of domain (score {ood_scores[i]:.1f}): the class is a guess",
+                                 fontsize=8, loc="left")
         axes[i, 0].set_ylabel(f"#{i}", rotation=0, labelpad=14)
         axes[i, 0].set_yticks([])
         axes[i, 1].barh(range(len(class_names)), probabilities[i], color=colours)

@@ -18,7 +18,7 @@ from nanolens_gateway.adapters import pictures
 from nanolens_gateway.context import AnalysisContext, Outcome
 from nanolens_gateway.domains import Analysis, Domain, Option
 from nanolens_gateway.results import Artefact
-from nanolens_gateway.schema import array, integer, mapping, number, record, string
+from nanolens_gateway.schema import array, boolean, integer, mapping, nullable, number, record, string
 from nanolens_gateway.upstream import ServiceClient, translate
 from nanolens_runtime import arrays
 from nanolens_runtime.errors import InvalidArgument
@@ -31,16 +31,38 @@ def selector(ctx: AnalysisContext) -> spectra_pb2.ModelSelector:
     return spectra_pb2.ModelSelector(name=ctx.model.name, version=ctx.model.version)
 
 
+#: A map is untrusted when more of its pixels than this are out of domain: a few noisy pixels are
+#: expected (the score flags about 1 % of spectra like the training data), a region is not.
+MAP_OUT_OF_DOMAIN_WARNING = 0.05
+
 _CLASS_NAMES = array(string("class"), "the model's classes, in its output order")
+_OOD = ("the model's out-of-domain score (Hotelling T^2 and Q residual in its PCA, calibrated on held-out "
+        "training spectra; about 1 % of spectra like the training data score above 1)")
+
+
+def _quality(doc: str, **fields) -> dict:
+    return record(f"whether to trust the classes: {doc}", trustworthy=boolean("false when any warning was raised"),
+                  **fields, warnings=array(string("one reason"),
+                                           "why not to trust the result; empty when it can be trusted"))
+
+
 SPECTRA_RESULT = {
     "n_spectra": integer("spectra classified"),
     "class_names": _CLASS_NAMES,
     "class_counts": mapping(integer("spectra"), "spectra predicted in each class"),
     "spectra": array(record("one spectrum (the first NANOLENS_MAX_LISTED)", index=integer("row in the input"),
                             **{"class": string("predicted class (highest probability)")},
-                            probabilities=mapping(number("0..1"), "probability of each class")),
+                            probabilities=mapping(number("0..1"), "probability of each class"),
+                            ood_score=nullable(number(f"{_OOD}; null: the model has none")),
+                            out_of_domain=boolean("ood_score above 1: unlike the training data, the class is a "
+                                                  "guess")),
                      "per-spectrum predictions"),
     "listed": integer("how many spectra are listed in `spectra`"),
+    "quality": _quality(
+        "a classifier names a class for any spectrum, ones unlike its training data included",
+        n_out_of_domain=nullable(integer("spectra with an out-of-domain score above 1 (warning when any); null: "
+                                         "the model has no score")),
+        max_ood_score=nullable(number(f"the highest {_OOD}"))),
 }
 MAP_RESULT = {
     "shape": array(integer("size"), "[height, width, channels] of the map"),
@@ -49,7 +71,49 @@ MAP_RESULT = {
     "class_fractions": mapping(number("0..1"), "fraction of the pixels predicted in each class"),
     "class_colours": mapping(string("#rrggbb"), "the colour of each class in class_map.png"),
     "mean_max_probability": number("mean over pixels of the highest class probability (0..1)"),
+    "out_of_domain_colour": string("#rrggbb: pixels unlike the training data in class_map.png"),
+    "quality": _quality(
+        "a classifier names a class for any pixel, ones unlike its training data included",
+        out_of_domain_fraction=nullable(number(
+            f"fraction of the pixels with an out-of-domain score above 1 (warning above "
+            f"{MAP_OUT_OF_DOMAIN_WARNING}); null: the model has no score"))),
 }
+
+
+def _ood_array(scores, n: int) -> np.ndarray | None:
+    """A response's ood_score as float32, None when the model sends none."""
+    if len(scores) == 0:
+        return None
+    if len(scores) != n:
+        raise RuntimeError(f"the spectra service sent {len(scores)} out-of-domain scores for {n} spectra")
+    return np.asarray(scores, dtype=np.float32)
+
+
+def spectra_quality(ood: np.ndarray | None) -> dict:
+    """The quality block of a list of spectra: untrusted when any is out of domain."""
+    if ood is None:
+        return {"trustworthy": True, "n_out_of_domain": None, "max_ood_score": None, "warnings": []}
+    outside = np.flatnonzero(ood > 1)
+    warnings = []
+    if len(outside):
+        shown = ", ".join(f"#{i}" for i in outside[:10]) + (", ..." if len(outside) > 10 else "")
+        warnings.append(f"{len(outside)} of {len(ood)} spectra are unlike the model's training data "
+                        f"(out-of-domain score above 1, highest {float(ood.max()):.1f}): {shown}; "
+                        "their classes are guesses")
+    return {"trustworthy": not warnings, "n_out_of_domain": int(len(outside)),
+            "max_ood_score": round(float(ood.max()), 4), "warnings": warnings}
+
+
+def map_quality(ood: np.ndarray | None) -> dict:
+    """The quality block of a map: untrusted when more than MAP_OUT_OF_DOMAIN_WARNING of it is out of domain."""
+    if ood is None:
+        return {"trustworthy": True, "out_of_domain_fraction": None, "warnings": []}
+    fraction = float((ood > 1).mean())
+    warnings = []
+    if fraction > MAP_OUT_OF_DOMAIN_WARNING:
+        warnings.append(f"{100 * fraction:.1f} % of the pixels are unlike the model's training data (out-of-domain "
+                        f"score above 1; black in class_map.png): their classes are guesses")
+    return {"trustworthy": not warnings, "out_of_domain_fraction": round(fraction, 6), "warnings": warnings}
 
 
 async def _fetch_whole(ctx: AnalysisContext) -> SpectraData:
@@ -69,7 +133,7 @@ async def classify_spectra(ctx: AnalysisContext, client: ServiceClient) -> Outco
     spectra = spectra.astype(np.float32, copy=False)
     axis = arrays.to_proto(decoded.axis) if decoded.axis is not None else common_pb2.NDArray()
     rows = max(1, ctx.block_bytes // (spectra.shape[1] * 4))
-    parts = []
+    parts, ood_parts = [], []
     for start in range(0, len(spectra), rows):
         request = spectra_pb2.ClassifySpectraRequest(
             spectra=arrays.to_proto(spectra[start:start + rows]), axis=axis, model=selector(ctx))
@@ -79,9 +143,11 @@ async def classify_spectra(ctx: AnalysisContext, client: ServiceClient) -> Outco
             raise translate(exc, "spectra") from exc
         ctx.absorb(response.provenance)
         parts.append(arrays.from_proto(response.probabilities, "probabilities"))
+        ood_parts.append(_ood_array(response.ood_score, len(parts[-1])))
         class_names = list(response.class_names)
     with ctx.timer.stage("postprocess"):
         probabilities = np.concatenate(parts)
+        ood = None if any(part is None for part in ood_parts) else np.concatenate(ood_parts)
         predicted = probabilities.argmax(axis=1)
         summary = {
             "n_spectra": int(len(spectra)),
@@ -89,16 +155,21 @@ async def classify_spectra(ctx: AnalysisContext, client: ServiceClient) -> Outco
             "class_counts": {name: int((predicted == i).sum()) for i, name in enumerate(class_names)},
             "spectra": [
                 {"index": i, "class": class_names[predicted[i]],
-                 "probabilities": {n: round(float(p), 6) for n, p in zip(class_names, probabilities[i], strict=True)}}
+                 "probabilities": {n: round(float(p), 6) for n, p in zip(class_names, probabilities[i], strict=True)},
+                 "ood_score": None if ood is None else round(float(ood[i]), 4),
+                 "out_of_domain": bool(ood is not None and ood[i] > 1)}
                 for i in range(min(len(spectra), ctx.max_listed))
             ],
             "listed": min(len(spectra), ctx.max_listed),
+            "quality": spectra_quality(ood),
         }
         artefacts = [
             Artefact("probabilities.npy", pictures.npy_bytes(probabilities), "application/x-npy"),
-            Artefact("spectra.png", pictures.spectra_png(spectra, decoded.axis, probabilities, class_names),
+            Artefact("spectra.png", pictures.spectra_png(spectra, decoded.axis, probabilities, class_names, ood),
                      "image/png"),
         ]
+        if ood is not None:
+            artefacts.append(Artefact("ood_score.npy", pictures.npy_bytes(ood), "application/x-npy"))
     return Outcome(summary, artefacts)
 
 
@@ -185,7 +256,8 @@ class _MapSource:
 async def classify_map(ctx: AnalysisContext, client: ServiceClient) -> Outcome:
     source = await _MapSource.open(ctx)
     height, width, _ = source.shape
-    probabilities = class_names = None
+    probabilities = class_names = ood = None
+    scored = True  # every block came with out-of-domain scores
     call = client.stub.ClassifyMap(source.requests(), timeout=ctx.remaining())
     try:
         async for response in call:
@@ -196,11 +268,17 @@ async def classify_map(ctx: AnalysisContext, client: ServiceClient) -> Outcome:
             if probabilities is None:
                 class_names = list(response.class_names)
                 probabilities = np.empty((source.pixels, block.shape[1]), dtype=np.float32)
+                ood = np.empty(source.pixels, dtype=np.float32)
             probabilities[response.offset:response.offset + len(block)] = block
+            scores = _ood_array(response.ood_score, len(block))
+            scored = scored and scores is not None
+            if scored:
+                ood[response.offset:response.offset + len(block)] = scores
     except grpc.aio.AioRpcError as exc:
         raise translate(exc, "spectra") from exc
     with ctx.timer.stage("postprocess"):
         prob_maps = probabilities.reshape(height, width, -1)
+        ood_map = ood.reshape(height, width) if scored else None
         class_map = prob_maps.argmax(axis=2).astype(np.uint8)
         counts = np.bincount(class_map.ravel(), minlength=len(class_names))
         summary = {
@@ -211,13 +289,18 @@ async def classify_map(ctx: AnalysisContext, client: ServiceClient) -> Outcome:
                                 for n, c in zip(class_names, counts, strict=True)},
             "class_colours": dict(zip(class_names, pictures.class_colours(len(class_names)), strict=True)),
             "mean_max_probability": round(float(prob_maps.max(axis=2).mean()), 6),
+            "out_of_domain_colour": "#{:02x}{:02x}{:02x}".format(*pictures.OUT_OF_DOMAIN_COLOUR),
+            "quality": map_quality(ood_map),
         }
+        outside = None if ood_map is None else ood_map > 1
         artefacts = [
             Artefact("class_map.npy", pictures.npy_bytes(class_map), "application/x-npy"),
             Artefact("probabilities.npy", pictures.npy_bytes(prob_maps), "application/x-npy"),
-            Artefact("class_map.png", pictures.class_map_png(class_map, len(class_names)), "image/png"),
+            Artefact("class_map.png", pictures.class_map_png(class_map, len(class_names), outside), "image/png"),
             Artefact("probability_maps.png", pictures.probability_maps_png(prob_maps), "image/png"),
         ]
+        if ood_map is not None:
+            artefacts.append(Artefact("ood_score.npy", pictures.npy_bytes(ood_map), "application/x-npy"))
     return Outcome(summary, artefacts)
 
 
@@ -247,11 +330,15 @@ def summarise(result: dict) -> list[str]:
     if "class_fractions" in result:
         lines = [f"map {result['shape'][0]} x {result['shape'][1]} x {result['shape'][2]}"]
         lines += [f"  {name:<20} {100 * fraction:6.2f} %" for name, fraction in result["class_fractions"].items()]
+        fraction = result.get("quality", {}).get("out_of_domain_fraction")
+        if fraction is not None:
+            lines.append(f"  {'(out of domain)':<20} {100 * fraction:6.2f} %")
         return lines
     lines = []
     for row in result["spectra"]:
         probs = "  ".join(f"{n} {p:.3f}" for n, p in row["probabilities"].items())
-        lines.append(f"  #{row['index']:<4} {row['class']:<20} {probs}")
+        flag = f"  OUT OF DOMAIN (score {row['ood_score']:.1f})" if row.get("out_of_domain") else ""
+        lines.append(f"  #{row['index']:<4} {row['class']:<20} {probs}{flag}")
     if result["listed"] < result["n_spectra"]:
         lines.append(f"  ... {result['n_spectra'] - result['listed']} more in probabilities.npy")
     return lines
@@ -261,11 +348,13 @@ DOMAIN = Domain(
     name="spectra", title="Raman spectra and spectral maps", module="nanolens_spectra",
     stub=spectra_pb2_grpc.SpectraServiceStub, list_models_request=spectra_pb2.ListModelsRequest(),
     analyses=(Analysis(gateway_pb2.ANALYSIS_KIND_SPECTRA, "spectra", classify_spectra, OPTIONS,
-                       result=SPECTRA_RESULT, doc="class of each spectrum; artefacts: probabilities.npy (N x "
-                       "classes), spectra.png"),
+                       result=SPECTRA_RESULT, doc="class of each spectrum and how unlike the training data it is; "
+                       "artefacts: probabilities.npy (N x classes), ood_score.npy (N), spectra.png"),
               Analysis(gateway_pb2.ANALYSIS_KIND_SPECTRAL_MAP, "spectral_map", classify_map, OPTIONS,
-                       result=MAP_RESULT, doc="class of each pixel of a spectral map; artefacts: class_map.npy "
-                       "(H x W), probabilities.npy (H x W x classes), class_map.png, probability_maps.png")),
+                       result=MAP_RESULT, doc="class of each pixel of a spectral map and how unlike the training "
+                       "data it is; artefacts: class_map.npy (H x W), probabilities.npy (H x W x classes), "
+                       "ood_score.npy (H x W), class_map.png (out-of-domain pixels black), "
+                       "probability_maps.png")),
     summarise=summarise, default_addr="127.0.0.1:50051", choose=choose,
     file_help="spectra (two-column text/CSV, CSV matrix, .npy/.npz N x C) or a spectral map (H x W x C .npy/.npz)",
     cli_flags=(("--map", {"action": "store_true",

@@ -34,6 +34,8 @@ TASK = "spectra-classification"
 DEFAULT_MODEL = DEFAULT_BUNDLE_NAME
 SPECTRA = DomainService(SERVICE, (TASK,), DEFAULT_MODEL, Path(__file__).resolve().parent, libraries=("numpy",))
 SHIPPED_BUNDLES = SPECTRA.bundles
+#: The graph output of bundles calibrated for out-of-domain inputs (score above 1: unlike the training data).
+OOD_OUTPUT = "ood_score"
 FULL_NAME = spectra_pb2.DESCRIPTOR.services_by_name["SpectraService"].full_name
 
 
@@ -95,22 +97,29 @@ class SpectraPipeline(Pipeline):
         except ValueError as exc:
             raise InvalidArgument(str(exc), field="spectra") from exc
 
-    def predict(self, features: np.ndarray, model: OnnxModel, run_options=None) -> np.ndarray:
-        outputs = model.run({"spectra": features}, run_options)
-        # Bundles built since the out-of-domain calibration also output "ood_score" (not served yet).
-        return outputs[model.output_names.index("probabilities")] if len(outputs) > 1 else outputs[0]
+    def predict(self, features: np.ndarray, model: OnnxModel, run_options=None) -> tuple[np.ndarray, np.ndarray]:
+        """Class probabilities (N x K) and out-of-domain scores (N; NaN for a model without them)."""
+        outputs = dict(zip(model.output_names, model.run({"spectra": features}, run_options), strict=True))
+        probabilities = outputs.get("probabilities", next(iter(outputs.values())))
+        ood = outputs.get(OOD_OUTPUT)
+        if ood is None:
+            ood = np.full(len(probabilities), np.nan, dtype=np.float32)
+        return probabilities, ood.astype(np.float32, copy=False)
 
-    def _run_sync(self, model: OnnxModel, spectra: np.ndarray, axis: np.ndarray) -> tuple[np.ndarray, float, float]:
+    def _run_sync(self, model: OnnxModel, spectra: np.ndarray,
+                  axis: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
         """Preprocess and predict in the calling (pool) thread, for a dynamic batch; returns
-        probabilities and the two stage times."""
+        probabilities, out-of-domain scores and the two stage times."""
         start = time.perf_counter()
         features = self.preprocess((spectra, axis), model)
         mid = time.perf_counter()
-        return self.predict(features, model), mid - start, time.perf_counter() - mid
+        probabilities, ood = self.predict(features, model)
+        return probabilities, ood, mid - start, time.perf_counter() - mid
 
     async def run_block(self, model: OnnxModel, spectra: np.ndarray, axis: np.ndarray, timer: metrics.StageTimer,
-                        deadline_s: float | None = None) -> np.ndarray:
-        """One already-large block (a map chunk): no batching, the deadline stops the model run."""
+                        deadline_s: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One already-large block (a map chunk): no batching, the deadline stops the model run.
+        Returns probabilities and out-of-domain scores."""
         return await self.run((spectra, axis), model, timer, deadline_s)
 
     def batcher(self, model: OnnxModel, axis: np.ndarray) -> DynamicBatcher:
@@ -123,9 +132,9 @@ class SpectraPipeline(Pipeline):
             return self._batchers[key]
 
         async def run_batch(items: np.ndarray) -> list[np.ndarray]:
-            probabilities, pre, inf = await self.pool.call(self._run_sync, model, items, axis)
+            probabilities, ood, pre, inf = await self.pool.call(self._run_sync, model, items, axis)
             # Every request of the batch reports the batch's stage times.
-            return [probabilities, np.tile(np.array([pre, inf]), (len(items), 1))]
+            return [probabilities, ood, np.tile(np.array([pre, inf]), (len(items), 1))]
 
         self._batchers[key] = DynamicBatcher(
             run_batch, self.settings.max_batch_size, self.settings.max_batch_delay_ms / 1000.0, model.key,
@@ -135,15 +144,21 @@ class SpectraPipeline(Pipeline):
         return self._batchers[key]
 
     async def classify(self, model: OnnxModel, spectra: np.ndarray, axis: np.ndarray,
-                       timer: metrics.StageTimer) -> np.ndarray:
-        probabilities, timings = await self.batcher(model, axis).submit(spectra)
+                       timer: metrics.StageTimer) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities and out-of-domain scores, the spectra batched with concurrent requests'."""
+        probabilities, ood, timings = await self.batcher(model, axis).submit(spectra)
         timer.add("preprocess", float(timings[0, 0]))
         timer.add("inference", float(timings[0, 1]))
-        return probabilities
+        return probabilities, ood
 
 
 def provenance(model: OnnxModel, timer: metrics.StageTimer) -> common_pb2.Provenance:
     return SPECTRA.provenance(model, timer)
+
+
+def _scores(ood: np.ndarray) -> list[float]:
+    """The wire's ood_score: empty for a model without the output (its scores are NaN)."""
+    return [] if np.isnan(ood).all() else ood.tolist()
 
 
 def _axis(message: common_pb2.NDArray) -> np.ndarray | None:
@@ -171,12 +186,13 @@ class SpectraServicer(DomainServicer, spectra_pb2_grpc.SpectraServiceServicer):
         with timer.stage("decode"):
             spectra, axis = self.pipeline.validate(model, arrays.from_proto(request.spectra, "spectra"),
                                                    _axis(request.axis))
-        probabilities = await self.pipeline.classify(model, spectra, axis, timer)
+        probabilities, ood = await self.pipeline.classify(model, spectra, axis, timer)
         with timer.stage("postprocess"):
             response = spectra_pb2.ClassifySpectraResponse(
                 probabilities=arrays.to_proto(probabilities),
                 predicted_class=probabilities.argmax(axis=1).tolist(),
                 class_names=model.bundle.class_names,
+                ood_score=_scores(ood),
             )
         response.provenance.CopyFrom(provenance(model, timer))
         return response
@@ -231,8 +247,10 @@ class SpectraServicer(DomainServicer, spectra_pb2_grpc.SpectraServiceServicer):
                     raise InvalidArgument(f"blocks hold more than the H*W={total} pixels of the header",
                                           field="block")
                 block, block_axis = self.pipeline.validate(model, block, axis, field="block")
-            probabilities = await self.pipeline.run_block(model, block, block_axis, timer, context.time_remaining())
-            response = spectra_pb2.ClassifyMapResponse(offset=offset, probabilities=arrays.to_proto(probabilities))
+            probabilities, ood = await self.pipeline.run_block(model, block, block_axis, timer,
+                                                               context.time_remaining())
+            response = spectra_pb2.ClassifyMapResponse(offset=offset, probabilities=arrays.to_proto(probabilities),
+                                                       ood_score=_scores(ood))
             if offset == 0:
                 response.class_names.extend(model.bundle.class_names)
             offset += block.shape[0]

@@ -14,9 +14,9 @@ that a score above 1 is out of domain and about 1 % of spectra like the training
 
 The held-out spectra are the cross-validation's out-of-fold spectra: each is scored by the fold
 model that did not train on it (``CVReport.out_of_fold_ood``), so calibrating costs no extra
-training and uses no data the model was not already evaluated on. The percentile reported with
-each score is read from ``N_QUANTILES`` quantiles of the calibration scores
-(``nanolens_spectra.science.ood.percentile``).
+training and uses no data the model was not already evaluated on. The manifest keeps
+``N_QUANTILES`` quantiles of the calibration scores, so that a served score can be read as a
+percentile of spectra like the training data.
 """
 
 from __future__ import annotations

@@ -26,16 +26,18 @@ class ClassifySpectraRequest(_message.Message):
     def __init__(self, spectra: _Optional[_Union[_common_pb2.NDArray, _Mapping]] = ..., axis: _Optional[_Union[_common_pb2.NDArray, _Mapping]] = ..., model: _Optional[_Union[ModelSelector, _Mapping]] = ...) -> None: ...
 
 class ClassifySpectraResponse(_message.Message):
-    __slots__ = ("probabilities", "predicted_class", "class_names", "provenance")
+    __slots__ = ("probabilities", "predicted_class", "class_names", "provenance", "ood_score")
     PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
     PREDICTED_CLASS_FIELD_NUMBER: _ClassVar[int]
     CLASS_NAMES_FIELD_NUMBER: _ClassVar[int]
     PROVENANCE_FIELD_NUMBER: _ClassVar[int]
+    OOD_SCORE_FIELD_NUMBER: _ClassVar[int]
     probabilities: _common_pb2.NDArray
     predicted_class: _containers.RepeatedScalarFieldContainer[int]
     class_names: _containers.RepeatedScalarFieldContainer[str]
     provenance: _common_pb2.Provenance
-    def __init__(self, probabilities: _Optional[_Union[_common_pb2.NDArray, _Mapping]] = ..., predicted_class: _Optional[_Iterable[int]] = ..., class_names: _Optional[_Iterable[str]] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ...) -> None: ...
+    ood_score: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, probabilities: _Optional[_Union[_common_pb2.NDArray, _Mapping]] = ..., predicted_class: _Optional[_Iterable[int]] = ..., class_names: _Optional[_Iterable[str]] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ..., ood_score: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class MapHeader(_message.Message):
     __slots__ = ("shape", "axis", "model")
@@ -56,16 +58,18 @@ class ClassifyMapRequest(_message.Message):
     def __init__(self, header: _Optional[_Union[MapHeader, _Mapping]] = ..., block: _Optional[_Union[_common_pb2.NDArray, _Mapping]] = ...) -> None: ...
 
 class ClassifyMapResponse(_message.Message):
-    __slots__ = ("offset", "probabilities", "class_names", "provenance")
+    __slots__ = ("offset", "probabilities", "class_names", "provenance", "ood_score")
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
     CLASS_NAMES_FIELD_NUMBER: _ClassVar[int]
     PROVENANCE_FIELD_NUMBER: _ClassVar[int]
+    OOD_SCORE_FIELD_NUMBER: _ClassVar[int]
     offset: int
     probabilities: _common_pb2.NDArray
     class_names: _containers.RepeatedScalarFieldContainer[str]
     provenance: _common_pb2.Provenance
-    def __init__(self, offset: _Optional[int] = ..., probabilities: _Optional[_Union[_common_pb2.NDArray, _Mapping]] = ..., class_names: _Optional[_Iterable[str]] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ...) -> None: ...
+    ood_score: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, offset: _Optional[int] = ..., probabilities: _Optional[_Union[_common_pb2.NDArray, _Mapping]] = ..., class_names: _Optional[_Iterable[str]] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ..., ood_score: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
