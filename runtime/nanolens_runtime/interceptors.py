@@ -1,13 +1,17 @@
-"""The server interceptor that turns errors into statuses and observes RPC metrics.
+"""The server interceptor that turns errors into statuses, observes RPC metrics and limits
+concurrent calls.
 
-One interceptor does both because both need the call's *final* status code: the
+One interceptor does all three because they need the call's *final* status code: the
 metrics are observed after the handler has finished (unlike interceptors that time
-only the handler's construction), for all four RPC types.
+only the handler's construction), for all four RPC types, refusals included (gRPC's own
+``maximum_concurrent_rpcs`` refuses in the core, where no metric sees it, and counts health
+checks too).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import time
@@ -17,7 +21,7 @@ import grpc
 from grpc_status import rpc_status
 
 from nanolens_runtime import metrics
-from nanolens_runtime.errors import GO_CODE_NAMES, INTERNAL_MESSAGE, NanoLensError, to_rpc_status
+from nanolens_runtime.errors import GO_CODE_NAMES, INTERNAL_MESSAGE, NanoLensError, ResourceExhausted, to_rpc_status
 
 log = logging.getLogger("nanolens.rpc")
 
@@ -73,6 +77,33 @@ class _Call:
         await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
 
 
+class ConcurrencyLimit:
+    """At most ``limit`` calls in flight (0: no limit). Health checks and reflection are never
+    refused: a probe must be answered when the server is busiest, or the orchestrator restarts a
+    server that is only busy."""
+
+    EXEMPT = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+    def __init__(self, limit: int = 0):
+        self.limit = limit
+        self.in_flight = 0  # touched only on the event loop
+
+    @contextlib.contextmanager
+    def slot(self, call: _Call):
+        if self.limit <= 0 or call.method.startswith(self.EXEMPT):
+            yield
+            return
+        if self.in_flight >= self.limit:
+            metrics.rpc_refused.labels(*call.labels).inc()
+            raise ResourceExhausted(f"the server has {self.limit} calls in flight (NANOLENS_MAX_CONCURRENT_RPCS): "
+                                    "try again shortly")
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+
+
 async def _counted(iterator: AsyncIterator, call: _Call) -> AsyncIterator:
     async for item in iterator:
         call.received()
@@ -88,13 +119,14 @@ def _begin(rpc_type: str, method: str, request_or_iterator, streaming_in: bool):
 
 
 def _wrap_awaitable(behavior: Callable[..., Awaitable], rpc_type: str, method: str, streaming_in: bool,
-                    counts_response: bool):
+                    counts_response: bool, limit: ConcurrencyLimit):
     """A handler that returns its response (unary response), or one that writes with
     ``context.write`` (e.g. the health Watch), whose messages are not counted."""
     async def handler(request_or_iterator, context):
         call, request_or_iterator = _begin(rpc_type, method, request_or_iterator, streaming_in)
         try:
-            response = await behavior(request_or_iterator, context)
+            with limit.slot(call):
+                response = await behavior(request_or_iterator, context)
             if counts_response:
                 call.sent()
             return response
@@ -106,16 +138,18 @@ def _wrap_awaitable(behavior: Callable[..., Awaitable], rpc_type: str, method: s
     return handler
 
 
-def _wrap_stream_response(behavior: Callable, rpc_type: str, method: str, streaming_in: bool):
+def _wrap_stream_response(behavior: Callable, rpc_type: str, method: str, streaming_in: bool,
+                          limit: ConcurrencyLimit):
     if not inspect.isasyncgenfunction(behavior):
-        return _wrap_awaitable(behavior, rpc_type, method, streaming_in, counts_response=False)
+        return _wrap_awaitable(behavior, rpc_type, method, streaming_in, False, limit)
 
     async def generator(request_or_iterator, context):
         call, request_or_iterator = _begin(rpc_type, method, request_or_iterator, streaming_in)
         try:
-            async for response in behavior(request_or_iterator, context):
-                call.sent()
-                yield response
+            with limit.slot(call):
+                async for response in behavior(request_or_iterator, context):
+                    call.sent()
+                    yield response
         except BaseException as exc:  # noqa: BLE001
             await call.fail(context, exc)
         finally:
@@ -125,6 +159,9 @@ def _wrap_stream_response(behavior: Callable, rpc_type: str, method: str, stream
 
 
 class MetricsAndErrors(grpc.aio.ServerInterceptor):
+    def __init__(self, max_concurrent_rpcs: int = 0):
+        self.limit = ConcurrencyLimit(max_concurrent_rpcs)
+
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
         if handler is None:
@@ -137,16 +174,16 @@ class MetricsAndErrors(grpc.aio.ServerInterceptor):
         )
         if rpc_type == "unary":
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_awaitable(handler.unary_unary, rpc_type, method, False, True), **kwargs
+                _wrap_awaitable(handler.unary_unary, rpc_type, method, False, True, self.limit), **kwargs
             )
         if rpc_type == "client_stream":
             return grpc.stream_unary_rpc_method_handler(
-                _wrap_awaitable(handler.stream_unary, rpc_type, method, True, True), **kwargs
+                _wrap_awaitable(handler.stream_unary, rpc_type, method, True, True, self.limit), **kwargs
             )
         if rpc_type == "server_stream":
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream_response(handler.unary_stream, rpc_type, method, False), **kwargs
+                _wrap_stream_response(handler.unary_stream, rpc_type, method, False, self.limit), **kwargs
             )
         return grpc.stream_stream_rpc_method_handler(
-            _wrap_stream_response(handler.stream_stream, rpc_type, method, True), **kwargs
+            _wrap_stream_response(handler.stream_stream, rpc_type, method, True, self.limit), **kwargs
         )

@@ -74,10 +74,10 @@ class GrpcApp:
         self.probe_port: int | None = None
         self.servicers = list(servicers)
         self.health = HealthServicer()
+        self.calls = MetricsAndErrors(settings.max_concurrent_rpcs)
         self.server = grpc.aio.server(
-            interceptors=[MetricsAndErrors(), ServerTracing(), *extra_interceptors],
+            interceptors=[self.calls, ServerTracing(), *extra_interceptors],
             options=server_options(settings),
-            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         )
         for servicer in self.servicers:
             servicer.add_to_server(servicer.impl, self.server)

@@ -77,7 +77,9 @@ class ServerSettings:
         "NANOLENS_DRAIN_DELAY_SECONDS", 2.0,
         "on SIGTERM, NOT_SERVING this long before new calls are refused (load balancers catch up)")
     grace_seconds: float = setting("NANOLENS_GRACE_SECONDS", 20.0, "then in-flight calls get this long to finish")
-    max_concurrent_rpcs: int = setting("NANOLENS_MAX_CONCURRENT_RPCS", 256, "RPCs beyond this get RESOURCE_EXHAUSTED")
+    max_concurrent_rpcs: int = setting("NANOLENS_MAX_CONCURRENT_RPCS", 256,
+                                      "RPCs in flight beyond this get RESOURCE_EXHAUSTED (counted in "
+                                      "nanolens_rpc_refused_total); health checks are never refused")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The shared server on a free port with a real channel: error mapping, metrics, health, drain."""
+"""The shared server on a free port with a real channel: error mapping, metrics, health, drain, the
+concurrency limit (health exempt, refusals counted)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from prometheus_client import REGISTRY
 from nanolens.spectra.v1 import spectra_pb2, spectra_pb2_grpc
 from nanolens_runtime.errors import InvalidArgument, NotFound
 from nanolens_runtime.server import Servicer, create_server
+from nanolens_runtime.settings import ServerSettings
 
 SERVICE = "nanolens.spectra.v1.SpectraService"
 
@@ -164,3 +166,33 @@ async def test_drain_finishes_in_flight_calls_and_refuses_new_ones(server):
     await drain
     with pytest.raises(grpc.aio.AioRpcError):
         await health.Check(health_pb2.HealthCheckRequest(), timeout=2)
+
+
+async def test_at_the_concurrency_limit_calls_are_refused_and_counted_and_health_still_answers():
+    impl = Scripted()
+    app, port = await create_server([Servicer(impl, spectra_pb2_grpc.add_SpectraServiceServicer_to_server, SERVICE)],
+                                    settings=ServerSettings(metrics_port=-1, max_concurrent_rpcs=2))
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    stub, health = spectra_pb2_grpc.SpectraServiceStub(channel), health_pb2_grpc.HealthStub(channel)
+    labels = {"grpc_type": "unary", "grpc_service": SERVICE, "grpc_method": "ClassifySpectra"}
+    refused = REGISTRY.get_sample_value("nanolens_rpc_refused_total", labels) or 0.0
+    exhausted = handled("ClassifySpectra", "ResourceExhausted")
+    try:
+        held = [asyncio.ensure_future(stub.ClassifySpectra(request("slow"))) for _ in range(2)]
+        assert await eventually(lambda: app.calls.limit.in_flight, 2) == 2  # both slots taken
+        for _ in range(5):  # health checks are never refused
+            answer = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert answer.status == health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.ClassifySpectra(request("ok"), timeout=5)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "NANOLENS_MAX_CONCURRENT_RPCS" in info.value.details()
+        assert REGISTRY.get_sample_value("nanolens_rpc_refused_total", labels) == refused + 1
+        assert await eventually(lambda: handled("ClassifySpectra", "ResourceExhausted"), exhausted + 1) == exhausted + 1
+        impl.release.set()
+        for call in held:
+            assert (await call).predicted_class == [1]
+        assert (await stub.ClassifySpectra(request("ok"), timeout=5)).predicted_class == [1]  # a slot again
+    finally:
+        await channel.close()
+        await app.server.stop(0)

@@ -23,6 +23,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from nanolens.gateway.v1 import gateway_pb2
+from nanolens_gateway.jobs.store import db_call
 from nanolens_runtime.errors import NotFound, Unavailable
 
 log = logging.getLogger("nanolens.events")
@@ -270,7 +271,7 @@ class EventServer:
                 except NotFound:
                     continue  # removed since: nothing to analyse
                 etag = info.etag.strip('"')
-            jobs += await asyncio.to_thread(self.intake.enqueue, bucket, key, etag, version_id)
+            jobs += await db_call(self.intake.enqueue, bucket, key, etag, version_id)
         return 200, {"objects": len(created), "jobs": jobs}
 
 

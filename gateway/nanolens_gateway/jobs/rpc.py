@@ -10,7 +10,7 @@ import time
 from nanolens.common.v1 import common_pb2
 from nanolens.gateway.v1 import gateway_pb2
 from nanolens_gateway.auth import caller
-from nanolens_gateway.jobs.store import STATES, JobRecord, JobStore
+from nanolens_gateway.jobs.store import STATES, JobRecord, JobStore, db_call
 from nanolens_runtime.errors import InvalidArgument, NotFound, ResourceExhausted
 
 
@@ -77,10 +77,10 @@ class JobRpcs:
         if len(objects) > self.max_items:
             raise ResourceExhausted(f"{len(objects)} objects are more than NANOLENS_JOB_MAX_ITEMS={self.max_items} "
                                     "in one job: submit narrower prefixes")
-        job_id = await asyncio.to_thread(self.store.create, request.analysis, options, objects,
+        job_id = await db_call(self.store.create, request.analysis, options, objects,
                                          request.model_name, request.model_version, who.name)
         self.wake()
-        return job_proto(await asyncio.to_thread(self.store.get, job_id))
+        return job_proto(await db_call(self.store.get, job_id))
 
     def _input_bucket(self, bucket: str, field: str) -> None:
         if bucket not in self.gateway.input_buckets:
@@ -89,7 +89,7 @@ class JobRpcs:
     async def _record(self, job_id: str, items: bool = False) -> JobRecord:
         if not job_id:
             raise InvalidArgument("job_id is empty", field="job_id")
-        record = await asyncio.to_thread(self.store.get, job_id, items)
+        record = await db_call(self.store.get, job_id, items)
         if record is None:
             raise NotFound(f"no job {job_id!r}", "job", job_id)
         who = caller()
@@ -126,7 +126,7 @@ class JobRpcs:
             except (ValueError, TypeError):
                 raise InvalidArgument("page_token is not one this gateway gave", field="page_token") from None
         who = caller()
-        records = await asyncio.to_thread(self.store.list, request.state, size + 1, before)
+        records = await db_call(self.store.list, request.state, size + 1, before)
         if who.token is not None and who.token.scopes:
             records = [r for r in records if r.submitted_by == who.name]
         response = gateway_pb2.ListJobsResponse(jobs=[job_proto(r) for r in records[:size]])
@@ -137,11 +137,11 @@ class JobRpcs:
 
     async def cancel(self, job_id: str) -> gateway_pb2.Job:
         await self._record(job_id)
-        await asyncio.to_thread(self.store.cancel, job_id)
+        await db_call(self.store.cancel, job_id)
         return job_proto(await self._record(job_id))
 
     async def retry(self, job_id: str) -> gateway_pb2.Job:
         await self._record(job_id)
-        await asyncio.to_thread(self.store.retry, job_id)
+        await db_call(self.store.retry, job_id)
         self.wake()
         return job_proto(await self._record(job_id))

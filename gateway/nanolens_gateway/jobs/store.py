@@ -12,17 +12,29 @@ the worker (``nanolens_gateway.jobs.worker``) does.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import sqlite3
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from nanolens_gateway.jobs.schema import ADDED, TABLES
 
 STATES = ("pending", "running", "done", "failed", "cancelled")
+
+# The job database's calls get threads of their own: analyses waiting on a frozen storage fill the
+# event loop's default pool, and GetJob must not queue behind them.
+_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="jobs-db")
+
+
+async def db_call(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` (a job store method) on the job database's threads."""
+    return await asyncio.get_running_loop().run_in_executor(_POOL, functools.partial(fn, *args, **kwargs))
 
 @dataclass(frozen=True)
 class Item:

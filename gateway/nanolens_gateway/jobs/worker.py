@@ -33,7 +33,7 @@ import grpc
 
 from nanolens.common.v1 import common_pb2
 from nanolens.gateway.v1 import gateway_pb2
-from nanolens_gateway.jobs.store import Item, JobStore
+from nanolens_gateway.jobs.store import Item, JobStore, db_call
 from nanolens_runtime.errors import NanoLensError
 
 log = logging.getLogger("nanolens.jobs")
@@ -104,7 +104,7 @@ class JobRunner:
         if self.alone is not None:
             return
         if not self.running:  # idle: an item whose worker died before gets the gateway to itself
-            suspects = await asyncio.to_thread(self.store.claim, self.owner, 1, self.lease_seconds,
+            suspects = await db_call(self.store.claim, self.owner, 1, self.lease_seconds,
                                                suspects=True, max_crashes=self.max_crashes)
             if suspects:
                 self.alone = (suspects[0].job_id, suspects[0].idx)
@@ -113,7 +113,7 @@ class JobRunner:
         for domain, kinds in self.kinds.items():
             free = self.per_service - self.busy[domain]
             if free > 0:
-                for item in await asyncio.to_thread(self.store.claim, self.owner, free, self.lease_seconds,
+                for item in await db_call(self.store.claim, self.owner, free, self.lease_seconds,
                                                     analyses=kinds):
                     self._start(item, domain)
 
@@ -135,14 +135,14 @@ class JobRunner:
         while True:
             await asyncio.sleep(self.lease_seconds / 3)
             try:
-                await asyncio.to_thread(self.store.heartbeat, self.owner, self.lease_seconds)
+                await db_call(self.store.heartbeat, self.owner, self.lease_seconds)
             except Exception:
                 log.exception("renewing job leases failed")
 
     async def _run_item(self, item: Item) -> None:
-        job = await asyncio.to_thread(self.store.get, item.job_id)
-        if job is None or await asyncio.to_thread(self.store.is_cancelled, item.job_id):
-            await asyncio.to_thread(self.store.cancelled, item, self.owner)
+        job = await db_call(self.store.get, item.job_id)
+        if job is None or await db_call(self.store.is_cancelled, item.job_id):
+            await db_call(self.store.cancelled, item, self.owner)
             return
         await self._analyse(item, job)
 
@@ -161,7 +161,7 @@ class JobRunner:
                 await asyncio.sleep(every)
                 if await self.healthy(domain):
                     break
-            resumed = await asyncio.to_thread(self.store.resume, self.kinds[domain])
+            resumed = await db_call(self.store.resume, self.kinds[domain])
             log.info("service back: paused job items resumed", extra={"service": domain, "items": resumed})
             self.wake.set()
         except Exception:  # the job database unreachable: the items' backoff stands
@@ -185,7 +185,7 @@ class JobRunner:
             log.exception("job item failed", extra={"job_id": item.job_id, "key": item.key})
             await self._failure(item, grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}", job.analysis)
         else:
-            await asyncio.to_thread(self.store.done, item, self.owner, response.result.bucket, response.result.key)
+            await db_call(self.store.done, item, self.owner, response.result.bucket, response.result.key)
             log.info("job item done", extra={"job_id": item.job_id, "key": item.key, "cached": response.cached})
 
     async def _failure(self, item: Item, code: grpc.StatusCode, message: str, analysis: int) -> None:
@@ -195,15 +195,15 @@ class JobRunner:
             away = time.time() - item.outage_since if item.outage_since else 0.0
             if away < self.outage_seconds:  # waited for, backing off as the outage lasts, attempt given back
                 delay = min(self.backoff_max_seconds, max(1.0, away))
-                await asyncio.to_thread(self.store.later, item, self.owner, error, delay, outage=True)
+                await db_call(self.store.later, item, self.owner, error, delay, outage=True)
                 log.info("job item paused: a service or storage is away", extra={**extra, "delay_seconds": delay})
                 self._watch(self.domains.get(analysis, ""))
                 return
             error += f" (away {away:.0f} s, longer than the {self.outage_seconds:g} s an item waits out an outage)"
         elif code not in PERMANENT and item.attempts < self.max_attempts:
             delay = min(self.backoff_max_seconds, 0.5 * 2 ** item.attempts)
-            await asyncio.to_thread(self.store.later, item, self.owner, error, delay)
+            await db_call(self.store.later, item, self.owner, error, delay)
             log.info("job item retried later", extra={**extra, "delay_seconds": delay})
             return
-        await asyncio.to_thread(self.store.failed, item, self.owner, error)
+        await db_call(self.store.failed, item, self.owner, error)
         log.warning("job item failed", extra=extra)
