@@ -9,7 +9,9 @@ PERMISSION_DENIED. With no tokens configured the gateway runs open (the local st
 logged as a warning. Health checks and reflection stay open so that probes and generic clients
 find their way.
 
-Scopes are ``"<bucket>/<key prefix>"`` of inputs, e.g. ``"raw/tem-01/"``. Results live under
+Scopes are ``"<bucket>/<folder>"`` of inputs, e.g. ``"raw/tem-01/"``: a folder and what is below
+it, on ``/`` boundaries (``raw/labA`` reaches ``raw/labA/...`` and ``raw/labA`` itself, never
+``raw/labAB/...``). Results live under
 ``<results bucket>/<input bucket>/<input key>/...``, so a scope over inputs also reaches their
 results. Every call is written to the ``nanolens.audit`` log: the caller's token name, the
 method, the objects it touched and the outcome; never a token.
@@ -60,7 +62,8 @@ class Token:
     expires: float | None = None  # Unix time
 
     def covers(self, path: str) -> bool:
-        return not self.scopes or any(path.startswith(scope) for scope in self.scopes)
+        return not self.scopes or any(path == scope or path.startswith(scope.rstrip("/") + "/")
+                                      for scope in self.scopes)
 
 
 @dataclass
@@ -106,7 +109,8 @@ class Caller:
             return ""
         for scope in self.token.scopes:
             if scope.startswith(f"{bucket}/"):
-                return scope.removeprefix(f"{bucket}/")
+                folder = scope.removeprefix(f"{bucket}/")
+                return folder.rstrip("/") + "/" if folder else ""
         raise PermissionDenied(f"token {self.token.name!r} has no scope in the upload bucket {bucket!r} "
                                f"(scopes {list(self.token.scopes)})")
 

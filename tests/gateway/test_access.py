@@ -1,4 +1,5 @@
-"""Who may do what at a real gateway: scoped, hashed, expiring tokens; object keys checked where
+"""Who may do what at a real gateway: scoped, hashed, expiring tokens, scopes as folders on '/'
+boundaries; object keys checked where
 they enter; presigned URLs within scope and lifetime; an audit line per call that never holds a
 token; the CLI sending its token."""
 
@@ -20,7 +21,8 @@ from nanolens_cli.client import GatewayClient
 from nanolens_cli.stack import Stack
 from nanolens_gateway.auth import METHOD_ACTIONS, parse_tokens, token_digest
 
-TOKENS = {"lab-a": "token-of-lab-a", "lab-b": "token-of-lab-b", "reader": "token-of-reader", "old": "token-old"}
+TOKENS = {"lab-a": "token-of-lab-a", "lab-b": "token-of-lab-b", "reader": "token-of-reader", "old": "token-old",
+          "lab-c": "token-of-lab-c", "admin": "token-of-admin"}
 TABLE = [
     {"name": "lab-a", "sha256": token_digest(TOKENS["lab-a"]), "actions": ["read", "upload", "analyse"],
      "scopes": ["raw/lab-a/"]},
@@ -29,6 +31,9 @@ TABLE = [
      "scopes": ["raw/lab-b/"]},
     {"name": "reader", "sha256": token_digest(TOKENS["reader"]), "actions": ["read"]},
     {"name": "old", "sha256": token_digest(TOKENS["old"]), "actions": ["read"], "expires": "2020-01-01T00:00:00Z"},
+    {"name": "lab-c", "sha256": token_digest(TOKENS["lab-c"]), "actions": ["read", "upload", "analyse", "submit"],
+     "scopes": ["raw/lab-c"]},  # no trailing '/': still the folder lab-c, not every key starting so
+    {"name": "admin", "sha256": token_digest(TOKENS["admin"]), "actions": ["read", "upload", "analyse", "submit"]},
 ]
 SPECTRUM = "".join(f"{100 + 3 * i} {1000 + (i % 7) * 10}\n" for i in range(960))
 
@@ -104,6 +109,26 @@ def test_jobs_are_submitted_within_scope_and_seen_by_their_owner_only(gateway, t
     other = refused(lambda: a.stub.GetJob(gateway_pb2.GetJobRequest(job_id=job.job_id), timeout=30,
                                           metadata=a.metadata))
     assert other.code() == grpc.StatusCode.NOT_FOUND  # a scoped caller sees its own jobs only
+
+
+def test_a_scope_is_a_folder_on_slash_boundaries(gateway, tmp_path):
+    _, endpoints = gateway
+    c, admin = client(endpoints, "lab-c"), client(endpoints, "admin")
+    mine = admin.upload(spectrum(tmp_path), key="lab-c/run/1.txt", timeout=60).object
+    neighbour = admin.upload(spectrum(tmp_path), key="lab-cd/secret.txt", timeout=60).object
+    assert c.download(mine, timeout=30)
+    for call in (lambda: c.download(neighbour, timeout=30),
+                 lambda: c.analyze(neighbour, gateway_pb2.ANALYSIS_KIND_SPECTRA, timeout=60),
+                 lambda: c.upload(spectrum(tmp_path), key="lab-cd/planted.txt", timeout=60)):
+        error = refused(call)
+        assert error.code() == grpc.StatusCode.PERMISSION_DENIED and "outside its scopes" in error.details()
+    assert c.upload(spectrum(tmp_path), timeout=60).object.key.startswith("lab-c/uploads/")
+    # a prefix is not a folder: "lab-c" lists lab-cd/ too, and only what the scope reaches becomes the job
+    request = gateway_pb2.SubmitJobRequest(prefix="lab-c", analysis=gateway_pb2.ANALYSIS_KIND_SPECTRA)
+    job = c.stub.SubmitJob(request, timeout=30, metadata=c.metadata).job
+    items = c.stub.GetJob(gateway_pb2.GetJobRequest(job_id=job.job_id, items=True), timeout=30,
+                          metadata=c.metadata).job.items
+    assert items and all(i.object.key.startswith("lab-c/") for i in items), [i.object.key for i in items]
 
 
 @pytest.mark.parametrize("key", ["lab-a/../lab-b/x.txt", "/lab-a/x.txt", "lab-a/x\ny.txt", "lab-a//x.txt"])

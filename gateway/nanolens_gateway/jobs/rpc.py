@@ -63,7 +63,8 @@ class JobRpcs:
                 raise InvalidArgument(f"prefix {prefix!r} must be relative, without '..'", field="prefix")
             who.require("submit", bucket, prefix)
             keys = await asyncio.to_thread(self.gateway.store.list, bucket, prefix)
-            keys = [k for k in keys if not k.endswith("/")]
+            # a prefix is not a folder ("labA" also lists "labAB/..."): each key is checked on its own
+            keys = [k for k in keys if not k.endswith("/") and who.may("submit", bucket, k)]
             if not keys:
                 raise NotFound(f"no object under s3://{bucket}/{prefix}", "prefix", prefix)
             objects = [(bucket, k, "") for k in sorted(keys)]
