@@ -41,6 +41,8 @@ def test_train_bundle_writes_a_loadable_bundle(tmp_path):
     assert ood["calibration"]["n_items"] == 36 and "3-fold cross-validation" in ood["calibration"]["source"]
     assert len(ood["score_quantiles"]) == 101 and ood["score_quantiles"] == sorted(ood["score_quantiles"])
     assert ood["calibration"]["flagged"] <= 1  # 1 % of 36 held-out spectra
+    # The fold models that calibrate the score have the served model's PCA size (T^2 and Q scale with it).
+    assert set(m["cross_validation"]["n_components"]) == {m["metrics"]["n_pca_components"]}
     assert PreprocessParams.from_dict(m["preprocessing"]) == pre
     assert m["metrics"]["cv_folds"] == 3 and m["metrics"]["n_spectra"] == 36
     assert np.array(m["confusion_matrix"]).sum() == 36

@@ -25,9 +25,7 @@ repository.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import os
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -36,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from nanolens_spectra.evaluation.data import CHEMOTOOLS_DIR, RAMANBIOLIB_DIR, read_ramanbiolib
+from nanolens_spectra.evaluation.data import data_root as default_data_dir
 from nanolens_spectra.science.preprocessing import PreprocessParams, preprocess
 from nanolens_spectra.training.bundle import deterministic
 from nanolens_spectra.training.cv import CVReport, cross_validate
@@ -47,17 +47,8 @@ from nanolens_spectra.training.data import (
 )
 from nanolens_spectra.training.model import TrainParams
 
-REPO_ROOT = Path(__file__).resolve().parents[4]
-COFFEE_DIR = "spectra/chemotools_0.5.0_coffee_fermentation"
-RAMANBIOLIB_DIR = "spectra/ramanbiolib_1.0.0.post5"
 SEED = 0
 FOLDS = 10
-
-
-def default_data_dir() -> Path:
-    """$NANOLENS_DATA if set, else ``<repo>/../shared/data``."""
-    env = os.environ.get("NANOLENS_DATA")
-    return Path(env) if env else (REPO_ROOT.parent / "shared" / "data").resolve()
 
 
 def native_axis_params(axis: np.ndarray) -> PreprocessParams:
@@ -68,7 +59,7 @@ def native_axis_params(axis: np.ndarray) -> PreprocessParams:
 
 def coffee_dataset(data_dir: Path) -> LabelledDataset:
     """The 60 chemotools coffee ATR-FTIR spectra with their 3 origin labels."""
-    base = Path(data_dir) / COFFEE_DIR
+    base = Path(data_dir) / CHEMOTOOLS_DIR
     return load_labelled_dataset(base / "coffee_spectra.csv", base / "coffee_labels.csv", min_per_class=FOLDS)
 
 
@@ -78,27 +69,14 @@ def ramanbiolib_dataset(data_dir: Path, min_per_class: int = FOLDS) -> tuple[
     dropped for having fewer than ``min_per_class`` spectra (name -> count), and the molecule
     (``component``) of every kept spectrum: many molecules have 2-4 spectra, which must stay
     in one fold for an honest score."""
-    base = Path(data_dir) / RAMANBIOLIB_DIR
-    with open(base / "metadata_db.csv", newline="") as fh:
-        meta = {row["id"]: (row["type"].split("/")[0].strip(), row["component"].strip().lower())
-                for row in csv.DictReader(fh)}
-    csv.field_size_limit(1 << 27)  # each row holds two JSON lists of ~1351 numbers
-    axis, spectra, labels, molecules = None, [], [], []
-    with open(base / "raman_spectra_db.csv", newline="") as fh:
-        for row in csv.DictReader(fh):
-            x = np.asarray(json.loads(row["wavenumbers"]), dtype=np.float64)
-            if axis is None:
-                axis = x
-            elif not np.array_equal(axis, x):
-                raise ValueError(f"ramanbiolib spectrum {row['id']} has a different axis")
-            spectra.append(np.asarray(json.loads(row["intensity"]), dtype=np.float32))
-            labels.append(meta[row["id"]][0])
-            molecules.append(meta[row["id"]][1])
+    raw, meta = read_ramanbiolib(data_dir)
+    labels = [row["type"].split("/")[0].strip() for row in meta]
+    molecules = [row["component"].strip().lower() for row in meta]
     counts = Counter(labels)
     dropped = {k: v for k, v in sorted(counts.items()) if v < min_per_class}
     keep = np.array([lab not in dropped for lab in labels])
     y, names = encode_labels(np.array(labels)[keep])
-    ds = LabelledDataset(spectra=np.stack(spectra)[keep], labels=y, axis=axis, class_names=names,
+    ds = LabelledDataset(spectra=raw.spectra[keep], labels=y, axis=raw.axis, class_names=names,
                          source=f"{RAMANBIOLIB_DIR} (type, top level)")
     return validate_dataset(ds, min_per_class), dropped, np.array(molecules)[keep]
 
