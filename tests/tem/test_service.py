@@ -297,3 +297,18 @@ async def test_the_information_bar_is_left_out_of_the_segmentation(stub, synthet
                                    timeout=120)
     assert kept.info_bar_rows == 0  # the black bar is then "particles" of a bright-field image
     assert arrays.from_proto(kept.labels, "labels")[image.shape[0]:].any()
+
+
+async def test_every_result_carries_the_signals_of_its_verdict(stub, synthetic):
+    """The CNN's result is compared with a classical watershed and with itself at half scale; the
+    watershed's own result has no classical comparison (NaN), and noise is flagged."""
+    cnn = await stub.AnalyzeImage(request(synthetic.image, method=tem_pb2.METHOD_CNN), timeout=120)
+    q = cnn.quality
+    assert q.trustworthy, list(q.warnings)
+    assert 0.8 < q.classical_ratio < 1.25 and 0.8 < q.half_scale_ratio < 1.4 and 0.8 < q.outline_ratio < 1.5
+    assert q.classical_count_ratio > 0 and 0 <= q.edge_fraction <= 1 and 0 <= q.faint_fraction <= 1
+    own = (await stub.AnalyzeImage(request(synthetic.image, method=tem_pb2.METHOD_WATERSHED), timeout=120)).quality
+    assert np.isnan(own.classical_ratio) and np.isnan(own.classical_count_ratio) and own.half_scale_ratio > 0
+    noise = np.random.default_rng(2).integers(0, 256, (256, 256)).astype(np.uint8)
+    flagged = (await stub.AnalyzeImage(request(noise, method=tem_pb2.METHOD_CNN), timeout=120)).quality
+    assert not flagged.trustworthy and flagged.warnings

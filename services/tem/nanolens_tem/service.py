@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -34,7 +35,7 @@ from nanolens_tem.science import baselines, segmentation
 from nanolens_tem.science.ann import AnnSizer
 from nanolens_tem.science.baselines import hough_segment, watershed_segment
 from nanolens_tem.science.cnn import CnnSegmenter
-from nanolens_tem.science.quality import Quality, assess
+from nanolens_tem.science.quality import Quality, assess, cross_check
 from nanolens_tem.science.segmentation import Segmentation, geometric_stats
 
 SERVICE = "tem"
@@ -106,6 +107,15 @@ def measure(method: str, image_shape: tuple[int, int], seg: Segmentation, model:
 
 
 @dataclass(frozen=True)
+class Checked:
+    """A method's segmentation and what the other analyses of the same image gave (keyword
+    arguments of :func:`nanolens_tem.science.quality.measure`)."""
+
+    seg: Segmentation
+    others: dict[str, float]
+
+
+@dataclass(frozen=True)
 class SizingRequest:
     image: np.ndarray  # H x W greyscale
     method: str
@@ -165,10 +175,11 @@ class TemPipeline(Pipeline):
                                   f"task {task}", field="model.name")
         return model
 
-    def predict(self, request: SizingRequest, model: OnnxModel | None, run_options: ort.RunOptions) -> Segmentation:
-        """Segment one image (blocking). ``model``: from :meth:`model_for` (default: the method's
-        shipped model); ``run_options`` lets the caller terminate the CNN's model runs; ``tta``:
-        the CNN's test-time augmentation (:meth:`CnnSegmenter.predict_maps`)."""
+    def predict(self, request: SizingRequest, model: OnnxModel | None, run_options: ort.RunOptions) -> Checked:
+        """Segment one image (blocking), and run the analyses the verdict compares it with
+        (:func:`nanolens_tem.science.quality.cross_check`). ``model``: from :meth:`model_for` (default:
+        the method's shipped model); ``run_options`` lets the caller terminate the CNN's model runs;
+        ``tta``: the CNN's test-time augmentation (:meth:`CnnSegmenter.predict_maps`)."""
         dark = not request.bright
         if request.tta and request.method != "cnn":
             raise InvalidArgument(f"test_time_augmentation applies to the cnn method only, not {request.method}",
@@ -176,18 +187,21 @@ class TemPipeline(Pipeline):
         if request.method in MODEL_METHODS:
             runner = self._runner(model or self.model_for(request.method))
             if isinstance(runner, CnnSegmenter):
-                return dataclasses.replace(runner, run_options=run_options).segment(
-                    request.image, dark_particles=dark, tta=request.tta)
-            return runner.segment(request.image, dark_particles=dark)
-        if request.method == "watershed":
-            return watershed_segment(request.image, dark_particles=dark)
-        return hough_segment(request.image, dark_particles=dark)
+                runner = dataclasses.replace(runner, run_options=run_options)
+            segment = functools.partial(runner.segment, dark_particles=dark)
+        elif request.method == "watershed":
+            segment = functools.partial(watershed_segment, dark_particles=dark)
+        else:
+            segment = functools.partial(hough_segment, dark_particles=dark)
+        seg = segment(request.image, tta=True) if request.tta else segment(request.image)
+        return Checked(seg, cross_check(request.image, segment, dark, classical=request.method != "watershed"))
 
-    def postprocess(self, seg: Segmentation, request: SizingRequest, model: OnnxModel | None) -> Sizing:
+    def postprocess(self, checked: Checked, request: SizingRequest, model: OnnxModel | None) -> Sizing:
         if request.method in MODEL_METHODS:
             model = model or self.model_for(request.method)
-        sizing = measure(request.method, request.image.shape, seg, model)
-        return dataclasses.replace(sizing, quality=assess(request.image, sizing.labels))
+        sizing = measure(request.method, request.image.shape, checked.seg, model)
+        return dataclasses.replace(sizing, quality=assess(request.image, sizing.labels, sizing.diameters_px,
+                                                          sizing.weights, **checked.others))
 
     def segment(self, image: np.ndarray, method: str, bright: bool = False, model: OnnxModel | None = None,
                 tta: bool = False) -> Sizing:
@@ -247,8 +261,13 @@ def response(sizing: Sizing, pixel_size_nm: float, timer: metrics.StageTimer) ->
 def quality_proto(quality: Quality | None) -> tem_pb2.Quality:
     if quality is None:
         return tem_pb2.Quality()
-    return tem_pb2.Quality(contrast_to_noise=quality.contrast_to_noise, coverage=quality.coverage,
-                           trustworthy=quality.trustworthy, warnings=list(quality.warnings))
+    signals = quality.signals
+    return tem_pb2.Quality(contrast_to_noise=signals.contrast_to_noise, coverage=signals.coverage,
+                           trustworthy=quality.trustworthy, warnings=list(quality.warnings),
+                           edge_fraction=signals.edge_fraction, faint_fraction=signals.faint_fraction,
+                           outline_ratio=signals.outline_ratio, classical_ratio=signals.classical_ratio,
+                           classical_count_ratio=signals.classical_count_ratio,
+                           half_scale_ratio=signals.half_scale_ratio)
 
 
 class TemServicer(DomainServicer, tem_pb2_grpc.TemServiceServicer):

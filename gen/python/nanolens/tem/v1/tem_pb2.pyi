@@ -120,16 +120,28 @@ class AnalyzeImageResponse(_message.Message):
     def __init__(self, method: _Optional[str] = ..., particles: _Optional[_Iterable[_Union[Particle, _Mapping]]] = ..., agglomerates: _Optional[_Iterable[_Union[Agglomerate, _Mapping]]] = ..., distribution: _Optional[_Union[Distribution, _Mapping]] = ..., labels: _Optional[_Union[_common_pb2.NDArray, _Mapping]] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ..., quality: _Optional[_Union[Quality, _Mapping]] = ..., info_bar_rows: _Optional[int] = ...) -> None: ...
 
 class Quality(_message.Message):
-    __slots__ = ("contrast_to_noise", "coverage", "trustworthy", "warnings")
+    __slots__ = ("contrast_to_noise", "coverage", "trustworthy", "warnings", "edge_fraction", "faint_fraction", "outline_ratio", "classical_ratio", "classical_count_ratio", "half_scale_ratio")
     CONTRAST_TO_NOISE_FIELD_NUMBER: _ClassVar[int]
     COVERAGE_FIELD_NUMBER: _ClassVar[int]
     TRUSTWORTHY_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    EDGE_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    FAINT_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    OUTLINE_RATIO_FIELD_NUMBER: _ClassVar[int]
+    CLASSICAL_RATIO_FIELD_NUMBER: _ClassVar[int]
+    CLASSICAL_COUNT_RATIO_FIELD_NUMBER: _ClassVar[int]
+    HALF_SCALE_RATIO_FIELD_NUMBER: _ClassVar[int]
     contrast_to_noise: float
     coverage: float
     trustworthy: bool
     warnings: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, contrast_to_noise: _Optional[float] = ..., coverage: _Optional[float] = ..., trustworthy: _Optional[bool] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+    edge_fraction: float
+    faint_fraction: float
+    outline_ratio: float
+    classical_ratio: float
+    classical_count_ratio: float
+    half_scale_ratio: float
+    def __init__(self, contrast_to_noise: _Optional[float] = ..., coverage: _Optional[float] = ..., trustworthy: _Optional[bool] = ..., warnings: _Optional[_Iterable[str]] = ..., edge_fraction: _Optional[float] = ..., faint_fraction: _Optional[float] = ..., outline_ratio: _Optional[float] = ..., classical_ratio: _Optional[float] = ..., classical_count_ratio: _Optional[float] = ..., half_scale_ratio: _Optional[float] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
