@@ -3,7 +3,8 @@ PNG/JPEG/BMP, ``.npy``.
 
 The result is one greyscale H x W array and, when the file says so, its pixel size in nm.
 Every failure is an ``InvalidArgument`` on ``input`` that says what is wrong; an image larger
-than the configured limit is ``ResourceExhausted``.
+than the configured limit is ``ResourceExhausted``, judged by the size the file declares before
+anything is decompressed (a 490 KB PNG can inflate to 1.6 GiB).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import io
 import re
 import tempfile
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +20,7 @@ import tifffile
 from PIL import Image, UnidentifiedImageError
 
 from nanolens_formats.files import suffix_of
+from nanolens_formats.npy import read_npy
 from nanolens_runtime.arrays import require_micrograph_levels
 from nanolens_runtime.errors import InvalidArgument, ResourceExhausted
 
@@ -122,7 +125,13 @@ def _dm_tiff_pixel_nm(tags) -> float | None:
     return x_nm if abs(x_nm - y_nm) <= 0.01 * x_nm else None
 
 
-def _tiff_frame(tif: tifffile.TiffFile, what: str) -> np.ndarray:
+def _too_large(what: str, width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise ResourceExhausted(f"{what} is {width} x {height} = {width * height} pixels, above the limit of "
+                                f"{max_pixels}")
+
+
+def _tiff_frame(tif: tifffile.TiffFile, what: str, max_pixels: int) -> np.ndarray:
     """The one image of a TIFF. Frames are pages of one shape that are not reduced-resolution
     thumbnails; two or more is a stack (refused). A file may also hold one image twice, as a colour
     rendering and as the greyscale data (Olympus SIS): then the greyscale one is the image."""
@@ -133,14 +142,15 @@ def _tiff_frame(tif: tifffile.TiffFile, what: str) -> np.ndarray:
         n = shapes.count(shapes[0]) if shapes.count(shapes[0]) > 1 else pages[0].shape[0]
         raise _bad(f"{what} is a stack of {n} images; need one 2D image (export a single frame; movies go to "
                    "the lpem analysis)")
+    _too_large(what, grey[0].imagewidth, grey[0].imagelength, max_pixels)  # as declared, before decompressing
     return grey[0].asarray()
 
 
-def _tiff(data: bytes, what: str) -> tuple[np.ndarray, float | None, str, str]:
+def _tiff(data: bytes, what: str, max_pixels: int) -> tuple[np.ndarray, float | None, str, str]:
     """The first frame, its pixel size and that size's source, and the detector the file names."""
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
-            image = _tiff_frame(tif, what)
+            image = _tiff_frame(tif, what, max_pixels)
             if tif.is_fei and tif.fei_metadata:
                 width_m = tif.fei_metadata.get("Scan", {}).get("PixelWidth")
                 if width_m:
@@ -164,7 +174,7 @@ def _tiff(data: bytes, what: str) -> tuple[np.ndarray, float | None, str, str]:
         raise _bad(f"{what} is not a readable TIFF ({exc})") from exc
 
 
-def _dm(data: bytes, what: str) -> tuple[np.ndarray, float | None, str]:
+def _dm(data: bytes, what: str, max_pixels: int) -> tuple[np.ndarray, float | None, str]:
     """Gatan DigitalMicrograph DM3/DM4 (ncempy; it reads from a file, so the bytes go to a
     temporary one). The pixel size comes from the spatial calibration of the image's two axes."""
     from ncempy.io.dm import fileDM  # imports h5py and matplotlib: only when a DM file arrives
@@ -176,8 +186,10 @@ def _dm(data: bytes, what: str) -> tuple[np.ndarray, float | None, str]:
             with fileDM(tmp.name) as dm:
                 if dm.numObjects == 0:
                     raise _bad(f"{what} holds no image (a DigitalMicrograph tag file without data)")
+                for x, y, z in zip(dm.xSize, dm.ySize, dm.zSize, strict=False):  # as declared, before reading
+                    _too_large(what, int(x), int(y) * int(z), max_pixels)
                 dataset = dm.getDataset(0)
-        except InvalidArgument:
+        except (InvalidArgument, ResourceExhausted):
             raise
         except Exception as exc:  # ncempy raises IOError, AssertionError, IndexError... on damaged files
             raise _bad(f"{what} is not a readable DM3/DM4 file ({type(exc).__name__}: {exc})") from exc
@@ -198,15 +210,22 @@ def _dm(data: bytes, what: str) -> tuple[np.ndarray, float | None, str]:
     return image, x_nm, "DigitalMicrograph"
 
 
-def _pil(data: bytes, what: str) -> np.ndarray:
+def _pil(data: bytes, what: str, max_pixels: int) -> np.ndarray:
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with warnings.catch_warnings():  # PIL warns above 89 M pixels: the limit below is lower and refuses
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+        with img:
+            _too_large(what, *img.size, max_pixels)  # the header's size, before decompressing
             img.load()
             if img.mode in ("I;16", "I;16B", "I;16L"):
                 return np.asarray(img, dtype=np.uint16)
             if img.mode == "P":
                 img = img.convert("RGB")
             return np.asarray(img)
+    except Image.DecompressionBombError as exc:  # PIL's own guard, at open, past twice its 89 M pixels
+        raise ResourceExhausted(f"{what} declares more than {2 * Image.MAX_IMAGE_PIXELS} pixels, above the limit "
+                                f"of {max_pixels}") from exc
     except (UnidentifiedImageError, OSError) as exc:
         raise _bad(f"{what} is not a readable image ({exc})") from exc
 
@@ -251,21 +270,18 @@ def decode_image(data: bytes, key: str, max_pixels: int) -> DecodedImage:
         raise _bad(f"{what} is empty (0 bytes)")
     pixel_size, source, detector = None, "", ""
     if suffix in TIFF_SUFFIXES:
-        image, pixel_size, source, detector = _tiff(data, what)
+        image, pixel_size, source, detector = _tiff(data, what, max_pixels)
     elif suffix in DM_SUFFIXES:
         # the reader needs a file on /tmp (a small emptyDir in the chart): refuse what cannot be one
         # image within the limit (8 bytes a pixel, plus tags) before writing it there
         if len(data) > max_pixels * 8 + 2**20:
             raise ResourceExhausted(f"{what} is {len(data)} bytes, more than one image of at most {max_pixels} "
                                     "pixels needs (a stack? export a single frame)")
-        image, pixel_size, source = _dm(data, what)
+        image, pixel_size, source = _dm(data, what, max_pixels)
     elif suffix in PIL_SUFFIXES:
-        image = _pil(data, what)
-    elif suffix == ".npy":
-        try:
-            image = np.load(io.BytesIO(data), allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise _bad(f"{what} is not a readable .npy file ({exc})") from exc
+        image = _pil(data, what, max_pixels)
+    elif suffix == ".npy":  # at most an RGBA image of float64 at the pixel limit
+        image = read_npy(io.BytesIO(data), what, max_pixels * 4 * 8)
     else:
         raise _bad(f"{what}: unknown image format {suffix or '(no extension)'}; "
                    f"use one of {sorted(TIFF_SUFFIXES | DM_SUFFIXES | PIL_SUFFIXES | {'.npy'})}")

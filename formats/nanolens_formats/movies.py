@@ -1,6 +1,7 @@
 """Liquid-phase EM movies as frame iterators: TIFF and DM stacks, MP4/MOV/AVI/MKV, .npy T x H x W.
 
-Frames are read as they are needed, so a movie larger than memory streams."""
+Frames are read as they are needed, so a movie larger than memory streams; a frame larger than
+the caller's limit is refused by the size the container declares, before any frame is decoded."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 
 from nanolens_formats.files import suffix_of
 from nanolens_formats.images import nm_per
-from nanolens_runtime.errors import InvalidArgument
+from nanolens_runtime.errors import InvalidArgument, ResourceExhausted
 
 VIDEO = (".mp4", ".mov", ".avi", ".mkv")
 TIFF = (".tif", ".tiff")
@@ -39,10 +40,17 @@ def _bad(message: str) -> InvalidArgument:
     return InvalidArgument(message, field="input")
 
 
-def open_movie(path: Path, key: str) -> Movie:
+def _frame_size(key: str, height: int, width: int, max_pixels: int) -> None:
+    if max_pixels and height * width > max_pixels:
+        raise ResourceExhausted(f"{key}: frames of {width} x {height} = {width * height} pixels are above the "
+                                f"limit of {max_pixels}")
+
+
+def open_movie(path: Path, key: str, max_frame_pixels: int = 0) -> Movie:
     """A frame iterator over a movie file (TIFF stack, MP4/MOV/AVI/MKV, DM3/DM4 stack, .npy T x H x W).
 
-    Refuses with INVALID_ARGUMENT (field ``input``) what it cannot read."""
+    Refuses with INVALID_ARGUMENT (field ``input``) what it cannot read, and with RESOURCE_EXHAUSTED
+    frames above ``max_frame_pixels`` (0: no limit)."""
     suffix = suffix_of(key)
     try:
         if suffix == ".npy":
@@ -52,6 +60,7 @@ def open_movie(path: Path, key: str) -> Movie:
             if array.ndim != 3 or array.dtype.kind not in "uif":
                 raise _bad(f"{key}: a .npy movie must be a T x H x W numeric array, got shape {list(array.shape)} "
                            f"{array.dtype}")
+            _frame_size(key, *array.shape[1:], max_frame_pixels)  # mapped, not read: nothing allocated yet
             return Movie((np.asarray(f) for f in array), array.shape[0], tuple(array.shape[1:]))
         if suffix in TIFF:
             import tifffile
@@ -73,6 +82,11 @@ def open_movie(path: Path, key: str) -> Movie:
                     raise _bad(f"{key}: colour TIFF stacks are not movies of greyscale frames (shape {list(shape)})")
             if len(tif.series) > 1:  # pages written one by one (or of several sizes): every page is a frame
                 n, hw = len(tif.pages), tif.pages[0].shape[:2]
+            if max_frame_pixels:  # the largest page as declared, before any is decompressed
+                frame = max(((p.keyframe.imagelength, p.keyframe.imagewidth) for p in tif.pages), key=np.prod)
+                if frame[0] * frame[1] > max_frame_pixels:
+                    tif.close()
+                    _frame_size(key, *frame, max_frame_pixels)
             data = series.asarray(out="memmap") if len(tif.pages) < n else None
 
             def tiff_frames():
@@ -91,6 +105,9 @@ def open_movie(path: Path, key: str) -> Movie:
                 dm.fid.close()
                 raise _bad(f"{key}: the DigitalMicrograph file holds no image")
             stack = dm.getMemmap(0)  # frames read from disk as they are needed
+            if max_frame_pixels and stack.shape[-1] * stack.shape[-2] > max_frame_pixels:
+                dm.fid.close()
+                _frame_size(key, stack.shape[-2], stack.shape[-1], max_frame_pixels)
             if stack.ndim == 2:
                 stack = stack[None]
             if stack.ndim != 3:
@@ -114,6 +131,9 @@ def open_movie(path: Path, key: str) -> Movie:
                     if attempt == 2 or not str(exc).rstrip().endswith("=== stderr ==="):
                         raise
             w, h = meta["size"]
+            if max_frame_pixels and w * h > max_frame_pixels:
+                reader.close()
+                _frame_size(key, h, w, max_frame_pixels)
             n = int(meta.get("n_frames") or 0) if np.isfinite(meta.get("n_frames") or 0) else 0
 
             def video_frames():
@@ -121,7 +141,7 @@ def open_movie(path: Path, key: str) -> Movie:
                     yield np.frombuffer(raw, np.uint8).reshape(h, w)
 
             return Movie(video_frames(), n, (h, w), fps=float(meta.get("fps") or 0.0), closers=[reader.close])
-    except InvalidArgument:
+    except (InvalidArgument, ResourceExhausted):
         raise
     except Exception as exc:  # every reader raises its own types for a broken container
         raise _bad(f"{key}: cannot read the movie ({type(exc).__name__}: {str(exc)[:200]})") from exc

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import ast
 import io
-import zipfile
 from dataclasses import dataclass
 
 import numpy as np
 
 from nanolens_formats.files import suffix_of
+from nanolens_formats.npy import npz_members, npz_names, read_npy, read_npz_member
 from nanolens_formats.spectra_text import SUPPORTED, VENDOR_SUFFIXES, binary_error, read_text_spectra
 from nanolens_runtime.errors import InvalidArgument
 
@@ -82,46 +82,37 @@ def decode_text(data: bytes, what: str, suffix: str = "") -> SpectraData:
 
 
 # -- numpy -----------------------------------------------------------------------------
-def _load_npy(data: bytes, what: str) -> np.ndarray:
-    try:
-        return np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise _bad(f"{what} is not a readable .npy file ({exc})") from exc
+# The most one decoded input may take in memory: a .npz member that inflates past it is refused
+# before it is read (larger maps go as .npy, which is streamed in row blocks).
+MAX_DECODED_BYTES = 512 << 20
 
 
-def decode_numpy(data: bytes, suffix: str, what: str, options: dict[str, str]) -> SpectraData:
+def decode_numpy(data: bytes, suffix: str, what: str, options: dict[str, str],
+                 max_bytes: int = MAX_DECODED_BYTES) -> SpectraData:
     if suffix == ".npy":
-        return SpectraData(_check_numeric(_load_npy(data, what), what), None)
-    try:
-        archive = np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise _bad(f"{what} is not a readable .npz file ({exc})") from exc
-    with archive:
-        names = list(archive.files)
+        return SpectraData(_check_numeric(read_npy(io.BytesIO(data), what, max_bytes), what), None)
+    with npz_members(data, what) as archive:
+        names = npz_names(archive)
         key = options.get("array_key") or ("spectra" if "spectra" in names else (names[0] if len(names) == 1 else ""))
         if not key:
             raise _bad(f"{what} holds arrays {names}; say which with the option array_key")
         if key not in names:
             raise _bad(f"{what} has no array {key!r} (it has {names})")
-        try:
-            spectra = archive[key]
-            axis = archive["axis"] if "axis" in names and key != "axis" else None
-        except ValueError as exc:  # object arrays need pickle, which we never allow
-            raise _bad(f"{what}: array {key!r} cannot be read without pickle ({exc})") from exc
-    if not isinstance(spectra, np.ndarray) or (axis is not None and not isinstance(axis, np.ndarray)):
-        raise _bad(f"{what}: member {key!r} is not a .npy array; is this a zip but not an .npz?")
+        spectra = read_npz_member(archive, key, what, max_bytes)
+        axis = read_npz_member(archive, "axis", what, max_bytes) if "axis" in names and key != "axis" else None
     spectra = _check_numeric(spectra, what)
     return SpectraData(spectra, _check_axis(axis, spectra.shape[-1], what))
 
 
-def decode_spectra(data: bytes, key: str, options: dict[str, str]) -> SpectraData:
-    """Decode a whole file into spectra (N x C, or C) or a map (H x W x C)."""
+def decode_spectra(data: bytes, key: str, options: dict[str, str], max_bytes: int = MAX_DECODED_BYTES) -> SpectraData:
+    """Decode a whole file into spectra (N x C, or C) or a map (H x W x C); a NumPy array declaring
+    more than ``max_bytes`` is refused before it is read."""
     suffix = suffix_of(key)
     what = f"input {key!r}"
     if not data:
         raise _bad(f"{what} is empty (0 bytes)")
     if suffix in NUMPY_SUFFIXES:
-        data_ = decode_numpy(data, suffix, what, options)
+        data_ = decode_numpy(data, suffix, what, options, max_bytes)
         return SpectraData(data_.spectra, data_.axis, f"NumPy {suffix}")
     if suffix in TEXT_SUFFIXES:
         return decode_text(data, what, suffix)

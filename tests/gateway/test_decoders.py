@@ -1,15 +1,18 @@
-"""The spectra file formats the gateway reads, and the errors for what it cannot read."""
+"""The spectra file formats the gateway reads, the errors for what it cannot read, and NumPy arrays
+refused by their declared size before they are read."""
 
 from __future__ import annotations
 
 import io
+import tracemalloc
 import zipfile
 
 import numpy as np
 import pytest
 
+from bench import bombs
 from nanolens_formats.spectra import decode_spectra, parse_npy_header
-from nanolens_runtime.errors import InvalidArgument
+from nanolens_runtime.errors import InvalidArgument, ResourceExhausted
 
 AXIS = np.linspace(100, 3000, 50)
 SPECTRA = np.random.default_rng(0).random((4, 50)).astype(np.float32)
@@ -80,8 +83,41 @@ def test_bad_files_are_named(data, key, message):
 
 
 def test_object_arrays_are_refused_without_unpickling():
-    with pytest.raises(InvalidArgument, match="readable .npy"):
+    with pytest.raises(InvalidArgument, match="pickle"):
         decode_spectra(npy(np.array([{"a": 1}], dtype=object)), "o.npy", {})
+
+
+def peak_mib(work) -> float:
+    """What Python and numpy allocate at most while ``work`` runs, MiB."""
+    tracemalloc.start()
+    try:
+        work()
+        return tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
+
+
+def test_arrays_declaring_more_than_a_decode_may_take_are_refused_before_they_are_read():
+    def refuse(data, key, **limit):
+        with pytest.raises(ResourceExhausted, match="declares a") as info:
+            decode_spectra(data, key, {}, **limit)
+        assert "bytes" in str(info.value)
+
+    assert peak_mib(lambda: refuse(bombs.npy_declaring((100000, 100000)), "huge.npy")) < 1  # 80 GB declared
+    bomb = bombs.npz(64 << 20)  # 64 MiB of float32 deflated into a few KiB
+    assert len(bomb) < 256 << 10
+    assert peak_mib(lambda: refuse(bomb, "bomb.npz", max_bytes=16 << 20)) < 4
+    assert decode_spectra(bombs.npz(1 << 20), "fits.npz", {}).spectra.shape == (256, 1024)  # within: read
+
+
+def test_arrays_shorter_than_their_header_says_are_refused_naming_it():
+    with pytest.raises(InvalidArgument, match="ends after"):
+        decode_spectra(npy(SPECTRA)[:-10], "cut.npy", {})
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as out:
+        out.writestr("spectra.npy", npy(SPECTRA)[:-10])
+    with pytest.raises(InvalidArgument, match="member 'spectra' ends after"):
+        decode_spectra(archive.getvalue(), "cut.npz", {})
 
 
 def test_npz_with_several_arrays_needs_a_key():

@@ -1,14 +1,17 @@
-"""Microscope image decoding: formats, pixel sizes from file metadata, and refusals that name the problem."""
+"""Microscope image decoding: formats, pixel sizes from file metadata, refusals that name the problem,
+and decompression bombs refused by their declared size before anything is decoded."""
 
 from __future__ import annotations
 
 import io
+import tracemalloc
 
 import numpy as np
 import pytest
 import tifffile
 from PIL import Image
 
+from bench import bombs
 from dmfile import dm_image
 from nanolens_formats.images import decode_image
 from nanolens_runtime.errors import InvalidArgument, ResourceExhausted
@@ -162,6 +165,39 @@ def test_nan_in_a_float_image():
 def test_images_above_the_limit_are_resource_exhausted():
     with pytest.raises(ResourceExhausted, match="limit"):
         decode_image(pil(GREY), "a.png", max_pixels=1000)
+
+
+def refused_within(data: bytes, key: str, limit_mib: float, max_pixels: int = LIMIT) -> str:
+    """The refusal of a bomb, and that Python and numpy took less than ``limit_mib`` to give it."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(ResourceExhausted) as info:
+            decode_image(data, key, max_pixels)
+        peak = tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
+    assert peak < limit_mib + len(data) / 2**20, f"{key}: {peak:.1f} MiB taken before the refusal"
+    return str(info.value)
+
+
+@pytest.mark.parametrize("key, make", [
+    ("rgb-13000.png", lambda: bombs.png(13000, 13000)),              # 490 KB, 507 MB inflated
+    ("declares-100000.png", lambda: bombs.png(100000, 100000, rows=1)),  # a header and one row
+    ("zlib-20000.tif", lambda: bombs.tiff(20000, 20000)),             # 800 KB, 800 MB inflated
+    ("declares-100000.npy", lambda: bombs.npy_declaring((100000, 100000))),  # 80 GB declared
+])
+def test_decompression_bombs_are_refused_by_their_declared_size_before_decoding(key, make):
+    assert "above the" in refused_within(make(), key, limit_mib=4)
+
+
+def test_a_digitalmicrograph_image_above_the_limit_is_refused_by_its_declared_size():
+    data = dm_image(GREY, 0.1, "nm")  # 64 x 80: small enough for the file-size check, not for the limit
+    assert "64" in refused_within(data, "a.dm4", limit_mib=4, max_pixels=1000)
+
+
+def test_a_npy_image_shorter_than_its_header_says_is_refused_naming_it():
+    with pytest.raises(InvalidArgument, match="ends after 64 of the 8192 bytes"):
+        decode_image(bombs.npy_declaring((32, 32)), "short.npy", LIMIT)
 
 
 @pytest.mark.realdata

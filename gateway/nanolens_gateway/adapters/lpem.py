@@ -164,7 +164,7 @@ async def movie(ctx: AnalysisContext, client: ServiceClient) -> Outcome:
     movie_ = None
     try:
         with ctx.timer.stage("decode"):
-            movie_ = await asyncio.to_thread(open_movie, path, ctx.source.key)
+            movie_ = await asyncio.to_thread(open_movie, path, ctx.source.key, ctx.max_pixels)
         requested_px = float(ctx.options.get("pixel_size_nm", 0.0))
         pixel_size = requested_px or movie_.pixel_size_nm
         fps = float(ctx.options.get("fps", 0.0)) or movie_.fps
