@@ -9,6 +9,7 @@ as it arrives, so a file holding less than it declares costs no more than it hol
 
 from __future__ import annotations
 
+import ast
 import io
 import math
 import zipfile
@@ -17,23 +18,40 @@ import numpy as np
 
 from nanolens_runtime.errors import InvalidArgument, ResourceExhausted
 
+_MAX_HEADER = 65536  # numpy writes headers of a few hundred bytes
+
 
 def _bad(message: str) -> InvalidArgument:
     return InvalidArgument(message, field="input")
 
 
+def read_header(stream, what: str) -> tuple[tuple[int, ...], np.dtype, bool, int]:
+    """Shape, dtype, Fortran order and data offset of the ``.npy`` stream at its start (versions
+    1.0 to 3.0); the stream is left at the data."""
+    try:
+        magic = stream.read(8)
+        if len(magic) < 8 or magic[:6] != b"\x93NUMPY" or magic[6] not in (1, 2, 3):
+            raise ValueError("it does not start with the .npy magic of version 1, 2 or 3")
+        size_len = 2 if magic[6] == 1 else 4
+        header_len = int.from_bytes(stream.read(size_len), "little")
+        if header_len > _MAX_HEADER:
+            raise ValueError(f"a header of {header_len} bytes")
+        text = stream.read(header_len)
+        if len(text) < header_len:
+            raise ValueError("it ends inside its header")
+        header = ast.literal_eval(text.decode("utf-8" if magic[6] == 3 else "latin1"))
+        shape, fortran = header["shape"], header["fortran_order"]
+        if not (isinstance(shape, tuple) and all(isinstance(d, int) and d >= 0 for d in shape)):
+            raise ValueError(f"shape {shape!r}")
+        dtype = np.lib.format.descr_to_dtype(header["descr"])
+    except (ValueError, SyntaxError, KeyError, TypeError, UnicodeDecodeError, MemoryError, RecursionError) as exc:
+        raise _bad(f"{what} is not a readable .npy file ({exc})") from exc
+    return shape, dtype, bool(fortran), 8 + size_len + header_len
+
+
 def read_npy(stream, what: str, max_bytes: int) -> np.ndarray:
     """The array of a ``.npy`` stream (file-like), refused before allocation above ``max_bytes``."""
-    try:
-        version = np.lib.format.read_magic(stream)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
-        else:  # 3.0: a UTF-8 header, which only the private reader takes
-            shape, fortran, dtype = np.lib.format._read_array_header(stream, version)
-    except (ValueError, OSError, EOFError, SyntaxError) as exc:
-        raise _bad(f"{what} is not a readable .npy file ({exc})") from exc
+    shape, dtype, fortran, _ = read_header(stream, what)
     if dtype.hasobject:
         raise _bad(f"{what} holds Python objects ({dtype}); they need pickle, which is never allowed")
     nbytes = math.prod(shape) * dtype.itemsize

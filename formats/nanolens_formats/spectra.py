@@ -13,14 +13,13 @@ Every failure is an ``InvalidArgument`` naming the problem and the field ``input
 
 from __future__ import annotations
 
-import ast
 import io
 from dataclasses import dataclass
 
 import numpy as np
 
 from nanolens_formats.files import suffix_of
-from nanolens_formats.npy import npz_members, npz_names, read_npy, read_npz_member
+from nanolens_formats.npy import npz_members, npz_names, read_header, read_npy, read_npz_member
 from nanolens_formats.spectra_text import SUPPORTED, VENDOR_SUFFIXES, binary_error, read_text_spectra
 from nanolens_runtime.errors import InvalidArgument
 
@@ -124,20 +123,7 @@ def decode_spectra(data: bytes, key: str, options: dict[str, str], max_bytes: in
 
 def parse_npy_header(prefix: bytes, what: str) -> NpyLayout:
     """Shape, dtype and data offset from the first bytes of a ``.npy`` file."""
-    stream = io.BytesIO(prefix)
-    try:
-        major, _minor = np.lib.format.read_magic(stream)
-        header_len_size = 2 if major == 1 else 4
-        header_len = int.from_bytes(prefix[8:8 + header_len_size], "little")
-        offset = 8 + header_len_size + header_len
-        if len(prefix) < offset:
-            raise ValueError("header longer than the bytes read")
-        header = ast.literal_eval(prefix[8 + header_len_size:offset].decode("latin1"))
-        dtype = np.dtype(header["descr"])
-        shape = tuple(int(d) for d in header["shape"])
-        fortran = bool(header["fortran_order"])
-    except (ValueError, SyntaxError, KeyError, TypeError) as exc:
-        raise _bad(f"{what} is not a readable .npy file ({exc})") from exc
+    shape, dtype, fortran, offset = read_header(io.BytesIO(prefix), what)
     if fortran:
         raise _bad(f"{what} is stored in Fortran order; save maps in C order (numpy's default)")
     if dtype.kind not in "fiu" or dtype.hasobject:

@@ -72,6 +72,8 @@ def test_map_npy_header_is_enough_to_stream():
     (b"1\tnan\n2\t3\n", "x.txt", "NaN or Inf"),
     (b"name,other\nfoo,bar\n", "x.csv", "not a number"),
     (b"not a numpy file at all", "x.npy", "not a readable .npy"),
+    (b"\x93NUMPY garbage", "x.npy", "not a readable .npy"),  # the magic, then no version numpy writes
+    (b"\x93NUMPY\x01\x00\x10\x00{'descr': '<f4'}    ", "x.npy", "not a readable .npy"),  # no shape
     (b"PK\x03\x04 broken zip", "x.npz", "not a readable .npz"),
     (b"1,2", "x.json", "unknown spectra format"),
     (b"3,1,2\n1,2,3\n", "x.csv", "not strictly monotonic"),
