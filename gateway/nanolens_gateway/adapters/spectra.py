@@ -163,13 +163,17 @@ async def classify_spectra(ctx: AnalysisContext, client: ServiceClient) -> Outco
             "listed": min(len(spectra), ctx.max_listed),
             "quality": spectra_quality(ood),
         }
-        artefacts = [
-            Artefact("probabilities.npy", pictures.npy_bytes(probabilities), "application/x-npy"),
-            Artefact("spectra.png", pictures.spectra_png(spectra, decoded.axis, probabilities, class_names, ood),
-                     "image/png"),
-        ]
-        if ood is not None:
-            artefacts.append(Artefact("ood_score.npy", pictures.npy_bytes(ood), "application/x-npy"))
+
+        def draw() -> list[Artefact]:  # a plot takes up to a second: off the event loop, which serves health
+            drawn = [
+                Artefact("probabilities.npy", pictures.npy_bytes(probabilities), "application/x-npy"),
+                Artefact("spectra.png", pictures.spectra_png(spectra, decoded.axis, probabilities, class_names, ood),
+                         "image/png"),
+            ]
+            if ood is not None:
+                drawn.append(Artefact("ood_score.npy", pictures.npy_bytes(ood), "application/x-npy"))
+            return drawn
+        artefacts = await asyncio.to_thread(draw)
     return Outcome(summary, artefacts)
 
 
@@ -293,14 +297,18 @@ async def classify_map(ctx: AnalysisContext, client: ServiceClient) -> Outcome:
             "quality": map_quality(ood_map),
         }
         outside = None if ood_map is None else ood_map > 1
-        artefacts = [
-            Artefact("class_map.npy", pictures.npy_bytes(class_map), "application/x-npy"),
-            Artefact("probabilities.npy", pictures.npy_bytes(prob_maps), "application/x-npy"),
-            Artefact("class_map.png", pictures.class_map_png(class_map, len(class_names), outside), "image/png"),
-            Artefact("probability_maps.png", pictures.probability_maps_png(prob_maps), "image/png"),
-        ]
-        if ood_map is not None:
-            artefacts.append(Artefact("ood_score.npy", pictures.npy_bytes(ood_map), "application/x-npy"))
+
+        def draw() -> list[Artefact]:  # off the event loop, which serves health
+            drawn = [
+                Artefact("class_map.npy", pictures.npy_bytes(class_map), "application/x-npy"),
+                Artefact("probabilities.npy", pictures.npy_bytes(prob_maps), "application/x-npy"),
+                Artefact("class_map.png", pictures.class_map_png(class_map, len(class_names), outside), "image/png"),
+                Artefact("probability_maps.png", pictures.probability_maps_png(prob_maps), "image/png"),
+            ]
+            if ood_map is not None:
+                drawn.append(Artefact("ood_score.npy", pictures.npy_bytes(ood_map), "application/x-npy"))
+            return drawn
+        artefacts = await asyncio.to_thread(draw)
     return Outcome(summary, artefacts)
 
 

@@ -175,12 +175,15 @@ async def particle_sizes(ctx: AnalysisContext, client: ServiceClient) -> Outcome
             ],
         }
         gmd = dist.gmd_nm if pixel_size else dist.gmd_px
-        artefacts = [
-            Artefact("labels.tif", pictures.labels_tiff(labels, pixel_size or None), "image/tiff"),
-            Artefact("overlay.png", pictures.overlay_png(decoded.image, labels), "image/png"),
-            Artefact("psd.png", pictures.psd_png(diameters[sized], unit, gmd, dist.gsd, response.method,
-                                                 None if weights is None else weights[sized]), "image/png"),
-        ]
+
+        def draw() -> list[Artefact]:  # encoding takes up to a second: off the event loop, which serves health
+            return [
+                Artefact("labels.tif", pictures.labels_tiff(labels, pixel_size or None), "image/tiff"),
+                Artefact("overlay.png", pictures.overlay_png(decoded.image, labels), "image/png"),
+                Artefact("psd.png", pictures.psd_png(diameters[sized], unit, gmd, dist.gsd, response.method,
+                                                     None if weights is None else weights[sized]), "image/png"),
+            ]
+        artefacts = await asyncio.to_thread(draw)
     return Outcome(summary, artefacts)
 
 
