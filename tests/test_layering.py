@@ -72,6 +72,47 @@ def test_the_client_imports_only_grpc_protobuf_and_the_gateway_stubs():
     assert bad == []
 
 
+#: what of the gateway the CLI may use: the domain registry (``nanolens analyze <domain>``, the local
+#: stack), the settings (``nanolens settings``) and the token helpers (``nanolens token create``)
+CLI_GATEWAY_SURFACE = {"nanolens_gateway.domains": None, "nanolens_gateway.server": {"GatewaySettings"},
+                       "nanolens_gateway.auth": {"ACTIONS", "parse_tokens", "token_digest"}}
+
+
+def test_the_cli_uses_only_the_gateways_public_surface_and_calls_it_through_the_client():
+    bad = []
+    for path in sources(REPO / "cli"):
+        for module, names, line in imports(path):
+            where = f"{path.relative_to(REPO)}:{line} imports {module}"
+            if top(module) == "nanolens_gateway":
+                allowed = CLI_GATEWAY_SURFACE.get(module, set())
+                if module not in CLI_GATEWAY_SURFACE or (allowed is not None and not set(names) <= allowed):
+                    bad.append(f"{where} {names}")
+            elif top(module) == "nanolens" or top(module) == "grpc":  # the stubs and gRPC: nanolens_client's
+                bad.append(where)
+    assert bad == []
+
+
+def test_the_cli_modules_import_no_circle():
+    """Each command group is its own module; main.py gathers them and none of them imports it."""
+    package = REPO / "cli" / "nanolens_cli"
+    graph = {p.stem: {m.split(".")[1] for m, _, _ in imports(p) if m.startswith("nanolens_cli.")}
+             | {n for m, names, _ in imports(p) if m == "nanolens_cli" for n in names}
+             for p in sources(package)}
+    assert not [m for m, deps in graph.items() if "main" in deps]
+
+    def circle(start: str, node: str, seen: tuple[str, ...]) -> tuple[str, ...] | None:
+        for nxt in sorted(graph.get(node, ())):
+            if nxt == start:
+                return (*seen, nxt)
+            if nxt not in seen:
+                found = circle(start, nxt, (*seen, nxt))
+                if found:
+                    return found
+        return None
+
+    assert [c for m in graph if (c := circle(m, m, (m,)))] == []
+
+
 def serving_code() -> list[Path]:
     roots = [REPO / "runtime", REPO / "formats", REPO / "gateway"]
     for package in SERVICE_PACKAGES.values():

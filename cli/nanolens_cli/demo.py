@@ -20,10 +20,8 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from nanolens.gateway.v1 import gateway_pb2
-from nanolens_cli.client import GatewayClient, save_outputs
 from nanolens_cli.stack import Stack
-from nanolens_gateway.adapters import pictures
+from nanolens_client import Client
 
 SEED = 2021  # Gravely & Roxbury's year: any fixed number makes the demo reproducible
 MAP_SIZE = 64
@@ -38,7 +36,7 @@ def write_samples(folder: Path) -> dict[str, dict]:
     from nanolens_lpem.synthetic.movies import generate as generate_movie
     from nanolens_sem.synthetic.textures import generate as generate_texture
     from nanolens_sem.synthetic.textures import with_info_bar
-    from nanolens_spectra.synthetic.swcnt import CLASSES, generate_map, generate_spectra
+    from nanolens_spectra.synthetic.swcnt import generate_map, generate_spectra
     from nanolens_tem.synthetic.agglomerates import SynthParams
     from nanolens_tem.synthetic.agglomerates import generate as generate_tem
     from nanolens_tem.synthetic.faceted import FacetedParams, generate_faceted
@@ -56,7 +54,6 @@ def write_samples(folder: Path) -> dict[str, dict]:
     cube, truth = generate_map(MAP_SIZE, MAP_SIZE, seed=SEED)
     spectral_map = folder / f"map_{MAP_SIZE}x{MAP_SIZE}.npy"
     np.save(spectral_map, cube)
-    (folder / "truth_class_map.png").write_bytes(pictures.class_map_png(truth, len(CLASSES)))
     micrographs = {"agglomerates.tif": generate_tem(SEED, SynthParams(shape=(512, 512), gmd=22.0, gsd=1.2)),
                    "crystals.tif": generate_faceted(SEED, FacetedParams(shape=(512, 512), gmd=40.0, gsd=1.1))}
     for name, micrograph in micrographs.items():
@@ -72,14 +69,14 @@ def write_samples(folder: Path) -> dict[str, dict]:
 
     Image.fromarray((with_info_bar(texture.image, SEM_BAR_ROWS, SEED) * 255).astype(np.uint8)).save(sem)
     return {
-        single.name: {"path": single, "kind": gateway_pb2.ANALYSIS_KIND_SPECTRA, "truth": labels[:1]},
-        matrix.name: {"path": matrix, "kind": gateway_pb2.ANALYSIS_KIND_SPECTRA, "truth": labels},
-        spectral_map.name: {"path": spectral_map, "kind": gateway_pb2.ANALYSIS_KIND_SPECTRAL_MAP, "truth": truth},
-        **{name: {"path": folder / name, "kind": gateway_pb2.ANALYSIS_KIND_PARTICLE_SIZES,
+        single.name: {"path": single, "kind": "spectra", "truth": labels[:1]},
+        matrix.name: {"path": matrix, "kind": "spectra", "truth": labels},
+        spectral_map.name: {"path": spectral_map, "kind": "spectral_map", "truth": truth},
+        **{name: {"path": folder / name, "kind": "particle_sizes",
                   "truth": micrograph.diameters * TEM_PIXEL_NM} for name, micrograph in micrographs.items()},
-        movie.name: {"path": movie, "kind": gateway_pb2.ANALYSIS_KIND_LPEM_MOVIE,
+        movie.name: {"path": movie, "kind": "lpem_movie",
                      "truth": np.array([movie_params.n_particles, MOVIE_DIFFUSION])},
-        sem.name: {"path": sem, "kind": gateway_pb2.ANALYSIS_KIND_SEM_IMAGE, "truth": texture.anomaly,
+        sem.name: {"path": sem, "kind": "sem_image", "truth": texture.anomaly,
                    "options": {"lens": "all", "anomaly": "yes", "embed": "demo"}},
     }
 
@@ -109,7 +106,18 @@ def _versus_truth(result: dict, folder: Path, truth: np.ndarray) -> dict:
                 "particles_found": dist["count"], "particles_true": int(truth.size),
                 "occlusion_corrected": dist.get("occlusion_corrected", False),
                 "particles_estimated": dist.get("estimated_count", dist["count"])}
+    if "class_fractions" in result:  # the true map beside class_map.png, in the colours the result declares
+        _truth_png(truth, result["class_names"], result["class_colours"], folder / "truth_class_map.png")
     return {"accuracy": round(_accuracy(result, folder, truth), 4)}
+
+
+def _truth_png(truth: np.ndarray, names: list[str], colours: dict[str, str], path: Path) -> None:
+    from PIL import Image
+
+    palette = np.array([[int(colours[n].lstrip("#")[i:i + 2], 16) for i in (0, 2, 4)] for n in names], np.uint8)
+    image = Image.fromarray(palette[truth])
+    factor = max(1, 256 // min(truth.shape))
+    image.resize((image.width * factor, image.height * factor), Image.NEAREST).save(path)
 
 
 def _accuracy(result: dict, folder: Path, truth: np.ndarray) -> float:
@@ -129,28 +137,25 @@ def run_demo(out: Path) -> int:
     print("starting the stack (S3 server, domain services, gateway) ...", file=sys.stderr)
     endpoints = stack.start()
     print(f"gateway {endpoints.gateway}, S3 {endpoints.s3}", file=sys.stderr)
-    client = GatewayClient(endpoints.gateway)
+    client = Client(endpoints.gateway)
     try:
         for name, sample in samples.items():
-            uploaded = client.upload(sample["path"], progress=False, timeout=120)
+            uploaded = client.upload(sample["path"], timeout=120)
             start = time.perf_counter()
-            response = client.analyze(uploaded.object, sample["kind"], options=sample.get("options"), timeout=600,
-                                      progress=False)
+            result = client.analyse_object(uploaded.object, sample["kind"], timeout=600, **sample.get("options", {}))
             seconds = time.perf_counter() - start
             folder = out / Path(name).stem
-            save_outputs(client, response, folder)
-            result = json.loads(response.result_json)
-            versus = _versus_truth(result, folder, sample["truth"])
-            entry = {"sample": name, "analysis": result["analysis"], "versus_truth": versus,
+            client.save(result, folder)
+            versus = _versus_truth(result.document, folder, sample["truth"])
+            entry = {"sample": name, "analysis": result.analysis, "versus_truth": versus,
                      "seconds": round(seconds, 3),
-                     "model": f"{result['provenance']['model_name']}:{result['provenance']['model_version']}",
-                     "result": f"s3://{response.result.bucket}/{response.result.key}",
-                     "outputs": sorted(p.name for p in folder.iterdir())}
-            if sample["kind"] == gateway_pb2.ANALYSIS_KIND_SPECTRAL_MAP:
+                     "model": f"{result.provenance.model_name}:{result.provenance.model_version}",
+                     "result": str(result.location), "outputs": sorted(p.name for p in folder.iterdir())}
+            if sample["kind"] == "spectral_map":
                 again = time.perf_counter()
-                repeat = client.analyze(uploaded.object, sample["kind"], timeout=600, progress=False)
+                repeat = client.analyse_object(uploaded.object, sample["kind"], timeout=600)
                 entry["repeat"] = {"cached": repeat.cached, "seconds": round(time.perf_counter() - again, 3),
-                                   "same_result": repeat.result.key == response.result.key}
+                                   "same_result": repeat.location == result.location}
             summary["analyses"].append(entry)
             told = ", ".join(f"{k} {v:+.1%}" if "error" in k and v is not None else
                              f"{k} {v:.1%}" if k == "accuracy" else f"{k} {v}" for k, v in versus.items())

@@ -3,76 +3,24 @@ artefacts in a folder named after its input, and the job's report and index when
 
 from __future__ import annotations
 
-import json
-import re
 import sys
-from pathlib import Path
 
-import grpc
-
-from nanolens.common.v1 import common_pb2
-from nanolens.gateway.v1 import gateway_pb2
-
-REPORT_FILES = ("report.html", "index.csv", "index.parquet")
-
-
-def item_folder(out: Path, ref: common_pb2.ObjectRef) -> Path:
-    """OUT/<bucket>/<key with anything but letters, digits, '.', '-', '_' and '/' replaced>."""
-    safe = re.sub(r"[^A-Za-z0-9._/-]", "_", f"{ref.bucket}/{ref.key}").replace("..", "_")
-    return out / safe
-
-
-def get_job_results(client, job_id: str, out: Path, results_bucket: str = "") -> dict:
-    """Download what a job produced; returns what was written and what was not."""
-    job = client.stub.GetJob(gateway_pb2.GetJobRequest(job_id=job_id, items=True), timeout=60,
-                             metadata=client.metadata).job
-    out.mkdir(parents=True, exist_ok=True)
-    written, failed = [], []
-    for item in job.items:
-        if item.state != "done":
-            failed.append({"object": f"{item.object.bucket}/{item.object.key}", "state": item.state,
-                           "error": item.error})
-            continue
-        folder = item_folder(out, item.object)
-        folder.mkdir(parents=True, exist_ok=True)
-        doc = json.loads(client.download(item.result, timeout=120))
-        (folder / "result.json").write_text(json.dumps(doc, indent=2))
-        written.append(folder / "result.json")
-        for artefact in doc.get("artifacts", []):
-            target = folder / Path(artefact["name"]).name
-            target.write_bytes(client.download(common_pb2.ObjectRef(bucket=artefact["bucket"], key=artefact["key"]),
-                                               timeout=300))
-            written.append(target)
-    bucket = results_bucket or next((i.result.bucket for i in job.items if i.result.key), "")
-    for name in REPORT_FILES:
-        if not bucket:
-            break
-        try:
-            data = client.download(common_pb2.ObjectRef(bucket=bucket, key=f"jobs/{job_id}/{name}"), timeout=120)
-        except grpc.RpcError as exc:  # not written yet (the job is running) or not for this caller
-            if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED):
-                continue
-            raise
-        (out / name).write_bytes(data)
-        written.append(out / name)
-    return {"job_id": job_id, "state": job.state, "written": [str(p) for p in written], "not_done": failed}
+from nanolens_cli.client import add_gateway, connect, print_json
 
 
 def cmd_results_get(args) -> int:
-    from nanolens_cli.jobs import gateway_client
-
-    client = gateway_client(args)
-    try:
-        summary = get_job_results(client, args.job_id, Path(args.out), args.results_bucket)
-    finally:
-        client.close()
+    with connect(args) as client:
+        fetched = client.results(args.job_id, args.out, results_bucket=args.results_bucket)
+    not_done = [{"object": f"{i.object.bucket}/{i.object.key}", "state": i.state, "error": i.error}
+                for i in fetched.not_done]
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print_json({"job_id": fetched.job_id, "state": fetched.state, "written": [str(p) for p in fetched.written],
+                    "not_done": not_done})
     else:
-        print(f"job {args.job_id} ({summary['state']}): {len(summary['written'])} files written to {args.out}")
-        for item in summary["not_done"]:
+        print(f"job {args.job_id} ({fetched.state}): {len(fetched.written)} files written to {args.out}")
+        for item in not_done:
             print(f"  not done: {item['object']} ({item['state']}) {item['error']}", file=sys.stderr)
-    return 4 if summary["not_done"] else 0
+    return 4 if not_done else 0
 
 
 def add_parser(sub) -> None:
@@ -84,5 +32,5 @@ def add_parser(sub) -> None:
     get.add_argument("--out", required=True, help="folder to write into")
     get.add_argument("--results-bucket", default="", help="where the report is (default: the items' results bucket)")
     get.add_argument("--json", action="store_true")
-    get.add_argument("--gateway", default="", help="host:port (default: NANOLENS_GATEWAY)")
+    add_gateway(get)
     get.set_defaults(func=cmd_results_get)

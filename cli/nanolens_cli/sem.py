@@ -3,34 +3,26 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
-from nanolens.common.v1 import common_pb2
-from nanolens.gateway.v1 import gateway_pb2
+from nanolens_cli.client import add_gateway, connect
+from nanolens_cli.models import register_bundle
+from nanolens_client import Ref
 
-DEFAULT_GATEWAY = "127.0.0.1:50050"
 IMAGE_SUFFIXES = {".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".dm3", ".dm4", ".npy"}
 
 
 def cmd_search(args) -> int:
     """Search a collection with a local image (uploaded first) or a stored key (bucket/key or key)."""
-    from nanolens_cli.client import GatewayClient
-
-    client = GatewayClient(args.gateway or os.environ.get("NANOLENS_GATEWAY", DEFAULT_GATEWAY))
-    try:
+    with connect(args) as client:
         path = Path(args.query)
         if path.is_file():
             query = client.upload(path, timeout=args.timeout).object
         else:
             bucket, _, key = args.query.partition("/") if args.bucket_in_query else ("", "", args.query)
-            query = common_pb2.ObjectRef(bucket=bucket, key=key)
-        response = client.stub.SearchCollection(
-            gateway_pb2.SearchCollectionRequest(collection=args.collection, query=query, k=args.k),
-            timeout=args.timeout, metadata=client.metadata)
-    finally:
-        client.close()
+            query = Ref(bucket, key)
+        response = client.search(args.collection, query, k=args.k, timeout=args.timeout)
     if args.json:
         from google.protobuf import json_format
 
@@ -87,8 +79,6 @@ def cmd_train(args) -> int:
         print(f"  {c:<24} precision {cv.precision[c]:.3f}  recall {cv.recall[c]:.3f}")
     print(f"wrote {path} (confusion matrix: {figure})")
     if args.register:
-        from nanolens_cli.main import register_bundle
-
         print(f"registered: {register_bundle(path)}")
     return 0
 
@@ -102,7 +92,7 @@ def add_parsers(sub) -> None:
     search.add_argument("-k", type=int, default=10, help="hits (default 10)")
     search.add_argument("--bucket-in-query", action="store_true", help="the query is BUCKET/KEY")
     search.add_argument("--json", action="store_true")
-    search.add_argument("--gateway")
+    add_gateway(search)
     search.add_argument("--timeout", type=float, default=120)
     search.set_defaults(func=cmd_search)
     train = ssub.add_parser("train", help="train a classifier head on the autoencoder's embeddings of a labelled "

@@ -20,11 +20,11 @@ import pytest
 from minio import Minio
 
 from nanolens.gateway.v1 import gateway_pb2
-from nanolens_cli.client import GatewayClient
 from nanolens_cli.stack import LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY, Stack, free_port
 from nanolens_gateway.automation.events import EventIntake, parse_minio_event, parse_rules
 from nanolens_gateway.jobs.store import open_store
 from nanolens_runtime.storage import ObjectStore
+from wire import GatewayClient
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RULES = {"rules": [{"bucket": "raw", "prefix": "auto/", "suffix": ".txt", "analysis": "spectra"}]}

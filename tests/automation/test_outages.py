@@ -16,8 +16,8 @@ import grpc
 import pytest
 
 from nanolens.gateway.v1 import gateway_pb2
-from nanolens_cli.client import GatewayClient
 from nanolens_cli.stack import Stack
+from wire import GatewayClient
 
 
 @pytest.fixture(scope="module")

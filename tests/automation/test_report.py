@@ -14,8 +14,8 @@ from minio import Minio
 from minio.error import S3Error
 
 from nanolens.gateway.v1 import gateway_pb2
-from nanolens_cli.client import GatewayClient
 from nanolens_cli.stack import LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY, Stack
+from wire import GatewayClient
 
 
 @pytest.fixture(scope="module")

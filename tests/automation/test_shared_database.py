@@ -15,8 +15,8 @@ import grpc
 import pytest
 
 from nanolens.gateway.v1 import gateway_pb2
-from nanolens_cli.client import GatewayClient
 from nanolens_cli.stack import Stack, free_port
+from wire import GatewayClient
 
 
 def handled(metrics_url: str, method: str) -> float:

@@ -6,14 +6,9 @@ being stopped and started again."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
 import subprocess
-import sys
-import textwrap
 import zipfile
-from pathlib import Path
 
 import pytest
 
@@ -21,57 +16,10 @@ from support import REPO
 
 pytestmark = pytest.mark.slow
 
-CLIENT = REPO / "clients" / "python"
 STUBS = REPO / "gen" / "python"
 #: the issue's budget for the installed client (site-packages of its environment)
 MAX_INSTALLED_MB = 60
 NOT_INSTALLED = ("torch", "onnxruntime", "skimage", "scipy", "pandas", "numpy", "nanolens_runtime", "nanolens_cli")
-
-
-def pip(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    run = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True, timeout=timeout)
-    assert run.returncode == 0, run.stderr[-2000:]
-    return run
-
-
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("client-wheel")
-    leftovers = [p for p in (CLIENT / "build", CLIENT / "nanolens_client.egg-info") if not p.exists()]
-    try:
-        pip("wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(out), str(CLIENT))
-    finally:  # setuptools builds in the source tree
-        for path in leftovers:
-            shutil.rmtree(path, ignore_errors=True)
-    (built,) = out.glob("nanolens_client-*.whl")
-    return built
-
-
-@pytest.fixture(scope="module")
-def venv(wheel, tmp_path_factory) -> Path:
-    """A fresh environment with the wheel and its dependencies only."""
-    root = tmp_path_factory.mktemp("client-venv")
-    house = root / "wheelhouse"
-    fetched = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "-d",
-                              str(house), "grpcio==1.85.1", "protobuf==7.36.2"], capture_output=True, text=True,
-                             timeout=300)
-    if fetched.returncode != 0:
-        pytest.skip(f"the wheelhouse for grpcio and protobuf cannot be fetched: {fetched.stderr[-300:]}")
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root / "env")], check=True, timeout=120)
-    python = root / "env" / "bin" / "python"
-    pip("--python", str(python), "install", "--quiet", "--no-index", "--find-links", str(house), str(wheel))
-    return python
-
-
-def run_in(python: Path, script: str, *args: str, **popen) -> subprocess.CompletedProcess | subprocess.Popen:
-    """Run a script with the environment's Python, outside the repository and without its source roots."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    argv = [str(python), "-c", textwrap.dedent(script), *args]
-    if popen:
-        return subprocess.Popen(argv, env=env, cwd=python.parent, text=True, **popen)
-    run = subprocess.run(argv, env=env, cwd=python.parent, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
-    return run
 
 
 def test_the_wheel_carries_the_generated_stubs_unchanged_and_needs_only_grpc_and_protobuf(wheel):
@@ -88,7 +36,7 @@ def test_the_wheel_carries_the_generated_stubs_unchanged_and_needs_only_grpc_and
     assert [r.split(";")[0].strip() for r in requires if "extra ==" in r] == ["numpy==2.4.6"]
 
 
-def test_the_installed_client_is_small_and_brings_no_science_stack(venv):
+def test_the_installed_client_is_small_and_brings_no_science_stack(venv, run_in):
     site = next((venv.parent.parent / "lib").glob("python3*/site-packages"))
     size_mb = sum(f.stat().st_size for f in site.rglob("*") if f.is_file()) / 2**20
     print(f"installed size: {size_mb:.1f} MB in {site}")
@@ -100,7 +48,7 @@ def test_the_installed_client_is_small_and_brings_no_science_stack(venv):
     assert found == dict.fromkeys(NOT_INSTALLED, False)
 
 
-def test_the_installed_client_analyses_through_the_stack(venv, stack, tmp_path):
+def test_the_installed_client_analyses_through_the_stack(venv, run_in, stack, tmp_path):
     path = tmp_path / "spectrum.txt"
     path.write_text("".join(f"{100 + 3 * i} {1000 + (i % 5) * 10}\n" for i in range(960)))
     out = json.loads(run_in(venv, """
@@ -125,7 +73,7 @@ def test_the_installed_client_analyses_through_the_stack(venv, stack, tmp_path):
     assert out["async_n"] == 1 and out["model"]
 
 
-def test_a_call_waits_out_a_gateway_restart(venv, stack):
+def test_a_call_waits_out_a_gateway_restart(venv, run_in, stack):
     """The gateway is stopped; a call in the installed client retries until it is back."""
     running, endpoints = stack
     (gateway,) = [p for p in running.processes if p.name == "gateway" and p.popen.poll() is None]

@@ -17,9 +17,9 @@ import pytest
 
 from nanolens.common.v1 import common_pb2
 from nanolens.gateway.v1 import gateway_pb2
-from nanolens_cli.client import GatewayClient
 from nanolens_cli.stack import Stack
 from nanolens_gateway.auth import METHOD_ACTIONS, parse_tokens, token_digest
+from wire import GatewayClient
 
 TOKENS = {"lab-a": "token-of-lab-a", "lab-b": "token-of-lab-b", "reader": "token-of-reader", "old": "token-old",
           "lab-c": "token-of-lab-c", "admin": "token-of-admin"}

@@ -19,8 +19,8 @@ import pytest
 
 from nanolens.common.v1 import common_pb2
 from nanolens.gateway.v1 import gateway_pb2
-from nanolens_cli.client import GatewayClient
 from nanolens_cli.stack import Stack
+from wire import GatewayClient
 
 
 def handled(metrics_url: str, method: str) -> float:

@@ -21,10 +21,10 @@ import yaml
 
 from nanolens.common.v1 import common_pb2
 from nanolens.gateway.v1 import gateway_pb2
-from nanolens_cli.client import GatewayClient
 from nanolens_cli.demo import write_samples
 from nanolens_cli.stack import Stack, free_port, wait_for_port
 from support import promql_metric_names
+from wire import GatewayClient
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "deploy" / "helm" / "nanolens"

@@ -18,11 +18,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from nanolens.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from nanolens.spectra.v1 import spectra_pb2, spectra_pb2_grpc
-from nanolens_cli.client import GatewayClient
 from nanolens_cli.stack import Stack, free_port
 from nanolens_runtime.server import GrpcApp, Servicer
 from nanolens_runtime.settings import ServerSettings
 from nanolens_runtime.tls import TlsSettings, UpstreamTlsSettings, channel_credentials
+from wire import GatewayClient
 
 
 def _name(common: str) -> x509.Name:

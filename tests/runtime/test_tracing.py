@@ -14,9 +14,9 @@ import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from nanolens.gateway.v1 import gateway_pb2
-from nanolens_cli.client import GatewayClient
 from nanolens_cli.stack import Stack
 from nanolens_runtime import tracing
+from wire import GatewayClient
 
 
 class Receiver(trace_service_pb2_grpc.TraceServiceServicer):

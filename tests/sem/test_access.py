@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 
 from nanolens.gateway.v1 import gateway_pb2
-from nanolens_cli.client import GatewayClient
 from nanolens_cli.stack import Stack
 from nanolens_gateway.auth import token_digest
 from nanolens_sem.synthetic.textures import generate
+from wire import GatewayClient
 
 pytestmark = pytest.mark.slow
 TOKENS = {"lab-a": "sem-token-a", "lab-b": "sem-token-b", "reader": "sem-token-reader"}

@@ -25,7 +25,7 @@ class ClientSettings:
     key: str = setting("NANOLENS_CLIENT_KEY", "", "PEM private key of NANOLENS_CLIENT_CERT")
     timeout_seconds: float = setting("NANOLENS_CLIENT_TIMEOUT_SECONDS", 60.0,
                                      "deadline of a client call that moves no file and runs no analysis")
-    analysis_timeout_seconds: float = setting("NANOLENS_CLIENT_ANALYSIS_TIMEOUT_SECONDS", 600.0,
+    analysis_timeout_seconds: float = setting("NANOLENS_ANALYSIS_TIMEOUT_SECONDS", 600.0,
                                               "deadline of a client's upload, download or analysis")
     attempts: int = setting("NANOLENS_CLIENT_ATTEMPTS", 5,
                             "tries of an idempotent client call refused as UNAVAILABLE or overloaded (1: no retry)")
