@@ -12,12 +12,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from nanolens.gateway.v1 import gateway_pb2
-from nanolens_cli.client import GatewayClient
 from nanolens_cli.stack import Stack
+from nanolens_client import Client
 
 
-def _inputs(client: GatewayClient, folder: Path, prefix: str, n: int, offset: int) -> list:
+def _inputs(client: Client, folder: Path, prefix: str, n: int, offset: int) -> list:
     refs = []
     for i in range(n):
         path = folder / f"{prefix.strip('/').replace('/', '-')}-{i}.txt"
@@ -30,7 +29,7 @@ def run(quick: bool = False) -> dict:
     n = 40 if quick else 1000
     with tempfile.TemporaryDirectory() as tmp, Stack(domains=("spectra",),
                                                      extra_env={"NANOLENS_JOB_CONCURRENCY": "1"}) as endpoints:
-        client = GatewayClient(endpoints.gateway)
+        client = Client(endpoints.gateway)
         folder = Path(tmp)
         direct_refs = _inputs(client, folder, "bench/direct/", n, 0)
         _inputs(client, folder, "bench/job/", n, 10_000)
@@ -38,15 +37,12 @@ def run(quick: bool = False) -> dict:
         start = time.perf_counter()
         for ref in direct_refs:  # one caller, one call at a time: what the job runner does per service
             t = time.perf_counter()
-            client.analyze(ref, gateway_pb2.ANALYSIS_KIND_SPECTRA, force=True, timeout=120)
+            client.analyse_object(ref, "spectra", force=True, timeout=120)
             latencies.append(time.perf_counter() - t)
         direct_s = time.perf_counter() - start
         start = time.perf_counter()
-        job = client.stub.SubmitJob(gateway_pb2.SubmitJobRequest(prefix="bench/job/",
-                                                                 analysis=gateway_pb2.ANALYSIS_KIND_SPECTRA),
-                                    timeout=120).job
-        for event in client.stub.WatchJob(gateway_pb2.WatchJobRequest(job_id=job.job_id), timeout=3600):
-            last = event.job
+        job = client.submit("bench/job/", "spectra", timeout=120)
+        last = list(client.watch(job, timeout=3600))[-1]  # the job as it ended
         job_s = time.perf_counter() - start
         client.close()
     return {"items": n, "job_concurrency_per_service": 1, "store": "sqlite",

@@ -64,7 +64,7 @@ def test_analyse_returns_a_typed_result_and_the_stored_one_the_second_time(clien
     assert first.provenance.model_name and len(first.provenance.model_sha256) == 64
     assert first.provenance.service_name == "spectra" and "inference" in " ".join(first.provenance.timings)
     assert first.input.key.endswith("/spectrum.txt") and first.location.key.endswith("result.json")
-    assert first.verdict is None and first.trustworthy  # spectra results have no quality block
+    assert first.verdict is not None and first.trustworthy == (not first.verdict.warnings)
     name = sorted(first.artefacts)[0]
     data = client.artefact(first, name)
     assert hashlib.sha256(data).hexdigest() == first.artefacts[name].sha256
@@ -161,3 +161,13 @@ def test_a_folder_uploaded_submitted_watched_and_fetched_with_the_async_client(s
     assert fetched.state == "done" and not fetched.not_done
     documents = [p for p in fetched.written if p.name == "result.json"]
     assert len(documents) == 3 and all(json.loads(p.read_text())["analysis"] == "spectra" for p in documents)
+
+
+def test_a_numpy_array_is_sent_as_npy(client):
+    from nanolens_spectra.synthetic.swcnt import generate_map
+
+    cube, truth = generate_map(6, 6, seed=5)
+    result = client.analyse(cube, "spectral_map")
+    assert result.input.key.endswith("/array.npy") and result["shape"][:2] == [6, 6]
+    class_map = np.load(io.BytesIO(client.artefact(result, "class_map.npy")))
+    assert class_map.shape == truth.shape
