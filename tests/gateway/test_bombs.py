@@ -11,8 +11,8 @@ import pytest
 
 from bench import bombs
 from nanolens.gateway.v1 import gateway_pb2
-from nanolens_cli.client import GatewayClient
 from nanolens_cli.stack import Stack
+from wire import GatewayClient
 
 BOMBS = [  # (key, analysis, file) as the probe of issue 35 found them
     ("bombs/rgb-13000.png", gateway_pb2.ANALYSIS_KIND_PARTICLE_SIZES, lambda: bombs.png(13000, 13000)),
