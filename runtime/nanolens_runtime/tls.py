@@ -16,6 +16,8 @@ from pathlib import Path
 
 import grpc
 
+# One implementation for every channel that checks a server: the gateway's to the services, and clients'
+from nanolens_client.settings import channel_credentials
 from nanolens_runtime.settings import setting
 
 
@@ -64,24 +66,6 @@ class UpstreamTlsSettings:
     def channel_credentials(self) -> grpc.ChannelCredentials | None:
         return channel_credentials(self.ca, self.cert, self.key,
                                    ("NANOLENS_UPSTREAM_CA", "NANOLENS_UPSTREAM_CERT", "NANOLENS_UPSTREAM_KEY"))
-
-
-def channel_credentials(ca: str, cert: str = "", key: str = "",
-                        names: tuple[str, str, str] = ("CA", "CERT", "KEY")) -> grpc.ChannelCredentials | None:
-    """Credentials for a channel that checks the server against ``ca`` and, given ``cert`` and
-    ``key``, presents a client certificate; None (plaintext) without ``ca``. ``names``: the
-    settings the three come from, for the error messages."""
-    ca_name, cert_name, key_name = names
-    if not ca:
-        if cert or key:
-            raise ValueError(f"{cert_name} and {key_name} need {ca_name}")
-        return None
-    if bool(cert) != bool(key):
-        raise ValueError(f"{cert_name} and {key_name} go together")
-    return grpc.ssl_channel_credentials(
-        root_certificates=_read(ca, ca_name),
-        private_key=_read(key, key_name) if key else None,
-        certificate_chain=_read(cert, cert_name) if cert else None)
 
 
 def open_channel(address: str, credentials: grpc.ChannelCredentials | None, options,
