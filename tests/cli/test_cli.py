@@ -340,6 +340,9 @@ def test_sem_train_register_classify_embed_and_search(stack, tmp_path):
                                  "--embed", "cli-textures", "--json", "--out", str(out)).stdout)
     assert result["classification"]["head"] == "texture-kinds:1"
     assert result["classification"]["label"] in {"particles", "wires", "porous", "fibres"}
+    # a new texture of a known kind: like the training images, no warning (exit 0)
+    assert 0 <= result["classification"]["ood_score"] < 1 and not result["classification"]["out_of_domain"]
+    assert result["quality"] == {"trustworthy": True, "warnings": []}
     assert result["options"]["classify"] == "texture-kinds:1" and len(result["lens"]) == 5
     assert {"lens_enc1.png", "lens_latent.png", "embedding.npy"} <= {p.name for p in out.iterdir()}
     text = nanolens(stack, "analyze", "sem", str(query), "--anomaly").stdout

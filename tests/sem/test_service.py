@@ -142,7 +142,7 @@ async def test_anomaly_maps_light_up_an_injected_defect_and_noise_is_out_of_dist
 
 
 async def test_a_trained_head_classifies_unseen_textures(stub):
-    right = 0
+    right = flagged = 0
     seeds = range(1000, 1040)
     for seed in seeds:
         t = generate(seed, (128, 128))
@@ -151,9 +151,26 @@ async def test_a_trained_head_classifies_unseen_textures(stub):
         assert sorted(c.classes) == sorted(KINDS) and abs(sum(c.probabilities) - 1) < 1e-4
         assert c.head.name == HEAD and c.probability == max(c.probabilities)
         right += c.label == t.kind
+        assert c.HasField("ood_score") and c.ood_score >= 0
+        flagged += c.ood_score > 1
     assert right / len(seeds) >= 0.75, f"{right} of {len(seeds)}"
+    assert flagged <= 4, f"{flagged} of {len(seeds)} new textures of known kinds called unlike every kind"  # 1 measured
     models = {m.name: m for m in (await stub.ListModels(sem_pb2.ListModelsRequest())).models}
     assert models[HEAD].task == "sem-classifier" and models["sem-autoencoder"].is_default
+
+
+async def test_a_picture_unlike_every_texture_kind_is_flagged(stub, heads_dir):
+    yy, xx = np.mgrid[:128, :128]
+    disc = ((yy - 64) ** 2 + (xx - 64) ** 2 < 40 ** 2).astype(float)  # one big particle: no texture at all
+    checker = ((yy // 8 + xx // 8) % 2).astype(float)
+    noise = np.random.default_rng(0).normal(0, 0.02, disc.shape)
+    for image in (disc, checker):
+        picture = u8(0.2 + 0.6 * image + noise)  # grey levels of a micrograph, not a mask's two
+        r = await stub.AnalyzeImage(request(picture, classifier=common_pb2.ModelSelector(name=HEAD)))
+        assert r.classification.ood_score > 1, r.classification.ood_score
+    calibration = json.loads((heads_dir / HEAD / "1" / "manifest.json").read_text())["out_of_domain"]
+    assert calibration["calibration"]["n_items"] == 80 and calibration["calibration"]["flagged"] <= 2
+    assert calibration["threshold"] > 0 and calibration["n_reference"] == 80
 
 
 async def test_bad_requests_are_refused_naming_the_field_and_the_service_keeps_serving(stub):

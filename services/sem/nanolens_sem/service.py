@@ -58,6 +58,7 @@ class SemResult:
     info_bar_rows: int
     anomaly: anomaly.AnomalyMaps | None
     probabilities: np.ndarray | None
+    ood_score: float | None  # the head's novelty score (above 1: unlike every class); None without
 
 
 def embedding_spec(manifest: dict) -> tuple[tuple[str, ...], tuple[np.ndarray, np.ndarray] | None]:
@@ -98,8 +99,8 @@ class SemPipeline(Pipeline):
         if request.anomaly:
             cal = anomaly.Calibration.from_manifest(model.bundle.manifest["calibration"])
             maps = anomaly.score(result.block_errors, result.squared_error, prepared.image.size, cal, request.max_side)
-        probs = heads.classify(request.head.session, result.embedding) if request.head else None
-        return SemResult(result, prepared.info_bar_rows, maps, probs)
+        probs, ood = heads.classify(request.head.session, result.embedding) if request.head else (None, None)
+        return SemResult(result, prepared.info_bar_rows, maps, probs, ood)
 
     def analyse(self, request: SemRequest, model: OnnxModel) -> SemResult:
         """The three stages in the calling thread (blocking): benchmarks, the CLI's head training."""
@@ -197,7 +198,7 @@ class SemServicer(DomainServicer, sem_pb2_grpc.SemServiceServicer):
                                         sha256=head.bundle.sha256)
             response.classification.CopyFrom(sem_pb2.Classification(
                 label=classes[best], probability=float(result.probabilities[best]), classes=classes,
-                probabilities=result.probabilities.tolist(), head=info))
+                probabilities=result.probabilities.tolist(), head=info, ood_score=result.ood_score))
         return response
 
 

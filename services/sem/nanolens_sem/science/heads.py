@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 
-def classify(session, embedding: np.ndarray, run_options=None) -> np.ndarray:
-    """Class probabilities of one embedding.
+def classify(session, embedding: np.ndarray, run_options=None) -> tuple[np.ndarray, float | None]:
+    """Class probabilities of one embedding, and how unlike every class it is.
 
     Parameters
     ----------
     session : onnxruntime.InferenceSession
-        A head graph: input ``embedding`` (N x D float32), output ``probabilities`` (N x K).
+        A head graph: input ``embedding`` (N x D float32), outputs ``probabilities`` (N x K) and,
+        in heads trained since it exists, ``ood_score`` (N).
     embedding : numpy.ndarray
         D float32, as ``lens.run_windows`` gives it.
     run_options : onnxruntime.RunOptions, optional
@@ -19,9 +20,14 @@ def classify(session, embedding: np.ndarray, run_options=None) -> np.ndarray:
 
     Returns
     -------
-    numpy.ndarray
+    probabilities : numpy.ndarray
         K float64 probabilities summing to 1.
+    ood_score : float or None
+        Cosine distance to the nearest training embedding over its calibrated threshold (above 1:
+        unlike every class); None for a head without the output.
     """
-    out = session.run(["probabilities"], {"embedding": embedding[None].astype(np.float32)}, run_options)[0][0]
-    p = np.clip(out.astype(np.float64), 0, None)
-    return p / max(p.sum(), 1e-12)
+    names = [o.name for o in session.get_outputs()]
+    wanted = ["probabilities"] + (["ood_score"] if "ood_score" in names else [])
+    outputs = session.run(wanted, {"embedding": embedding[None].astype(np.float32)}, run_options)
+    p = np.clip(outputs[0][0].astype(np.float64), 0, None)
+    return p / max(p.sum(), 1e-12), (float(outputs[1][0]) if len(outputs) > 1 else None)

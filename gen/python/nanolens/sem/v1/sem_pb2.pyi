@@ -72,18 +72,20 @@ class Anomaly(_message.Message):
     def __init__(self, error_map: _Optional[_Union[_common_pb2.NDArray, _Mapping]] = ..., block_px: _Optional[int] = ..., percentile_map: _Optional[_Union[_common_pb2.NDArray, _Mapping]] = ..., image_error: _Optional[float] = ..., image_percentile: _Optional[float] = ..., tile_px: _Optional[int] = ..., anomalous_fraction: _Optional[float] = ..., psnr_db: _Optional[float] = ...) -> None: ...
 
 class Classification(_message.Message):
-    __slots__ = ("label", "probability", "classes", "probabilities", "head")
+    __slots__ = ("label", "probability", "classes", "probabilities", "head", "ood_score")
     LABEL_FIELD_NUMBER: _ClassVar[int]
     PROBABILITY_FIELD_NUMBER: _ClassVar[int]
     CLASSES_FIELD_NUMBER: _ClassVar[int]
     PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
     HEAD_FIELD_NUMBER: _ClassVar[int]
+    OOD_SCORE_FIELD_NUMBER: _ClassVar[int]
     label: str
     probability: float
     classes: _containers.RepeatedScalarFieldContainer[str]
     probabilities: _containers.RepeatedScalarFieldContainer[float]
     head: _common_pb2.ModelInfo
-    def __init__(self, label: _Optional[str] = ..., probability: _Optional[float] = ..., classes: _Optional[_Iterable[str]] = ..., probabilities: _Optional[_Iterable[float]] = ..., head: _Optional[_Union[_common_pb2.ModelInfo, _Mapping]] = ...) -> None: ...
+    ood_score: float
+    def __init__(self, label: _Optional[str] = ..., probability: _Optional[float] = ..., classes: _Optional[_Iterable[str]] = ..., probabilities: _Optional[_Iterable[float]] = ..., head: _Optional[_Union[_common_pb2.ModelInfo, _Mapping]] = ..., ood_score: _Optional[float] = ...) -> None: ...
 
 class AnalyzeImageResponse(_message.Message):
     __slots__ = ("height", "width", "info_bar_rows", "windows", "layers", "embedding", "anomaly", "classification", "reconstruction", "provenance")
