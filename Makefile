@@ -21,7 +21,7 @@ help:
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PY_BOOT) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[cpu,train,dev]'
+	$(PY) -m pip install --quiet -e '.[cpu,train,dev,local]'
 	touch $@
 
 $(BUF):

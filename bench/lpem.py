@@ -16,14 +16,13 @@ import numpy as np
 from bench.memory import ResidentPeak
 from nanolens.common.v1 import common_pb2
 from nanolens.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from nanolens_cli.stack import LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY, Stack
+from nanolens_cli.stack import Stack
 from nanolens_lpem.science.segmentation import segment_frames
 from nanolens_lpem.science.tracking import StreamLinker
 from nanolens_lpem.service import MODEL, SHIPPED_BUNDLES, TASKS, MovieState, Settings, analyse
 from nanolens_lpem.synthetic.movies import MovieParams, frames, generate
 from nanolens_runtime.inference import select_providers
 from nanolens_runtime.registry import ModelRegistry
-from nanolens_runtime.settings import StorageSettings
 from nanolens_runtime.storage import ObjectStore
 
 
@@ -87,8 +86,7 @@ def service_memory(session, n_frames: int, side: int = 128) -> dict:
 
 
 def through_stack(endpoints, images: np.ndarray, key: str) -> float:
-    store = ObjectStore.from_settings(StorageSettings(s3_endpoint=endpoints.s3, s3_access_key=LOCAL_ACCESS_KEY,
-                                                      s3_secret_key=LOCAL_SECRET_KEY))
+    store = ObjectStore.from_settings(endpoints.storage_settings())
     buf = io.BytesIO()
     np.save(buf, images.astype(np.uint16))
     store.put("raw", key, buf.getvalue())

@@ -23,12 +23,11 @@ import numpy as np
 from bench.memory import ResidentPeak
 from nanolens.common.v1 import common_pb2
 from nanolens.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from nanolens_cli.stack import LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY, Stack
+from nanolens_cli.stack import Stack
 from nanolens_gateway.adapters.sem import build_outcome
 from nanolens_gateway.adapters.sem_collections import top_k
 from nanolens_runtime.inference import select_providers
 from nanolens_runtime.registry import ModelRegistry
-from nanolens_runtime.settings import StorageSettings
 from nanolens_runtime.storage import ObjectStore
 from nanolens_sem.service import SEM, SemPipeline, SemRequest, SemServicer, layer_names
 from nanolens_sem.synthetic.textures import generate
@@ -61,8 +60,7 @@ def in_process(pipe, model, batch: list[np.ndarray], lens: bool) -> float:
 
 
 def through_stack(endpoints, batch: list[np.ndarray], lens: bool) -> float:
-    store = ObjectStore.from_settings(StorageSettings(s3_endpoint=endpoints.s3, s3_access_key=LOCAL_ACCESS_KEY,
-                                                      s3_secret_key=LOCAL_SECRET_KEY))
+    store = ObjectStore.from_settings(endpoints.storage_settings())
     keys = []
     for i, image in enumerate(batch):
         buf = io.BytesIO()

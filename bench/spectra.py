@@ -23,12 +23,12 @@ import numpy as np
 from nanolens.common.v1 import common_pb2
 from nanolens.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from nanolens.spectra.v1 import spectra_pb2, spectra_pb2_grpc
-from nanolens_cli.stack import LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY, Stack
+from nanolens_cli.stack import Stack
 from nanolens_runtime import arrays, metrics
 from nanolens_runtime.bundles import ModelBundle
 from nanolens_runtime.inference import InferencePool, OnnxModel
 from nanolens_runtime.registry import ModelRegistry
-from nanolens_runtime.settings import InferenceSettings, StorageSettings
+from nanolens_runtime.settings import InferenceSettings
 from nanolens_runtime.storage import ObjectStore
 from nanolens_spectra.science.preprocessing import PreprocessParams, preprocess
 from nanolens_spectra.service import DEFAULT_MODEL, SHIPPED_BUNDLES, TASK, SpectraPipeline
@@ -119,8 +119,7 @@ def run(quick: bool = False) -> dict:
 
     results: dict = {"map": {"shape": list(cube.shape), "n_spectra": side * side, "repeats": REPEATS}}
     with Stack(extra_env={"NANOLENS_BLOCK_MB": str(BLOCK_MB), "NANOLENS_LOG_LEVEL": "WARNING"}) as endpoints:
-        store = ObjectStore.from_settings(StorageSettings(
-            s3_endpoint=endpoints.s3, s3_access_key=LOCAL_ACCESS_KEY, s3_secret_key=LOCAL_SECRET_KEY))
+        store = ObjectStore.from_settings(endpoints.storage_settings())
         store.put("raw", "bench/map.npy", data)
         with grpc.insecure_channel(endpoints.gateway) as channel:
             gateway = gateway_pb2_grpc.GatewayStub(channel)

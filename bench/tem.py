@@ -21,10 +21,9 @@ import tifffile
 from bench.memory import ResidentPeak
 from nanolens.common.v1 import common_pb2
 from nanolens.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from nanolens_cli.stack import LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY, Stack
+from nanolens_cli.stack import Stack
 from nanolens_runtime.inference import InferencePool, select_providers
 from nanolens_runtime.registry import ModelRegistry
-from nanolens_runtime.settings import StorageSettings
 from nanolens_runtime.storage import ObjectStore
 from nanolens_tem.service import CNN_MODEL, SHIPPED_BUNDLES, TASKS, TemPipeline
 from nanolens_tem.synthetic.agglomerates import SynthParams, generate
@@ -115,8 +114,7 @@ def run(quick: bool = False) -> dict:
     for method in methods:
         results["methods"][method] = in_process(pipeline, image, method)
     with Stack(extra_env={"NANOLENS_LOG_LEVEL": "WARNING"}) as endpoints:
-        store = ObjectStore.from_settings(StorageSettings(
-            s3_endpoint=endpoints.s3, s3_access_key=LOCAL_ACCESS_KEY, s3_secret_key=LOCAL_SECRET_KEY))
+        store = ObjectStore.from_settings(endpoints.storage_settings())
         store.put("raw", "bench/tem.tif", tiff_bytes(image))
         for i, part in enumerate(parts):
             store.put("raw", f"bench/tile{i}.tif", tiff_bytes(part))

@@ -1,31 +1,28 @@
-"""Shared fixtures: a real S3 API server (moto) on loopback and a minio-backed store."""
+"""Shared fixtures: the stack's object store (SeaweedFS) on loopback, a minio-backed store, the stack."""
 
 from __future__ import annotations
 
 import uuid
 
 import pytest
-from moto.server import ThreadedMotoServer
 
-from nanolens_cli.stack import LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY, Stack, free_port
+from nanolens_cli.stack import EmbeddedStore, Stack, free_port
 from nanolens_runtime.settings import StorageSettings
 from nanolens_runtime.storage import ObjectStore
 from support import LIMIT_MB
 
 
 @pytest.fixture(scope="session")
-def s3_endpoint():
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"127.0.0.1:{port}"
-    server.stop()
+def s3_server(tmp_path_factory) -> EmbeddedStore:
+    """SeaweedFS alone, as the stack runs it, for the tests that need only storage."""
+    with EmbeddedStore(tmp_path_factory.mktemp("s3"), "127.0.0.1", free_port()).serving() as server:
+        yield server
 
 
 @pytest.fixture
-def storage_settings(s3_endpoint) -> StorageSettings:
-    return StorageSettings(s3_endpoint=s3_endpoint, s3_access_key=LOCAL_ACCESS_KEY,
-                           s3_secret_key=LOCAL_SECRET_KEY, models_bucket=f"models-{uuid.uuid4().hex[:8]}")
+def storage_settings(s3_server) -> StorageSettings:
+    return StorageSettings(s3_endpoint=s3_server.endpoint, s3_access_key=s3_server.access_key,
+                           s3_secret_key=s3_server.secret_key, models_bucket=f"models-{uuid.uuid4().hex[:8]}")
 
 
 @pytest.fixture

@@ -133,10 +133,10 @@ def run_demo(out: Path) -> int:
     out = Path(out)
     samples = write_samples(out / "samples")
     summary = {"seed": SEED, "analyses": []}
-    stack = Stack(log_dir=out / "logs")
-    print("starting the stack (S3 server, domain services, gateway) ...", file=sys.stderr)
+    stack = Stack(log_dir=out / "logs", data_dir=out / "store", fresh=True)  # its own data, fresh each time
+    print("starting the stack (object store, domain services, gateway) ...", file=sys.stderr)
     endpoints = stack.start()
-    print(f"gateway {endpoints.gateway}, S3 {endpoints.s3}", file=sys.stderr)
+    print(f"gateway {endpoints.gateway}, S3 {endpoints.s3}, data in {stack.data_dir}", file=sys.stderr)
     client = Client(endpoints.gateway)
     try:
         for name, sample in samples.items():

@@ -17,20 +17,23 @@ from nanolens_runtime.errors import NanoLensError
 
 
 def cmd_up(args) -> int:
-    from nanolens_cli.stack import Stack
+    from nanolens_cli.stack import Stack, default_data_dir
 
     ports = {name.removesuffix("_port"): value for name, value in vars(args).items() if name.endswith("_port")}
-    stack = Stack(host=args.host, ports=ports, echo_logs=args.logs)
+    stack = Stack(host=args.host, ports=ports, echo_logs=args.logs, data_dir=args.data_dir or default_data_dir(),
+                  fresh=args.fresh)
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
         signal.signal(sig, lambda *_: stopped.set())
-    print(f"starting S3 server, {', '.join(stack.services[:-1])} services, gateway ...", file=sys.stderr)
+    print(f"starting the object store (SeaweedFS), {', '.join(stack.services[:-1])} services, gateway ...",
+          file=sys.stderr)
     try:
         endpoints = stack.start()
     except (RuntimeError, TimeoutError) as exc:  # a process that did not start; its log is in the message
         print(f"error: {exc}", file=sys.stderr)
         return 1
     try:
+        print(f"{'data':<8} {stack.data_dir}{' (emptied)' if args.fresh else ''}")
         print(f"{'s3':<8} {endpoints.s3}")
         for name, address in endpoints.services.items():
             print(f"{name:<8} {address}")
@@ -86,12 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nanolens", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    up = sub.add_parser("up", help="run S3 server, services and gateway on loopback until Ctrl-C")
+    up = sub.add_parser("up", help="run the object store, services and gateway on loopback until Ctrl-C")
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--gateway-port", type=int, default=50050)
     for i, domain in enumerate(all_domains()):
         up.add_argument(f"--{domain.name}-port", type=int, default=50051 + i, help=f"{domain.name} service port")
     up.add_argument("--s3-port", type=int, default=9000)
+    up.add_argument("--data-dir", type=Path, help="the folder that keeps every object and the job database "
+                    "(default: $XDG_DATA_HOME/nanolens, else ~/.local/share/nanolens)")
+    up.add_argument("--fresh", action="store_true", help="empty the data folder first (its credentials stay)")
     up.add_argument("--logs", action="store_true", help="echo the processes' logs")
     up.set_defaults(func=cmd_up)
 

@@ -20,7 +20,7 @@ import pytest
 from minio import Minio
 
 from nanolens.gateway.v1 import gateway_pb2
-from nanolens_cli.stack import LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY, Stack, free_port
+from nanolens_cli.stack import Stack, free_port
 from nanolens_gateway.automation.events import EventIntake, parse_minio_event, parse_rules
 from nanolens_gateway.jobs.store import open_store
 from nanolens_runtime.storage import ObjectStore
@@ -146,7 +146,7 @@ def jobs_done(client: GatewayClient, expected: int, timeout: float = 120) -> lis
 def test_duplicate_replayed_and_out_of_order_events_give_one_analysis_each(events_stack, tmp_path):
     _, endpoints, url = events_stack
     client = GatewayClient(endpoints.gateway)
-    s3 = Minio(endpoints.s3, LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY, secure=False)
+    s3 = Minio(endpoints.s3, endpoints.s3_access_key, endpoints.s3_secret_key, secure=False)
     keys = [f"auto/run+1/spectrum-{i}.txt" for i in range(3)]
     for i, key in enumerate(keys):
         upload(client, tmp_path, key, i)
@@ -212,7 +212,7 @@ def test_an_event_without_an_etag_is_the_same_enqueue_as_one_with_it(events_stac
     client = GatewayClient(endpoints.gateway)
     key = "auto/noetag/spectrum-5.txt"
     upload(client, tmp_path, key, 5)
-    s3 = Minio(endpoints.s3, LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY, secure=False)
+    s3 = Minio(endpoints.s3, endpoints.s3_access_key, endpoints.s3_secret_key, secure=False)
     etag = s3.stat_object("raw", key).etag.strip('"')
     bare = event(key, "")
     del bare["Records"][0]["s3"]["object"]["eTag"]
@@ -227,10 +227,10 @@ def test_the_reconciliation_scan_finds_an_upload_whose_event_was_lost(events_sta
     _, endpoints, url = events_stack
     client = GatewayClient(endpoints.gateway)
     upload(client, tmp_path, "auto/lost/spectrum-9.txt", 9)
-    store = ObjectStore(Minio(endpoints.s3, LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY, secure=False))
+    store = ObjectStore(Minio(endpoints.s3, endpoints.s3_access_key, endpoints.s3_secret_key, secure=False))
     jobs = open_store(str(tmp_path / "scan.sqlite"))
     intake = EventIntake(jobs, parse_rules(json.dumps(RULES)))
-    s3 = Minio(endpoints.s3, LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY, secure=False)
+    s3 = Minio(endpoints.s3, endpoints.s3_access_key, endpoints.s3_secret_key, secure=False)
     etag = s3.stat_object("raw", "auto/run+1/spectrum-0.txt").etag.strip('"')
     intake.enqueue("raw", "auto/run+1/spectrum-0.txt", etag)  # this one's event arrived
     found = intake.scan(store)

@@ -14,7 +14,7 @@ from minio import Minio
 from minio.error import S3Error
 
 from nanolens.gateway.v1 import gateway_pb2
-from nanolens_cli.stack import LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY, Stack
+from nanolens_cli.stack import Stack
 from wire import GatewayClient
 
 
@@ -57,7 +57,7 @@ def wait_ended(client: GatewayClient, job_id: str, timeout: float = 120) -> gate
 def test_an_ended_job_gets_its_report_and_index(report_stack, tmp_path):
     _, endpoints = report_stack
     client = GatewayClient(endpoints.gateway)
-    s3 = Minio(endpoints.s3, LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY, secure=False)
+    s3 = Minio(endpoints.s3, endpoints.s3_access_key, endpoints.s3_secret_key, secure=False)
     for i in range(3):
         path = tmp_path / f"s{i}.txt"
         path.write_text("".join(f"{100 + 3 * j} {3000 + (j % 11) * 10 + i}\n" for j in range(960)))

@@ -104,9 +104,10 @@ def test_errors_are_one_clear_line(stack, tmp_path):
     assert typo.returncode == 1 and "option 'arraykey'" in typo.stderr and "array_key" in typo.stderr
 
 
-def _up_argv(ports: dict[str, int]) -> list[str]:
-    """``nanolens up`` with every port chosen (the defaults may be taken on this machine)."""
-    argv = [sys.executable, "-m", "nanolens_cli.main", "up"]
+def _up_argv(ports: dict[str, int], data_dir) -> list[str]:
+    """``nanolens up`` with every port chosen (the defaults may be taken on this machine) and its data
+    in ``data_dir`` (never the user's own)."""
+    argv = [sys.executable, "-m", "nanolens_cli.main", "up", "--data-dir", str(data_dir)]
     for name, port in ports.items():
         argv += [f"--{name}-port", str(port)]
     return argv
@@ -119,7 +120,7 @@ def _stack_ports() -> dict[str, int]:
 
 
 @pytest.mark.parametrize("taken_by", ["gateway", "s3"])
-def test_up_refuses_a_taken_port_in_one_line_and_starts_nothing(taken_by):
+def test_up_refuses_a_taken_port_in_one_line_and_starts_nothing(taken_by, tmp_path):
     """Another program on a port: one line naming it, and the stack never attaches to that program
     (with port 9000 taken it used to say "stack ready" and use the other program's S3)."""
     ports = _stack_ports()
@@ -127,7 +128,7 @@ def test_up_refuses_a_taken_port_in_one_line_and_starts_nothing(taken_by):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         ports[taken_by] = taken.getsockname()[1]
-        result = subprocess.run(_up_argv(ports), capture_output=True, text=True, timeout=60)
+        result = subprocess.run(_up_argv(ports, tmp_path), capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "stack ready" not in result.stdout
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: port {ports[taken_by]} on 127.0.0.1 ({taken_by}) is in use by another program "
@@ -139,10 +140,10 @@ def test_up_refuses_a_taken_port_in_one_line_and_starts_nothing(taken_by):
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
 
 
-def test_children_die_with_the_stack_when_it_is_killed():
+def test_children_die_with_the_stack_when_it_is_killed(tmp_path):
     """SIGKILL leaves no handler to run: the kernel's parent-death signal stops every child."""
     ports = _stack_ports()
-    proc = subprocess.Popen(_up_argv(ports), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(_up_argv(ports, tmp_path), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         for line in proc.stdout:
             if "stack ready" in line:
@@ -166,9 +167,9 @@ def test_children_die_with_the_stack_when_it_is_killed():
             proc.kill()
 
 
-def test_up_prints_endpoints_and_stops_everything_on_sigterm():
+def test_up_prints_endpoints_and_stops_everything_on_sigterm(tmp_path):
     ports = _stack_ports()
-    proc = subprocess.Popen(_up_argv(ports), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(_up_argv(ports, tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         lines = []
         for line in proc.stdout:

@@ -74,8 +74,6 @@ def test_every_analysis_declares_its_fields_and_has_a_sample_here():
 
 @pytest.mark.parametrize("kind", sorted(analyses()), ids=lambda k: analyses()[k][1].name)
 def test_result_json_matches_the_declared_schema(stack, kind):
-    from nanolens_cli.stack import LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY
-    from nanolens_runtime.settings import StorageSettings
     from nanolens_runtime.storage import ObjectStore
 
     analysis = analyses()[kind][1]
@@ -88,8 +86,7 @@ def test_result_json_matches_the_declared_schema(stack, kind):
                                                               force=True), timeout=300)
         catalogue = gateway.ListModels(gateway_pb2.ListModelsRequest(), timeout=60)
     returned = json.loads(response.result_json)
-    store = ObjectStore.from_settings(StorageSettings(s3_endpoint=stack[1].s3, s3_access_key=LOCAL_ACCESS_KEY,
-                                                      s3_secret_key=LOCAL_SECRET_KEY))
+    store = ObjectStore.from_settings(stack[1].storage_settings())
     stored = json.loads(store.get(response.result.bucket, response.result.key))
     validator = jsonschema.Draft202012Validator(analysis.schema())
     for doc in (returned, stored):

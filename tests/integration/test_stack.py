@@ -21,9 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from nanolens.common.v1 import common_pb2
 from nanolens.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from nanolens.spectra.v1 import spectra_pb2, spectra_pb2_grpc
-from nanolens_cli.stack import LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY, Stack
+from nanolens_cli.stack import Stack
 from nanolens_runtime import arrays
-from nanolens_runtime.settings import StorageSettings
 from nanolens_runtime.storage import ObjectStore
 from nanolens_spectra.synthetic.swcnt import generate_map, generate_spectra
 from support import LIMIT_MB, REPO
@@ -49,8 +48,7 @@ def spectra_stub(stack):
 
 @pytest.fixture(scope="module")
 def raw_store(stack):
-    return ObjectStore.from_settings(StorageSettings(s3_endpoint=stack[1].s3, s3_access_key=LOCAL_ACCESS_KEY,
-                                                     s3_secret_key=LOCAL_SECRET_KEY))
+    return ObjectStore.from_settings(stack[1].storage_settings())
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,7 @@ import tifffile
 
 from nanolens.common.v1 import common_pb2
 from nanolens.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from nanolens_cli.stack import LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY
 from nanolens_lpem.synthetic.movies import MovieParams, generate
-from nanolens_runtime.settings import StorageSettings
 from nanolens_runtime.storage import ObjectStore
 
 pytestmark = pytest.mark.slow
@@ -31,8 +29,7 @@ def gateway(stack):
 
 @pytest.fixture(scope="module")
 def results(stack):
-    return ObjectStore.from_settings(StorageSettings(s3_endpoint=stack[1].s3, s3_access_key=LOCAL_ACCESS_KEY,
-                                                     s3_secret_key=LOCAL_SECRET_KEY))
+    return ObjectStore.from_settings(stack[1].storage_settings())
 
 
 @pytest.fixture(scope="module")
