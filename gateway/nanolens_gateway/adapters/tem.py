@@ -67,11 +67,20 @@ RESULT = {
         estimated_count=number("particles estimated to be present, hidden ones included"),
         histogram_estimated_counts=array(number("particles"), "estimated particles per bin")),
     "quality": record(
-        "whether to trust the result: every method finds 'particles' in anything, noise included",
+        "whether to trust the result: signals that catch the ways a size goes wrong, each with a threshold "
+        "fitted on results with ground truth (docs/tem-evaluation.md, \"Verdict\")",
         trustworthy=boolean("false when any warning was raised"),
         contrast_to_noise=number("particle-versus-background contrast over the background's robust standard "
-                                 "deviation; real TEM images about 1.6-25, noise under 1 (warning below 1.3)"),
-        coverage=number("fraction of the image labelled as particle, 0..1 (warning above 0.9)"),
+                                 "deviation (noise: about 1 or less)"),
+        coverage=number("fraction of the image labelled as particle, 0..1"),
+        edge_fraction=number("share of the particles touching the image's edge or the information bar"),
+        faint_fraction=number("share of the particles differing from their surroundings by less than the "
+                              "background's noise (texture or noise counted as particles)"),
+        outline_ratio=nullable(number("GMD over that of the particles' outlines (equivalent-circle diameters)")),
+        classical_ratio=nullable(number("GMD over that of a classical watershed on the same image (null for "
+                                        "the watershed itself)")),
+        classical_count_ratio=nullable(number("count over that of a classical watershed on the same image")),
+        half_scale_ratio=nullable(number("GMD of the same method on the image at half scale over this GMD")),
         warnings=array(string("one reason"), "why not to trust the result; empty when it can be trusted")),
     "n_particles": integer("particles found"),
     "n_agglomerates": integer("connected agglomerates"),
@@ -102,6 +111,18 @@ async def resolve_model(client: ServiceClient, model_name: str, model_version: s
     if not method and len(model.default_for) == 1:
         options["method"] = model.default_for[0]
     return model
+
+
+def quality(q: tem_pb2.Quality) -> dict:
+    """The verdict's block of the result: signals rounded, NaN (not measured) as null."""
+    def value(x: float, digits: int) -> float | None:
+        return None if np.isnan(x) else round(x, digits)
+
+    return {"trustworthy": q.trustworthy, "contrast_to_noise": round(q.contrast_to_noise, 3),
+            "coverage": round(q.coverage, 4), "edge_fraction": round(q.edge_fraction, 3),
+            "faint_fraction": round(q.faint_fraction, 3), "outline_ratio": value(q.outline_ratio, 3),
+            "classical_ratio": value(q.classical_ratio, 3), "classical_count_ratio": value(q.classical_count_ratio, 3),
+            "half_scale_ratio": value(q.half_scale_ratio, 3), "warnings": list(q.warnings)}
 
 
 async def particle_sizes(ctx: AnalysisContext, client: ServiceClient) -> Outcome:
@@ -157,9 +178,7 @@ async def particle_sizes(ctx: AnalysisContext, client: ServiceClient) -> Outcome
                              "occlusion_corrected": dist.occlusion_corrected,
                              "estimated_count": round(dist.estimated_count, 1),
                              "histogram_estimated_counts": [round(c, 2) for c in dist.histogram_estimated_counts]},
-            "quality": {"trustworthy": response.quality.trustworthy,
-                        "contrast_to_noise": round(response.quality.contrast_to_noise, 3),
-                        "coverage": round(response.quality.coverage, 4), "warnings": list(response.quality.warnings)},
+            "quality": quality(response.quality),
             "n_particles": len(response.particles),
             "n_agglomerates": len(response.agglomerates),
             "particles": [

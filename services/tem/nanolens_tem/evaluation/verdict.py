@@ -280,6 +280,8 @@ def collect(out: Path, cases: list[Case], cnn) -> list[dict]:
 
 
 def report(rows: list[dict], flagged: np.ndarray, shipped: dict) -> str:
+    """Per set, the held-out verdict's flags among wrong and right results; then the pooled rates
+    held out and of the shipped thresholds on the data they were fitted on."""
     lines = ["| set | results | wrong (> 20 % off) | flagged | right (<= 10 %) | flagged | between | no particles |",
              "|---|---|---|---|---|---|---|---|"]
     for group in sorted({r["group"] for r in rows}) + ["all"]:
@@ -287,6 +289,14 @@ def report(rows: list[dict], flagged: np.ndarray, shipped: dict) -> str:
         rr = rates([r for r, s in zip(rows, sel, strict=True) if s], flagged[sel])
         lines.append(f"| {group} | {int(sel.sum())} | {rr['wrong']['n']} | {rr['wrong']['flagged']} | "
                      f"{rr['right']['n']} | {rr['right']['flagged']} | {rr['between']['n']} | {rr['empty']['n']} |")
+    lines.append("")
+    for name, f in (("held out (each set judged by thresholds fitted on the others)", flagged),
+                    ("shipped thresholds, in sample", flags(rows, shipped))):
+        rr = rates(rows, f)
+        w, r = rr["wrong"], rr["right"]
+        lines.append(f"- {name}: wrong flagged {w['flagged']} of {w['n']} ({w['flagged'] / max(w['n'], 1):.0%}, "
+                     f"goal >= 90 %), right flagged {r['flagged']} of {r['n']} ({r['flagged'] / max(r['n'], 1):.0%}, "
+                     "goal <= 10 %)")
     lines += ["", "Shipped thresholds (fit on every set): "
               + ", ".join(f"{k} {kind} {t:g}" for k, (kind, t) in shipped.items())]
     return "\n".join(lines)
