@@ -14,6 +14,7 @@ FROM scratch AS source
 COPY pyproject.toml /src/
 COPY gen/python /src/gen/python
 COPY runtime /src/runtime
+COPY science /src/science
 COPY formats /src/formats
 COPY gateway /src/gateway
 COPY services /src/services

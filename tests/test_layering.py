@@ -52,6 +52,13 @@ def test_a_domain_service_imports_only_the_runtime(package):
     assert forbidden_imports(SERVICE_PACKAGES[package], others) == []
 
 
+def test_the_shared_science_imports_nothing_of_ours():
+    """Shared science (``science/``) is hashed into the domains that import it: it leans on nothing
+    whose code would then escape their serving-code hash."""
+    ours = {"nanolens", "nanolens_runtime", "nanolens_formats", "nanolens_gateway", "nanolens_cli", *SERVICE_PACKAGES}
+    assert forbidden_imports(REPO / "science", ours) == []
+
+
 def test_the_formats_import_only_the_runtime():
     """The readers are shared by the gateway, the CLI and the benchmarks: they depend on nothing of theirs."""
     assert forbidden_imports(REPO / "formats", {"nanolens_gateway", "nanolens_cli", *SERVICE_PACKAGES}) == []
@@ -114,7 +121,7 @@ def test_the_cli_modules_import_no_circle():
 
 
 def serving_code() -> list[Path]:
-    roots = [REPO / "runtime", REPO / "formats", REPO / "gateway"]
+    roots = [REPO / "runtime", REPO / "science", REPO / "formats", REPO / "gateway"]
     for package in SERVICE_PACKAGES.values():
         roots += [package / "science", package / "synthetic"]
     files = [f for root in roots if root.exists() for f in sources(root)]
@@ -131,10 +138,10 @@ def test_serving_code_never_imports_torch():
 
 
 def test_no_private_names_are_imported_across_modules():
-    ours = {"nanolens", "nanolens_runtime", "nanolens_formats", "nanolens_gateway", "nanolens_cli", "nanolens_client",
-            *SERVICE_PACKAGES}
-    roots = [REPO / "runtime", REPO / "formats", REPO / "gateway", REPO / "cli", REPO / "clients", REPO / "bench",
-             *SERVICE_PACKAGES.values()]
+    ours = {"nanolens", "nanolens_runtime", "nanolens_micrographs", "nanolens_formats", "nanolens_gateway",
+            "nanolens_cli", "nanolens_client", *SERVICE_PACKAGES}
+    roots = [REPO / "runtime", REPO / "science", REPO / "formats", REPO / "gateway", REPO / "cli", REPO / "clients",
+             REPO / "bench", *SERVICE_PACKAGES.values()]
     bad = [f"{path.relative_to(REPO)}:{line} imports {name} from {module}"
            for root in roots for path in sources(root) for module, names, line in imports(path)
            if top(module) in ours for name in names if name.startswith("_") and not name.startswith("__")]

@@ -10,9 +10,11 @@ libraries they lean on, is part of every stored result's identity (:func:`servin
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import hashlib
 import importlib.metadata
+import importlib.util
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -28,8 +30,9 @@ from nanolens_runtime.registry import ModelRegistry
 from nanolens_runtime.version import SERVICE_VERSION
 
 SERVING_CODE = ("science", "service.py")  # in a domain package: what serving runs
-#: runtime modules whose code decides results in every domain that uses them
-SHARED_SERVING_CODE = (Path(__file__).resolve().parent / "micrographs.py",)
+#: shared science packages (source root ``science/``): part of the serving code of the domains
+#: whose serving code imports them, and of no other
+SHARED_SCIENCE = ("nanolens_micrographs",)
 
 
 def serving_files(package: Path) -> list[Path]:
@@ -44,16 +47,37 @@ def serving_files(package: Path) -> list[Path]:
     return files
 
 
+def shared_science(files: list[Path]) -> dict[str, Path]:
+    """The shared science packages (``SHARED_SCIENCE``) that ``files`` import, each with its folder."""
+    imported = set()
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_bytes(), str(path))):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                imported.add(node.module.split(".")[0])
+    found = {}
+    for name in sorted(imported & set(SHARED_SCIENCE)):
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.submodule_search_locations:
+            raise FileNotFoundError(f"shared science package {name} is imported by serving code but not installed")
+        found[name] = Path(next(iter(spec.submodule_search_locations)))
+    return found
+
+
 def serving_code_sha256(package: Path, libraries: tuple[str, ...] = ()) -> str:
     """sha256 of a domain package's serving code (paths and bytes of :func:`serving_files` and of the
-    shared runtime modules in ``SHARED_SERVING_CODE``) and of the installed versions of ``libraries``.
-    A stored result is reused only while it is unchanged: an edit to training or evaluation code
-    keeps every stored result; one to ``science/`` does not."""
+    shared science packages they import, :func:`shared_science`) and of the installed versions of
+    ``libraries``. A stored result is reused only while it is unchanged: an edit to training or
+    evaluation code keeps every stored result; one to ``science/`` or to a shared science package the
+    domain imports does not."""
     digest = hashlib.sha256()
-    for path in serving_files(package):
+    files = serving_files(package)
+    for path in files:
         digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    for path in SHARED_SERVING_CODE:
-        digest.update(f"nanolens_runtime/{path.name}".encode() + b"\0" + path.read_bytes() + b"\0")
+    for name, root in shared_science(files).items():
+        for path in sorted(p for p in root.rglob("*.py") if "__pycache__" not in p.parts):
+            digest.update(f"{name}/{path.relative_to(root).as_posix()}".encode() + b"\0" + path.read_bytes() + b"\0")
     for library in libraries:
         digest.update(f"{library} {importlib.metadata.version(library)}\n".encode())
     return digest.hexdigest()

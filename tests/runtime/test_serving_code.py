@@ -60,3 +60,28 @@ def test_the_services_hash_their_own_serving_code():
 def test_a_package_without_serving_code_is_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="lacks serving code"):
         serving_files(tmp_path)
+
+
+def test_shared_science_belongs_to_the_domains_that_import_it():
+    from nanolens_lpem.service import LPEM
+    from nanolens_runtime.service import shared_science
+    from nanolens_sem.service import SEM
+
+    imports = {d.name: set(shared_science(serving_files(d.package))) for d in (TEM, SEM, SPECTRA, LPEM)}
+    assert imports == {"tem": {"nanolens_micrographs"}, "sem": {"nanolens_micrographs"}, "spectra": set(),
+                       "lpem": set()}
+
+
+def test_an_edit_to_shared_science_changes_the_identity_of_its_importers_only(package, tmp_path, monkeypatch):
+    import sys
+
+    import nanolens_micrographs
+
+    copy = tmp_path / "shared" / "nanolens_micrographs"
+    shutil.copytree(Path(nanolens_micrographs.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.syspath_prepend(str(copy.parent))
+    monkeypatch.delitem(sys.modules, "nanolens_micrographs")  # found afresh, in the copy
+    tem, spectra = serving_code_sha256(package, ("numpy",)), serving_code_sha256(SPECTRA.package, ("numpy",))
+    edited(copy / "__init__.py")
+    assert serving_code_sha256(package, ("numpy",)) != tem
+    assert serving_code_sha256(SPECTRA.package, ("numpy",)) == spectra

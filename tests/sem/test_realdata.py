@@ -7,8 +7,8 @@ import json
 import onnxruntime as ort
 import pytest
 
+from nanolens_micrographs import detect_info_bar
 from nanolens_runtime.bundles import ModelBundle
-from nanolens_runtime.micrographs import detect_info_bar
 from nanolens_sem.bundles import latest_bundle
 from nanolens_sem.evaluation import data
 from nanolens_sem.evaluation.reconstruction import compare

@@ -21,12 +21,12 @@ from scipy import ndimage as ndi
 
 from nanolens.common.v1 import common_pb2
 from nanolens.tem.v1 import tem_pb2, tem_pb2_grpc
+from nanolens_micrographs import detect_info_bar
 from nanolens_runtime import arrays, metrics
 from nanolens_runtime.bundles import code_sha256
 from nanolens_runtime.enums import enum_words
 from nanolens_runtime.errors import InvalidArgument, NotFound, ResourceExhausted
 from nanolens_runtime.inference import InferencePool, OnnxModel
-from nanolens_runtime.micrographs import detect_info_bar
 from nanolens_runtime.registry import ModelRegistry
 from nanolens_runtime.server import Servicer
 from nanolens_runtime.service import DomainService, DomainServicer, Pipeline

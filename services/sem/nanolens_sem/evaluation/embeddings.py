@@ -32,7 +32,7 @@ K = 5
 
 def lungcell_crops(root: Path):
     """(crops uint, labels, groups) of every lung-cell image."""
-    from nanolens_runtime.micrographs import detect_info_bar
+    from nanolens_micrographs import detect_info_bar
     from nanolens_sem.evaluation import data
 
     crops, labels, groups = [], [], []

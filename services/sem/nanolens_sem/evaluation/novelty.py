@@ -67,7 +67,7 @@ def foreign_images(data: Path) -> dict[str, list[Path]]:
 
 def lungcell_split(root: Path, per_image: int, rng: np.random.Generator):
     """(train crops, labels, groups), (held-out crops): every HOLD_OUT_EVERY-th image of a class held out."""
-    from nanolens_runtime.micrographs import detect_info_bar
+    from nanolens_micrographs import detect_info_bar
     from nanolens_sem.evaluation import data
 
     train, labels, groups, held = [], [], [], []

@@ -1,11 +1,11 @@
 """Preparing SEM images for the autoencoder: intensity scaling, windows (the information bar is
-the runtime's: ``nanolens_runtime.micrographs``)."""
+shared science: ``nanolens_micrographs``)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from nanolens_runtime.micrographs import detect_info_bar
+from nanolens_micrographs import detect_info_bar
 
 MULTIPLE = 16  # the network's total stride: window sides are multiples of it
 

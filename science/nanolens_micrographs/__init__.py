@@ -1,6 +1,7 @@
 """What every electron micrograph may carry besides the micrograph: the instrument's information
-bar. Shared by the services that analyse images (particle sizes, SEM); part of each one's serving
-code (``nanolens_runtime.service.serving_code_sha256``)."""
+bar. Shared science of the services that analyse images (particle sizes, SEM): it depends on numpy
+alone, and it is part of the serving code of exactly the domains whose serving code imports it
+(``nanolens_runtime.service.serving_code_sha256``)."""
 
 from __future__ import annotations
 
