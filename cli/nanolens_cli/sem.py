@@ -31,6 +31,9 @@ def cmd_search(args) -> int:
     print(f"{len(response.hits)} of {response.n_items} images in {args.collection} "
           f"({response.model.name} {response.model.version})"
           + (" (the query is in the collection and left out)" if response.query_in_collection else ""))
+    if response.nothing_similar:
+        print(f"nothing in {args.collection} is like the query: every similarity is below "
+              f"{response.similar_above:.3f}, the model's calibrated level for images of one kind")
     for hit in response.hits:
         print(f"{hit.score:8.4f}  s3://{hit.object.bucket}/{hit.object.key}")
     return 0

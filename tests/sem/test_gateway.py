@@ -104,6 +104,27 @@ def test_collections_are_searched_by_image_and_by_stored_key(gateway):
         collection="textures", query=refs[0]), timeout=60).n_items == 30
 
 
+def test_a_search_says_when_nothing_in_the_collection_is_like_the_query(gateway):
+    for seed in range(8):
+        analyse(gateway, upload(gateway, png(generate(seed, (192, 192)).image), f"kind{seed}.png"), embed="kinds")
+    # another picture of a sample in the collection (mirrored, other noise): "like" as the calibration means it,
+    # images of one kind of sample (a new texture of the same synthetic kind is not: about 0.6)
+    rng = np.random.default_rng(2)
+    like = upload(gateway, png(np.fliplr(generate(3, (192, 192)).image) + rng.normal(0, 0.02, (192, 192))),
+                  "like.png")
+    yy, xx = np.mgrid[:192, :192]
+    disc = 0.2 + 0.6 * ((yy - 96) ** 2 + (xx - 96) ** 2 < 60 ** 2) + np.random.default_rng(1).normal(0, 0.02, yy.shape)
+    unlike = upload(gateway, png(disc), "one-particle.png")
+    search = lambda ref: gateway.SearchCollection(  # noqa: E731
+        gateway_pb2.SearchCollectionRequest(collection="kinds", query=ref, k=3), timeout=60)
+    found, nothing = search(like), search(unlike)
+    # the shipped autoencoder's calibration (nanolens_sem.evaluation.search, on real SEM images)
+    assert found.HasField("similar_above") and abs(found.similar_above - 0.929) < 1e-9
+    assert not found.nothing_similar and found.hits[0].score >= found.similar_above, found.hits[0].score
+    assert nothing.nothing_similar and len(nothing.hits) == 3  # the least unlike are still listed
+    assert all(h.score < nothing.similar_above for h in nothing.hits)
+
+
 def test_bad_requests_name_what_is_wrong(gateway):
     ref = upload(gateway, png(generate(7, (128, 128)).image), "bad.png")
     cases = [

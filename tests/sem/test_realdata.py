@@ -60,3 +60,19 @@ def test_a_lung_cell_head_calls_other_micrographs_unlike_every_class(root, tmp_p
     assert result["in_domain"]["n"] >= 50 and result["head"]["n_train_images"] >= 20
     # The goals (measured 0.993, 93.3 % of 390 foreign, 3.7 % of 54 in domain).
     assert result["auroc"] >= 0.98 and result["foreign_flagged"] >= 0.90 and result["in_domain_flagged"] <= 0.05
+
+
+def test_the_search_threshold_is_reproduced_and_tells_foreign_queries_nothing_is_similar(root, tmp_path):
+    from nanolens_sem.evaluation import search
+
+    out = tmp_path / "search.json"
+    assert search.main(["--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    shipped = ModelBundle.load(latest_bundle("sem-autoencoder")).manifest
+    assert abs(result["similar_above"] - shipped["metrics"][search.METRIC]) < 0.005  # the shipped calibration
+    assert result["calibration"]["n_queries"] >= 60 and result["in_domain"]["n"] >= 50
+    assert {f["set"] for f in result["foreign"]} == {"TEM carbon black", "TEM gold", "TEM soot", "SEM metal powder",
+                                                     "SEM steel", "noise"}
+    # measured: 0 of 59 in domain, 80 of 80 foreign, AUROC 1.0
+    assert result["in_domain_nothing_similar"] <= 0.05 and result["foreign_nothing_similar"] >= 0.9
+    assert result["auroc"] >= 0.98

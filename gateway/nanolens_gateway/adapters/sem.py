@@ -21,8 +21,10 @@ from nanolens_gateway.results import Artefact
 from nanolens_gateway.schema import array, boolean, integer, nullable, number, record, string
 from nanolens_gateway.upstream import ServiceClient, translate
 from nanolens_runtime import arrays
-from nanolens_runtime.errors import InvalidArgument, ResourceExhausted
+from nanolens_runtime.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
 
+#: The autoencoder manifest's metric with the calibrated search similarity (nanolens_sem.evaluation.search).
+SIMILAR_ABOVE = "search_similar_above"
 MOSAIC_CHANNELS = 16  # channels per layer in lens_<layer>.png, most active first
 
 OPTIONS = (
@@ -360,8 +362,24 @@ async def search(gateway, request: gateway_pb2.SearchCollectionRequest, collecti
         if len(hits) == k or wanted >= len(loaded.objects):
             break
         wanted *= 8
-    return gateway_pb2.SearchCollectionResponse(hits=hits, n_items=len(loaded.objects), model=model,
-                                                query_in_collection=row >= 0)
+    similar_above = await _similar_above(gateway, model)
+    return gateway_pb2.SearchCollectionResponse(
+        hits=hits, n_items=len(loaded.objects), model=model, query_in_collection=row >= 0,
+        similar_above=similar_above,
+        nothing_similar=similar_above is not None and not any(h.score >= similar_above for h in hits))
+
+
+async def _similar_above(gateway, model: common_pb2.ModelInfo) -> float | None:
+    """The collection's autoencoder's calibrated "similar" threshold, from the SEM service's catalogue
+    (None without a SEM service, or for a model without the calibration)."""
+    client = gateway.clients.get("sem")
+    if client is None:
+        return None
+    try:
+        info = await client.catalogue.resolve(model.name, model.version)
+    except (NotFound, Unavailable):  # a search of stored vectors does not need the service
+        return None
+    return info.metrics.get(SIMILAR_ABOVE) if info.sha256 == model.sha256 else None
 
 
 def summarise(result: dict) -> list[str]:

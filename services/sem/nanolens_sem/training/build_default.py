@@ -104,6 +104,12 @@ def main(argv=None) -> int:
     info = json.loads((args.work / "training_data.json").read_text())
     moments = embedding_moments(session, images)
     out = write_bundle(BUNDLE_DIR / NAME / VERSION, onnx_bytes, manifest(metrics, info, cal, moments))
+    if held:  # the real images are there: calibrate "nothing similar" for collection search
+        from nanolens_sem.evaluation import search
+        from nanolens_sem.evaluation.data import data_root
+        from nanolens_sem.training.heads import Embedder
+
+        search.write_manifest(out, search.evaluate(Embedder.load(out), data_root()))
     print("wrote", out, json.dumps(metrics))
     return 0
 

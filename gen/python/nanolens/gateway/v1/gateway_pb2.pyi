@@ -339,13 +339,17 @@ class SearchHit(_message.Message):
     def __init__(self, object: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., score: _Optional[float] = ...) -> None: ...
 
 class SearchCollectionResponse(_message.Message):
-    __slots__ = ("hits", "n_items", "model", "query_in_collection")
+    __slots__ = ("hits", "n_items", "model", "query_in_collection", "similar_above", "nothing_similar")
     HITS_FIELD_NUMBER: _ClassVar[int]
     N_ITEMS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     QUERY_IN_COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    SIMILAR_ABOVE_FIELD_NUMBER: _ClassVar[int]
+    NOTHING_SIMILAR_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[SearchHit]
     n_items: int
     model: _common_pb2.ModelInfo
     query_in_collection: bool
-    def __init__(self, hits: _Optional[_Iterable[_Union[SearchHit, _Mapping]]] = ..., n_items: _Optional[int] = ..., model: _Optional[_Union[_common_pb2.ModelInfo, _Mapping]] = ..., query_in_collection: _Optional[bool] = ...) -> None: ...
+    similar_above: float
+    nothing_similar: bool
+    def __init__(self, hits: _Optional[_Iterable[_Union[SearchHit, _Mapping]]] = ..., n_items: _Optional[int] = ..., model: _Optional[_Union[_common_pb2.ModelInfo, _Mapping]] = ..., query_in_collection: _Optional[bool] = ..., similar_above: _Optional[float] = ..., nothing_similar: _Optional[bool] = ...) -> None: ...
