@@ -221,6 +221,8 @@ def test_a_spectrum_unlike_the_training_data_is_flagged_and_the_rest_are_not(gat
 def test_a_map_region_unlike_the_training_data_is_black_in_the_picture_and_warned(gateway, samples):
     from PIL import Image
 
+    from nanolens_gateway.adapters import pictures
+
     cube = samples[1].copy()
     axis = samples[0].axis
     cube[:, :12] = polystyrene(axis, 32 * 12, seed=6).reshape(32, 12, -1)  # the left 12 columns
@@ -235,8 +237,9 @@ def test_a_map_region_unlike_the_training_data_is_black_in_the_picture_and_warne
     ood = np.load(io.BytesIO(fetch("ood_score.npy")))
     assert ood.shape == (32, 32) and (ood[:, :12] > 1).all()
     picture = np.asarray(Image.open(io.BytesIO(fetch("class_map.png"))).convert("RGB"))
-    scale = picture.shape[0] // 32
-    black = (picture[::scale, ::scale] == 0).all(axis=2)
+    scale = pictures.map_scale((32, 32))  # the map sits under the title, enlarged
+    shown = picture[pictures.TITLE_PX:pictures.TITLE_PX + 32 * scale:scale, :32 * scale:scale]
+    black = (shown == 0).all(axis=2)
     assert result["out_of_domain_colour"] == "#000000"
     assert (black == (ood > 1)).all()  # black exactly where out of domain
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+from functools import cache
+from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 # Matplotlib's tab10, so the class colours match the spectra figure.
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
@@ -28,36 +30,137 @@ def png_bytes(image: Image.Image, compress_level: int = 6) -> bytes:
 
 
 def _upscale(image: Image.Image, min_side: int = 256) -> Image.Image:
-    factor = max(1, min_side // max(1, min(image.size)))
+    factor = map_scale(image.size[::-1], min_side)
     return image.resize((image.width * factor, image.height * factor), Image.NEAREST) if factor > 1 else image
 
 
-def class_map_png(class_map: np.ndarray, n_classes: int, out_of_domain: np.ndarray | None = None) -> bytes:
-    """H x W class indices as a palette PNG (colours as in ``class_colours``); pixels where the
-    H x W boolean ``out_of_domain`` is set are drawn in ``OUT_OF_DOMAIN_COLOUR``."""
+def map_scale(shape: tuple[int, ...], min_side: int = 256) -> int:
+    """The whole-number factor a map of ``shape`` (H, W, ...) is enlarged by in its picture."""
+    return max(1, min_side // max(1, min(shape[:2])))
+
+
+# PIL pictures (a matplotlib figure costs about a quarter of a second) with matplotlib's own font.
+TITLE_PX = 24  # the title row above a picture's content
+PANEL = 144  # px, side of one map panel
+BAR_WIDTH = 18
+
+
+@cache
+def font(size: int = 12) -> ImageFont.FreeTypeFont:
+    import matplotlib
+
+    return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"), size)
+
+
+@cache
+def lut(name: str) -> np.ndarray:
+    """A matplotlib colour map as a 256 x 3 uint8 lookup table."""
+    from matplotlib import colormaps
+
+    return (colormaps[name](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
+
+
+def colourise(values: np.ndarray, vmin: float, vmax: float, cmap: str = "magma") -> np.ndarray:
+    scaled = np.clip((values - vmin) / max(vmax - vmin, 1e-12), 0, 1)
+    return lut(cmap)[(scaled * 255).astype(np.uint8)]
+
+
+def fit(rgb: np.ndarray, side: int, resample=Image.NEAREST) -> Image.Image:
+    """An RGB array as a picture whose longer side is ``side``."""
+    image = Image.fromarray(rgb)
+    f = side / max(image.size)
+    return image.resize((max(1, round(image.size[0] * f)), max(1, round(image.size[1] * f))), resample)
+
+
+def colour_bar(height: int, vmin: float, vmax: float, cmap: str, label: str) -> Image.Image:
+    """A vertical colour bar with its range and what it measures."""
+    strip = lut(cmap)[np.linspace(255, 0, height).astype(np.uint8)][:, None].repeat(BAR_WIDTH, axis=1)
+    bar = Image.new("RGB", (BAR_WIDTH + 80, height + 30), "white")
+    bar.paste(Image.fromarray(strip), (0, 15))
+    draw = ImageDraw.Draw(bar)
+    draw.text((BAR_WIDTH + 4, 10), f"{vmax:.3g}", fill="black", font=font(11))
+    draw.text((BAR_WIDTH + 4, height + 6), f"{vmin:.3g}", fill="black", font=font(11))
+    draw.text((BAR_WIDTH + 4, height // 2 + 8), label[:12], fill="black", font=font(11))
+    return bar
+
+
+def panels_png(panels: list[tuple[Image.Image, str]], title: str, bar: Image.Image, cols: int) -> bytes:
+    """Panels (at most PANEL px) in a grid, each under its caption, a title above and a colour bar beside."""
+    rows = -(-len(panels) // cols)
+    cell = PANEL + 6
+    width = max(cols * cell + bar.size[0] + 10, round(font().getlength(title)) + 12)
+    height = TITLE_PX + rows * (cell + 16)
+    canvas = Image.new("RGB", (width, max(height, bar.size[1] + TITLE_PX)), "white")
+    draw = ImageDraw.Draw(canvas)
+    draw.text((6, 5), title, fill="black", font=font())
+    for i, (panel, caption) in enumerate(panels):
+        x, y = 3 + (i % cols) * cell, TITLE_PX + (i // cols) * (cell + 16)
+        draw.text((x, y), caption, fill="black", font=font(11))
+        canvas.paste(panel, (x, y + 16))
+    canvas.paste(bar, (cols * cell + 6, TITLE_PX))
+    return png_bytes(canvas, compress_level=1)
+
+
+def class_map_png(class_map: np.ndarray, class_names: list[str], out_of_domain: np.ndarray | None = None) -> bytes:
+    """H x W class indices in the colours of ``class_colours`` under a title, with a legend naming
+    each class and its share of the pixels; pixels where the H x W boolean ``out_of_domain`` is set
+    are drawn in ``OUT_OF_DOMAIN_COLOUR``. The map starts TITLE_PX below the top-left corner,
+    enlarged ``map_scale`` times."""
+    h, w = class_map.shape
     indices = class_map.astype(np.uint8)
-    colours = [PALETTE[i % len(PALETTE)] for i in range(max(n_classes, 1))]
+    colours = [PALETTE[i % len(PALETTE)] for i in range(max(len(class_names), 1))]
+    entries = [(colours[i], f"{name}: {100 * float((indices == i).mean()):.1f} %")
+               for i, name in enumerate(class_names)]
     if out_of_domain is not None and out_of_domain.any():
+        entries = [(c, f"{name}: {100 * float(((indices == i) & ~out_of_domain).mean()):.1f} %")
+                   for i, ((c, _), name) in enumerate(zip(entries, class_names, strict=True))]
+        entries.append((OUT_OF_DOMAIN_COLOUR, f"out of domain: {100 * float(out_of_domain.mean()):.1f} %"))
         indices = np.where(out_of_domain, len(colours), indices).astype(np.uint8)
         colours.append(OUT_OF_DOMAIN_COLOUR)
     image = Image.fromarray(indices, mode="P")
     image.putpalette([c for colour in colours for c in colour])
-    return png_bytes(_upscale(image))
+    picture = _upscale(image).convert("RGB")
+    legend_x = picture.width + 12
+    text_width = max(round(font(11).getlength(text)) for _, text in entries)
+    title = f"class of each pixel ({h} x {w} pixels)"
+    width = max(legend_x + 22 + text_width + 8, round(font().getlength(title)) + 12)
+    canvas = Image.new("RGB", (width, TITLE_PX + max(picture.height, 18 * len(entries) + 4)), "white")
+    canvas.paste(picture, (0, TITLE_PX))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((4, 5), title, fill="black", font=font())
+    for i, (colour, text) in enumerate(entries):
+        y = TITLE_PX + 4 + 18 * i
+        draw.rectangle((legend_x, y, legend_x + 14, y + 12), fill=colour, outline=(120, 120, 120))
+        draw.text((legend_x + 22, y - 1), text, fill="black", font=font(11))
+    return png_bytes(canvas)
 
 
-def probability_maps_png(probabilities: np.ndarray, gap: int = 4) -> bytes:
-    """H x W x K probabilities as K greyscale panels side by side (white = 1)."""
+def probability_maps_png(probabilities: np.ndarray, class_names: list[str]) -> bytes:
+    """H x W x K probabilities as K panels, one per class and named, on one colour scale (0-1)."""
     h, w, k = probabilities.shape
-    canvas = np.full((h, k * w + (k - 1) * gap), 255, dtype=np.uint8)
-    for i in range(k):
-        canvas[:, i * (w + gap): i * (w + gap) + w] = np.round(probabilities[:, :, i] * 255).astype(np.uint8)
-    return png_bytes(_upscale(Image.fromarray(canvas, mode="L")))
+    panels = [(fit(colourise(probabilities[:, :, i], 0.0, 1.0, "viridis"), PANEL), name[:22])
+              for i, name in enumerate(class_names)]
+    bar = colour_bar(PANEL, 0.0, 1.0, "viridis", "probability")
+    return panels_png(panels, f"probability of each class ({h} x {w} pixels)", bar, min(k, 4))
 
 
 def spectra_png(spectra: np.ndarray, axis: np.ndarray | None, probabilities: np.ndarray,
                 class_names: list[str], ood_scores: np.ndarray | None = None, max_rows: int = 6) -> bytes:
-    """Up to ``max_rows`` spectra, each beside a bar chart of its class probabilities; a spectrum
-    whose out-of-domain score is above 1 is drawn in black and labelled so (its class is a guess)."""
+    """``spectra_figure`` as PNG bytes."""
+    import matplotlib.pyplot as plt
+
+    fig = spectra_figure(spectra, axis, probabilities, class_names, ood_scores, max_rows)
+    out = io.BytesIO()
+    fig.savefig(out, format="png", dpi=90)
+    plt.close(fig)
+    return out.getvalue()
+
+
+def spectra_figure(spectra: np.ndarray, axis: np.ndarray | None, probabilities: np.ndarray,
+                   class_names: list[str], ood_scores: np.ndarray | None = None, max_rows: int = 6):
+    """Up to ``max_rows`` spectra, each beside a bar chart of its class probabilities, titled "n of m
+    shown" when some are left out; a spectrum whose out-of-domain score is above 1 is drawn in black
+    and labelled so (its class is a guess)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -85,11 +188,11 @@ def spectra_png(spectra: np.ndarray, axis: np.ndarray | None, probabilities: np.
         axes[i, 1].invert_yaxis()
     axes[-1, 0].set_xlabel("Raman shift (cm$^{-1}$)" if axis is not None else "channel")
     axes[-1, 1].set_xlabel("probability")
+    if rows < len(spectra):
+        fig.suptitle(f"{rows} of {len(spectra)} spectra shown (all in result.json and probabilities.npy)",
+                     fontsize=9, x=0.01, ha="left")
     fig.tight_layout()
-    out = io.BytesIO()
-    fig.savefig(out, format="png", dpi=90)
-    plt.close(fig)
-    return out.getvalue()
+    return fig
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
@@ -119,16 +222,48 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return np.clip(np.round(scaled * 255), 0, 255).astype(np.uint8)
 
 
-def overlay_png(image: np.ndarray, labels: np.ndarray) -> bytes:
-    """The micrograph in grey with every particle's outline in a colour of the palette."""
+def overlay_png(image: np.ndarray, labels: np.ndarray, pixel_size_nm: float | None = None) -> bytes:
+    """The micrograph in grey with every particle's outline: two pixels in a colour of the palette
+    inside a black line, so it shows on bright and on dark particles; with a scale bar when the
+    pixel size is known."""
     from skimage.segmentation import find_boundaries
 
     grey = to_uint8(image)
     rgb = np.repeat(grey[:, :, None], 3, axis=2)
-    edges = find_boundaries(labels, mode="inner")
+    rgb[find_boundaries(labels, mode="outer")] = 0
+    first = find_boundaries(labels, mode="inner")
+    edges = first | (find_boundaries(np.where(first, 0, labels), mode="inner") & (labels > 0))  # two rings in
     colours = np.array(PALETTE, dtype=np.uint8)
     rgb[edges] = colours[labels[edges].astype(np.int64) % len(PALETTE)]
-    return png_bytes(Image.fromarray(rgb, mode="RGB"))
+    picture = Image.fromarray(rgb, mode="RGB")
+    if pixel_size_nm:
+        draw_scale_bar(picture, pixel_size_nm)
+    return png_bytes(picture)
+
+
+def scale_bar_nm(width_px: int, pixel_size_nm: float) -> float:
+    """A round length (1, 2 or 5 x 10^k nm) near a fifth of the image width."""
+    target = width_px * pixel_size_nm / 5
+    exponent = np.floor(np.log10(target))
+    return float(max(m * 10 ** exponent for m in (1, 2, 5) if m * 10 ** exponent <= target))
+
+
+def draw_scale_bar(picture: Image.Image, pixel_size_nm: float) -> None:
+    """A white bar with a black edge and its length, in the bottom-right corner of ``picture``."""
+    length_nm = scale_bar_nm(picture.width, pixel_size_nm)
+    length_px = round(length_nm / pixel_size_nm)
+    text = f"{length_nm:g} nm" if length_nm < 1000 else f"{length_nm / 1000:g} µm"
+    size = max(11, picture.width // 40)
+    thick = max(3, size // 3)
+    margin = max(6, picture.width // 60)
+    x1, y1 = picture.width - margin, picture.height - margin
+    draw = ImageDraw.Draw(picture)
+    text_width = font(size).getlength(text)
+    box = (x1 - max(length_px, text_width) - 6, y1 - thick - size - 10, x1 + 4, y1 + 4)
+    draw.rectangle(box, fill=(0, 0, 0))
+    draw.rectangle((x1 - length_px + 1, y1 - thick + 1, x1, y1), fill=(255, 255, 255))  # corners inclusive
+    draw.text((x1 - length_px / 2 - text_width / 2, y1 - thick - size - 6), text, fill=(255, 255, 255),
+              font=font(size))
 
 
 def psd_png(diameters: np.ndarray, unit: str, gmd: float, gsd: float, method: str,

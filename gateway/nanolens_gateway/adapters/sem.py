@@ -4,7 +4,6 @@ anomaly, classification), pictures, and the embedding into a collection; search 
 from __future__ import annotations
 
 import asyncio
-from functools import cache
 
 import grpc
 import numpy as np
@@ -15,6 +14,7 @@ from nanolens.gateway.v1 import gateway_pb2
 from nanolens.sem.v1 import sem_pb2, sem_pb2_grpc
 from nanolens_formats.images import decode_image
 from nanolens_gateway.adapters import pictures, sem_collections
+from nanolens_gateway.adapters.pictures import BAR_WIDTH, PANEL, colour_bar, colourise, fit, panels_png
 from nanolens_gateway.context import AnalysisContext, Outcome
 from nanolens_gateway.domains import Analysis, Domain, Option, yes
 from nanolens_gateway.results import Artefact
@@ -200,75 +200,23 @@ def build_outcome(decoded, response: sem_pb2.AnalyzeImageResponse, vector: np.nd
     return Outcome(summary, artefacts)
 
 
-# Pictures are drawn with PIL and a colour map's lookup table, not matplotlib figures: a figure
-# costs about a quarter of a second, several per image would dominate the analysis.
-PANEL = 144  # px, side of one map panel in the pictures
-BAR_WIDTH = 18
-
-
-@cache
-def _lut(name: str) -> np.ndarray:
-    from matplotlib import colormaps
-
-    return (colormaps[name](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
-
-
-def colourise(values: np.ndarray, vmin: float, vmax: float, cmap: str = "magma") -> np.ndarray:
-    scaled = np.clip((values - vmin) / max(vmax - vmin, 1e-12), 0, 1)
-    return _lut(cmap)[(scaled * 255).astype(np.uint8)]
-
-
-def _fit(rgb: np.ndarray, side: int, resample=Image.NEAREST) -> Image.Image:
-    image = Image.fromarray(rgb)
-    f = side / max(image.size)
-    return image.resize((max(1, round(image.size[0] * f)), max(1, round(image.size[1] * f))), resample)
-
-
-def _colour_bar(height: int, vmin: float, vmax: float, cmap: str, label: str) -> Image.Image:
-    """A vertical colour bar with its range and what it measures."""
-    strip = _lut(cmap)[np.linspace(255, 0, height).astype(np.uint8)][:, None].repeat(BAR_WIDTH, axis=1)
-    bar = Image.new("RGB", (BAR_WIDTH + 70, height + 30), "white")
-    bar.paste(Image.fromarray(strip), (0, 15))
-    draw = ImageDraw.Draw(bar)
-    draw.text((BAR_WIDTH + 4, 10), f"{vmax:.3g}", fill="black")
-    draw.text((BAR_WIDTH + 4, height + 6), f"{vmin:.3g}", fill="black")
-    draw.text((BAR_WIDTH + 4, height // 2 + 8), label[:12], fill="black")
-    return bar
-
-
-def _canvas(panels: list[tuple[Image.Image, str]], title: str, bar: Image.Image, cols: int) -> bytes:
-    rows = -(-len(panels) // cols)
-    cell = PANEL + 6
-    width = cols * cell + bar.size[0] + 10
-    height = 24 + rows * (cell + 14)
-    canvas = Image.new("RGB", (width, max(height, bar.size[1] + 24)), "white")
-    draw = ImageDraw.Draw(canvas)
-    draw.text((6, 6), title, fill="black")
-    for i, (panel, caption) in enumerate(panels):
-        x, y = 3 + (i % cols) * cell, 24 + (i // cols) * (cell + 14)
-        draw.text((x, y), caption, fill="black")
-        canvas.paste(panel, (x, y + 14))
-    canvas.paste(bar, (cols * cell + 6, 24))
-    return pictures.png_bytes(canvas, compress_level=1)
-
-
 def lens_mosaic_png(layer: sem_pb2.LayerLens, maps: np.ndarray) -> bytes:
     """The layer's most active channels (up to 16), one panel each on one colour scale, with a colour bar."""
     channels = list(layer.top_channels) or list(range(maps.shape[0]))
     order = channels + [int(c) for c in np.argsort(-maps.mean(axis=(1, 2))) if c not in channels]
     shown = order[:MOSAIC_CHANNELS]
     vmax = float(np.percentile(maps[shown], 99.5)) or 1.0
-    panels = [(_fit(colourise(maps[c], 0, vmax), PANEL), f"channel {c}") for c in shown]
+    panels = [(fit(colourise(maps[c], 0, vmax), PANEL), f"channel {c}") for c in shown]
     title = (f"{layer.name}: {len(shown)} of {layer.channels} channels, most active first "
              f"(stride {layer.stride}, sparsity {layer.sparsity:.2f})")
-    return _canvas(panels, title, _colour_bar(2 * PANEL, 0, vmax, "magma", "activation"), min(4, len(shown)))
+    return panels_png(panels, title, colour_bar(2 * PANEL, 0, vmax, "magma", "activation"), min(4, len(shown)))
 
 
 def _overlay(grey: np.ndarray, values: np.ndarray, vmin: float, vmax: float, cmap: str, alpha: float
              ) -> Image.Image:
     base = Image.fromarray(grey).convert("RGB")
     heat = Image.fromarray(colourise(values, vmin, vmax, cmap)).resize(base.size, Image.BILINEAR)
-    return _fit(np.asarray(Image.blend(base, heat, alpha)), 2 * PANEL, Image.BILINEAR)
+    return fit(np.asarray(Image.blend(base, heat, alpha)), 2 * PANEL, Image.BILINEAR)
 
 
 def lens_overlay_png(image: np.ndarray, layers) -> bytes:
@@ -281,16 +229,16 @@ def lens_overlay_png(image: np.ndarray, layers) -> bytes:
         vmax = float(np.percentile(maps[top], 99.5)) or 1.0
         panels.append((_overlay(grey, maps[top], 0, vmax, "magma", 0.55).resize((PANEL, PANEL)),
                        f"{layer.name} ch {top}"))
-    return _canvas(panels, "each layer's most active channel over the image (its own scale)",
-                   _colour_bar(PANEL, 0, 1, "magma", "relative"), len(panels))
+    return panels_png(panels, "each layer's most active channel over the image (its own scale)",
+                   colour_bar(PANEL, 0, 1, "magma", "relative"), len(panels))
 
 
 def reconstruction_png(image: np.ndarray, reconstruction: np.ndarray) -> bytes:
     grey = pictures.to_uint8(image)
     rec = (np.clip(reconstruction, 0, 1) * 255).astype(np.uint8)
     side = 2 * PANEL
-    panels = [(_fit(np.repeat(grey[..., None], 3, 2), side, Image.BILINEAR), "input (information bar removed)"),
-              (_fit(np.repeat(rec[..., None], 3, 2), side, Image.BILINEAR), "autoencoder reconstruction")]
+    panels = [(fit(np.repeat(grey[..., None], 3, 2), side, Image.BILINEAR), "input (information bar removed)"),
+              (fit(np.repeat(rec[..., None], 3, 2), side, Image.BILINEAR), "autoencoder reconstruction")]
     rows = -(-len(panels) // 2)
     canvas = Image.new("RGB", (2 * side + 12, side + 40 * rows), "white")
     draw = ImageDraw.Draw(canvas)
@@ -309,7 +257,7 @@ def anomaly_png(image: np.ndarray, percentiles: np.ndarray, a: sem_pb2.Anomaly) 
     canvas = Image.new("RGB", (panel.size[0] + BAR_WIDTH + 90, panel.size[1] + 40), "white")
     ImageDraw.Draw(canvas).text((4, 4), title, fill="black")
     canvas.paste(panel, (4, 20))
-    canvas.paste(_colour_bar(panel.size[1] - 20, 50, 100, "inferno", "percentile"), (panel.size[0] + 10, 20))
+    canvas.paste(colour_bar(panel.size[1] - 20, 50, 100, "inferno", "percentile"), (panel.size[0] + 10, 20))
     return pictures.png_bytes(canvas, compress_level=1)
 
 

@@ -302,8 +302,8 @@ async def classify_map(ctx: AnalysisContext, client: ServiceClient) -> Outcome:
             drawn = [
                 Artefact("class_map.npy", pictures.npy_bytes(class_map), "application/x-npy"),
                 Artefact("probabilities.npy", pictures.npy_bytes(prob_maps), "application/x-npy"),
-                Artefact("class_map.png", pictures.class_map_png(class_map, len(class_names), outside), "image/png"),
-                Artefact("probability_maps.png", pictures.probability_maps_png(prob_maps), "image/png"),
+                Artefact("class_map.png", pictures.class_map_png(class_map, class_names, outside), "image/png"),
+                Artefact("probability_maps.png", pictures.probability_maps_png(prob_maps, class_names), "image/png"),
             ]
             if ood_map is not None:
                 drawn.append(Artefact("ood_score.npy", pictures.npy_bytes(ood_map), "application/x-npy"))

@@ -198,7 +198,7 @@ async def particle_sizes(ctx: AnalysisContext, client: ServiceClient) -> Outcome
         def draw() -> list[Artefact]:  # encoding takes up to a second: off the event loop, which serves health
             return [
                 Artefact("labels.tif", pictures.labels_tiff(labels, pixel_size or None), "image/tiff"),
-                Artefact("overlay.png", pictures.overlay_png(decoded.image, labels), "image/png"),
+                Artefact("overlay.png", pictures.overlay_png(decoded.image, labels, pixel_size or None), "image/png"),
                 Artefact("psd.png", pictures.psd_png(diameters[sized], unit, gmd, dist.gsd, response.method,
                                                      None if weights is None else weights[sized]), "image/png"),
             ]

@@ -1,0 +1,99 @@
+"""Pictures a scientist can read: every class named in a legend with its share, named probability
+panels on one colour scale with a colour bar, "n of m shown" when a figure shows a subset."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from nanolens_gateway.adapters import pictures
+
+NAMES = ["early_endosome", "late_endosome", "lysosome"]
+
+
+def rgb(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+def has_text(region: np.ndarray) -> bool:
+    """Dark anti-aliased strokes: text was drawn there."""
+    return bool(((region < 90).all(axis=2)).sum() > 20)
+
+
+def test_class_map_has_a_title_and_a_legend_of_every_class_and_the_out_of_domain_pixels():
+    class_map = np.zeros((32, 40), np.uint8)
+    class_map[:, 10:20], class_map[:, 20:] = 1, 2
+    outside = np.zeros_like(class_map, bool)
+    outside[:4] = True
+    picture = rgb(pictures.class_map_png(class_map, NAMES, outside))
+    scale = pictures.map_scale(class_map.shape)
+    top, width = pictures.TITLE_PX, class_map.shape[1] * scale
+    # the map, enlarged under the title, in the class colours with the out-of-domain rows black
+    shown = picture[top:top + 32 * scale:scale, :width:scale]
+    want = np.array(pictures.PALETTE[:3], np.uint8)[class_map]
+    want[outside] = pictures.OUT_OF_DOMAIN_COLOUR
+    np.testing.assert_array_equal(shown, want)
+    assert has_text(picture[:top])  # the title
+    legend = picture[top:, width + 8:]
+    for colour in [*pictures.PALETTE[:3], pictures.OUT_OF_DOMAIN_COLOUR]:
+        swatch = (legend == np.array(colour, np.uint8)).all(axis=2)
+        assert swatch.sum() >= 10 * 10, colour  # one square per class and one for out of domain
+    assert has_text(legend[:, 24:])  # the names beside the squares
+    assert picture.shape[1] < 900 and picture.shape[0] < 400
+
+
+def test_probability_panels_are_named_and_share_one_colour_bar():
+    rng = np.random.default_rng(0)
+    probabilities = rng.dirichlet(np.ones(3), size=(20, 30)).astype(np.float32)
+    picture = rgb(pictures.probability_maps_png(probabilities, NAMES))
+    viridis = pictures.lut("viridis")
+    cell = pictures.PANEL + 6
+    for i in range(3):  # a caption over each panel, then the panel in viridis
+        x = 3 + i * cell
+        assert has_text(picture[pictures.TITLE_PX:pictures.TITLE_PX + 14, x:x + cell])
+        centre = picture[pictures.TITLE_PX + 16 + 40, x + 40]
+        assert np.abs(viridis.astype(int) - centre.astype(int)).sum(axis=1).min() <= 3
+    bar = picture[pictures.TITLE_PX + 15:pictures.TITLE_PX + 15 + pictures.PANEL, 3 * cell + 6]
+    np.testing.assert_array_equal(bar[0], viridis[255])  # 1 at the top
+    np.testing.assert_array_equal(bar[-1], viridis[0])  # 0 at the bottom
+    assert picture.shape[1] < 900
+
+
+def test_a_spectra_figure_showing_a_subset_says_how_many_it_shows():
+    rng = np.random.default_rng(1)
+    axis = np.linspace(100, 3000, 200)
+    spectra = rng.random((12, 200)).astype(np.float32)
+    probabilities = rng.dirichlet(np.ones(3), size=12).astype(np.float32)
+    ood = np.r_[np.full(11, 0.3), 4.0].astype(np.float32)
+    many = pictures.spectra_figure(spectra, axis, probabilities, NAMES, ood)
+    assert many._suptitle.get_text().startswith("6 of 12 spectra shown")
+    assert many.axes[-2].get_xlabel() == "Raman shift (cm$^{-1}$)" and many.axes[-1].get_xlabel() == "probability"
+    assert [t.get_text() for t in many.axes[1].get_yticklabels()] == NAMES
+    few = pictures.spectra_figure(spectra[-3:], axis, probabilities[-3:], NAMES, ood[-3:])
+    assert few._suptitle is None  # all shown
+    assert few.axes[4].get_title(loc="left").startswith("out of domain (score 4.0)")
+    png = rgb(pictures.spectra_png(spectra, axis, probabilities, NAMES))
+    assert png.shape[1] <= 900
+
+
+def test_overlay_outlines_show_on_bright_and_dark_particles_and_a_scale_bar_gives_the_length():
+    image = np.full((200, 300), 0.5, np.float32)
+    labels = np.zeros((200, 300), np.uint16)
+    yy, xx = np.mgrid[:200, :300]
+    for k, (cy, cx, value) in enumerate([(60, 60, 1.0), (60, 160, 0.0)], start=1):  # a bright and a dark one
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 < 30 ** 2
+        image[disc], labels[disc] = value, k
+    plain = rgb(pictures.overlay_png(image, labels))
+    scaled = rgb(pictures.overlay_png(image, labels, pixel_size_nm=2.0))
+    for k in (1, 2):
+        colour = np.array(pictures.PALETTE[k], np.uint8)
+        row = plain[60, 60 + 100 * (k - 1) - 34:60 + 100 * (k - 1) - 24]  # across the left edge
+        assert (row == colour).all(axis=1).sum() >= 2 and (row == 0).all(axis=1).any()  # colour, black beside
+    assert pictures.scale_bar_nm(300, 2.0) == 100  # a fifth of 600 nm, rounded down to 1, 2 or 5 x 10^k
+    corner = scaled[150:, 150:]
+    white_rows = (corner == 255).all(axis=2).sum(axis=1)
+    assert white_rows.max() == 50  # 100 nm at 2 nm/px
+    assert has_text(np.where(corner == 255, 0, 255).astype(np.uint8))  # "100 nm" in white on black
+    assert not (plain[150:, 150:] == 255).all(axis=2).any()  # no bar without a pixel size
