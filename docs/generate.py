@@ -146,6 +146,22 @@ def results_page() -> str:
              "`results/<input bucket>/<input key>/<analysis>/<identity[:16]>/`; it is written last, so its",
              "presence means the result is complete. Each has the common fields below plus its own. The",
              "same schemas as JSON Schema (draft 2020-12) are in [schemas/](schemas/).", "",
+             "## What makes a result, and what invalidates it", "",
+             "A stored result is returned again, without recomputing, while its identity is unchanged. The",
+             "identity is the sha256 of:", "",
+             "- the input's exact content: bucket, key, version id and ETag (a new upload is a new input);",
+             "- the analysis and its options in their canonical spelling;",
+             "- the model: name, version and the sha256 of its graph;",
+             "- the domain service's serving code (`provenance.code_sha256`: its `science/` and `service.py`,",
+             "  with the versions of the libraries they lean on);",
+             "- the gateway's code for the domain (`provenance.adapter_code_sha256`: its adapter module and",
+             "  every adapter and `nanolens_formats` module it imports, the readers that decode the file).", "",
+             "Any change to one of them gives a new identity, so the result is computed again on the next",
+             "request: a fixed file reader never keeps serving the answers of the broken one. The code is",
+             "hashed on its syntax tree without docstrings, so an edit to a comment or a docstring keeps",
+             "every stored result, and a change to one domain's code re-keys that domain's results only.",
+             "The gateway's core (server, jobs, storage) is not part of any identity: it moves bytes and",
+             "documents, it does not decide numbers.", "",
              "## Common fields", "", "| field | type | description |", "|---|---|---|"]
     for key, sub in ENVELOPE.items():
         _schema_rows(lines, sub, key)

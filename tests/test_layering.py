@@ -64,6 +64,15 @@ def test_the_formats_import_only_the_runtime():
     assert forbidden_imports(REPO / "formats", {"nanolens_gateway", "nanolens_cli", *SERVICE_PACKAGES}) == []
 
 
+def test_the_gateway_core_names_no_domain():
+    """Adapters import the core, never the reverse: the registry finds them by name (DOMAIN_MODULES)."""
+    core = [path for path in sources(REPO / "gateway") if "adapters" not in path.parts]
+    bad = [f"{path.relative_to(REPO)}:{line} imports {module}" for path in core for module, names, line in imports(path)
+           if module.startswith("nanolens_gateway.adapters")
+           or (module == "nanolens_gateway" and "adapters" in names)]
+    assert core and bad == []
+
+
 def test_the_gateway_imports_no_service():
     assert forbidden_imports(REPO / "gateway", {"nanolens_cli", *SERVICE_PACKAGES}) == []
 
@@ -81,7 +90,7 @@ def test_the_client_imports_only_grpc_protobuf_and_the_gateway_stubs():
 
 #: what of the gateway the CLI may use: the domain registry (``nanolens analyze <domain>``, the local
 #: stack), the settings (``nanolens settings``) and the token helpers (``nanolens token create``)
-CLI_GATEWAY_SURFACE = {"nanolens_gateway.domains": None, "nanolens_gateway.server": {"GatewaySettings"},
+CLI_GATEWAY_SURFACE = {"nanolens_gateway.domains": None, "nanolens_gateway.settings": {"GatewaySettings"},
                        "nanolens_gateway.auth": {"ACTIONS", "parse_tokens", "token_digest"}}
 
 

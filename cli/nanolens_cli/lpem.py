@@ -22,8 +22,8 @@ class ProgressLine:
         filled = int(width * p.done / p.total) if p.total else 0
         bar = f"[{'#' * filled}{'.' * (width - filled)}] " if p.total else ""
         rate = p.done / max(time.monotonic() - self.start, 1e-6)
-        sys.stderr.write(f"\r{p.stage}: {bar}{p.done}/{p.total or '?'} frames, {p.particles_found} "
-                         f"particles, {p.tracks} tracks, {rate:.1f} frames/s")
+        found = "".join(f", {n} {name}" for name, n in sorted(p.counts.items()))
+        sys.stderr.write(f"\r{p.stage}: {bar}{p.done}/{p.total or '?'} frames{found}, {rate:.1f} frames/s")
         sys.stderr.flush()
 
     def __enter__(self) -> ProgressLine:

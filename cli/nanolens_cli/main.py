@@ -57,7 +57,7 @@ def all_settings() -> list[tuple[str, list[tuple[str, object, str]]]]:
     """(group, [(variable, default, description)]) for every process's settings."""
     from nanolens_client import ClientSettings
     from nanolens_gateway.domains import address_settings
-    from nanolens_gateway.server import GatewaySettings
+    from nanolens_gateway.settings import GatewaySettings
     from nanolens_runtime.settings import InferenceSettings, ServerSettings, StorageSettings, describe
     from nanolens_runtime.tls import TlsSettings, UpstreamTlsSettings
 

@@ -14,7 +14,8 @@ from nanolens_gateway.domains import analyses, domains
 from nanolens_gateway.jobs.rpc import JobRpcs
 from nanolens_gateway.jobs.store import open_store
 from nanolens_gateway.jobs.worker import JobRunner
-from nanolens_gateway.server import GatewayServicer, GatewaySettings, servicer
+from nanolens_gateway.server import GatewayServicer, servicer
+from nanolens_gateway.settings import GatewaySettings
 from nanolens_runtime.server import serve
 from nanolens_runtime.settings import ServerSettings, StorageSettings, from_env
 from nanolens_runtime.storage import ObjectStore
@@ -22,14 +23,6 @@ from nanolens_runtime.tls import UpstreamTlsSettings
 from nanolens_runtime.version import SERVICE_VERSION
 
 tasks: set[asyncio.Task] = set()  # the job runner, kept referenced while the process runs
-
-
-class _NoDeadline:
-    """The analysis context of a job item: no caller waits with a deadline."""
-
-    @staticmethod
-    def time_remaining():
-        return None
 
 
 def start_jobs(impl: GatewayServicer, gateway: GatewaySettings, clients: dict) -> JobRunner:
@@ -46,10 +39,10 @@ def start_jobs(impl: GatewayServicer, gateway: GatewaySettings, clients: dict) -
             return False
         return answer.status == health_pb2.HealthCheckResponse.SERVING
 
-    runner = JobRunner(store, lambda request: impl.run_analysis(request, _NoDeadline()),
+    runner = JobRunner(store, impl.plane.analyse,  # no caller waits with a deadline
                        {kind: domain.name for kind, (domain, _) in analyses().items()},
                        per_service=gateway.job_concurrency, lease_seconds=gateway.job_lease_seconds, healthy=healthy)
-    impl.jobs = JobRpcs(impl, store, gateway.job_max_items, wake=runner.wake.set)
+    impl.jobs = JobRpcs(impl.plane, store, gateway.job_max_items, wake=runner.wake.set)
     return runner
 
 

@@ -39,16 +39,23 @@ OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 GATEWAY_SERVICE = "/nanolens.gateway.v1.Gateway/"
 
 ACTIONS = ("read", "upload", "analyse", "submit")
-# What each gateway method needs; None: any valid token. A method missing here is refused to
-# every token (fail closed): a new RPC must say what it needs.
-METHOD_ACTIONS: dict[str, str | None] = {
+# What each core gateway method needs; None: any valid token. The domains' own RPCs add theirs
+# (nanolens_gateway.domains.DomainRpc). A method missing from both is refused to every token
+# (fail closed): a new RPC must say what it needs.
+CORE_METHOD_ACTIONS: dict[str, str | None] = {
     "Upload": "upload", "CreateUploadUrl": "upload",
     "Analyze": "analyse", "AnalyzeStream": "analyse",
     "Download": "read", "ListModels": None,
     "SubmitJob": "submit", "CancelJob": "submit", "RetryJob": "submit",
     "GetJob": "read", "WatchJob": "read", "ListJobs": "read",
-    "SearchCollection": "read",
 }
+
+
+def method_actions() -> dict[str, str | None]:
+    """What every gateway method needs: the core's and the registered domains' RPCs."""
+    from nanolens_gateway.domains import domain_rpcs  # the registry imports the adapters, which import this
+
+    return {**CORE_METHOD_ACTIONS, **{name: rpc.action for name, rpc in domain_rpcs().items()}}
 
 
 @dataclass(frozen=True)
@@ -234,15 +241,16 @@ class GatewayAuth(grpc.aio.ServerInterceptor):
     def __init__(self, tokens: tuple[Token, ...], results_bucket: str):
         self.table = TokenTable(tokens) if tokens else None
         self.results_bucket = results_bucket
+        self.actions = method_actions()
 
     def _admit(self, method: str, metadata) -> Caller:
         if self.table is None:
             return Caller(None, self.results_bucket)
         token = self.table.from_metadata(metadata)
         name = method.rsplit("/", 1)[-1]
-        if not method.startswith(GATEWAY_SERVICE) or name not in METHOD_ACTIONS:
+        if not method.startswith(GATEWAY_SERVICE) or name not in self.actions:
             raise PermissionDenied(f"{method} is not open to tokens (no action is defined for it)")
-        action = METHOD_ACTIONS[name]
+        action = self.actions[name]
         if action is not None and action not in token.actions:
             raise PermissionDenied(f"token {token.name!r} may not {action} (it allows "
                                    f"{', '.join(sorted(token.actions))})")

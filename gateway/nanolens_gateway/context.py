@@ -12,6 +12,9 @@ from nanolens_runtime.errors import Aborted
 from nanolens_runtime.metrics import StageTimer
 from nanolens_runtime.storage import ObjectInfo, ObjectStore
 
+#: (stage, units done, units expected (0: unknown), what was found so far by name)
+Progress = Callable[[str, int, int, dict[str, int]], None]
+
 
 @dataclass
 class AnalysisContext:
@@ -28,15 +31,16 @@ class AnalysisContext:
     max_pixels: int
     service_timings: dict[str, float] = field(default_factory=dict)
     provenance: common_pb2.Provenance | None = None
-    # called with (stage, done, total, particles_found, tracks) by analyses that report progress
-    # (AnalyzeStream); None: nobody listens
-    progress: Callable[[str, int, int, int, int], None] | None = None
+    # called with (stage, done, total, counts) by analyses that report progress (AnalyzeStream);
+    # None: nobody listens
+    progress: Progress | None = None
     results_bucket: str = ""  # where analyses that keep state beside their result write it (SEM collections)
 
-    def report(self, stage: str, done: int = 0, total: int = 0, particles_found: int = 0, tracks: int = 0) -> None:
-        """Tell a streaming caller how far the analysis is (a no-op for unary Analyze calls)."""
+    def report(self, stage: str, done: int = 0, total: int = 0, **counts: int) -> None:
+        """Tell a streaming caller how far the analysis is and what it has found so far, by name
+        (``particles=...``); a no-op when nobody listens."""
         if self.progress is not None:
-            self.progress(stage, done, total, particles_found, tracks)
+            self.progress(stage, done, total, counts)
 
     def remaining(self) -> float | None:
         return None if self.deadline is None else max(0.001, self.deadline - asyncio.get_running_loop().time())

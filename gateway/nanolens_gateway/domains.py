@@ -1,15 +1,17 @@
 """The domain registry: every domain service the gateway routes to, declared once.
 
 A domain (spectra, TEM, ...) is one record: its name, the module that runs its service, its
-gRPC stub, its analyses and the options each reads. The gateway builds its clients and its
-analysis table from ``DOMAINS``; the CLI builds ``nanolens analyze <domain>`` from it; the
-local stack starts one process per domain from it. Adding a domain is its service folder, its
-gateway module (``nanolens_gateway/<domain>.py``, which defines ``DOMAIN``) and one line in
-:data:`DOMAIN_MODULES` (see CONTRIBUTING.md).
+gRPC stub, its analyses and the options each reads, and the gateway RPCs it adds with the
+action each needs. The gateway builds its clients, its analysis table, its extra RPCs and their
+access rules from :func:`domains`; the CLI builds ``nanolens analyze <domain>`` from it; the
+local stack starts one process per domain from it. Adding a domain is its contract, its service
+folder, its adapter (``nanolens_gateway/adapters/<domain>.py``, which defines ``DOMAIN``) and one
+line in :data:`DOMAIN_MODULES` (see CONTRIBUTING.md).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import math
 import os
@@ -128,6 +130,19 @@ class Analysis:
 
 
 @dataclass(frozen=True)
+class DomainRpc:
+    """A Gateway RPC that a domain adds (declared in gateway.proto, served by its adapter).
+
+    ``handler(plane, request) -> response``: ``plane`` is the gateway's
+    :class:`nanolens_gateway.dataplane.DataPlane`. ``action``: what a token must allow to call it
+    (``read``, ``upload``, ``analyse``, ``submit``); the object checks are the handler's own."""
+
+    name: str
+    action: str
+    handler: Callable[..., Awaitable[Message]]
+
+
+@dataclass(frozen=True)
 class Domain:
     """A domain service as the gateway, the CLI and the local stack see it.
 
@@ -148,6 +163,8 @@ class Domain:
     file_help: str = ""  # what files the CLI's analyze command takes
     cli_flags: tuple[tuple[str, dict], ...] = field(default=())  # extra argparse flags for ``choose``
     progress: bool = False  # the CLI runs it through AnalyzeStream and shows its progress events
+    rpcs: tuple[DomainRpc, ...] = ()  # Gateway RPCs this domain adds
+    adapter: str = ""  # the adapter module (set by the registry): its code is in every result's identity
 
     @property
     def addr_setting(self) -> str:
@@ -173,7 +190,7 @@ class Domain:
 @cache
 def domains() -> tuple[Domain, ...]:
     """Every registered domain, in :data:`DOMAIN_MODULES` order."""
-    return tuple(importlib.import_module(name).DOMAIN for name in DOMAIN_MODULES)
+    return tuple(dataclasses.replace(importlib.import_module(name).DOMAIN, adapter=name) for name in DOMAIN_MODULES)
 
 
 def domain(name: str) -> Domain:
@@ -199,3 +216,14 @@ def address_settings() -> list[tuple[str, str, str]]:
     return [(d.addr_setting, d.default_addr,
              f"{d.title}: {d.name} service host:port" + ("" if d.default_addr else " (empty: off)"))
             for d in domains()]
+
+
+def domain_rpcs() -> dict[str, DomainRpc]:
+    """RPC name -> its declaration, over every domain (a name declared twice is refused)."""
+    table: dict[str, DomainRpc] = {}
+    for d in domains():
+        for rpc in d.rpcs:
+            if rpc.name in table:
+                raise ValueError(f"gateway RPC {rpc.name} is declared twice")
+            table[rpc.name] = rpc
+    return table

@@ -2,8 +2,9 @@
 
 A result's identity is the input's exact content (bucket, key, version, ETag), the
 analysis, the model's name, version and graph sha256, the sha256 of the service code around
-the model, and the options. The same
-identity returns the stored result instead of computing it again. Results live next
+the model, the sha256 of the gateway code that decodes the input and summarises the answer
+(:mod:`nanolens_gateway.code_identity`), and the options. The same identity returns the stored
+result instead of computing it again. Results live next
 to their input::
 
     results/<input bucket>/<input key>/<analysis>/<identity[:16]>/result.json
@@ -33,11 +34,13 @@ class Artefact:
     media_type: str
 
 
-def identity(source: ObjectInfo, analysis: str, model: common_pb2.ModelInfo, options: dict[str, str]) -> str:
+def identity(source: ObjectInfo, analysis: str, model: common_pb2.ModelInfo, options: dict[str, str],
+             adapter_code: str) -> str:
     doc = {
         "input": [source.bucket, source.key, source.version_id, source.etag],
         "analysis": analysis,
         "model": [model.name, model.version, model.sha256, model.code_sha256],
+        "adapter": adapter_code,
         "options": sorted(options.items()),
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()

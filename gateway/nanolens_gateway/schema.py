@@ -63,7 +63,8 @@ ENVELOPE: dict[str, Schema] = {
                     etag=string("the object's ETag"), size_bytes=integer("object size in bytes")),
     "options": mapping(string("value"), "the options in their canonical spelling (part of the identity)"),
     "identity": string("sha256 of input (bucket, key, version, ETag), analysis, model (name, version, graph "
-                       "sha256, serving-code sha256) and options: the same identity returns this stored result"),
+                       "sha256, serving-code sha256), the gateway adapter's code and options: the same identity "
+                       "returns this stored result"),
     "provenance": record(
         "what computed the result",
         model_name=string("model name"), model_version=string("model version"),
@@ -72,6 +73,10 @@ ENVELOPE: dict[str, Schema] = {
                                    "(empty for model-free methods)"),
         service_name=string("domain service"), service_version=string("domain service version"),
         execution_provider=string("onnxruntime execution provider, e.g. CPUExecutionProvider"),
+        code_sha256=string("sha256 of the domain service's serving code (science/ and service.py, with the "
+                           "versions of the libraries it leans on)"),
+        adapter_code_sha256=string("sha256 of the gateway code that decoded the input and summarised the answer: "
+                                   "the domain's adapter and the readers it uses, docstrings and comments left out"),
         gateway_version=string("gateway version"), timings=array(_TIMING, "per-stage wall times")),
     "artifacts": array(record("a file written beside result.json", name=string("file name"),
                               media_type=string("media type"), bucket=string("bucket"), key=string("object key"),

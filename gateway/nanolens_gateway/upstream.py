@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import grpc
@@ -11,7 +12,14 @@ from grpc_status import rpc_status
 from nanolens.common.v1 import common_pb2
 from nanolens_runtime import tracing
 from nanolens_runtime.bundles import version_key
-from nanolens_runtime.errors import GO_CODE_NAMES, InvalidArgument, NanoLensError, NotFound, Unavailable
+from nanolens_runtime.errors import (
+    GO_CODE_NAMES,
+    InvalidArgument,
+    NanoLensError,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
 from nanolens_runtime.server import channel_options
 from nanolens_runtime.tls import open_channel
 
@@ -90,7 +98,9 @@ class ModelCatalogue:
 
 
 class ServiceClient:
-    """A channel to one domain service, its stub, and its model catalogue."""
+    """A channel to one domain service, its stub, and its model catalogue. Adapters call the
+    service through :meth:`unary` or, for streams, inside :meth:`errors`: one place checks the
+    message size, passes the deadline on and makes the service's errors ours."""
 
     def __init__(self, service: str, address: str, max_message_mb: int, stub_class, list_request,
                  credentials: grpc.ChannelCredentials | None = None):
@@ -103,3 +113,22 @@ class ServiceClient:
 
     async def close(self) -> None:
         await self.channel.close()
+
+    async def unary(self, method: str, request, deadline_s: float | None, what: str, hint: str = ""):
+        """``stub.<method>(request)`` within ``deadline_s``; ``what`` names the input in a size refusal
+        (gRPC's own names no setting), ``hint`` says what the caller can do about it."""
+        size = request.ByteSize()
+        if size > self.max_message_mb * 2**20:
+            raise ResourceExhausted(f"{what} is {size / 2**20:.1f} MiB as one message, above the {self.max_message_mb} "
+                                    f"MiB the {self.service} service takes (NANOLENS_MAX_MESSAGE_MB)"
+                                    + (f"; {hint}" if hint else ""))
+        with self.errors():
+            return await getattr(self.stub, method)(request, timeout=deadline_s)
+
+    @contextlib.contextmanager
+    def errors(self):
+        """Around a streaming call: the service's errors, made ours (:func:`translate`)."""
+        try:
+            yield
+        except grpc.aio.AioRpcError as exc:
+            raise translate(exc, self.service) from exc

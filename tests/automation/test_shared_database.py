@@ -29,6 +29,11 @@ def items_done(proc) -> int:
     return sum("job item done" in line for line in proc.lines)
 
 
+# Long enough that a live replica's lease never lapses on a loaded 2-core machine (a lapse lets the
+# other replica run the item too); the takeover test waits this long for the killed replica's items.
+LEASE_SECONDS = "10"
+
+
 def wait_for(job_id: str, client: GatewayClient, timeout: float = 120) -> gateway_pb2.Job:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -53,7 +58,7 @@ def upload_batch(client: GatewayClient, tmp_path, prefix: str, n: int) -> None:
 @pytest.fixture(scope="module")
 def replicas(postgres, tmp_path_factory):
     url = postgres.database()
-    running = Stack(extra_env={"NANOLENS_JOBS_DB": url, "NANOLENS_JOB_LEASE_SECONDS": "2",
+    running = Stack(extra_env={"NANOLENS_JOBS_DB": url, "NANOLENS_JOB_LEASE_SECONDS": LEASE_SECONDS,
                                "NANOLENS_JOB_CONCURRENCY": "1"},
                     domains=("spectra",), log_dir=tmp_path_factory.mktemp("shared-db-logs"))
     endpoints = running.start()

@@ -108,6 +108,7 @@ def test_a_movie_is_tracked_with_progress_and_its_results_stored(gateway, result
     progress, response = analyze_stream(gateway, ref, pixel_size_nm="1.5", fps="20")
     assert progress and progress[-1].done == len(frames)
     assert [p.done for p in progress] == sorted(p.done for p in progress)
+    assert progress[-1].counts["particles"] > 0 and progress[-1].counts["tracks"] > 0  # the generic payload
     result = json.loads(response.result_json)
     assert result["movie"]["frames"] == len(frames) and result["movie"]["pixel_size_nm"] == 1.5
     assert result["tracks"] > 0 and result["diffusion"]["d_px2_per_frame"] > 0

@@ -27,6 +27,6 @@ def test_every_setting_is_documented_and_secrets_are_not_printed():
         for env, _default, doc in describe(cls):
             assert env.startswith("NANOLENS_") and doc
     assert "hunter2" not in repr(StorageSettings(s3_secret_key="hunter2"))
-    from nanolens_gateway.server import GatewaySettings
+    from nanolens_gateway.settings import GatewaySettings
 
     assert "hunter2" not in repr(GatewaySettings(tokens="hunter2"))

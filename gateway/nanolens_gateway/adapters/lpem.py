@@ -29,7 +29,7 @@ from nanolens_gateway.context import AnalysisContext, Outcome
 from nanolens_gateway.domains import Analysis, Domain, Option, yes
 from nanolens_gateway.results import Artefact
 from nanolens_gateway.schema import array, integer, nullable, number, record, string
-from nanolens_gateway.upstream import ServiceClient, translate
+from nanolens_gateway.upstream import ServiceClient
 from nanolens_runtime import arrays
 from nanolens_runtime.errors import InvalidArgument
 
@@ -214,16 +214,14 @@ async def movie(ctx: AnalysisContext, client: ServiceClient) -> Outcome:
                 await asyncio.to_thread(collector.labels, response.labels)
             elif part == "progress":
                 p = response.progress
-                ctx.report("analyse", p.frames_done, p.frames_total, p.particles_found, p.tracks)
+                ctx.report("analyse", p.frames_done, p.frames_total, particles=p.particles_found, tracks=p.tracks)
             elif part == "table":
                 collector.table(response.table)
             elif part == "summary":
                 collector.summary = response.summary
 
-        try:
+        with client.errors():
             await stream_movie(client.stub, header, chunks(), on_response, ctx.remaining())
-        except grpc.aio.AioRpcError as exc:
-            raise translate(exc, "lpem") from exc
         summary = collector.summary
         if summary is None:
             raise _bad(f"{key}: the LPEM service ended the stream without a result")

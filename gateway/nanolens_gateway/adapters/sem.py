@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 
-import grpc
 import numpy as np
 from PIL import Image, ImageDraw
 
@@ -15,13 +14,15 @@ from nanolens.sem.v1 import sem_pb2, sem_pb2_grpc
 from nanolens_formats.images import decode_image
 from nanolens_gateway.adapters import pictures, sem_collections
 from nanolens_gateway.adapters.pictures import BAR_WIDTH, PANEL, colour_bar, colourise, fit, panels_png
+from nanolens_gateway.auth import caller
 from nanolens_gateway.context import AnalysisContext, Outcome
-from nanolens_gateway.domains import Analysis, Domain, Option, yes
+from nanolens_gateway.dataplane import DataPlane
+from nanolens_gateway.domains import Analysis, Domain, DomainRpc, Option, yes
 from nanolens_gateway.results import Artefact
 from nanolens_gateway.schema import array, boolean, integer, nullable, number, record, string
-from nanolens_gateway.upstream import ServiceClient, translate
+from nanolens_gateway.upstream import ServiceClient
 from nanolens_runtime import arrays
-from nanolens_runtime.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from nanolens_runtime.errors import InvalidArgument, NotFound, Unavailable
 
 #: The autoencoder manifest's metric with the calibrated search similarity (nanolens_sem.evaluation.search).
 SIMILAR_ABOVE = "search_similar_above"
@@ -116,14 +117,7 @@ def max_side_of(options: dict[str, str]) -> int:
 
 
 async def call(client: ServiceClient, request: sem_pb2.AnalyzeImageRequest, key: str, deadline_s: float | None):
-    size = request.ByteSize()
-    if size > client.max_message_mb * 2**20:
-        raise ResourceExhausted(f"input {key!r} is {size / 2**20:.1f} MiB as one message, above the "
-                                f"{client.max_message_mb} MiB the SEM service takes (NANOLENS_MAX_MESSAGE_MB)")
-    try:
-        return await client.stub.AnalyzeImage(request, timeout=deadline_s)
-    except grpc.aio.AioRpcError as exc:
-        raise translate(exc, "sem") from exc
+    return await client.unary("AnalyzeImage", request, deadline_s, f"input {key!r}")
 
 
 async def sem_image(ctx: AnalysisContext, client: ServiceClient) -> Outcome:
@@ -261,38 +255,34 @@ def anomaly_png(image: np.ndarray, percentiles: np.ndarray, a: sem_pb2.Anomaly) 
     return pictures.png_bytes(canvas, compress_level=1)
 
 
-async def search(gateway, request: gateway_pb2.SearchCollectionRequest, collections: sem_collections.Collections
+def collections(plane: DataPlane) -> sem_collections.Collections:
+    """This gateway's collections, loaded on first search."""
+    return plane.state("sem.collections", lambda p: sem_collections.Collections(p.store, p.settings.results_bucket))
+
+
+async def search(plane: DataPlane, request: gateway_pb2.SearchCollectionRequest
                  ) -> gateway_pb2.SearchCollectionResponse:
     """SearchCollection: the query's embedding (stored, or computed by the collection's model) against
     the collection; hits the caller may not read are left out."""
-    from nanolens_gateway.auth import caller
-    from nanolens_gateway.server import validate_key
-
     name = sem_collections.check_name(request.collection)
     k = request.k or 10
     if not 1 <= k <= sem_collections.MAX_K:
         raise InvalidArgument(f"k must be 1-{sem_collections.MAX_K} (0: 10), got {request.k}", field="k")
-    bucket = request.query.bucket or gateway.settings.raw_bucket
-    key = validate_key(request.query.key, "query.key")
-    if bucket not in gateway.input_buckets:
-        raise InvalidArgument(f"bucket {bucket!r} is not an input bucket", field="query.bucket")
+    bucket, key, version = plane.buckets.input_object(request.query, "query")
     # A collection may hold several groups' images: each caller sees only the hits it may read, and
     # queries with an image it may read (stored in the collection) or analyse (embedded now).
     who = caller()
-    loaded = await collections.load(name)
-    row = collections.row_of(loaded, bucket, key)
+    loaded = await collections(plane).load(name)
+    row = collections(plane).row_of(loaded, bucket, key)
     model = common_pb2.ModelInfo(**loaded.record["model"])
     who.require("read" if row >= 0 else "analyse", bucket, key)
     if row >= 0:
         query = loaded.matrix[row]
     else:
-        client = gateway.clients.get("sem")
-        if client is None:
-            raise InvalidArgument("the query is not in the collection and no SEM service is configured to embed it "
-                                  "(NANOLENS_SEM_ADDR)", field="query")
-        info = await asyncio.to_thread(gateway.store.stat, bucket, key, request.query.version_id)
-        data = await asyncio.to_thread(gateway.store.get, bucket, key, info.version_id)
-        decoded = await asyncio.to_thread(decode_image, data, key, gateway.settings.max_image_mp * 2**20)
+        _, _, client = plane.route(gateway_pb2.ANALYSIS_KIND_SEM_IMAGE, "query")  # the query must be embedded
+        info = await asyncio.to_thread(plane.store.stat, bucket, key, version)
+        data = await asyncio.to_thread(plane.store.get, bucket, key, info.version_id)
+        decoded = await asyncio.to_thread(decode_image, data, key, plane.settings.max_image_mp * 2**20)
         response = await call(client, sem_pb2.AnalyzeImageRequest(
             image=arrays.to_proto(decoded.image),
             model=common_pb2.ModelSelector(name=model.name, version=model.version)), key, None)
@@ -310,17 +300,17 @@ async def search(gateway, request: gateway_pb2.SearchCollectionRequest, collecti
         if len(hits) == k or wanted >= len(loaded.objects):
             break
         wanted *= 8
-    similar_above = await _similar_above(gateway, model)
+    similar_above = await _similar_above(plane, model)
     return gateway_pb2.SearchCollectionResponse(
         hits=hits, n_items=len(loaded.objects), model=model, query_in_collection=row >= 0,
         similar_above=similar_above,
         nothing_similar=similar_above is not None and not any(h.score >= similar_above for h in hits))
 
 
-async def _similar_above(gateway, model: common_pb2.ModelInfo) -> float | None:
+async def _similar_above(plane: DataPlane, model: common_pb2.ModelInfo) -> float | None:
     """The collection's autoencoder's calibrated "similar" threshold, from the SEM service's catalogue
     (None without a SEM service, or for a model without the calibration)."""
-    client = gateway.clients.get("sem")
+    client = plane.clients.get("sem")
     if client is None:
         return None
     try:
@@ -357,4 +347,5 @@ DOMAIN = Domain(
                        "an SEM image through the autoencoder: embedding, and with options the lens, the anomaly map, "
                        "a class; artefacts: embedding.npy, lens_<layer>.png, lens_overlay.png, reconstruction.png, "
                        "anomaly.png, anomaly_percentiles.npy"),),
-    summarise=summarise, file_help="an SEM image (TIFF, DM3/DM4, PNG, JPEG, BMP, .npy)")
+    summarise=summarise, file_help="an SEM image (TIFF, DM3/DM4, PNG, JPEG, BMP, .npy)",
+    rpcs=(DomainRpc("SearchCollection", "read", search),))

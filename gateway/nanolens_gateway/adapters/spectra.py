@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import grpc
 import numpy as np
 
 from nanolens.common.v1 import common_pb2
@@ -19,7 +18,7 @@ from nanolens_gateway.context import AnalysisContext, Outcome
 from nanolens_gateway.domains import Analysis, Domain, Option
 from nanolens_gateway.results import Artefact
 from nanolens_gateway.schema import array, boolean, integer, mapping, nullable, number, record, string
-from nanolens_gateway.upstream import ServiceClient, translate
+from nanolens_gateway.upstream import ServiceClient
 from nanolens_runtime import arrays
 from nanolens_runtime.errors import InvalidArgument
 
@@ -137,10 +136,7 @@ async def classify_spectra(ctx: AnalysisContext, client: ServiceClient) -> Outco
     for start in range(0, len(spectra), rows):
         request = spectra_pb2.ClassifySpectraRequest(
             spectra=arrays.to_proto(spectra[start:start + rows]), axis=axis, model=selector(ctx))
-        try:
-            response = await client.stub.ClassifySpectra(request, timeout=ctx.remaining())
-        except grpc.aio.AioRpcError as exc:
-            raise translate(exc, "spectra") from exc
+        response = await client.unary("ClassifySpectra", request, ctx.remaining(), f"input {ctx.source.key!r}")
         ctx.absorb(response.provenance)
         parts.append(arrays.from_proto(response.probabilities, "probabilities"))
         ood_parts.append(_ood_array(response.ood_score, len(parts[-1])))
@@ -262,9 +258,8 @@ async def classify_map(ctx: AnalysisContext, client: ServiceClient) -> Outcome:
     height, width, _ = source.shape
     probabilities = class_names = ood = None
     scored = True  # every block came with out-of-domain scores
-    call = client.stub.ClassifyMap(source.requests(), timeout=ctx.remaining())
-    try:
-        async for response in call:
+    with client.errors():
+        async for response in client.stub.ClassifyMap(source.requests(), timeout=ctx.remaining()):
             if response.HasField("provenance"):
                 ctx.absorb(response.provenance)
                 continue
@@ -278,8 +273,6 @@ async def classify_map(ctx: AnalysisContext, client: ServiceClient) -> Outcome:
             scored = scored and scores is not None
             if scored:
                 ood[response.offset:response.offset + len(block)] = scores
-    except grpc.aio.AioRpcError as exc:
-        raise translate(exc, "spectra") from exc
     with ctx.timer.stage("postprocess"):
         prob_maps = probabilities.reshape(height, width, -1)
         ood_map = ood.reshape(height, width) if scored else None

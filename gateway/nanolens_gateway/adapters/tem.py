@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import grpc
 import numpy as np
 
 from nanolens.common.v1 import common_pb2
@@ -16,10 +15,9 @@ from nanolens_gateway.context import AnalysisContext, Outcome
 from nanolens_gateway.domains import Analysis, Domain, Option, yes
 from nanolens_gateway.results import Artefact
 from nanolens_gateway.schema import array, boolean, integer, nullable, number, record, string
-from nanolens_gateway.upstream import ServiceClient, translate
+from nanolens_gateway.upstream import ServiceClient
 from nanolens_runtime import arrays
 from nanolens_runtime.enums import enum_words
-from nanolens_runtime.errors import ResourceExhausted
 
 METHODS = enum_words(tem_pb2.Method, "METHOD_")  # cnn, ann, watershed, hough: the proto is the table
 OPTIONS = (
@@ -147,17 +145,10 @@ async def particle_sizes(ctx: AnalysisContext, client: ServiceClient) -> Outcome
         keep_info_bar=yes(ctx.options, "keep_info_bar"),
         # the model resolved for the result's identity is the one that runs
         model=common_pb2.ModelSelector(name=ctx.model.name, version=ctx.model.version))
-    size = request.ByteSize()
-    if size > client.max_message_mb * 2**20:  # gRPC's own refusal names no setting
-        (h, w), dtype = decoded.image.shape, decoded.image.dtype
-        raise ResourceExhausted(
-            f"input {ctx.source.key!r}: a {w} x {h} {dtype} image is {size / 2**20:.1f} MiB as one message, above "
-            f"the {client.max_message_mb} MiB the TEM service takes (NANOLENS_MAX_MESSAGE_MB); send it as 8- or "
-            "16-bit integers, or raise that limit on the gateway and the service")
-    try:
-        response = await client.stub.AnalyzeImage(request, timeout=ctx.remaining())
-    except grpc.aio.AioRpcError as exc:
-        raise translate(exc, "tem") from exc
+    (h, w), dtype = decoded.image.shape, decoded.image.dtype
+    response = await client.unary("AnalyzeImage", request, ctx.remaining(), f"input {ctx.source.key!r}: a {w} x {h} "
+                                  f"{dtype} image", "send it as 8- or 16-bit integers, or raise that limit on the "
+                                  "gateway and the service")
     ctx.absorb(response.provenance)
     with ctx.timer.stage("postprocess"):
         labels = arrays.from_proto(response.labels, "labels")

@@ -10,6 +10,7 @@ import time
 from nanolens.common.v1 import common_pb2
 from nanolens.gateway.v1 import gateway_pb2
 from nanolens_gateway.auth import caller
+from nanolens_gateway.inputs import validate_prefix
 from nanolens_gateway.jobs.store import STATES, JobRecord, JobStore, db_call
 from nanolens_runtime.errors import InvalidArgument, NotFound, ResourceExhausted
 
@@ -30,39 +31,26 @@ def job_proto(record: JobRecord) -> gateway_pb2.Job:
 
 
 class JobRpcs:
-    """``gateway`` is the GatewayServicer: its settings, store, input buckets and key validation."""
+    """``plane``: the gateway's data plane (its store, buckets and routes to the domain services)."""
 
-    def __init__(self, gateway, store: JobStore, max_items: int, wake=None):
-        self.gateway = gateway
+    def __init__(self, plane, store: JobStore, max_items: int, wake=None):
+        self.plane = plane
         self.store = store
         self.max_items = max_items
         self.wake = wake or (lambda: None)
 
     async def submit(self, request: gateway_pb2.SubmitJobRequest) -> gateway_pb2.Job:
-        from nanolens_gateway.domains import analyses
-        from nanolens_gateway.server import validate_key
-
-        table = analyses()
-        if request.analysis not in table:
-            raise InvalidArgument(f"analysis {request.analysis} is not one of "
-                                  f"{[gateway_pb2.AnalysisKind.Name(k) for k in table]}", field="analysis")
-        domain, analysis = table[request.analysis]
-        if domain.name not in self.gateway.clients:
-            raise InvalidArgument(f"no {domain.name} service is configured for {analysis.name} analyses",
-                                  field="analysis")
+        _, analysis, _ = self.plane.route(request.analysis)  # refused now, not item by item later
         options = analysis.canonical_options(dict(request.options))  # refused now, not item by item later
         if bool(request.objects) == bool(request.prefix):
             raise InvalidArgument("name the objects or a prefix (one of them)", field="objects")
         who = caller()
         objects: list[tuple[str, str, str]] = []
         if request.prefix:
-            bucket = request.bucket or self.gateway.settings.raw_bucket
-            self._input_bucket(bucket, "bucket")
-            prefix = request.prefix
-            if ".." in prefix.split("/") or prefix.startswith("/"):
-                raise InvalidArgument(f"prefix {prefix!r} must be relative, without '..'", field="prefix")
+            bucket = self.plane.buckets.input_bucket(request.bucket, "bucket")
+            prefix = validate_prefix(request.prefix, "prefix")
             who.require("submit", bucket, prefix)
-            keys = await asyncio.to_thread(self.gateway.store.list, bucket, prefix)
+            keys = await asyncio.to_thread(self.plane.store.list, bucket, prefix)
             # a prefix is not a folder ("labA" also lists "labAB/..."): each key is checked on its own
             keys = [k for k in keys if not k.endswith("/") and who.may("submit", bucket, k)]
             if not keys:
@@ -70,11 +58,9 @@ class JobRpcs:
             objects = [(bucket, k, "") for k in sorted(keys)]
         else:
             for i, ref in enumerate(request.objects):
-                bucket = ref.bucket or self.gateway.settings.raw_bucket
-                self._input_bucket(bucket, f"objects[{i}].bucket")
-                key = validate_key(ref.key, f"objects[{i}].key")
+                bucket, key, version = self.plane.buckets.input_object(ref, f"objects[{i}]")
                 who.require("submit", bucket, key)
-                objects.append((bucket, key, ref.version_id))
+                objects.append((bucket, key, version))
         if len(objects) > self.max_items:
             raise ResourceExhausted(f"{len(objects)} objects are more than NANOLENS_JOB_MAX_ITEMS={self.max_items} "
                                     "in one job: submit narrower prefixes")
@@ -82,10 +68,6 @@ class JobRpcs:
                                          request.model_name, request.model_version, who.name)
         self.wake()
         return job_proto(await db_call(self.store.get, job_id))
-
-    def _input_bucket(self, bucket: str, field: str) -> None:
-        if bucket not in self.gateway.input_buckets:
-            raise InvalidArgument(f"bucket {bucket!r} is not an input bucket", field=field)
 
     async def _record(self, job_id: str, items: bool = False) -> JobRecord:
         if not job_id:
