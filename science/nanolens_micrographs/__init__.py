@@ -7,14 +7,40 @@ from __future__ import annotations
 
 import numpy as np
 
+#: a bar row has at least this share of its pixels at one grey level (its background; text,
+#: lines, logo and scale bar take the rest). A micrograph row is noisy: a few % at most.
+FLAT = 0.5
+#: rows of something else inside the bar (a logo, a large glyph, a scale-bar box) it may hold
+MAX_GAP = 6
+#: fewest rows of a bar: a few flat rows at the edge are not one
+MIN_ROWS = 8
+
+
+def _flatness(part: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the share of pixels at exactly the row's most common value, and that value. A bar's
+    background is drawn, not measured: one value, where a micrograph's grey levels carry noise."""
+    ordered = np.sort(part, axis=1)
+    width = ordered.shape[1]
+    change = np.ones(ordered.shape, bool)
+    change[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    starts = np.flatnonzero(change)  # runs of one value, row by row
+    lengths = np.diff(np.append(starts, ordered.size))
+    row = starts // width
+    by_row = np.lexsort((lengths, row))  # within each row, the longest run last
+    longest = by_row[np.flatnonzero(np.append(row[by_row][1:] != row[by_row][:-1], True))]
+    return lengths[longest] / width, ordered.ravel()[starts[longest]]
+
 
 def detect_info_bar(image: np.ndarray, max_fraction: float = 0.25) -> int:
-    """Rows at the bottom that hold an instrument's information bar (FEI, Zeiss, JEOL style).
+    """Rows at the bottom that hold an instrument's information bar (Zeiss, FEI/Thermo, JEOL,
+    Hitachi, TESCAN and the like), text lines, frame lines, logo and scale bar included.
 
-    A bar row is nearly all at the image's extreme levels (black or white text on black, or
-    the reverse) with few mid-tones, unlike a micrograph row; the bar is the longest such band
-    touching the bottom edge (text lines with gaps between them count as one band), and it must
-    end at a row where the micrograph's mid-tones come back.
+    A bar row is flat: at least half of it is the bar's background grey (black, white or any grey
+    in between) with text, lines or a logo on it, unlike a noisy micrograph row. The bar is the
+    band of such rows touching the bottom edge, with the background level of its bottom rows;
+    gaps of up to :data:`MAX_GAP` other rows (a logo, a large glyph) and rows flat at another level
+    (frame lines, the panel of a field) belong to it; it ends at its last flat row below a longer
+    run of micrograph rows. It must contain something (text): a uniform strip is no bar.
 
     Parameters
     ----------
@@ -30,21 +56,23 @@ def detect_info_bar(image: np.ndarray, max_fraction: float = 0.25) -> int:
     """
     h = image.shape[0]
     limit = int(h * max_fraction)
-    if limit < 4:
+    if limit < MIN_ROWS:
         return 0
-    part = image[h - limit:].astype(np.float32)
-    lo, hi = float(image.min()), float(image.max())
-    if hi <= lo:
-        return 0
-    scaled = (part - lo) / (hi - lo)
-    extreme = ((scaled <= 0.04) | (scaled >= 0.96)).mean(axis=1)  # per row, bottom part
-    is_bar = extreme >= 0.9
+    flat, level = _flatness(image[h - limit:])
+    bar_like = flat >= FLAT
     rows = 0
     for i in range(limit - 1, -1, -1):  # from the bottom row up
-        if is_bar[i]:
+        if bar_like[i]:
             rows = limit - i
-        elif limit - i - rows > 3:  # more than 3 micrograph-like rows above the band: it ended
+        elif limit - i - rows > MAX_GAP:  # the micrograph goes on above the last flat row
             break
-    if rows < 8:  # a few dark rows at the edge are not a bar
+    if rows < MIN_ROWS:
+        return 0
+    band = slice(limit - rows, limit)
+    background = np.median(level[band][bar_like[band]])
+    own = bar_like[band] & (level[band] == background)
+    has_marks = (flat[band] < 0.995).sum() >= 2  # text, lines or a scale bar on the background
+    if own.sum() < rows / 3 or not has_marks:
         return 0
     return rows
+
