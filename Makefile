@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 BUF_VERSION := 1.75.0
 BUF := .tools/node_modules/.bin/buf
 
-.PHONY: help demo test up proto proto-check proto-lint proto-breaking models bench lint tools dashboards docs clean
+.PHONY: help demo test up chromium proto proto-check proto-lint proto-breaking models bench lint tools dashboards docs clean
 
 help:
 	@echo "make demo    run the stack on loopback and analyse sample data into demo-output/"
@@ -44,7 +44,13 @@ $(PROMTOOL) $(PROMETHEUS) &:
 	  install -m 0755 $$tmp/root/usr/bin/prometheus $(PROMETHEUS) && rm -rf $$tmp; fi
 	@$(PROMTOOL) --version | head -1
 
-tools: $(BUF) $(PROMTOOL) $(PROMETHEUS)
+# Debian's chromium: the job report's test opens the report in it, headless.
+chromium:
+	@command -v chromium >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || command -v sudo || true); \
+	  apt-cache show chromium >/dev/null 2>&1 || $$SUDO apt-get update -qq; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+tools: $(BUF) $(PROMTOOL) $(PROMETHEUS) chromium
 
 docs: $(VENV)/.installed
 	$(PY) docs/generate.py

@@ -83,7 +83,8 @@ def test_an_ended_job_gets_its_report_and_index(report_stack, tmp_path):
     assert {r["key"]: r["result_key"] for r in rows if r["state"] == "done"} == done
     for key in done:
         assert key in page
-    assert page.count("<img ") == 3 and "data:image/png;base64," in page  # each result's spectra.png
+    assert page.count("<img ") == 3 and "data:image/jpeg;base64," in page  # each result's spectra.png, small
+    assert page.count("<td class='verdict ") == 4 and rows[0]["verdict"] in ("trustworthy", "do not trust", "")
     assert "Errors (1)" in page and "INVALID_ARGUMENT" in page
     assert "<script>" not in page  # text from inputs and errors is escaped
     assert "Provenance" in page
