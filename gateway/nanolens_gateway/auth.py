@@ -44,7 +44,7 @@ ACTIONS = ("read", "upload", "analyse", "submit")
 # (fail closed): a new RPC must say what it needs.
 CORE_METHOD_ACTIONS: dict[str, str | None] = {
     "Upload": "upload", "CreateUploadUrl": "upload",
-    "Analyze": "analyse", "AnalyzeStream": "analyse",
+    "Analyze": "analyse", "AnalyzeStream": "analyse", "AnalyzeMany": "analyse",
     "Download": "read", "ListModels": None,
     "SubmitJob": "submit", "CancelJob": "submit", "RetryJob": "submit",
     "GetJob": "read", "WatchJob": "read", "ListJobs": "read",

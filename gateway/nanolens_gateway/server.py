@@ -9,8 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import io
 import logging
 import tempfile
+
+import grpc
 
 from nanolens.common.v1 import common_pb2
 from nanolens.gateway.v1 import gateway_pb2, gateway_pb2_grpc
@@ -21,7 +24,15 @@ from nanolens_gateway.inputs import content_upload_key, fresh_upload_key, valida
 from nanolens_gateway.settings import GatewaySettings
 from nanolens_gateway.upstream import ServiceClient
 from nanolens_runtime.bundles import sha256_bytes
-from nanolens_runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from nanolens_runtime.errors import (
+    INTERNAL_MESSAGE,
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NanoLensError,
+    NotFound,
+    ResourceExhausted,
+)
 from nanolens_runtime.server import Servicer
 from nanolens_runtime.storage import ObjectInfo, ObjectStore
 
@@ -72,6 +83,24 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                                 "choose another key")
         return info
 
+    async def _store_upload(self, header: gateway_pb2.UploadHeader, data, sha256: str,
+                            size: int) -> tuple[ObjectInfo, bool]:
+        """Store uploaded bytes (``data``, a file at any position) in the raw bucket under the header's key,
+        or without one under a key named by their content; (the object, whether it was stored already).
+        Upload and AnalyzeMany's inline items both come this way."""
+        # Without a key the content names the object, so the same file uploaded again is the same
+        # object (same version and ETag): its stored results are found instead of recomputed.
+        who, raw = caller(), self.settings.raw_bucket
+        key = (validate_key(header.key, "header.key") if header.key
+               else content_upload_key(sha256, header.filename, who.upload_prefix(raw)))
+        who.require("upload", raw, key)
+        info = await self._same_content(key, sha256, size)
+        if info is not None:
+            return info, True
+        data.seek(0)
+        content_type = header.content_type or "application/octet-stream"
+        return await asyncio.to_thread(self.store.put_stream, raw, key, data, content_type, sha256=sha256), False
+
     async def Upload(self, request_iterator, context):
         header = None
         limit = self.settings.max_upload_mb * 1024 * 1024
@@ -97,21 +126,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                 raise InvalidArgument("no header: an empty stream is not an upload", field="header")
             if size == 0:
                 raise InvalidArgument("the upload holds no bytes", field="chunk")
-            sha256 = digest.hexdigest()
-            # Without a key the content names the object, so the same file uploaded again is the same
-            # object (same version and ETag): its stored results are found instead of recomputed.
-            who, raw = caller(), self.settings.raw_bucket
-            key = (validate_key(header.key, "header.key") if header.key
-                   else content_upload_key(sha256, header.filename, who.upload_prefix(raw)))
-            who.require("upload", raw, key)
-            info = await self._same_content(key, sha256, size)
-            stored_already = info is not None
-            if info is None:
-                buffer.seek(0)
-                content_type = header.content_type or "application/octet-stream"
-                info = await asyncio.to_thread(self.store.put_stream, self.settings.raw_bucket, key, buffer,
-                                               content_type, sha256=sha256)
-        log.info("uploaded", extra={"key": key, "bytes": size, "stored_already": stored_already})
+            info, stored_already = await self._store_upload(header, buffer, digest.hexdigest(), size)
+        log.info("uploaded", extra={"key": info.key, "bytes": size, "stored_already": stored_already})
         return gateway_pb2.UploadResponse(
             object=common_pb2.ObjectRef(bucket=info.bucket, key=info.key, version_id=info.version_id),
             size_bytes=size, sha256=digest.hexdigest())
@@ -159,6 +175,78 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
+    async def AnalyzeMany(self, request_iterator, context):
+        """Items analysed concurrently as they arrive (at most NANOLENS_MANY_CONCURRENCY at once: the
+        request stream is read no further meanwhile), each answered as it finishes with its result or
+        its own error. Cancelling the call cancels the items in flight (nothing of theirs is stored)."""
+        answers: asyncio.Queue = asyncio.Queue()
+        slots = asyncio.Semaphore(max(1, self.settings.many_concurrency))
+        running: set[asyncio.Task] = set()
+
+        async def item(message: gateway_pb2.AnalyzeManyRequest, ids_seen: bool) -> None:
+            try:
+                if ids_seen:
+                    raise InvalidArgument(f"id {message.id!r} names an earlier item of this call too", field="id")
+                result = await self._many_item(message, context.time_remaining())
+                answers.put_nowait(gateway_pb2.AnalyzeManyResponse(id=message.id, result=result))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the item's failure, not the call's
+                answers.put_nowait(gateway_pb2.AnalyzeManyResponse(id=message.id, error=item_error(exc)))
+            finally:
+                slots.release()
+
+        async def read() -> None:
+            ids: set[str] = set()
+            try:
+                async for message in request_iterator:
+                    await slots.acquire()
+                    task = asyncio.create_task(item(message, message.id in ids))
+                    ids.add(message.id)
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                await asyncio.gather(*running)
+                answers.put_nowait(None)  # every item answered
+            except Exception as exc:  # the request stream broke: the call fails
+                answers.put_nowait(exc)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (answer := await answers.get()) is not None:
+                if isinstance(answer, Exception):
+                    raise answer
+                yield answer
+        finally:
+            for task in (reader, *running):
+                task.cancel()
+            await asyncio.gather(reader, *running, return_exceptions=True)
+
+    async def _many_item(self, message: gateway_pb2.AnalyzeManyRequest,
+                         deadline_s: float | None) -> gateway_pb2.AnalyzeResponse:
+        """One item of AnalyzeMany: its inline bytes stored as an upload without a key, then analysed."""
+        request = message.request
+        if not message.HasField("inline"):
+            return await self.plane.analyse(request, deadline_s)
+        inline = message.inline
+        if request.HasField("input"):
+            raise InvalidArgument("an item names request.input or carries inline bytes, not both", field="inline")
+        if not inline.filename:
+            raise InvalidArgument("inline items need a file name: its extension tells the reader the format",
+                                  field="inline.filename")
+        if not inline.data:
+            raise InvalidArgument("the inline item holds no bytes", field="inline.data")
+        if len(inline.data) > self.settings.max_inline_kb * 1024:
+            raise InvalidArgument(f"the inline item is {len(inline.data)} bytes, more than NANOLENS_MAX_INLINE_KB="
+                                  f"{self.settings.max_inline_kb} KiB: upload it and name it in request.input",
+                                  field="inline.data")
+        header = gateway_pb2.UploadHeader(filename=inline.filename)
+        info, _ = await self._store_upload(header, io.BytesIO(inline.data), hashlib.sha256(inline.data).hexdigest(),
+                                           len(inline.data))
+        named = gateway_pb2.AnalyzeRequest()
+        named.CopyFrom(request)
+        named.input.CopyFrom(common_pb2.ObjectRef(bucket=info.bucket, key=info.key, version_id=info.version_id))
+        return await self.plane.analyse(named, deadline_s)
+
     async def Download(self, request, context):
         bucket, key, version = self.plane.buckets.readable_object(request.object, "object")
         caller().require("read", bucket, key)
@@ -202,6 +290,19 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         for name, client in sorted(self.clients.items()):
             services.append(gateway_pb2.ServiceModels(service=name, models=await client.catalogue.all(refresh=True)))
         return gateway_pb2.ListModelsResponse(services=services)
+
+
+def item_error(exc: Exception) -> gateway_pb2.ItemError:
+    """One AnalyzeMany item's failure as the interceptor would send a call's (a bug: INTERNAL, generic)."""
+    if isinstance(exc, NanoLensError):
+        field = getattr(exc, "field", "")
+        if field and not field.startswith(("inline", "id")):
+            field = f"request.{field}"  # the AnalyzeRequest's fields sit under `request` in the item
+        return gateway_pb2.ItemError(code=exc.code.name, message=exc.message, field=field)
+    if isinstance(exc, grpc.aio.AioRpcError):  # a domain service's refusal, passed on
+        return gateway_pb2.ItemError(code=exc.code().name, message=exc.details() or "")
+    log.error("unhandled error in an AnalyzeMany item", exc_info=exc)
+    return gateway_pb2.ItemError(code="INTERNAL", message=INTERNAL_MESSAGE)
 
 
 def servicer(impl: GatewayServicer) -> Servicer:

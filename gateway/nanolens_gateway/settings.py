@@ -17,6 +17,12 @@ class GatewaySettings:
     results_bucket: str = setting("NANOLENS_RESULTS_BUCKET", "results", "bucket for results and artefacts")
     max_object_mb: int = setting("NANOLENS_MAX_OBJECT_MB", 2048, "largest input object accepted, MiB")
     max_upload_mb: int = setting("NANOLENS_MAX_UPLOAD_MB", 2048, "largest streamed upload, MiB")
+    max_inline_kb: int = setting("NANOLENS_MAX_INLINE_KB", 1024,
+                                 "largest item carried inline in AnalyzeMany, KiB (larger ones are uploaded and "
+                                 "named; keep it under NANOLENS_MAX_MESSAGE_MB)")
+    many_concurrency: int = setting("NANOLENS_MANY_CONCURRENCY", 64,
+                                    "items of one AnalyzeMany call analysed at once (the domain services batch "
+                                    "them)")
     block_mb: int = setting("NANOLENS_BLOCK_MB", 8, "size of the blocks maps travel to services in, MiB")
     tokens: str = setting("NANOLENS_GATEWAY_TOKENS", "",
                           "JSON list of the tokens callers may send, by SHA-256, with their actions, scopes and "

@@ -64,6 +64,11 @@ class GatewayStub:
                 request_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.AnalyzeStreamRequest.SerializeToString,
                 response_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.AnalyzeStreamResponse.FromString,
                 _registered_method=True)
+        self.AnalyzeMany = channel.stream_stream(
+                '/nanolens.gateway.v1.Gateway/AnalyzeMany',
+                request_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.AnalyzeManyRequest.SerializeToString,
+                response_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.AnalyzeManyResponse.FromString,
+                _registered_method=True)
         self.SubmitJob = channel.unary_unary(
                 '/nanolens.gateway.v1.Gateway/SubmitJob',
                 request_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.SubmitJobRequest.SerializeToString,
@@ -146,6 +151,18 @@ class GatewayServicer:
         """Analyze with progress: zero or more progress events while the analysis runs, then one
         result (the AnalyzeResponse that Analyze would return). Cancelling the call cancels the
         analysis and stores nothing. Every analysis can be run this way; movies report frames.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AnalyzeMany(self, request_iterator, context):
+        """Analyse many small items over one call: each request message is one item, named in storage
+        or carried inline; each answer is one item's result or error, sent as the item finishes (in
+        any order). Items run concurrently (NANOLENS_MANY_CONCURRENCY per call), so the domain
+        service batches them; one item's failure never stops the others. Inline bytes are stored
+        as Upload without a key stores them, so an item sent again gets its stored result.
+        Cancelling the call cancels the items in flight.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -235,6 +252,11 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.AnalyzeStream,
                     request_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.AnalyzeStreamRequest.FromString,
                     response_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.AnalyzeStreamResponse.SerializeToString,
+            ),
+            'AnalyzeMany': grpc.stream_stream_rpc_method_handler(
+                    servicer.AnalyzeMany,
+                    request_deserializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.AnalyzeManyRequest.FromString,
+                    response_serializer=nanolens_dot_gateway_dot_v1_dot_gateway__pb2.AnalyzeManyResponse.SerializeToString,
             ),
             'SubmitJob': grpc.unary_unary_rpc_method_handler(
                     servicer.SubmitJob,
@@ -434,6 +456,33 @@ class Gateway:
             '/nanolens.gateway.v1.Gateway/AnalyzeStream',
             nanolens_dot_gateway_dot_v1_dot_gateway__pb2.AnalyzeStreamRequest.SerializeToString,
             nanolens_dot_gateway_dot_v1_dot_gateway__pb2.AnalyzeStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AnalyzeMany(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/nanolens.gateway.v1.Gateway/AnalyzeMany',
+            nanolens_dot_gateway_dot_v1_dot_gateway__pb2.AnalyzeManyRequest.SerializeToString,
+            nanolens_dot_gateway_dot_v1_dot_gateway__pb2.AnalyzeManyResponse.FromString,
             options,
             channel_credentials,
             insecure,
