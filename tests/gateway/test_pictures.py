@@ -97,3 +97,22 @@ def test_overlay_outlines_show_on_bright_and_dark_particles_and_a_scale_bar_give
     assert white_rows.max() == 50  # 100 nm at 2 nm/px
     assert has_text(np.where(corner == 255, 0, 255).astype(np.uint8))  # "100 nm" in white on black
     assert not (plain[150:, 150:] == 255).all(axis=2).any()  # no bar without a pixel size
+
+
+def test_the_size_distribution_draws_its_lognormal_fit_and_the_gmd_interval():
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(2)
+    d = np.exp(rng.normal(np.log(20.0), np.log(1.25), 400))
+    fig = pictures.psd_figure(d, "nm", 20.1, 1.24, "cnn", None, [19.6, 20.6], [1.22, 1.27])
+    ax = fig.axes[0]
+    fit = next(line for line in ax.get_lines() if line.get_label() == "lognormal fit")
+    x, y = fit.get_data()
+    counts = [p.get_height() for p in ax.patches if p.get_label() != "GMD, 95 % interval"]
+    assert 18 < x[np.argmax(y)] < 21 and 0.7 < y.max() / max(counts) < 1.3  # peaks with the histogram
+    assert {t.get_text() for t in ax.get_legend().get_texts()} >= {"lognormal fit", "GMD, 95 % interval"}
+    assert "GMD = 20.1 [19.6, 20.6] nm, GSD = 1.24 [1.22, 1.27] (95 % intervals)" in ax.get_title()
+    plt.close(fig)
+    bare = pictures.psd_figure(d, "px", 20.1, 1.24, "watershed")
+    assert "interval" not in bare.axes[0].get_title()
+    plt.close(bare)

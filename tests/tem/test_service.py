@@ -312,3 +312,13 @@ async def test_every_result_carries_the_signals_of_its_verdict(stub, synthetic):
     noise = np.random.default_rng(2).integers(0, 256, (256, 256)).astype(np.uint8)
     flagged = (await stub.AnalyzeImage(request(noise, method=tem_pb2.METHOD_CNN), timeout=120)).quality
     assert not flagged.trustworthy and flagged.warnings
+
+
+async def test_the_distribution_carries_its_95_percent_intervals(stub, synthetic):
+    response = await stub.AnalyzeImage(request(synthetic.image, method=tem_pb2.METHOD_WATERSHED, pixel_size_nm=0.5),
+                                       timeout=120)
+    dist = response.distribution
+    assert dist.gmd_px_ci_low < dist.gmd_px < dist.gmd_px_ci_high and dist.gsd_ci_low < dist.gsd < dist.gsd_ci_high
+    assert dist.gmd_px_ci_high / dist.gmd_px_ci_low < 1.5  # some 40 particles pin the GMD to a few %
+    truth_gmd, _ = geometric_stats(synthetic.diameters)
+    assert dist.gmd_px_ci_low / 1.3 < truth_gmd < dist.gmd_px_ci_high * 1.3

@@ -267,9 +267,24 @@ def draw_scale_bar(picture: Image.Image, pixel_size_nm: float) -> None:
 
 
 def psd_png(diameters: np.ndarray, unit: str, gmd: float, gsd: float, method: str,
-            weights: np.ndarray | None = None) -> bytes:
-    """Histogram of primary-particle diameters with the geometric mean and sd; with occlusion
-    weights (TEM CNN), the weighted histogram is drawn over the found particles' one."""
+            weights: np.ndarray | None = None, gmd_ci: list[float] | None = None,
+            gsd_ci: list[float] | None = None) -> bytes:
+    """``psd_figure`` as PNG bytes."""
+    import matplotlib.pyplot as plt
+
+    fig = psd_figure(diameters, unit, gmd, gsd, method, weights, gmd_ci, gsd_ci)
+    out = io.BytesIO()
+    fig.savefig(out, format="png", dpi=100)
+    plt.close(fig)
+    return out.getvalue()
+
+
+def psd_figure(diameters: np.ndarray, unit: str, gmd: float, gsd: float, method: str,
+               weights: np.ndarray | None = None, gmd_ci: list[float] | None = None,
+               gsd_ci: list[float] | None = None):
+    """Histogram of primary-particle diameters with the lognormal fit (the GMD and GSD), the GMD
+    and its 95 % interval; with occlusion weights (TEM CNN), the weighted histogram is drawn over
+    the found particles' one and the fit is of the weighted distribution."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -282,14 +297,22 @@ def psd_png(diameters: np.ndarray, unit: str, gmd: float, gsd: float, method: st
         if weights is not None:
             ax.hist(diameters, bins=edges, weights=weights, histtype="step", color="black", lw=1.2,
                     label="with hidden ones (weights)")
-            ax.legend(fontsize=8, frameon=False)
             title += f" (about {weights.sum():.0f} with hidden ones)"
+        if gmd > 0 and gsd > 1:  # the lognormal with this GMD and GSD, as particles per bin
+            d = np.linspace(edges[0], edges[-1], 200)
+            d = d[d > 0]
+            sigma = np.log(gsd)
+            pdf = np.exp(-0.5 * ((np.log(d) - np.log(gmd)) / sigma) ** 2) / (d * sigma * np.sqrt(2 * np.pi))
+            total = diameters.size if weights is None else float(weights.sum())
+            ax.plot(d, pdf * total * (edges[1] - edges[0]), color="tab:red", lw=1.3, label="lognormal fit")
+        if gmd_ci:
+            ax.axvspan(gmd_ci[0], gmd_ci[1], color="black", alpha=0.12, lw=0, label="GMD, 95 % interval")
         ax.axvline(gmd, color="black", lw=1, ls="--")
+        ax.legend(fontsize=8, frameon=False)
     ax.set_xlabel(f"primary-particle diameter ({unit})")
     ax.set_ylabel("particles")
-    ax.set_title(f"{title}, GMD = {gmd:.3g} {unit}, GSD = {gsd:.3g}", fontsize=9)
+    gmd_text = f"GMD = {gmd:.3g}" + (f" [{gmd_ci[0]:.3g}, {gmd_ci[1]:.3g}]" if gmd_ci else "") + f" {unit}"
+    gsd_text = f"GSD = {gsd:.3g}" + (f" [{gsd_ci[0]:.3g}, {gsd_ci[1]:.3g}]" if gsd_ci else "")
+    ax.set_title(f"{title}\n{gmd_text}, {gsd_text}" + (" (95 % intervals)" if gmd_ci or gsd_ci else ""), fontsize=9)
     fig.tight_layout()
-    out = io.BytesIO()
-    fig.savefig(out, format="png", dpi=100)
-    plt.close(fig)
-    return out.getvalue()
+    return fig

@@ -63,7 +63,11 @@ RESULT = {
         histogram_counts=array(integer("particles"), "particles per bin"),
         occlusion_corrected=boolean("the counts are corrected for particles hidden by overlaps"),
         estimated_count=number("particles estimated to be present, hidden ones included"),
-        histogram_estimated_counts=array(number("particles"), "estimated particles per bin")),
+        histogram_estimated_counts=array(number("particles"), "estimated particles per bin"),
+        gmd_px_ci=nullable(array(number("pixels"), "95 % confidence interval of the GMD [low, high] (bootstrap over "
+                                 "the particles; null under two particles)")),
+        gmd_nm_ci=nullable(array(number("nm"), "the same in nm (null without a pixel size)")),
+        gsd_ci=nullable(array(number("GSD"), "95 % confidence interval of the GSD [low, high]"))),
     "quality": record(
         "whether to trust the result: signals that catch the ways a size goes wrong, each with a threshold "
         "fitted on results with ground truth (docs/tem-evaluation.md, \"Verdict\")",
@@ -109,6 +113,16 @@ async def resolve_model(client: ServiceClient, model_name: str, model_version: s
     if not method and len(model.default_for) == 1:
         options["method"] = model.default_for[0]
     return model
+
+
+def intervals(dist: tem_pb2.Distribution, pixel_size: float) -> dict:
+    """The distribution's 95 % intervals for the result (null where the service had none)."""
+    def pair(low: float, high: float, scale: float = 1.0, digits: int = 4) -> list[float] | None:
+        return None if np.isnan(low) or np.isnan(high) else [round(low * scale, digits), round(high * scale, digits)]
+
+    return {"gmd_px_ci": pair(dist.gmd_px_ci_low, dist.gmd_px_ci_high),
+            "gmd_nm_ci": pair(dist.gmd_px_ci_low, dist.gmd_px_ci_high, pixel_size) if pixel_size else None,
+            "gsd_ci": pair(dist.gsd_ci_low, dist.gsd_ci_high)}
 
 
 def quality(q: tem_pb2.Quality) -> dict:
@@ -168,7 +182,8 @@ async def particle_sizes(ctx: AnalysisContext, client: ServiceClient) -> Outcome
                              "histogram_counts": list(dist.histogram_counts),
                              "occlusion_corrected": dist.occlusion_corrected,
                              "estimated_count": round(dist.estimated_count, 1),
-                             "histogram_estimated_counts": [round(c, 2) for c in dist.histogram_estimated_counts]},
+                             "histogram_estimated_counts": [round(c, 2) for c in dist.histogram_estimated_counts],
+                             **intervals(dist, pixel_size)},
             "quality": quality(response.quality),
             "n_particles": len(response.particles),
             "n_agglomerates": len(response.agglomerates),
@@ -185,13 +200,16 @@ async def particle_sizes(ctx: AnalysisContext, client: ServiceClient) -> Outcome
             ],
         }
         gmd = dist.gmd_nm if pixel_size else dist.gmd_px
+        ci = summary["distribution"]
+        gmd_ci, gsd_ci = ci["gmd_nm_ci"] if pixel_size else ci["gmd_px_ci"], ci["gsd_ci"]
 
         def draw() -> list[Artefact]:  # encoding takes up to a second: off the event loop, which serves health
             return [
                 Artefact("labels.tif", pictures.labels_tiff(labels, pixel_size or None), "image/tiff"),
                 Artefact("overlay.png", pictures.overlay_png(decoded.image, labels, pixel_size or None), "image/png"),
                 Artefact("psd.png", pictures.psd_png(diameters[sized], unit, gmd, dist.gsd, response.method,
-                                                     None if weights is None else weights[sized]), "image/png"),
+                                                     None if weights is None else weights[sized], gmd_ci, gsd_ci),
+                         "image/png"),
             ]
         artefacts = await asyncio.to_thread(draw)
     return Outcome(summary, artefacts)
@@ -201,11 +219,15 @@ def summarise(result: dict) -> list[str]:
     dist, image = result["distribution"], result["image"]
     size = f"{image['pixel_size_nm']:.4g} nm/px ({image['pixel_size_source']})" if image["pixel_size_nm"] else \
         "pixel size unknown"
-    gmd = f"{dist['gmd_nm']:.4g} nm" if dist["gmd_nm"] else f"{dist['gmd_px']:.4g} px"
+    unit, scale = ("nm", "gmd_nm") if dist["gmd_nm"] else ("px", "gmd_px")
+    gmd = f"{dist[scale]:.4g} {unit}"
+    gmd_ci, gsd_ci = dist.get(f"{scale}_ci"), dist.get("gsd_ci")
+    if gmd_ci:
+        gmd += f" (95 % CI {gmd_ci[0]:.4g}-{gmd_ci[1]:.4g})"
     return [f"{result['method']}: {dist['count']} primary particles in {result['n_agglomerates']} agglomerates; "
             f"{image['width']} x {image['height']} px, {size}"
             + (f"; information bar of {image['info_bar_rows']} rows left out" if image.get("info_bar_rows") else ""),
-            f"  GMD {gmd}, GSD {dist['gsd']:.3f}"]
+            f"  GMD {gmd}, GSD {dist['gsd']:.3f}" + (f" ({gsd_ci[0]:.3f}-{gsd_ci[1]:.3f})" if gsd_ci else "")]
 
 
 DOMAIN = Domain(

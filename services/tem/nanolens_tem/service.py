@@ -36,7 +36,7 @@ from nanolens_tem.science.ann import AnnSizer
 from nanolens_tem.science.baselines import hough_segment, watershed_segment
 from nanolens_tem.science.cnn import CnnSegmenter
 from nanolens_tem.science.quality import Quality, assess, cross_check
-from nanolens_tem.science.segmentation import Segmentation, geometric_stats
+from nanolens_tem.science.segmentation import Segmentation, bootstrap_ci, geometric_stats
 
 SERVICE = "tem"
 CNN_MODEL, ANN_MODEL = "tem-unet", "tem-ann"
@@ -226,13 +226,15 @@ def distribution(sizing: Sizing, pixel_size_nm: float) -> tem_pb2.Distribution:
     sized = sizing.diameters_px > 0
     d, w = sizing.diameters_px[sized], particle_weights(sizing)[sized]
     gmd, gsd = geometric_stats(d, w) if d.size else (0.0, 0.0)
+    (gmd_low, gmd_high), (gsd_low, gsd_high) = bootstrap_ci(d, w)
     scale, unit = (pixel_size_nm, "nm") if pixel_size_nm > 0 else (1.0, "px")
     counts, edges = np.histogram(d * scale, bins=HISTOGRAM_BINS) if d.size else (np.zeros(0, int), np.zeros(0))
     estimated = np.histogram(d * scale, bins=edges, weights=w)[0] if d.size else np.zeros(0)
     return tem_pb2.Distribution(count=int(d.size), gmd_px=gmd, gmd_nm=gmd * pixel_size_nm, gsd=gsd,
                                 histogram_edges=edges.tolist(), histogram_counts=counts.tolist(), unit=unit,
                                 occlusion_corrected=sizing.weights is not None, estimated_count=float(w.sum()),
-                                histogram_estimated_counts=estimated.tolist())
+                                histogram_estimated_counts=estimated.tolist(), gmd_px_ci_low=gmd_low,
+                                gmd_px_ci_high=gmd_high, gsd_ci_low=gsd_low, gsd_ci_high=gsd_high)
 
 
 def response(sizing: Sizing, pixel_size_nm: float, timer: metrics.StageTimer) -> tem_pb2.AnalyzeImageResponse:

@@ -76,7 +76,7 @@ class Agglomerate(_message.Message):
     def __init__(self, id: _Optional[int] = ..., particle_count: _Optional[int] = ..., min_row: _Optional[int] = ..., min_col: _Optional[int] = ..., max_row: _Optional[int] = ..., max_col: _Optional[int] = ...) -> None: ...
 
 class Distribution(_message.Message):
-    __slots__ = ("count", "gmd_px", "gmd_nm", "gsd", "histogram_edges", "histogram_counts", "unit", "occlusion_corrected", "estimated_count", "histogram_estimated_counts")
+    __slots__ = ("count", "gmd_px", "gmd_nm", "gsd", "histogram_edges", "histogram_counts", "unit", "occlusion_corrected", "estimated_count", "histogram_estimated_counts", "gmd_px_ci_low", "gmd_px_ci_high", "gsd_ci_low", "gsd_ci_high")
     COUNT_FIELD_NUMBER: _ClassVar[int]
     GMD_PX_FIELD_NUMBER: _ClassVar[int]
     GMD_NM_FIELD_NUMBER: _ClassVar[int]
@@ -87,6 +87,10 @@ class Distribution(_message.Message):
     OCCLUSION_CORRECTED_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_COUNT_FIELD_NUMBER: _ClassVar[int]
     HISTOGRAM_ESTIMATED_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    GMD_PX_CI_LOW_FIELD_NUMBER: _ClassVar[int]
+    GMD_PX_CI_HIGH_FIELD_NUMBER: _ClassVar[int]
+    GSD_CI_LOW_FIELD_NUMBER: _ClassVar[int]
+    GSD_CI_HIGH_FIELD_NUMBER: _ClassVar[int]
     count: int
     gmd_px: float
     gmd_nm: float
@@ -97,7 +101,11 @@ class Distribution(_message.Message):
     occlusion_corrected: bool
     estimated_count: float
     histogram_estimated_counts: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, count: _Optional[int] = ..., gmd_px: _Optional[float] = ..., gmd_nm: _Optional[float] = ..., gsd: _Optional[float] = ..., histogram_edges: _Optional[_Iterable[float]] = ..., histogram_counts: _Optional[_Iterable[int]] = ..., unit: _Optional[str] = ..., occlusion_corrected: _Optional[bool] = ..., estimated_count: _Optional[float] = ..., histogram_estimated_counts: _Optional[_Iterable[float]] = ...) -> None: ...
+    gmd_px_ci_low: float
+    gmd_px_ci_high: float
+    gsd_ci_low: float
+    gsd_ci_high: float
+    def __init__(self, count: _Optional[int] = ..., gmd_px: _Optional[float] = ..., gmd_nm: _Optional[float] = ..., gsd: _Optional[float] = ..., histogram_edges: _Optional[_Iterable[float]] = ..., histogram_counts: _Optional[_Iterable[int]] = ..., unit: _Optional[str] = ..., occlusion_corrected: _Optional[bool] = ..., estimated_count: _Optional[float] = ..., histogram_estimated_counts: _Optional[_Iterable[float]] = ..., gmd_px_ci_low: _Optional[float] = ..., gmd_px_ci_high: _Optional[float] = ..., gsd_ci_low: _Optional[float] = ..., gsd_ci_high: _Optional[float] = ...) -> None: ...
 
 class AnalyzeImageResponse(_message.Message):
     __slots__ = ("method", "particles", "agglomerates", "distribution", "labels", "provenance", "quality", "info_bar_rows")
