@@ -11,22 +11,23 @@ from pathlib import Path
 
 from bench import jobs, lpem, sem, spectra, tem
 
+SUITES = {"spectra": spectra, "tem": tem, "lpem": lpem, "sem": sem, "jobs": jobs}
+
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="bench-output")
     parser.add_argument("--quick", action="store_true", help="small sizes, to check that the benchmark runs")
-    parser.add_argument("--suite", action="append", choices=["spectra", "tem", "lpem", "sem", "jobs"],
+    parser.add_argument("--suite", action="append", choices=list(SUITES),
                         help="run only these (repeatable)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    parser_suites = {"spectra": spectra, "tem": tem, "lpem": lpem, "sem": sem, "jobs": jobs}
     machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                "started": started, "quick": args.quick}
-    for name in args.suite or list(parser_suites):
-        suite = parser_suites[name]
+    for name in args.suite or list(SUITES):
+        suite = SUITES[name]
         results = dict(suite.run(quick=args.quick), machine=machine)
         (out / f"{name}.json").write_text(json.dumps(results, indent=2))
         print(suite.report(results))

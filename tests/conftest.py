@@ -1,15 +1,34 @@
-"""Shared fixtures: the stack's object store (SeaweedFS) on loopback, a minio-backed store, the stack."""
+"""Shared fixtures: the stack's object store (SeaweedFS) alone and a minio-backed store on it; the
+session's stack with a gateway stub and its store; stacks of a module's own settings."""
 
 from __future__ import annotations
 
 import uuid
 
+import grpc
 import pytest
 
+from nanolens.gateway.v1 import gateway_pb2_grpc
 from nanolens_cli.stack import EmbeddedStore, Stack, free_port
 from nanolens_runtime.settings import StorageSettings
 from nanolens_runtime.storage import ObjectStore
 from support import LIMIT_MB
+
+
+def _starts_a_stack(item) -> bool:
+    """The test, or a fixture it uses, names ``Stack`` (or asks for ``start_stack``)."""
+    functions = [getattr(item, "function", None)]
+    for definitions in item._fixtureinfo.name2fixturedefs.values():
+        functions += [d.func for d in definitions]
+    return "start_stack" in item.fixturenames or any(
+        "Stack" in getattr(getattr(f, "__code__", None), "co_names", ()) for f in functions)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test that runs a stack is ``slow``: ``-m "not slow"`` is the quick loop (CONTRIBUTING.md)."""
+    for item in items:
+        if _starts_a_stack(item):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -40,3 +59,32 @@ def stack(tmp_path_factory):
     endpoints = running.start()
     yield running, endpoints
     running.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(stack):
+    """A gateway stub on the session's stack."""
+    with grpc.insecure_channel(stack[1].gateway) as channel:
+        yield gateway_pb2_grpc.GatewayStub(channel)
+
+
+@pytest.fixture(scope="session")
+def stack_store(stack) -> ObjectStore:
+    """The session stack's object store, reached with its credentials."""
+    return ObjectStore.from_settings(stack[1].storage_settings())
+
+
+@pytest.fixture(scope="module")
+def start_stack(tmp_path_factory):
+    """``start_stack(name, **Stack arguments) -> (stack, endpoints)``: a stack with a module's own
+    settings or domains, its logs kept under ``<name>-logs``; every one is stopped after the module."""
+    started: list[Stack] = []
+
+    def start(name: str, **arguments) -> tuple[Stack, object]:
+        running = Stack(log_dir=tmp_path_factory.mktemp(f"{name}-logs"), **arguments)
+        started.append(running)
+        return running, running.start()
+
+    yield start
+    for running in reversed(started):
+        running.stop()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from nanolens_runtime.bundles import write_bundle
@@ -17,6 +18,26 @@ from nanolens_runtime.bundles import write_bundle
 REPO = Path(__file__).resolve().parent.parent
 # The shared test stack's object and upload limit: small, so that "too big" is quick to show.
 LIMIT_MB = 16
+
+
+def require_train_extra() -> None:
+    """Skip the calling test module, with the reason, where the train extra (torch, scikit-learn) is
+    not installed: the suite collects and runs without it."""
+    for module in ("torch", "sklearn"):
+        pytest.importorskip(module, reason="needs the train extra (pip install -e '.[train]')")
+
+
+def upload(gateway, data: bytes, filename: str, key: str = ""):
+    """Bytes into the raw-data bucket through a gateway stub's ``Upload``, in 1 MiB chunks; the
+    stored object's reference."""
+    from nanolens.gateway.v1 import gateway_pb2
+
+    def parts():
+        yield gateway_pb2.UploadRequest(header=gateway_pb2.UploadHeader(filename=filename, key=key))
+        for i in range(0, len(data), 1 << 20):
+            yield gateway_pb2.UploadRequest(chunk=data[i:i + (1 << 20)])
+
+    return gateway.Upload(parts(), timeout=60).object
 
 
 def run_module(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:

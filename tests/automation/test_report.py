@@ -14,17 +14,13 @@ from minio import Minio
 from minio.error import S3Error
 
 from nanolens.gateway.v1 import gateway_pb2
-from nanolens_cli.stack import Stack
 from wire import GatewayClient
 
 
 @pytest.fixture(scope="module")
-def report_stack(tmp_path_factory):
-    running = Stack(extra_env={"NANOLENS_JOB_REPORT_SECONDS": "0.3", "NANOLENS_JOB_CONCURRENCY": "1"},
-                    domains=("spectra",), log_dir=tmp_path_factory.mktemp("report-logs"))
-    endpoints = running.start()
-    yield running, endpoints
-    running.stop()
+def report_stack(start_stack):
+    return start_stack("report", extra_env={"NANOLENS_JOB_REPORT_SECONDS": "0.3", "NANOLENS_JOB_CONCURRENCY": "1"},
+                       domains=("spectra",))
 
 
 def fetch(s3: Minio, key: str, timeout: float = 60) -> bytes:

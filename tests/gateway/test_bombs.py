@@ -11,7 +11,6 @@ import pytest
 
 from bench import bombs
 from nanolens.gateway.v1 import gateway_pb2
-from nanolens_cli.stack import Stack
 from wire import GatewayClient
 
 BOMBS = [  # (key, analysis, file) as the probe of issue 35 found them
@@ -33,11 +32,8 @@ def status_kib(pid: int, field: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    running = Stack(domains=("spectra", "tem"), log_dir=tmp_path_factory.mktemp("bomb-logs"))
-    endpoints = running.start()
-    yield running, endpoints
-    running.stop()
+def stack(start_stack):
+    return start_stack("bomb", domains=("spectra", "tem"))
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's resident high-water reset")

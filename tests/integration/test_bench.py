@@ -27,20 +27,12 @@ def test_resident_peak_sees_a_native_buffer_freed_inside_the_block():
     assert busy.peak_mib >= busy.added_mib
 
 
-@pytest.mark.slow
-def test_quick_benchmark_runs_every_suite(tmp_path):
-    run_module("bench", "--quick", "--out", str(tmp_path))
-    spectra = json.loads((tmp_path / "spectra.json").read_text())
-    tem = json.loads((tmp_path / "tem.json").read_text())
-    jobs = json.loads((tmp_path / "jobs.json").read_text())
-    sem = json.loads((tmp_path / "sem.json").read_text())
-    assert set(sem["modes"]) == {"embed", "lens+anomaly"}
-    assert all(m["in_process_per_s"] > 0 and m["through_stack_per_s"] > 0 for m in sem["modes"].values())
-    assert [s["n"] for s in sem["search"]] == [1000, 10_000] and all(s["p99_ms"] >= s["p50_ms"] for s in sem["search"])
-    assert sem["memory"]["process_peak_mib"] > 100
-    assert jobs["job_done"] == jobs["items"] > 0 and jobs["direct_s"] > 0 and jobs["job_over_direct"] > 0
+def _spectra(spectra: dict) -> None:
     assert spectra["map"]["n_spectra"] == 64 * 64 and spectra["map"]["platform_s"] > 0
     assert spectra["single_spectrum"]["batched_64_callers"]["requests"] > 0
+
+
+def _tem(tem: dict) -> None:
     assert set(tem["methods"]) == {"cnn", "ann", "watershed", "hough"}
     assert all(m["through_stack_s"] > 0 and m["particles"] > 0 for m in tem["methods"].values())
     # the added peak may be 0 where freed heap from an earlier method is reused
@@ -48,3 +40,38 @@ def test_quick_benchmark_runs_every_suite(tmp_path):
                for m in tem["methods"].values())
     assert tem["default_method"] == "cnn" and tem["default_vs_watershed"] > 0
     assert tem["batch"]["images_per_s"] > 0
+
+
+def _lpem(lpem: dict) -> None:
+    assert lpem["sizes"] and all(s["nanolens"]["total_fps"] > 0 for s in lpem["sizes"].values())
+    assert lpem["memory"] and all(m["detections"] > 0 for m in lpem["memory"])
+
+
+def _sem(sem: dict) -> None:
+    assert set(sem["modes"]) == {"embed", "lens+anomaly"}
+    assert all(m["in_process_per_s"] > 0 and m["through_stack_per_s"] > 0 for m in sem["modes"].values())
+    assert [s["n"] for s in sem["search"]] == [1000, 10_000] and all(s["p99_ms"] >= s["p50_ms"] for s in sem["search"])
+    assert sem["memory"]["process_peak_mib"] > 100
+
+
+def _jobs(jobs: dict) -> None:
+    assert jobs["job_done"] == jobs["items"] > 0 and jobs["direct_s"] > 0 and jobs["job_over_direct"] > 0
+
+
+SUITES = {"spectra": _spectra, "tem": _tem, "lpem": _lpem, "sem": _sem, "jobs": _jobs}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)  # a quick suite takes 1-3 minutes alone and several times that on a loaded machine
+@pytest.mark.parametrize("suite", sorted(SUITES))
+def test_the_quick_benchmark_of_each_suite_runs(suite, tmp_path):
+    """One suite per test, each in its own process: a slow machine slows one test, not a single
+    test that must fit every suite in one timeout."""
+    run_module("bench", "--quick", "--suite", suite, "--out", str(tmp_path), timeout=1140)
+    SUITES[suite](json.loads((tmp_path / f"{suite}.json").read_text()))
+
+
+def test_every_suite_is_smoke_tested():
+    from bench.__main__ import SUITES as RUN
+
+    assert set(RUN) == set(SUITES)

@@ -27,7 +27,7 @@ from nanolens_runtime.settings import StorageSettings
 from nanolens_runtime.storage import ObjectStore
 from nanolens_sem.synthetic.textures import generate as generate_texture
 from nanolens_spectra.synthetic.swcnt import generate_spectra
-from support import REPO
+from support import REPO, upload
 
 pytestmark = pytest.mark.slow
 SPECTRA = gateway_pb2.ANALYSIS_KIND_SPECTRA
@@ -49,11 +49,6 @@ def texture_png(seed: int) -> bytes:
     out = io.BytesIO()
     Image.fromarray((np.clip(generate_texture(seed, (128, 128)).image, 0, 1) * 255).astype(np.uint8)).save(out, "PNG")
     return out.getvalue()
-
-
-def upload(gateway, data: bytes, filename: str, key: str = "") -> common_pb2.ObjectRef:
-    header = gateway_pb2.UploadRequest(header=gateway_pb2.UploadHeader(filename=filename, key=key))
-    return gateway.Upload(iter([header, gateway_pb2.UploadRequest(chunk=data)]), timeout=60).object
 
 
 def download(gateway, ref: common_pb2.ObjectRef) -> bytes:

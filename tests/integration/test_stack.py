@@ -23,20 +23,12 @@ from nanolens.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from nanolens.spectra.v1 import spectra_pb2, spectra_pb2_grpc
 from nanolens_cli.stack import Stack
 from nanolens_runtime import arrays
-from nanolens_runtime.storage import ObjectStore
 from nanolens_spectra.synthetic.swcnt import generate_map, generate_spectra
-from support import LIMIT_MB, REPO
+from support import LIMIT_MB, REPO, upload
 
 pytestmark = pytest.mark.slow
 SPECTRA = gateway_pb2.ANALYSIS_KIND_SPECTRA
 MAP = gateway_pb2.ANALYSIS_KIND_SPECTRAL_MAP
-
-
-@pytest.fixture(scope="module")
-def gateway(stack):
-    channel = grpc.insecure_channel(stack[1].gateway)
-    yield gateway_pb2_grpc.GatewayStub(channel)
-    channel.close()
 
 
 @pytest.fixture(scope="module")
@@ -47,24 +39,10 @@ def spectra_stub(stack):
 
 
 @pytest.fixture(scope="module")
-def raw_store(stack):
-    return ObjectStore.from_settings(stack[1].storage_settings())
-
-
-@pytest.fixture(scope="module")
 def samples():
     batch = generate_spectra(n_per_class=3, seed=11)
     cube, truth = generate_map(32, 32, seed=12)
     return batch, cube, truth
-
-
-def upload(gateway, data: bytes, filename: str, key: str = "") -> common_pb2.ObjectRef:
-    def parts():
-        yield gateway_pb2.UploadRequest(header=gateway_pb2.UploadHeader(filename=filename, key=key))
-        for i in range(0, len(data), 1 << 20):
-            yield gateway_pb2.UploadRequest(chunk=data[i:i + (1 << 20)])
-
-    return gateway.Upload(parts(), timeout=60).object
 
 
 def npy(array) -> bytes:
@@ -244,15 +222,15 @@ def test_a_map_region_unlike_the_training_data_is_black_in_the_picture_and_warne
     assert (black == (ood > 1)).all()  # black exactly where out of domain
 
 
-def test_upload_never_replaces_stored_data(gateway, raw_store):
+def test_upload_never_replaces_stored_data(gateway, stack_store):
     ref = upload(gateway, b"1\t2\n3\t4\n", "keep.txt", key="fixed/keep.txt")
     with pytest.raises(grpc.RpcError) as info:
         upload(gateway, b"other bytes", "keep.txt", key="fixed/keep.txt")
     assert info.value.code() == grpc.StatusCode.ALREADY_EXISTS
-    assert raw_store.get(ref.bucket, ref.key) == b"1\t2\n3\t4\n"
+    assert stack_store.get(ref.bucket, ref.key) == b"1\t2\n3\t4\n"
 
 
-def test_the_same_file_uploaded_twice_is_one_object_and_its_result_is_reused(gateway, raw_store, samples):
+def test_the_same_file_uploaded_twice_is_one_object_and_its_result_is_reused(gateway, stack_store, samples):
     """Uploads without a key are named by their content: the second upload of the same bytes is
     the same object (same version, same ETag), so its analysis comes from the store; other bytes
     under the same name are another object; an explicit key may be uploaded again with the same
@@ -260,7 +238,7 @@ def test_the_same_file_uploaded_twice_is_one_object_and_its_result_is_reused(gat
     data = npy(samples[0].spectra[:3])
     first, again = upload(gateway, data, "same.npy"), upload(gateway, data, "same.npy")
     assert (again.key, again.version_id) == (first.key, first.version_id)
-    assert raw_store.stat(first.bucket, first.key).sha256 == hashlib.sha256(data).hexdigest()
+    assert stack_store.stat(first.bucket, first.key).sha256 == hashlib.sha256(data).hexdigest()
     computed, reused = analyze(gateway, first), analyze(gateway, again)
     assert not computed.cached and reused.cached and reused.job_id == computed.job_id
     other = upload(gateway, npy(samples[0].spectra[3:6]), "same.npy")
@@ -270,7 +248,7 @@ def test_the_same_file_uploaded_twice_is_one_object_and_its_result_is_reused(gat
     with pytest.raises(grpc.RpcError) as info:
         upload(gateway, b"other bytes", "same.npy", key="fixed/retried.npy")
     assert info.value.code() == grpc.StatusCode.ALREADY_EXISTS and "other content" in info.value.details()
-    assert raw_store.get(kept.bucket, kept.key) == data
+    assert stack_store.get(kept.bucket, kept.key) == data
 
 
 def test_presigned_put_then_analyze(gateway, samples):
@@ -298,11 +276,11 @@ BAD_INPUTS = [
 
 
 @pytest.mark.parametrize("name, data, kind, code, words", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
-def test_bad_input_gets_a_clear_error_and_the_stack_stays_healthy(stack, gateway, raw_store, name, data, kind,
+def test_bad_input_gets_a_clear_error_and_the_stack_stays_healthy(stack, gateway, stack_store, name, data, kind,
                                                                    code, words):
     key = f"bad/{name}"
-    if not raw_store.exists("raw", key):
-        raw_store.put("raw", key, data)  # straight to storage: the gateway's upload limit is tested elsewhere
+    if not stack_store.exists("raw", key):
+        stack_store.put("raw", key, data)  # straight to storage: the gateway's upload limit is tested elsewhere
     with pytest.raises(grpc.RpcError) as info:
         analyze(gateway, common_pb2.ObjectRef(bucket="raw", key=key), kind)
     assert info.value.code() == code, info.value.details()

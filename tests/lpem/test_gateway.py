@@ -11,25 +11,12 @@ import numpy as np
 import pytest
 import tifffile
 
-from nanolens.common.v1 import common_pb2
-from nanolens.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from nanolens.gateway.v1 import gateway_pb2
 from nanolens_lpem.synthetic.movies import MovieParams, generate
-from nanolens_runtime.storage import ObjectStore
+from support import upload
 
 pytestmark = pytest.mark.slow
 MOVIE = gateway_pb2.ANALYSIS_KIND_LPEM_MOVIE
-
-
-@pytest.fixture(scope="module")
-def gateway(stack):
-    channel = grpc.insecure_channel(stack[1].gateway)
-    yield gateway_pb2_grpc.GatewayStub(channel)
-    channel.close()
-
-
-@pytest.fixture(scope="module")
-def results(stack):
-    return ObjectStore.from_settings(stack[1].storage_settings())
 
 
 @pytest.fixture(scope="module")
@@ -37,15 +24,6 @@ def frames():
     images, _, _ = generate(MovieParams(shape=(96, 96), n_frames=24, n_particles=8, contrast=0.35,
                                         radius_range=(4, 6)), seed=21)
     return images.astype(np.uint16)
-
-
-def upload(gateway, data: bytes, filename: str) -> common_pb2.ObjectRef:
-    def parts():
-        yield gateway_pb2.UploadRequest(header=gateway_pb2.UploadHeader(filename=filename))
-        for i in range(0, len(data), 1 << 20):
-            yield gateway_pb2.UploadRequest(chunk=data[i:i + (1 << 20)])
-
-    return gateway.Upload(parts(), timeout=60).object
 
 
 def tiff(frames) -> bytes:
@@ -103,7 +81,7 @@ def dm4(frames, scale: float = 1.5) -> bytes:
 
 @pytest.mark.parametrize("name,encode", [("movie.tif", tiff), ("movie.npy", npy), ("movie.mp4", mp4),
                                          ("movie.dm4", dm4)])
-def test_a_movie_is_tracked_with_progress_and_its_results_stored(gateway, results, frames, name, encode):
+def test_a_movie_is_tracked_with_progress_and_its_results_stored(gateway, stack_store, frames, name, encode):
     ref = upload(gateway, encode(frames), name)
     progress, response = analyze_stream(gateway, ref, pixel_size_nm="1.5", fps="20")
     assert progress and progress[-1].done == len(frames)
@@ -115,12 +93,12 @@ def test_a_movie_is_tracked_with_progress_and_its_results_stored(gateway, result
     names = {a.name for a in response.artifacts}
     assert {"tracks.parquet", "tracks.csv", "pairs.parquet", "frames.csv", "labels.tif", "trajectories.png",
             "msd.png", "size_vs_time.png", "clusters_vs_time.png", "preview.gif"} <= names
-    labels = tifffile.imread(io.BytesIO(results.get(response.result.bucket, next(
+    labels = tifffile.imread(io.BytesIO(stack_store.get(response.result.bucket, next(
         a.ref.key for a in response.artifacts if a.name == "labels.tif"))))
     assert labels.shape == frames.shape
     import pyarrow.parquet as pq
 
-    table = pq.read_table(io.BytesIO(results.get("results", next(
+    table = pq.read_table(io.BytesIO(stack_store.get("results", next(
         a.ref.key for a in response.artifacts if a.name == "tracks.parquet")))).to_pandas()
     assert len(table) == result["detections"] and {"frame", "track", "row", "col", "diameter"} <= set(table)
     # the same request again: the stored result, no recomputation
@@ -128,7 +106,7 @@ def test_a_movie_is_tracked_with_progress_and_its_results_stored(gateway, result
     assert again.cached and again.job_id == response.job_id
 
 
-def test_a_cancelled_analysis_stores_nothing(gateway, results, frames):
+def test_a_cancelled_analysis_stores_nothing(gateway, stack_store, frames):
     ref = upload(gateway, npy(np.concatenate([frames] * 8)), "long.npy")
     call = gateway.AnalyzeStream(gateway_pb2.AnalyzeStreamRequest(
         request=gateway_pb2.AnalyzeRequest(input=ref, analysis=MOVIE)), timeout=180)
@@ -140,7 +118,7 @@ def test_a_cancelled_analysis_stores_nothing(gateway, results, frames):
         next(call)
     assert err.value.code() == grpc.StatusCode.CANCELLED
     prefix = f"{ref.bucket}/{ref.key}/"
-    assert not any(k.endswith("result.json") for k in results.list("results", prefix))
+    assert not any(k.endswith("result.json") for k in stack_store.list("results", prefix))
     # it still runs to the end when asked again
     _, response = analyze_stream(gateway, ref)
     assert not response.cached

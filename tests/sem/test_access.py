@@ -12,7 +12,6 @@ import pytest
 from PIL import Image
 
 from nanolens.gateway.v1 import gateway_pb2
-from nanolens_cli.stack import Stack
 from nanolens_gateway.auth import token_digest
 from nanolens_sem.synthetic.textures import generate
 from wire import GatewayClient
@@ -29,11 +28,8 @@ TABLE = [
 
 
 @pytest.fixture(scope="module")
-def endpoints(tmp_path_factory):
-    stack = Stack(extra_env={"NANOLENS_GATEWAY_TOKENS": json.dumps(TABLE)},
-                  log_dir=tmp_path_factory.mktemp("sem-access-logs"), domains=("sem",))
-    yield stack.start()
-    stack.stop()
+def endpoints(start_stack):
+    return start_stack("sem-access", extra_env={"NANOLENS_GATEWAY_TOKENS": json.dumps(TABLE)}, domains=("sem",))[1]
 
 
 def png_file(tmp_path, seed: int):

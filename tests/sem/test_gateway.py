@@ -11,25 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nanolens.common.v1 import common_pb2
-from nanolens.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from nanolens_runtime.storage import ObjectStore
+from nanolens.gateway.v1 import gateway_pb2
 from nanolens_sem.synthetic.textures import generate, with_info_bar
+from support import upload
 
 pytestmark = pytest.mark.slow
 SEM = gateway_pb2.ANALYSIS_KIND_SEM_IMAGE
-
-
-@pytest.fixture(scope="module")
-def gateway(stack):
-    channel = grpc.insecure_channel(stack[1].gateway)
-    yield gateway_pb2_grpc.GatewayStub(channel)
-    channel.close()
-
-
-@pytest.fixture(scope="module")
-def store(stack):
-    return ObjectStore.from_settings(stack[1].storage_settings())
 
 
 def png(image: np.ndarray) -> bytes:
@@ -38,19 +25,11 @@ def png(image: np.ndarray) -> bytes:
     return out.getvalue()
 
 
-def upload(gateway, data: bytes, filename: str) -> common_pb2.ObjectRef:
-    def parts():
-        yield gateway_pb2.UploadRequest(header=gateway_pb2.UploadHeader(filename=filename))
-        yield gateway_pb2.UploadRequest(chunk=data)
-
-    return gateway.Upload(parts(), timeout=60).object
-
-
 def analyse(gateway, ref, **options) -> gateway_pb2.AnalyzeResponse:
     return gateway.Analyze(gateway_pb2.AnalyzeRequest(input=ref, analysis=SEM, options=options), timeout=120)
 
 
-def test_an_sem_image_gives_its_lens_anomaly_map_and_pictures(gateway, store):
+def test_an_sem_image_gives_its_lens_anomaly_map_and_pictures(gateway, stack_store):
     image = with_info_bar(generate(5, (320, 384), anomaly=True).image, 48)
     ref = upload(gateway, png(image), "wires.png")
     r = analyse(gateway, ref, lens="enc1,enc4", anomaly="yes", max_side="128")
@@ -65,7 +44,7 @@ def test_an_sem_image_gives_its_lens_anomaly_map_and_pictures(gateway, store):
     assert {"embedding.npy", "lens_enc1.png", "lens_enc4.png", "lens_overlay.png", "reconstruction.png",
             "anomaly.png", "anomaly_percentiles.npy"} <= names
     for a in r.artifacts:
-        data = store.get(a.ref.bucket, a.ref.key)
+        data = stack_store.get(a.ref.bucket, a.ref.key)
         if a.name.endswith(".png"):
             assert Image.open(io.BytesIO(data)).size[0] > 100
         if a.name == "embedding.npy":

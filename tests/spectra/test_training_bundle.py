@@ -14,11 +14,14 @@ from nanolens_runtime.bundles import ModelBundle
 from nanolens_spectra.bundles import default_bundle_path
 from nanolens_spectra.science.preprocessing import SWCNT_REGIONS_CM1, PreprocessParams, preprocess
 from nanolens_spectra.synthetic.swcnt import default_axis, generate_map, generate_spectra
-from nanolens_spectra.training.bundle import train_bundle
-from nanolens_spectra.training.data import LabelledDataset
-from nanolens_spectra.training.export import run_onnx
-from nanolens_spectra.training.model import TrainParams
-from support import assert_equivalent_bundles
+from support import assert_equivalent_bundles, require_train_extra
+
+require_train_extra()
+
+from nanolens_spectra.training.bundle import train_bundle  # noqa: E402
+from nanolens_spectra.training.data import LabelledDataset  # noqa: E402
+from nanolens_spectra.training.export import run_onnx  # noqa: E402
+from nanolens_spectra.training.model import TrainParams  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -9,8 +9,12 @@ import pytest
 
 from nanolens_spectra.science.preprocessing import SWCNT_REGIONS_CM1, PreprocessParams, preprocess
 from nanolens_spectra.synthetic.swcnt import generate_spectra
-from nanolens_spectra.training.cv import cross_validate
-from nanolens_spectra.training.model import TrainParams
+from support import require_train_extra
+
+require_train_extra()
+
+from nanolens_spectra.training.cv import cross_validate  # noqa: E402
+from nanolens_spectra.training.model import TrainParams  # noqa: E402
 
 FAST = TrainParams(epochs=30)
 

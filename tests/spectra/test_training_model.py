@@ -5,13 +5,18 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-import torch
-from sklearn.decomposition import PCA
 
 from nanolens_spectra.science.preprocessing import SWCNT_REGIONS_CM1, PreprocessParams, preprocess
 from nanolens_spectra.synthetic.swcnt import generate_spectra
-from nanolens_spectra.training.export import check_parity, export_onnx, onnx_opset, run_onnx
-from nanolens_spectra.training.model import (
+from support import require_train_extra
+
+require_train_extra()
+
+import torch  # noqa: E402
+from sklearn.decomposition import PCA  # noqa: E402
+
+from nanolens_spectra.training.export import check_parity, export_onnx, onnx_opset, run_onnx  # noqa: E402
+from nanolens_spectra.training.model import (  # noqa: E402
     TrainParams,
     fit,
     fit_pca,

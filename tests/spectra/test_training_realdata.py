@@ -7,7 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from nanolens_spectra.training import evaluate_real as ev
+from support import require_train_extra
+
+require_train_extra()
+
+from nanolens_spectra.training import evaluate_real as ev  # noqa: E402
 
 DATA = ev.default_data_dir()
 pytestmark = [

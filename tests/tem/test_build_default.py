@@ -7,7 +7,11 @@ import pytest
 
 from nanolens_runtime.bundles import ModelBundle
 from nanolens_tem.bundles import BUNDLES
-from nanolens_tem.training import build_default as bd
+from support import require_train_extra
+
+require_train_extra()
+
+from nanolens_tem.training import build_default as bd  # noqa: E402
 
 
 def _arg(argv, flag):

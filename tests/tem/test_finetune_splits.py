@@ -6,7 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nanolens_tem.training.finetune import folds_by_subset, training_subset
+from support import require_train_extra
+
+require_train_extra()
+
+from nanolens_tem.training.finetune import folds_by_subset, training_subset  # noqa: E402
 
 SUBSETS = np.array(["tetrahedra"] * 18 + ["nanoprisms"] * 12)  # the gold images' make-up
 
