@@ -21,6 +21,7 @@ from nanolens_client import (
     Client,
     ClientSettings,
     InvalidArgument,
+    Item,
     NotFound,
     ResourceExhausted,
     RetryPolicy,
@@ -171,3 +172,30 @@ def test_a_numpy_array_is_sent_as_npy(client):
     assert result.input.key.endswith("/array.npy") and result["shape"][:2] == [6, 6]
     class_map = np.load(io.BytesIO(client.artefact(result, "class_map.npy")))
     assert class_map.shape == truth.shape
+
+
+def test_many_items_over_one_call_each_answered_with_its_result_or_its_own_typed_error(stack, client):
+    from nanolens_spectra.synthetic.swcnt import generate_spectra
+
+    stored = client.upload(spectrum_text(40).encode(), filename="stored.txt").object
+    items = [Item(f"text-{i}", spectrum_text(20 + i).encode(), "spectra", filename="s.txt") for i in range(4)]
+    items += [Item("array", generate_spectra(n_per_class=1, seed=3).spectra, "spectra"),
+              Item("stored", stored, "spectra"),
+              Item("broken", b"not an array", "spectra", filename="broken.npy"),
+              Item("bad-option", spectrum_text(1).encode(), "spectra", filename="s.txt", options={"no_such": 1})]
+    answers = {a.id: a for a in client.analyse_many(items)}
+    assert set(answers) == {i.id for i in items}
+    assert {i for i, a in answers.items() if not a.ok} == {"broken", "bad-option"}
+    assert isinstance(answers["broken"].error, InvalidArgument)
+    assert answers["bad-option"].error.field == "request.options.no_such"
+    assert answers["array"].result.document["n_spectra"] == 3 and answers["array"].result.input.key.endswith(
+        "/array.npy")
+    assert answers["stored"].result.input == stored and answers["text-0"].result.document["n_spectra"] == 1
+
+    async def again():
+        async with AsyncClient(stack[1].gateway) as aio:
+            return {a.id: a async for a in aio.analyse_many(items[:6])}
+
+    repeated = asyncio.run(again())
+    assert all(a.ok and a.result.cached for a in repeated.values())
+    assert {i: a.result.location for i, a in repeated.items()} == {i: answers[i].result.location for i in repeated}

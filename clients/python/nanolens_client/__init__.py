@@ -27,6 +27,8 @@ from nanolens_client.errors import (
 )
 from nanolens_client.results import (
     Artefact,
+    Item,
+    ItemResult,
     Job,
     JobItem,
     JobResults,
@@ -42,6 +44,7 @@ from nanolens_client.retry import RetryPolicy
 from nanolens_client.settings import ClientSettings
 
 __all__ = ["AlreadyExists", "Artefact", "AsyncClient", "Client", "ClientSettings", "DeadlineExceeded",
-           "FailedPrecondition", "GatewayError", "InvalidArgument", "Job", "JobItem", "JobResults", "NotFound",
-           "PermissionDenied", "Provenance", "Quantity", "Ref", "ResourceExhausted", "Result", "RetryPolicy",
-           "Unauthenticated", "Unavailable", "Upload", "UploadProgress", "Verdict", "analysis_names"]
+           "FailedPrecondition", "GatewayError", "InvalidArgument", "Item", "ItemResult", "Job", "JobItem",
+           "JobResults", "NotFound", "PermissionDenied", "Provenance", "Quantity", "Ref", "ResourceExhausted",
+           "Result", "RetryPolicy", "Unauthenticated", "Unavailable", "Upload", "UploadProgress", "Verdict",
+           "analysis_names"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from nanolens.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from nanolens_client import calls
 from nanolens_client.client import WATCH_SECONDS
 from nanolens_client.errors import GatewayError, NotFound, PermissionDenied, from_rpc_error
-from nanolens_client.results import Job, JobResults, Ref, Result, Upload, UploadProgress
+from nanolens_client.results import Item, ItemResult, Job, JobResults, Ref, Result, Upload, UploadProgress
 from nanolens_client.retry import RetryPolicy
 from nanolens_client.settings import ClientSettings
 
@@ -47,6 +47,10 @@ class AsyncClient:
 
     async def __aexit__(self, *exc) -> None:
         await self.close()
+
+    def _seconds(self, timeout: float | None) -> float:
+        """An analysis call's deadline, seconds from now."""
+        return timeout if timeout is not None else self.settings.analysis_timeout_seconds
 
     def _deadline(self, timeout: float | None, long: bool) -> float:
         seconds = timeout if timeout is not None else (
@@ -162,6 +166,20 @@ class AsyncClient:
             raise GatewayError("the gateway ended the stream without a result")
 
         return Result.of(await self._attempts(self._deadline(timeout, True), True, attempt))
+
+    async def analyse_many(self, items: Iterable[Item], *,
+                           timeout: float | None = None) -> AsyncIterator[ItemResult]:
+        """As ``Client.analyse_many``: each item's ``ItemResult`` as it finishes."""
+        requests = [calls.many_request(item) for item in items]
+        stream = self.stub.AnalyzeMany(iter(requests), timeout=self._seconds(timeout),
+                                       metadata=self.metadata)
+        try:
+            async for answer in stream:
+                yield calls.item_result(answer)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        finally:
+            stream.cancel()
 
     async def submit(self, prefix: str, kind: str | int, *, keys: tuple[str, ...] | list[str] = (),
                      bucket: str = "", model: str = "", timeout: float | None = None, **options) -> Job:

@@ -12,7 +12,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from nanolens.gateway.v1 import gateway_pb2
-from nanolens_client.results import Job, JobItem, Ref, item_folder
+from nanolens_client.errors import from_item_error
+from nanolens_client.results import Item, ItemResult, Job, JobItem, Ref, Result, item_folder
 
 CHUNK = 1 << 20
 #: what a job writes beside its items' results (nanolens_gateway.automation), fetched by results()
@@ -59,6 +60,33 @@ def analyze_request(ref: Ref, kind: str | int, model: str, options: Mapping[str,
     name, _, version = model.partition(":")
     return gateway_pb2.AnalyzeRequest(input=ref.proto(), analysis=analysis_kind(kind), model_name=name,
                                       model_version=version, options=option_text(options), force=force)
+
+
+def many_request(item: Item) -> gateway_pb2.AnalyzeManyRequest:
+    """One AnalyzeMany item: a Ref named, anything else read and sent inline.
+
+    Raises
+    ------
+    ValueError, FileNotFoundError, TypeError
+        As ``payload`` does, before anything is sent.
+    """
+    if isinstance(item.data, Ref):
+        return gateway_pb2.AnalyzeManyRequest(
+            id=item.id, request=analyze_request(item.data, item.kind, item.model, item.options, item.force))
+    request = analyze_request(Ref("", ""), item.kind, item.model, item.options, item.force)
+    request.ClearField("input")
+    name, _, opener = payload(item.data, item.filename)
+    with opener() as fh:
+        data = fh.read()
+    return gateway_pb2.AnalyzeManyRequest(id=item.id, request=request,
+                                          inline=gateway_pb2.InlineItem(filename=name, data=data))
+
+
+def item_result(answer: gateway_pb2.AnalyzeManyResponse) -> ItemResult:
+    if answer.WhichOneof("outcome") == "result":
+        return ItemResult(answer.id, result=Result.of(answer.result))
+    error = answer.error
+    return ItemResult(answer.id, error=from_item_error(error.code, error.message, error.field))
 
 
 def submit_request(prefix: str, kind: str | int, keys: list[str], bucket: str, model: str,

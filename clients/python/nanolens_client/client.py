@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import grpc
 from nanolens.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from nanolens_client import calls
 from nanolens_client.errors import GatewayError, NotFound, PermissionDenied, from_rpc_error
-from nanolens_client.results import Job, JobResults, Ref, Result, Upload, UploadProgress
+from nanolens_client.results import Item, ItemResult, Job, JobResults, Ref, Result, Upload, UploadProgress
 from nanolens_client.retry import RetryPolicy
 from nanolens_client.settings import ClientSettings
 
@@ -52,6 +52,10 @@ class Client:
         self.close()
 
     # -- the call path -----------------------------------------------------------------------
+    def _seconds(self, timeout: float | None) -> float:
+        """An analysis call's deadline, seconds from now."""
+        return timeout if timeout is not None else self.settings.analysis_timeout_seconds
+
     def _deadline(self, timeout: float | None, long: bool) -> float:
         seconds = timeout if timeout is not None else (
             self.settings.analysis_timeout_seconds if long else self.settings.timeout_seconds)
@@ -188,6 +192,29 @@ class Client:
             raise GatewayError("the gateway ended the stream without a result")
 
         return Result.of(self._attempts(self._deadline(timeout, True), True, attempt))
+
+    def analyse_many(self, items: Iterable[Item], *, timeout: float | None = None) -> Iterator[ItemResult]:
+        """Analyse many small items over one call (AnalyzeMany): each ``Item`` sent inline or named in
+        storage, each answered as it finishes (in any order) with its id and its result or its own
+        error; the gateway runs them together, so the domain service batches them. Items are read
+        before the call (a missing file raises here). Not retried (answers already yielded would
+        come twice); leaving the loop early cancels the items still running.
+
+        Raises
+        ------
+        GatewayError
+            When the call itself fails (a failing item does not fail the call).
+        """
+        requests = [calls.many_request(item) for item in items]
+        stream = self.stub.AnalyzeMany(iter(requests), timeout=self._seconds(timeout),
+                                       metadata=self.metadata)
+        try:
+            for answer in stream:
+                yield calls.item_result(answer)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        finally:
+            stream.cancel()
 
     # -- jobs ----------------------------------------------------------------------------------
     def submit(self, prefix: str, kind: str | int, *, keys: tuple[str, ...] | list[str] = (), bucket: str = "",

@@ -127,6 +127,14 @@ def _detail_messages() -> dict[str, type]:
             for name in shapes}
 
 
+def from_item_error(code: str, message: str, field: str = "") -> GatewayError:
+    """The typed error of one item of ``analyse_many`` (the gateway names its code, message and field)."""
+    status = getattr(grpc.StatusCode, code, grpc.StatusCode.UNKNOWN)
+    violations = ((field, message),) if field else ()
+    return _BY_CODE.get(status, GatewayError)(message, code=status, field=field, violations=violations,
+                                               from_platform=True)
+
+
 def from_rpc_error(exc: grpc.RpcError) -> GatewayError:
     """The typed error for a failed call (sync or asyncio), with the details the gateway attached."""
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN

@@ -187,6 +187,36 @@ class Result:
 
 
 @dataclass(frozen=True)
+class Item:
+    """One item for ``analyse_many``: ``data`` is a path, bytes (with ``filename``, whose extension
+    tells the gateway the format) or a numpy array, sent inline, or a ``Ref`` to an object in
+    storage; ``id`` is the caller's name for it, unique within the call. ``kind``, ``model``,
+    ``force`` and ``options`` as ``analyse`` takes them."""
+
+    id: str
+    data: Any
+    kind: str | int
+    filename: str | None = None
+    model: str = ""
+    force: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """The answer to one item of ``analyse_many``: its ``result``, or the ``error`` it alone failed
+    with (a ``GatewayError`` naming the code and the field at fault)."""
+
+    id: str
+    result: Result | None = None
+    error: Exception | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
 class JobItem:
     object: Ref
     state: str
