@@ -116,3 +116,35 @@ def test_the_size_distribution_draws_its_lognormal_fit_and_the_gmd_interval():
     bare = pictures.psd_figure(d, "px", 20.1, 1.24, "watershed")
     assert "interval" not in bare.axes[0].get_title()
     plt.close(bare)
+
+
+def test_the_msd_plot_is_in_nm2_and_seconds_when_pixel_size_and_frame_rate_are_known():
+    from types import SimpleNamespace
+
+    from nanolens_gateway.adapters.lpem import msd_figure
+
+    lag = np.arange(1, 11, dtype=float)
+    msd = {"lag": lag, "msd_px2": 4 * 0.5 * lag + 0.4}
+    d = SimpleNamespace(d_px2_per_frame=0.5, localisation_var_px2=0.1)
+    physical = msd_figure(msd, d, pixel_size=2.0, fps=10.0).axes[0]
+    assert physical.get_xlabel() == "lag (s)" and physical.get_ylabel() == "MSD (nm$^2$)"
+    points = physical.lines[0].get_xydata()
+    np.testing.assert_allclose(points[0], [0.1, (2.0 + 0.4) * 4])  # 1 frame = 0.1 s; px^2 x 4 nm^2
+    assert "D = 20 nm$^2$/s" in physical.get_legend().get_texts()[1].get_text()  # 0.5 px^2/frame x 4 x 10
+    plain = msd_figure(msd, d).axes[0]
+    assert plain.get_xlabel() == "lag (frames)" and plain.get_ylabel() == "MSD (px$^2$)"
+    assert "D = 0.5 px$^2$/frame" in plain.get_legend().get_texts()[1].get_text()
+
+
+def test_the_anomaly_title_fits_its_picture():
+    from types import SimpleNamespace
+
+    from nanolens_gateway.adapters.sem import anomaly_png
+
+    image = np.random.default_rng(0).random((64, 64)).astype(np.float32)  # a small image: a narrow panel
+    percentiles = np.full((4, 4), 75.0)
+    picture = rgb(anomaly_png(image, percentiles, SimpleNamespace(image_percentile=99.97, anomalous_fraction=0.4321,
+                                                                  block_px=16)))
+    title = picture[:40]
+    assert has_text(title)
+    assert (title[:, -4:] == 255).all()  # white margin on the right: no line runs off the picture

@@ -316,7 +316,7 @@ def build_artefacts(collector: Collector, tables, summary, pixel_size: float, fp
     out.append(Artefact("labels.tif", collector.labels_path.read_bytes(), "image/tiff"))
     first = collector.preview[0] if collector.preview else np.zeros((summary.height, summary.width), np.uint8)
     out.append(Artefact("trajectories.png", trajectories_png(first, tables["tracks"], summary), "image/png"))
-    out.append(Artefact("msd.png", msd_png(tables["msd"], summary.diffusion), "image/png"))
+    out.append(Artefact("msd.png", msd_png(tables["msd"], summary.diffusion, pixel_size, fps), "image/png"))
     out.append(Artefact("size_vs_time.png", size_png(tables["frames"], pixel_size, fps), "image/png"))
     out.append(Artefact("clusters_vs_time.png", clusters_png(tables["frames"], fps), "image/png"))
     out.append(Artefact("preview.gif", preview_gif(collector.preview, collector.preview_labels,
@@ -368,19 +368,30 @@ def trajectories_png(first: np.ndarray, tracks: dict, summary) -> bytes:
     return _figure_png(fig)
 
 
-def msd_png(msd: dict, d) -> bytes:
+def msd_png(msd: dict, d, pixel_size: float = 0.0, fps: float = 0.0) -> bytes:
+    return _figure_png(msd_figure(msd, d, pixel_size, fps))
+
+
+def msd_figure(msd: dict, d, pixel_size: float = 0.0, fps: float = 0.0):
+    """The ensemble MSD against lag with the diffusion fit, in nm^2 and s when the pixel size and the
+    frame rate are known (else px^2 and frames)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 4))
+    per_frame = 1.0 / fps if fps else 1.0  # s per frame
+    area, area_unit = (pixel_size ** 2, "nm$^2$") if pixel_size else (1.0, "px$^2$")
+    time_unit = "s" if fps else "frames"
     ok = np.isfinite(msd.get("msd_px2", np.zeros(0))) & (msd.get("msd_px2", np.zeros(0)) > 0)
     if ok.any():
         lag, y = msd["lag"][ok], msd["msd_px2"][ok]
-        ax.loglog(lag, y, "o", ms=4, label="ensemble MSD (drift removed)")
-        fit = 4 * d.d_px2_per_frame * lag + 4 * d.localisation_var_px2
-        ax.loglog(lag, fit, "-", label=f"4 D t + 4 sigma^2, D = {d.d_px2_per_frame:.3g} px^2/frame")
+        ax.loglog(lag * per_frame, y * area, "o", ms=4, label="ensemble MSD (drift removed)")
+        fit = (4 * d.d_px2_per_frame * lag + 4 * d.localisation_var_px2) * area
+        rate = d.d_px2_per_frame * area / per_frame
+        ax.loglog(lag * per_frame, fit, "-",
+                  label=f"4 D t + 4 $\\sigma^2$, D = {rate:.3g} {area_unit}/{'s' if fps else 'frame'}")
         ax.legend(fontsize=8)
-    ax.set_xlabel("lag (frames)")
-    ax.set_ylabel("MSD (px^2)")
-    return _figure_png(fig)
+    ax.set_xlabel(f"lag ({time_unit})")
+    ax.set_ylabel(f"MSD ({area_unit})")
+    return fig
 
 
 def size_png(frames: dict, pixel_size: float, fps: float) -> bytes:

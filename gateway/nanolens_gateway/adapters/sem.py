@@ -246,12 +246,16 @@ def anomaly_png(image: np.ndarray, percentiles: np.ndarray, a: sem_pb2.Anomaly) 
     """The image with its block error percentiles over it (colour bar: percentile of the training blocks)."""
     grey = pictures.to_uint8(image)
     panel = _overlay(grey, percentiles, 50, 100, "inferno", 0.5)
-    title = (f"anomaly: image at the {a.image_percentile:.1f}th percentile of the training tiles; "
-             f"{100 * a.anomalous_fraction:.2f} % of {a.block_px} px blocks above the 99.9th")
-    canvas = Image.new("RGB", (panel.size[0] + BAR_WIDTH + 90, panel.size[1] + 40), "white")
-    ImageDraw.Draw(canvas).text((4, 4), title, fill="black")
-    canvas.paste(panel, (4, 20))
-    canvas.paste(colour_bar(panel.size[1] - 20, 50, 100, "inferno", "percentile"), (panel.size[0] + 10, 20))
+    lines = (f"anomaly: image at the {a.image_percentile:.1f}th percentile of the training tiles",
+             f"{100 * a.anomalous_fraction:.2f} % of {a.block_px} px blocks above their 99.9th percentile")
+    top = 8 + 16 * len(lines)  # the title on lines of its own, the canvas as wide as the longest
+    width = max(panel.size[0] + BAR_WIDTH + 90, 8 + max(round(pictures.font().getlength(t)) for t in lines))
+    canvas = Image.new("RGB", (width, panel.size[1] + top + 20), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, line in enumerate(lines):
+        draw.text((4, 4 + 16 * i), line, fill="black", font=pictures.font())
+    canvas.paste(panel, (4, top))
+    canvas.paste(colour_bar(panel.size[1] - 20, 50, 100, "inferno", "percentile"), (panel.size[0] + 10, top))
     return pictures.png_bytes(canvas, compress_level=1)
 
 
