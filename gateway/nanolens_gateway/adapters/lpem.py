@@ -25,6 +25,7 @@ from nanolens.gateway.v1 import gateway_pb2
 from nanolens.lpem.v1 import lpem_pb2, lpem_pb2_grpc
 from nanolens_formats.files import suffix_of
 from nanolens_formats.movies import checked_frames, greyscale_frame, open_movie
+from nanolens_gateway.adapters import pictures
 from nanolens_gateway.context import AnalysisContext, Outcome
 from nanolens_gateway.domains import Analysis, Domain, Option, yes
 from nanolens_gateway.results import Artefact
@@ -230,7 +231,8 @@ async def movie(ctx: AnalysisContext, client: ServiceClient) -> Outcome:
             collector.close()
             tables = {n: collector.frame_table(n) for n in ("tracks", "track_summary", "pairs", "frames", "msd")}
             doc = summary_doc(summary, tables, pixel_size, fps, movie_, ctx, requested_px)
-            artefacts = await asyncio.to_thread(build_artefacts, collector, tables, summary, pixel_size, fps)
+            artefacts = await asyncio.to_thread(pictures.one_at_a_time, build_artefacts, collector, tables, summary,
+                                            pixel_size, fps)
         return Outcome(doc, artefacts)
     finally:
         collector.close()

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import io
+import threading
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -16,6 +19,17 @@ PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 1
 
 #: Pixels and spectra unlike the model's training data: their class is a guess, drawn in black.
 OUT_OF_DOMAIN_COLOUR = (0, 0, 0)
+
+_DRAWING = threading.Lock()
+T = TypeVar("T")
+
+
+def one_at_a_time(draw: Callable[..., T], *args) -> T:
+    """``draw(*args)`` while no other picture is drawn. Adapters draw in worker threads to keep the
+    event loop free, and neither matplotlib (pyplot's figures, its mathtext parser) nor one FreeType
+    face shared by threads is thread-safe; on the event loop they were one at a time anyway."""
+    with _DRAWING:
+        return draw(*args)
 
 
 def class_colours(n: int) -> list[str]:

@@ -169,7 +169,7 @@ async def classify_spectra(ctx: AnalysisContext, client: ServiceClient) -> Outco
             if ood is not None:
                 drawn.append(Artefact("ood_score.npy", pictures.npy_bytes(ood), "application/x-npy"))
             return drawn
-        artefacts = await asyncio.to_thread(draw)
+        artefacts = await asyncio.to_thread(pictures.one_at_a_time, draw)
     return Outcome(summary, artefacts)
 
 
@@ -301,7 +301,7 @@ async def classify_map(ctx: AnalysisContext, client: ServiceClient) -> Outcome:
             if ood_map is not None:
                 drawn.append(Artefact("ood_score.npy", pictures.npy_bytes(ood_map), "application/x-npy"))
             return drawn
-        artefacts = await asyncio.to_thread(draw)
+        artefacts = await asyncio.to_thread(pictures.one_at_a_time, draw)
     return Outcome(summary, artefacts)
 
 

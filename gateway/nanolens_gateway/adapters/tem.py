@@ -211,7 +211,7 @@ async def particle_sizes(ctx: AnalysisContext, client: ServiceClient) -> Outcome
                                                      None if weights is None else weights[sized], gmd_ci, gsd_ci),
                          "image/png"),
             ]
-        artefacts = await asyncio.to_thread(draw)
+        artefacts = await asyncio.to_thread(pictures.one_at_a_time, draw)
     return Outcome(summary, artefacts)
 
 
