@@ -41,7 +41,9 @@ def start_jobs(impl: GatewayServicer, gateway: GatewaySettings, clients: dict) -
 
     runner = JobRunner(store, impl.plane.analyse,  # no caller waits with a deadline
                        {kind: domain.name for kind, (domain, _) in analyses().items()},
-                       per_service=gateway.job_concurrency, lease_seconds=gateway.job_lease_seconds, healthy=healthy)
+                       per_service=gateway.job_concurrency, lease_seconds=gateway.job_lease_seconds,
+                       max_crashes=gateway.job_max_crashes, outage_seconds=gateway.job_outage_seconds,
+                       backoff_max_seconds=gateway.job_backoff_max_seconds, healthy=healthy)
     impl.jobs = JobRpcs(impl.plane, store, gateway.job_max_items, wake=runner.wake.set)
     return runner
 

@@ -38,6 +38,13 @@ class GatewaySettings:
     job_max_items: int = setting("NANOLENS_JOB_MAX_ITEMS", 100000, "most objects in one job")
     job_lease_seconds: float = setting("NANOLENS_JOB_LEASE_SECONDS", 30.0,
                                        "how long an item stays with a gateway that stopped renewing it (died)")
+    job_outage_seconds: float = setting("NANOLENS_JOB_OUTAGE_SECONDS", 3600.0,
+                                        "how long an item waits out a domain service or storage that is away "
+                                        "(UNAVAILABLE, DEADLINE_EXCEEDED) before it fails; the wait spends no attempt")
+    job_backoff_max_seconds: float = setting("NANOLENS_JOB_BACKOFF_MAX_SECONDS", 60.0,
+                                             "longest pause between two tries of an item")
+    job_max_crashes: int = setting("NANOLENS_JOB_MAX_CRASHES", 3,
+                                   "an item whose gateway died this many times while running it fails as poison")
     job_report_seconds: float = setting("NANOLENS_JOB_REPORT_SECONDS", 10.0,
                                         "how often ended jobs get their report (report.html, index.csv, "
                                         "index.parquet under results/jobs/<job id>/) written; 0: never")

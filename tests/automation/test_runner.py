@@ -111,7 +111,7 @@ async def test_an_outage_longer_than_its_limit_fails_the_item_saying_so(store):
     finally:
         task.cancel()
     (item,) = store.get(job, items=True).items
-    assert "waits out an outage" in item.error and len(analysis.calls) >= 2
+    assert "NANOLENS_JOB_OUTAGE_SECONDS" in item.error and len(analysis.calls) >= 2
 
 
 async def test_an_inputs_own_failures_spend_attempts_and_a_refusal_fails_at_once(store):

@@ -199,7 +199,7 @@ class JobRunner:
                 log.info("job item paused: a service or storage is away", extra={**extra, "delay_seconds": delay})
                 self._watch(self.domains.get(analysis, ""))
                 return
-            error += f" (away {away:.0f} s, longer than the {self.outage_seconds:g} s an item waits out an outage)"
+            error += f" (away {away:.0f} s, longer than NANOLENS_JOB_OUTAGE_SECONDS={self.outage_seconds:g})"
         elif code not in PERMANENT and item.attempts < self.max_attempts:
             delay = min(self.backoff_max_seconds, 0.5 * 2 ** item.attempts)
             await db_call(self.store.later, item, self.owner, error, delay)
