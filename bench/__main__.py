@@ -9,9 +9,9 @@ import platform
 import time
 from pathlib import Path
 
-from bench import jobs, lpem, sem, spectra, tem
+from bench import jobs, lpem, many, sem, spectra, tem
 
-SUITES = {"spectra": spectra, "tem": tem, "lpem": lpem, "sem": sem, "jobs": jobs}
+SUITES = {"spectra": spectra, "many": many, "tem": tem, "lpem": lpem, "sem": sem, "jobs": jobs}
 
 
 def main() -> int:

@@ -13,7 +13,6 @@ import pytest
 
 from nanolens.common.v1 import common_pb2
 from nanolens.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from nanolens_cli.stack import Stack
 from nanolens_gateway.auth import token_digest
 from nanolens_spectra.synthetic.swcnt import generate_spectra
 
@@ -35,14 +34,11 @@ TABLE = [
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory):
-    stack = Stack(extra_env={"NANOLENS_GATEWAY_TOKENS": json.dumps(TABLE), "NANOLENS_MAX_INLINE_KB": str(INLINE_KB)},
-                  log_dir=tmp_path_factory.mktemp("many-logs"), domains=("spectra",))
-    endpoints = stack.start()
-    channel = grpc.insecure_channel(endpoints.gateway)
-    yield gateway_pb2_grpc.GatewayStub(channel)
-    channel.close()
-    stack.stop()
+def gateway(start_stack):
+    _, endpoints = start_stack("many", domains=("spectra",), extra_env={
+        "NANOLENS_GATEWAY_TOKENS": json.dumps(TABLE), "NANOLENS_MAX_INLINE_KB": str(INLINE_KB)})
+    with grpc.insecure_channel(endpoints.gateway) as channel:
+        yield gateway_pb2_grpc.GatewayStub(channel)
 
 
 def npy(array: np.ndarray) -> bytes:
@@ -165,3 +161,15 @@ def test_inline_bytes_stay_within_the_callers_scope(gateway, spectra):
 
     nowhere = many(gateway, [inline("pushed", spectra[4])], who="elsewhere")["pushed"]
     assert nowhere.error.code == "PERMISSION_DENIED" and "no scope in the upload bucket" in nowhere.error.message
+
+
+def test_numbers_only_leaves_the_picture_out_and_is_a_result_of_its_own(gateway, spectra):
+    items = [inline("picture", spectra[3]), gateway_pb2.AnalyzeManyRequest(
+        id="numbers", request=gateway_pb2.AnalyzeRequest(analysis=SPECTRA, options={"numbers_only": "yes"}),
+        inline=gateway_pb2.InlineItem(filename="spectrum.npy", data=spectra[3]))]
+    answers = many(gateway, items)
+    names = {i: {a.name for a in answers[i].result.artifacts} for i in answers}
+    assert "spectra.png" in names["picture"] and "spectra.png" not in names["numbers"]
+    assert "probabilities.npy" in names["numbers"]
+    assert answers["numbers"].result.result.key != answers["picture"].result.result.key
+    assert json.loads(answers["numbers"].result.result_json)["options"] == {"numbers_only": "true"}

@@ -32,6 +32,13 @@ def _spectra(spectra: dict) -> None:
     assert spectra["single_spectrum"]["batched_64_callers"]["requests"] > 0
 
 
+def _many(many: dict) -> None:
+    assert many["items"] == 24 and min(many["unary_items_per_s"], many["many_named_items_per_s"],
+                                        many["many_inline_items_per_s"], many["many_numbers_only_items_per_s"],
+                                        many["engine_items_per_s"]) > 0
+    assert many["latency_1_caller_ms"]["analyze_many_p50"] > 0 and "fetch" in many["stages_many_s"]
+
+
 def _tem(tem: dict) -> None:
     assert set(tem["methods"]) == {"cnn", "ann", "watershed", "hough"}
     assert all(m["through_stack_s"] > 0 and m["particles"] > 0 for m in tem["methods"].values())
@@ -58,7 +65,7 @@ def _jobs(jobs: dict) -> None:
     assert jobs["job_done"] == jobs["items"] > 0 and jobs["direct_s"] > 0 and jobs["job_over_direct"] > 0
 
 
-SUITES = {"spectra": _spectra, "tem": _tem, "lpem": _lpem, "sem": _sem, "jobs": _jobs}
+SUITES = {"spectra": _spectra, "many": _many, "tem": _tem, "lpem": _lpem, "sem": _sem, "jobs": _jobs}
 
 
 @pytest.mark.slow

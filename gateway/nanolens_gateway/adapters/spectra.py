@@ -24,6 +24,10 @@ from nanolens_runtime.errors import InvalidArgument
 
 NPY_HEADER_READ = 4096
 OPTIONS = (Option("array_key", "the array of an .npz file holding the spectra (default: 'spectra' or the only one)"),)
+#: spectra.png costs about 0.2 s of CPU (matplotlib), hundreds of times the classification of one
+#: spectrum in a batch: callers sending many single spectra may leave it out
+SPECTRA_OPTIONS = (*OPTIONS, Option("numbers_only", "leave spectra.png out (result.json and probabilities.npy "
+                                                    "hold every number)", "yes_no"))
 
 
 def selector(ctx: AnalysisContext) -> spectra_pb2.ModelSelector:
@@ -161,11 +165,10 @@ async def classify_spectra(ctx: AnalysisContext, client: ServiceClient) -> Outco
         }
 
         def draw() -> list[Artefact]:  # a plot takes up to a second: off the event loop, which serves health
-            drawn = [
-                Artefact("probabilities.npy", pictures.npy_bytes(probabilities), "application/x-npy"),
-                Artefact("spectra.png", pictures.spectra_png(spectra, decoded.axis, probabilities, class_names, ood),
-                         "image/png"),
-            ]
+            drawn = [Artefact("probabilities.npy", pictures.npy_bytes(probabilities), "application/x-npy")]
+            if ctx.options.get("numbers_only") != "true":
+                drawn.append(Artefact("spectra.png", pictures.spectra_png(spectra, decoded.axis, probabilities,
+                                                                          class_names, ood), "image/png"))
             if ood is not None:
                 drawn.append(Artefact("ood_score.npy", pictures.npy_bytes(ood), "application/x-npy"))
             return drawn
@@ -348,9 +351,10 @@ def summarise(result: dict) -> list[str]:
 DOMAIN = Domain(
     name="spectra", title="Raman spectra and spectral maps", module="nanolens_spectra",
     stub=spectra_pb2_grpc.SpectraServiceStub, list_models_request=spectra_pb2.ListModelsRequest(),
-    analyses=(Analysis(gateway_pb2.ANALYSIS_KIND_SPECTRA, "spectra", classify_spectra, OPTIONS,
+    analyses=(Analysis(gateway_pb2.ANALYSIS_KIND_SPECTRA, "spectra", classify_spectra, SPECTRA_OPTIONS,
                        result=SPECTRA_RESULT, doc="class of each spectrum and how unlike the training data it is; "
-                       "artefacts: probabilities.npy (N x classes), ood_score.npy (N), spectra.png"),
+                       "artefacts: probabilities.npy (N x classes), ood_score.npy (N), spectra.png (not with "
+                       "numbers_only)"),
               Analysis(gateway_pb2.ANALYSIS_KIND_SPECTRAL_MAP, "spectral_map", classify_map, OPTIONS,
                        result=MAP_RESULT, doc="class of each pixel of a spectral map and how unlike the training "
                        "data it is; artefacts: class_map.npy (H x W), probabilities.npy (H x W x classes), "
