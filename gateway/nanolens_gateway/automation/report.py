@@ -2,7 +2,8 @@
 
 ``results/jobs/<job id>/report.html`` (a summary table: each item's verdict and warnings and its
 figures rounded, with units, the figures every item shares above it; every item with thumbnails of
-its pictures linking to the full ones; the errors; provenance) and ``index.csv`` / ``index.parquet``
+its pictures linking to the full ones where ``nanolens results get --out`` puts them; the errors;
+provenance) and ``index.csv`` / ``index.parquet``
 (one row per item: the object, its state, error and result, its verdict and warnings, and the scalar
 figures of its result document, each with a unit column where the figure has a unit). A job that
 ends again (after a retry) gets its report written again.
@@ -130,15 +131,16 @@ def rounded(value: object) -> str:
     return "" if value is None else str(value)
 
 
-def _relative(key: str, job_id: str) -> str:
-    """A link from the report (results/jobs/<id>/report.html) to another key of the results bucket."""
-    return "../" * len(report_prefix(job_id).rstrip("/").split("/")) + key
+def local_path(bucket: str, key: str, name: str) -> str:
+    """Where ``nanolens results get JOB --out DIR`` puts an item's file, relative to the report in DIR."""
+    return f"{bucket}/{key}/{name}"
 
 
 def report_html(record, docs: dict[int, dict],
                 pictures: dict[int, list[tuple[str, str, bytes | None, str]]]) -> bytes:
     """The HTML report; ``pictures`` maps an item to (name, media type of the thumbnail, thumbnail
-    bytes or None when not embedded, key of the full picture in the results bucket)."""
+    bytes or None when not embedded). Links point where ``nanolens results get --out`` writes the
+    full pictures and result.json, beside the report."""
     e = html.escape
     name = gateway_pb2.AnalysisKind.Name(record.analysis) if record.analysis in gateway_pb2.AnalysisKind.values() \
         else str(record.analysis)
@@ -180,7 +182,7 @@ def report_html(record, docs: dict[int, dict],
             f"<td class='{'number' if isinstance(row.get(f), (int, float)) else 'text'}'>{e(rounded(row.get(f)))}</td>"
             for f in varying)
         said = str(row["verdict"]) or ("no verdict" if row["state"] == "done" else "")
-        warning = "".join(f"<div class='warning'>{e(w)}</div>" for w in str(row["warnings"]).split("; ") if w)
+        warning = "".join(f"<div class='warning'>{e(w)}</div>" for w in verdict(docs.get(row["item"]) or {})[1])
         css = "untrusted" if said == "do not trust" else ""
         parts.append(f"<tr><td><a href='#item-{row['item']}'>{row['item']}</a></td>"
                      f"<td>{e(str(row['bucket']))}/{e(str(row['key']))}</td>"
@@ -201,12 +203,12 @@ def report_html(record, docs: dict[int, dict],
         if row["verdict"]:
             parts.append(f"<p class='{'untrusted' if row['verdict'] == 'do not trust' else ''}'>verdict: "
                          f"{e(str(row['verdict']))}</p>")
-            parts += [f"<p class='warning'>warning: {e(w)}</p>" for w in str(row["warnings"]).split("; ") if w]
+            parts += [f"<p class='warning'>warning: {e(w)}</p>" for w in verdict(docs[item.idx])[1]]
         if item.result_key:
-            parts.append(f"<p>result: <a href='{e(_relative(item.result_key, record.id))}'>"
+            parts.append(f"<p>result: <a href='{e(local_path(item.bucket, item.key, 'result.json'))}'>"
                          f"{e(item.result_bucket)}/{e(item.result_key)}</a></p>")
-        for picture, media_type, data, key in pictures.get(item.idx, []):
-            href = e(_relative(key, record.id))
+        for picture, media_type, data in pictures.get(item.idx, []):
+            href = e(local_path(item.bucket, item.key, picture))
             if data is None:
                 parts.append(f"<p><a href='{href}'>{e(picture)}</a> (no thumbnail: the report's budget is spent)</p>")
             else:
@@ -271,7 +273,7 @@ class ReportWriter:
                 if budget > 0 and artefact["media_type"] != "image/svg+xml":
                     data = thumbnail(self.objects.get(artefact["bucket"], artefact["key"]))
                     budget -= len(data)
-                pictures.setdefault(item.idx, []).append((artefact["name"], "image/jpeg", data, artefact["key"]))
+                pictures.setdefault(item.idx, []).append((artefact["name"], "image/jpeg", data))
         rows = index_rows(record, docs)
         prefix = report_prefix(job_id)
         self.objects.put(self.bucket, prefix + "index.csv", index_csv(rows), "text/csv")
