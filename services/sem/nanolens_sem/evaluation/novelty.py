@@ -41,7 +41,8 @@ def crops_of(image: np.ndarray, per_image: int, rng: np.random.Generator) -> lis
     return [image[corners[i][0]:corners[i][0] + CROP, corners[i][1]:corners[i][1] + CROP] for i in sorted(chosen)]
 
 
-def _grey(path: Path) -> np.ndarray:
+def grey_image(path: Path) -> np.ndarray:
+    """An evaluation image as one greyscale plane (the first channel of a colour TIFF)."""
     from nanolens_sem.evaluation.data import read_grey
 
     if path.suffix.lower() not in (".tif", ".tiff"):
@@ -109,7 +110,7 @@ def evaluate(embedder, data: Path, per_image: int = PER_IMAGE, seed: int = SEED)
     in_domain = score(held)
     sets = {}
     for name, paths in foreign_images(data).items():
-        crops = [c for p in paths for c in crops_of(_grey(p), per_image, rng)]
+        crops = [c for p in paths for c in crops_of(grey_image(p), per_image, rng)]
         if crops:
             sets[name] = score(crops)
     sets["uniform noise"] = score([(rng.random((CROP, CROP)) * 255).astype(np.uint8) for _ in range(NOISE)])

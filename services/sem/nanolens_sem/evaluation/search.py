@@ -51,9 +51,9 @@ IN_DOMAIN = ("lung cells", "DeepSEM tiles")
 
 
 def _read(path: Path) -> np.ndarray:
-    from nanolens_sem.evaluation.novelty import _grey
+    from nanolens_sem.evaluation.novelty import grey_image
 
-    return _grey(path)
+    return grey_image(path)
 
 
 def best_similarity(queries: np.ndarray, collection: np.ndarray, same: np.ndarray | None = None) -> np.ndarray:
