@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import io
 import json
+import re
 import shutil
 import subprocess
 import urllib.request
@@ -513,3 +514,15 @@ def test_the_files_detector_decides_whether_particles_are_bright(gateway, stack)
     assert told["image"]["contrast_source"] == "request" and not wrong["image"]["particles_bright"]
     assert auto["distribution"]["gmd_px"] == pytest.approx(told["distribution"]["gmd_px"], rel=1e-6)
     assert auto["distribution"]["count"] == told["distribution"]["count"] != wrong["distribution"]["count"]
+
+
+def test_a_silicon_reference_on_an_uncalibrated_axis_is_reported(gateway):
+    axis = np.linspace(100, 3000, 1024)
+    band = 5000 / (1 + ((axis - 527.3) / 3.5) ** 2) + 200 + np.random.default_rng(3).normal(0, 5, axis.size)
+    text = "".join(f"{x:.3f}\t{y:.3f}\n" for x, y in zip(axis, band, strict=True)).encode()
+    result = json.loads(analyze(gateway, upload(gateway, text, "silicon.txt")).result_json)
+    warnings = result["quality"]["warnings"]
+    assert not result["quality"]["trustworthy"]
+    (said,) = [w for w in warnings if "silicon" in w]
+    offset = float(re.search(r"off by ([+-][0-9.]+) cm\^-1", said).group(1))
+    assert 5.6 <= offset <= 7.6, said  # 6.6 cm^-1 off, on a 2.8 cm^-1 channel grid

@@ -92,12 +92,49 @@ def _ood_array(scores, n: int) -> np.ndarray | None:
     return np.asarray(scores, dtype=np.float32)
 
 
-def spectra_quality(ood: np.ndarray | None) -> dict:
-    """The quality block of a list of spectra: untrusted when any is out of domain."""
+#: Silicon's first-order Raman band, the usual calibration standard, and how far off an axis may be.
+SILICON_CM1, SILICON_TOLERANCE_CM1 = 520.7, 3.0
+
+
+def silicon_offsets(spectra: np.ndarray, axis: np.ndarray | None) -> list[tuple[int, float]]:
+    """(row, band centre in cm^-1) of the spectra whose strongest band is a sharp one near silicon's
+    520.7 cm^-1 (470-570, at most 20 cm^-1 wide, 50 noise sd high) but more than 3 cm^-1 from it:
+    a silicon reference on a wavenumber axis that is not calibrated."""
+    if axis is None or len(axis) < 5:
+        return []
+    x = np.asarray(axis, np.float64)
+    out = []
+    for row, y in enumerate(np.asarray(spectra, np.float64)):
+        height = y - np.median(y)
+        peak = int(np.argmax(height))
+        noise = 1.4826 * np.median(np.abs(np.diff(y))) / np.sqrt(2)
+        if not 470 <= x[peak] <= 570 or not 0 < peak < len(x) - 1 or height[peak] < 50 * max(noise, 1e-12):
+            continue
+        above = height >= height[peak] / 2
+        lo, hi = peak, peak
+        while lo > 0 and above[lo - 1]:
+            lo -= 1
+        while hi < len(x) - 1 and above[hi + 1]:
+            hi += 1
+        if abs(x[hi] - x[lo]) > 20:
+            continue
+        a, b, c = height[peak - 1:peak + 2]  # the top of a parabola through the three highest channels
+        shift = 0.5 * (a - c) / (a - 2 * b + c) if a - 2 * b + c else 0.0
+        centre = float(x[peak] + shift * (x[peak + 1] - x[peak - 1]) / 2)
+        if abs(centre - SILICON_CM1) > SILICON_TOLERANCE_CM1:
+            out.append((row, centre))
+    return out
+
+
+def spectra_quality(ood: np.ndarray | None, silicon: list[tuple[int, float]] = ()) -> dict:
+    """The quality block of a list of spectra: untrusted when any is out of domain, or looks like
+    silicon on an uncalibrated axis (``silicon_offsets``)."""
+    warnings = [f"spectrum #{row}'s strongest band is a sharp one at {centre:.1f} cm^-1: if it is silicon "
+                f"({SILICON_CM1} cm^-1), the wavenumber axis is off by {centre - SILICON_CM1:+.1f} cm^-1; calibrate it "
+                "before trusting band positions or classes" for row, centre in silicon[:5]]
     if ood is None:
-        return {"trustworthy": True, "n_out_of_domain": None, "max_ood_score": None, "warnings": []}
+        return {"trustworthy": not warnings, "n_out_of_domain": None, "max_ood_score": None, "warnings": warnings}
     outside = np.flatnonzero(ood > 1)
-    warnings = []
     if len(outside):
         shown = ", ".join(f"#{i}" for i in outside[:10]) + (", ..." if len(outside) > 10 else "")
         warnings.append(f"{len(outside)} of {len(ood)} spectra are unlike the model's training data "
@@ -161,7 +198,7 @@ async def classify_spectra(ctx: AnalysisContext, client: ServiceClient) -> Outco
                 for i in range(min(len(spectra), ctx.max_listed))
             ],
             "listed": min(len(spectra), ctx.max_listed),
-            "quality": spectra_quality(ood),
+            "quality": spectra_quality(ood, silicon_offsets(spectra, decoded.axis)),
         }
 
         def draw() -> list[Artefact]:  # a plot takes up to a second: off the event loop, which serves health
