@@ -169,3 +169,23 @@ def test_pictures_drawn_from_many_threads_at_once_all_come_out():
     with ThreadPoolExecutor(8) as pool:
         drawn = list(pool.map(lambda i: pictures.one_at_a_time(draw, i), range(12)))
     assert all(png.startswith(b"\x89PNG") and len(png) > 1000 for png in drawn)
+
+
+def test_the_trajectories_carry_a_scale_bar_when_the_pixel_size_is_known():
+    from types import SimpleNamespace
+
+    import matplotlib.pyplot as plt
+
+    from nanolens_gateway.adapters.lpem import trajectories_figure
+
+    first = np.random.default_rng(0).integers(0, 255, (192, 192)).astype(np.uint8)
+    tracks = {"track": np.array([1, 1, 2, 2]), "frame": np.array([0, 1, 0, 1]),
+              "row": np.array([10.0, 12.0, 50.0, 49.0]), "col": np.array([10.0, 11.0, 80.0, 82.0])}
+    summary = SimpleNamespace(tracks=2, frames=2, height=192, width=192)
+    fig = trajectories_figure(first, tracks, summary, pixel_size=2.59)
+    (bar,) = fig.axes[0].artists
+    assert bar.txt_label.get_text() == "50 nm"  # a fifth of 497 nm, rounded down to 1, 2 or 5 x 10^k
+    plt.close(fig)
+    bare = trajectories_figure(first, tracks, summary)
+    assert not bare.axes[0].artists
+    plt.close(bare)

@@ -317,7 +317,8 @@ def build_artefacts(collector: Collector, tables, summary, pixel_size: float, fp
                 Artefact(f"{name}.csv", csv, "text/csv")]
     out.append(Artefact("labels.tif", collector.labels_path.read_bytes(), "image/tiff"))
     first = collector.preview[0] if collector.preview else np.zeros((summary.height, summary.width), np.uint8)
-    out.append(Artefact("trajectories.png", trajectories_png(first, tables["tracks"], summary), "image/png"))
+    out.append(Artefact("trajectories.png", trajectories_png(first, tables["tracks"], summary, pixel_size),
+                        "image/png"))
     out.append(Artefact("msd.png", msd_png(tables["msd"], summary.diffusion, pixel_size, fps), "image/png"))
     out.append(Artefact("size_vs_time.png", size_png(tables["frames"], pixel_size, fps), "image/png"))
     out.append(Artefact("clusters_vs_time.png", clusters_png(tables["frames"], fps), "image/png"))
@@ -354,7 +355,12 @@ def _plt():
     return plt
 
 
-def trajectories_png(first: np.ndarray, tracks: dict, summary) -> bytes:
+def trajectories_png(first: np.ndarray, tracks: dict, summary, pixel_size: float = 0.0) -> bytes:
+    return _figure_png(trajectories_figure(first, tracks, summary, pixel_size))
+
+
+def trajectories_figure(first: np.ndarray, tracks: dict, summary, pixel_size: float = 0.0):
+    """Every track over the first frame, with a scale bar when the pixel size (nm) is known."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 6 * summary.height / max(summary.width, 1)))
     ax.imshow(first, cmap="gray", extent=(0, summary.width, summary.height, 0))
@@ -367,7 +373,15 @@ def trajectories_png(first: np.ndarray, tracks: dict, summary) -> bytes:
             ax.plot(cc, rr, lw=0.8, color=colours(k % 20))
     ax.set_title(f"{summary.tracks} tracks over {summary.frames} frames")
     ax.set_axis_off()
-    return _figure_png(fig)
+    if pixel_size:
+        from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+
+        length_nm = pictures.scale_bar_nm(summary.width, pixel_size)
+        label = f"{length_nm:g} nm" if length_nm < 1000 else f"{length_nm / 1000:g} µm"
+        ax.add_artist(AnchoredSizeBar(ax.transData, length_nm / pixel_size, label, "lower right", color="white",
+                                      frameon=True, size_vertical=max(1.0, summary.height / 100)))
+        ax.artists[-1].patch.set_facecolor("black")
+    return fig
 
 
 def msd_png(msd: dict, d, pixel_size: float = 0.0, fps: float = 0.0) -> bytes:
