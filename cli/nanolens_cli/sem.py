@@ -80,6 +80,10 @@ def cmd_train(args) -> int:
           f"accuracy {cv.accuracy:.3f}, balanced {cv.balanced_accuracy:.3f}")
     for c in cv.classes:
         print(f"  {c:<24} precision {cv.precision[c]:.3f}  recall {cv.recall[c]:.3f}")
+    novelty = json.loads((path / "manifest.json").read_text())["out_of_domain"]
+    calibration = novelty["calibration"]
+    print(f"unlike every class above a cosine distance of {novelty['threshold']:.3g} to the nearest training image "
+          f"({calibration['flagged']} of {calibration['n_items']} held-out items above it)")
     print(f"wrote {path} (confusion matrix: {figure})")
     if args.register:
         print(f"registered: {register_bundle(path)}")

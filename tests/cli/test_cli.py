@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -332,6 +333,8 @@ def test_sem_train_register_classify_embed_and_search(stack, tmp_path):
                        "--out", str(tmp_path / "heads"), "--register")
     assert "cross-validation on 40 items from 40 images" in trained.stdout
     assert "registered: s3://models/texture-kinds/1/" in trained.stdout
+    assert re.search(r"unlike every class above a cosine distance of [0-9.]+ to the nearest training image "
+                     r"\([0-2] of 40 held-out items above it\)", trained.stdout), trained.stdout
     assert (tmp_path / "heads" / "texture-kinds" / "1" / "confusion.png").is_file()
     query = tmp_path / "query.png"
     truth = generate(4321, (128, 128))
