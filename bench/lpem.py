@@ -40,7 +40,7 @@ def in_process(session, images: np.ndarray) -> dict:
     state = MovieState(Settings(), StreamLinker(10.0, 3))
     t0 = time.perf_counter()
     for i in range(0, len(segs), 8):
-        state.add(segs[i:i + 8])
+        state.add(segs[i:i + 8], images[i:i + 8])
     state.linker.close()
     result = analyse(state)
     t_track = time.perf_counter() - t0
@@ -75,10 +75,10 @@ def service_memory(session, n_frames: int, side: int = 128) -> dict:
         for f in gen:
             chunk.append(f.image)
             if len(chunk) == 16:
-                state.add(segment_frames(session, np.stack(chunk)))
+                state.add(segment_frames(session, np.stack(chunk)), np.stack(chunk))
                 chunk = []
         if chunk:
-            state.add(segment_frames(session, np.stack(chunk)))
+            state.add(segment_frames(session, np.stack(chunk)), np.stack(chunk))
         state.linker.close()
         analyse(state)
     return {"frames": n_frames, "side": side, "detections": state.detections,

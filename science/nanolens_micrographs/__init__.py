@@ -1,12 +1,15 @@
-"""What every electron micrograph may carry besides the micrograph: the instrument's information
-bar. Shared science of the services that analyse images (particle sizes, SEM): it depends on numpy
-alone, and it is part of the serving code of exactly the domains whose serving code imports it
+"""Science the micrograph domains share: the instrument's information bar every electron
+micrograph may carry (particle sizes, SEM), and how far particles found stand out from their
+background's noise (particle sizes, movies). It depends on numpy alone, and it is part of the
+serving code of exactly the domains whose serving code imports it
 (``nanolens_runtime.service.serving_code_sha256``)."""
 
 from __future__ import annotations
 
 import numpy as np
 
+#: fewest pixels on either side for the contrast to be measured at all
+MIN_PIXELS = 50
 #: a bar row has at least this share of its pixels at one grey level (its background; text,
 #: lines, logo and scale bar take the rest). A micrograph row is noisy: a few % at most.
 FLAT = 0.5
@@ -76,3 +79,34 @@ def detect_info_bar(image: np.ndarray, max_fraction: float = 0.25) -> int:
         return 0
     return rows
 
+
+
+def contrast_to_noise(image: np.ndarray, foreground: np.ndarray) -> tuple[float, float]:
+    """How far the pixels called particles stand out from the background's noise.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        H x W image of any numeric dtype.
+    foreground : numpy.ndarray
+        bool H x W, True on particles.
+
+    Returns
+    -------
+    contrast : float
+        |median(particle pixels) - median(background)| over the background's robust standard
+        deviation (1.4826 x MAD); noise gives about 1 or less. 0 with under :data:`MIN_PIXELS`
+        pixels on either side; capped at 1e6 (a noise-free background).
+    spread : float
+        The background's robust standard deviation (0 when not measured).
+    """
+    n_fg = int(foreground.sum())
+    if n_fg < MIN_PIXELS or foreground.size - n_fg < MIN_PIXELS:
+        return 0.0, 0.0
+    values = np.asarray(image, dtype=np.float64)
+    background = values[~foreground]
+    centre = float(np.median(background))
+    spread = 1.4826 * float(np.median(np.abs(background - centre)))
+    difference = abs(float(np.median(values[foreground])) - centre)
+    cnr = difference / spread if spread > 0 else (np.inf if difference > 0 else 0.0)
+    return float(min(cnr, 1e6)), spread

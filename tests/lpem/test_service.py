@@ -15,6 +15,7 @@ from grpc_status import rpc_status
 
 from nanolens.lpem.v1 import lpem_pb2, lpem_pb2_grpc
 from nanolens_gateway.adapters.lpem import stream_movie
+from nanolens_lpem.science import quality
 from nanolens_lpem.service import MODEL, SHIPPED_BUNDLES, TASKS, LpemPipeline, servicer
 from nanolens_lpem.synthetic.movies import MovieParams, generate
 from nanolens_runtime import arrays
@@ -132,3 +133,20 @@ async def test_a_cancelled_call_stops_and_the_service_keeps_serving(stub, movie)
         await collect(stub, messages(np.concatenate([frames] * 3), chunk=2), stop_after=3)
     out = await collect(stub, messages(frames[:6]))
     assert out["summary"].frames == 6
+
+
+async def test_a_movie_of_particles_is_trusted_and_noise_or_unrelated_frames_are_not(stub, movie):
+    """Particles persist and stand out; detections in noise do neither, and in frames taken from
+    unrelated movies they do not persist (docs/lpem-evaluation.md, "Verdict")."""
+    frames, _, _ = movie
+    good = (await collect(stub, messages(frames[:24])))["summary"].quality
+    assert good.trustworthy and good.linked_fraction > 0.9 and good.contrast_to_noise > 0.8, list(good.warnings)
+    low_linked, low_contrast = quality.MIN_LINKED_FRACTION, quality.MIN_CONTRAST_TO_NOISE
+    noise = (np.random.default_rng(1).random((24, 128, 128)) * 60000).astype(np.uint16)
+    flagged = (await collect(stub, messages(noise)))["summary"].quality
+    assert not flagged.trustworthy and flagged.linked_fraction < low_linked and flagged.contrast_to_noise < low_contrast
+    params = MovieParams(shape=(128, 128), n_frames=1, n_particles=14, contrast=0.35, radius_range=(4, 7))
+    unrelated = np.stack([generate(params, seed=100 + k)[0][0] for k in range(24)]).astype(np.uint16)
+    shuffled = (await collect(stub, messages(unrelated)))["summary"].quality
+    assert not shuffled.trustworthy and shuffled.linked_fraction < low_linked
+    assert any("persist" in w for w in shuffled.warnings)

@@ -29,7 +29,7 @@ from nanolens_gateway.adapters import pictures
 from nanolens_gateway.context import AnalysisContext, Outcome
 from nanolens_gateway.domains import Analysis, Domain, Option, yes
 from nanolens_gateway.results import Artefact
-from nanolens_gateway.schema import array, integer, nullable, number, record, string
+from nanolens_gateway.schema import array, boolean, integer, nullable, number, record, string
 from nanolens_gateway.upstream import ServiceClient
 from nanolens_runtime import arrays
 from nanolens_runtime.errors import InvalidArgument
@@ -56,6 +56,13 @@ RESULT = {
         d_um2_per_s=_NUM, ci95_um2_per_s=nullable(array(_NUM, "95 % interval, um^2/s")),
         msd_fit_d_px2_per_frame=_NUM, localisation_var_px2=_NUM, n_tracks=integer("tracks with steps"),
         n_steps=integer("step pairs used"), method=string("estimator")),
+    "quality": record(
+        "whether to trust the analysis: detections in noise neither persist nor stand out",
+        trustworthy=boolean("false when any warning was raised"),
+        linked_fraction=number("share of all detections in tracks of 3 frames or more (warning under 0.7)"),
+        contrast_to_noise=number("median over frames of the detections' contrast over the background's noise "
+                                 "(warning under 0.6)"),
+        warnings=array(string("one reason"), "why not to trust the analysis; empty when it can be trusted")),
     "per_frame": record("per-frame statistics in brief (frames.csv has them all)", mean_particles=_NUM,
                         mean_diameter_px_first=_NUM, mean_diameter_px_last=_NUM,
                         max_cluster_size=integer("largest cluster of touching particles in any frame")),
@@ -286,6 +293,10 @@ def summary_doc(summary, tables, pixel_size, fps, movie_, ctx: AnalysisContext, 
                   "pixel_size_source": "request" if requested_px else ("file" if pixel_size else "unknown"),
                   "fps": fps or None},
         "detections": summary.detections, "tracks": summary.tracks, "pairs": summary.pairs,
+        "quality": {"trustworthy": summary.quality.trustworthy,
+                    "linked_fraction": round(summary.quality.linked_fraction, 4),
+                    "contrast_to_noise": round(summary.quality.contrast_to_noise, 3),
+                    "warnings": list(summary.quality.warnings)},
         "linking": {"search_range_px": summary.search_range_px, "memory_frames": summary.memory_frames,
                     "pair_cutoff_px": round(summary.pair_cutoff_px, 3)},
         "diffusion": {"d_px2_per_frame": _finite(d.d_px2_per_frame),

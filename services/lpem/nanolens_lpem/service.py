@@ -19,7 +19,7 @@ import onnxruntime as ort
 from prometheus_client import Counter
 
 from nanolens.lpem.v1 import lpem_pb2, lpem_pb2_grpc
-from nanolens_lpem.science import dynamics
+from nanolens_lpem.science import dynamics, quality
 from nanolens_lpem.science.segmentation import COLUMNS, segment_frames
 from nanolens_lpem.science.tracking import StreamLinker
 from nanolens_runtime import arrays, metrics
@@ -100,11 +100,13 @@ class MovieState:
     frames_done: int = 0
     detections: int = 0
     rows: list[np.ndarray] = field(default_factory=list)  # float32 (K, len(TRACK_COLUMNS)) per frame
+    contrast: list[float] = field(default_factory=list)  # per frame, quality.frame_contrast
 
-    def add(self, segs) -> np.ndarray:
+    def add(self, segs, frames: np.ndarray) -> np.ndarray:
         """Link one chunk's detections (blocking); returns its labels (T x H x W uint16)."""
         labels = []
-        for seg in segs:
+        for seg, frame in zip(segs, frames, strict=True):
+            self.contrast.append(quality.frame_contrast(frame, seg.labels))
             table = seg.table
             ids = self.linker.link(table[:, 1:3]) if len(table) else self.linker.link(np.zeros((0, 2)))
             block = np.empty((len(table), len(TRACK_COLUMNS)), np.float32)
@@ -137,6 +139,7 @@ class MovieResult:
     msd: dict[str, np.ndarray]
     diffusion: dynamics.Diffusion
     pair_cutoff_px: float
+    linked_fraction: float  # share of all detections in tracks of >= MIN_TRACK_FRAMES frames
 
 
 def analyse(state: MovieState) -> MovieResult:
@@ -159,7 +162,7 @@ def analyse(state: MovieState) -> MovieResult:
     per_frame["drift_row"], per_frame["drift_col"] = shift[:, 0], shift[:, 1]
     tracks = dict(table, row_corrected=corrected["row"], col_corrected=corrected["col"])
     msd = {"lag": diff.lags.astype(np.int64), "msd_px2": diff.msd, "n": diff.msd_count}
-    return MovieResult(tracks, diff.tracks, pair_table, per_frame, msd, diff, cutoff)
+    return MovieResult(tracks, diff.tracks, pair_table, per_frame, msd, diff, cutoff, float(keep.mean()))
 
 
 def table_parts(name: str, table: dict[str, np.ndarray]):
@@ -248,7 +251,7 @@ class LpemServicer(DomainServicer, lpem_pb2_grpc.LpemServiceServicer):
                 segs = await self.pipeline.run((chunk, s.bright, s.binning), model, timer, context.time_remaining())
                 with timer.stage("postprocess"):
                     before = state.detections
-                    labels = await self.pipeline.pool.call(state.add, segs)
+                    labels = await self.pipeline.pool.call(state.add, segs, chunk)
                 frames_counter.labels(SERVICE).inc(len(chunk))
                 particles_counter.labels(SERVICE).inc(state.detections - before)
                 yield lpem_pb2.AnalyzeMovieResponse(labels=lpem_pb2.LabelChunk(
@@ -275,7 +278,14 @@ class LpemServicer(DomainServicer, lpem_pb2_grpc.LpemServiceServicer):
             tracks=len(result.track_summary["track"]), pairs=len(result.pairs["frame"]),
             diffusion=diffusion_message(result.diffusion, s), search_range_px=s.search_range_px,
             memory_frames=s.memory_frames, pair_cutoff_px=result.pair_cutoff_px,
-            provenance=LPEM.provenance(model, timer)))
+            provenance=LPEM.provenance(model, timer), quality=quality_message(result, state)))
+
+
+def quality_message(result: MovieResult, state: MovieState) -> lpem_pb2.MovieQuality:
+    contrast = float(np.median(state.contrast)) if state.contrast else 0.0
+    warnings = quality.judge(result.linked_fraction, contrast)
+    return lpem_pb2.MovieQuality(linked_fraction=result.linked_fraction, contrast_to_noise=contrast,
+                                 trustworthy=not warnings, warnings=list(warnings))
 
 
 def servicer(pipeline: LpemPipeline) -> Servicer:

@@ -51,7 +51,7 @@ def nanolens_tracks(session, images: np.ndarray, search: float = 10.0, memory: i
     t0 = time.perf_counter()
     state = MovieState(Settings(search_range_px=search, memory_frames=memory), StreamLinker(search, memory))
     for i in range(0, len(images), 8):
-        state.add(segment_frames(session, images[i:i + 8], dark_particles=dark))
+        state.add(segment_frames(session, images[i:i + 8], dark_particles=dark), images[i:i + 8])
     state.linker.close()
     table = state.table()
     counts = np.bincount(table["track"], minlength=1)

@@ -35,12 +35,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from nanolens_micrographs import contrast_to_noise
 from nanolens_tem.science.baselines import watershed_segment
 from nanolens_tem.science.cnn import resample
 from nanolens_tem.science.segmentation import Segmentation, geometric_stats
 
-#: fewest pixels on either side for the contrast to be measured at all
-MIN_PIXELS = 50
 #: a particle is faint when its mean differs from its surrounding ring by less than this many
 #: background standard deviations
 FAINT = 1.0
@@ -123,19 +122,6 @@ class Quality:
         return not self.warnings
 
 
-def _contrast_to_noise(values: np.ndarray, foreground: np.ndarray) -> tuple[float, float]:
-    """(contrast-to-noise, background robust sd); both 0 when unmeasurable."""
-    n_fg = int(foreground.sum())
-    if n_fg < MIN_PIXELS or foreground.size - n_fg < MIN_PIXELS:
-        return 0.0, 0.0
-    background = values[~foreground]
-    centre = float(np.median(background))
-    spread = 1.4826 * float(np.median(np.abs(background - centre)))
-    difference = abs(float(np.median(values[foreground])) - centre)
-    cnr = difference / spread if spread > 0 else (math.inf if difference > 0 else 0.0)
-    return min(cnr, 1e6), spread  # a noise-free background: "very high", still a number for JSON
-
-
 def _faint_fraction(values: np.ndarray, labels: np.ndarray, spread: float) -> float:
     """Share of particles whose mean differs from the mean of a ring around them by under FAINT x spread."""
     n = int(labels.max())
@@ -178,7 +164,7 @@ def measure(image: np.ndarray, labels: np.ndarray, diameters: np.ndarray, weight
     values = np.asarray(image, dtype=np.float64)
     foreground = labels > 0
     coverage = float(foreground.mean())
-    cnr, spread = _contrast_to_noise(values, foreground)
+    cnr, spread = contrast_to_noise(values, foreground)
     d = np.asarray(diameters, dtype=np.float64)
     w = None if weights is None else np.asarray(weights, dtype=np.float64)[d > 0]
     gmd = geometric_stats(d[d > 0], w)[0] if (d > 0).any() else math.nan

@@ -100,7 +100,7 @@ class Diffusion(_message.Message):
     def __init__(self, d_px2_per_frame: _Optional[float] = ..., d_low_px2_per_frame: _Optional[float] = ..., d_high_px2_per_frame: _Optional[float] = ..., d_um2_per_s: _Optional[float] = ..., d_low_um2_per_s: _Optional[float] = ..., d_high_um2_per_s: _Optional[float] = ..., localisation_var_px2: _Optional[float] = ..., msd_d_px2_per_frame: _Optional[float] = ..., msd_offset_px2: _Optional[float] = ..., n_tracks: _Optional[int] = ..., n_steps: _Optional[int] = ...) -> None: ...
 
 class MovieSummary(_message.Message):
-    __slots__ = ("frames", "height", "width", "detections", "tracks", "pairs", "diffusion", "search_range_px", "memory_frames", "pair_cutoff_px", "provenance")
+    __slots__ = ("frames", "height", "width", "detections", "tracks", "pairs", "diffusion", "search_range_px", "memory_frames", "pair_cutoff_px", "provenance", "quality")
     FRAMES_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
@@ -112,6 +112,7 @@ class MovieSummary(_message.Message):
     MEMORY_FRAMES_FIELD_NUMBER: _ClassVar[int]
     PAIR_CUTOFF_PX_FIELD_NUMBER: _ClassVar[int]
     PROVENANCE_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
     frames: int
     height: int
     width: int
@@ -123,7 +124,20 @@ class MovieSummary(_message.Message):
     memory_frames: int
     pair_cutoff_px: float
     provenance: _common_pb2.Provenance
-    def __init__(self, frames: _Optional[int] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., detections: _Optional[int] = ..., tracks: _Optional[int] = ..., pairs: _Optional[int] = ..., diffusion: _Optional[_Union[Diffusion, _Mapping]] = ..., search_range_px: _Optional[float] = ..., memory_frames: _Optional[int] = ..., pair_cutoff_px: _Optional[float] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ...) -> None: ...
+    quality: MovieQuality
+    def __init__(self, frames: _Optional[int] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., detections: _Optional[int] = ..., tracks: _Optional[int] = ..., pairs: _Optional[int] = ..., diffusion: _Optional[_Union[Diffusion, _Mapping]] = ..., search_range_px: _Optional[float] = ..., memory_frames: _Optional[int] = ..., pair_cutoff_px: _Optional[float] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ..., quality: _Optional[_Union[MovieQuality, _Mapping]] = ...) -> None: ...
+
+class MovieQuality(_message.Message):
+    __slots__ = ("linked_fraction", "contrast_to_noise", "trustworthy", "warnings")
+    LINKED_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    CONTRAST_TO_NOISE_FIELD_NUMBER: _ClassVar[int]
+    TRUSTWORTHY_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    linked_fraction: float
+    contrast_to_noise: float
+    trustworthy: bool
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, linked_fraction: _Optional[float] = ..., contrast_to_noise: _Optional[float] = ..., trustworthy: _Optional[bool] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AnalyzeMovieResponse(_message.Message):
     __slots__ = ("progress", "labels", "table", "summary")
