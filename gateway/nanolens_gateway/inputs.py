@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 import uuid
 from pathlib import PurePosixPath
 
@@ -10,21 +11,26 @@ from nanolens.common.v1 import common_pb2
 from nanolens_gateway.settings import GatewaySettings
 from nanolens_runtime.errors import InvalidArgument
 
-KEY_OK = re.compile(r"^[A-Za-z0-9!_.*'()/ +=@,:-]+$")
 MAX_KEY_BYTES = 1024  # S3's limit
 
 
 def validate_key(key: str, field: str) -> str:
-    """An object key a user may choose: relative, no '..' segments, printable, <= 1024 bytes."""
+    """An object key as instruments write them: any UTF-8 text S3 takes (accents, '#', '[]', spaces),
+    at most 1024 bytes, relative, without empty, '.' or '..' parts and without control characters."""
     if not key:
         raise InvalidArgument(f"{field} is empty", field=field)
-    if len(key.encode()) > MAX_KEY_BYTES:
+    try:
+        size = len(key.encode())
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"{field} {key!r} is not valid UTF-8 text", field=field) from None
+    if size > MAX_KEY_BYTES:
         raise InvalidArgument(f"{field} is longer than {MAX_KEY_BYTES} bytes", field=field)
     if key.startswith("/") or any(part in ("", ".", "..") for part in key.split("/")):
         raise InvalidArgument(f"{field} {key!r} must be a relative path without empty, '.' or '..' parts",
                               field=field)
-    if not KEY_OK.match(key):
-        raise InvalidArgument(f"{field} {key!r} has characters outside letters, digits and !_.*'()/ +=@,:-",
+    control = sorted({f"U+{ord(c):04X}" for c in key if unicodedata.category(c) in ("Cc", "Cf", "Co", "Cn")})
+    if control:
+        raise InvalidArgument(f"{field} {key!r} holds control or unassigned characters ({', '.join(control)})",
                               field=field)
     return key
 

@@ -1,7 +1,7 @@
 """Durable jobs, real processes on loopback (the store alone, on both backends, is
 tests/automation/test_pgstore.py): a prefix analysed as one job with a corrupt input failing alone,
 a gateway killed mid-job finishing after a restart with every input stored once, cancel and retry,
-the CLI."""
+the CLI, keys with accents, '#' and brackets."""
 
 from __future__ import annotations
 
@@ -86,6 +86,22 @@ def test_a_prefix_is_analysed_and_a_corrupt_input_fails_alone(stack, tmp_path):
     again = client.stub.RetryJob(gateway_pb2.RetryJobRequest(job_id=job.job_id), timeout=30).job
     assert again.pending + again.running == 1 and again.failed == 0
     assert wait_for(job.job_id, client).failed == 1  # still broken
+    client.close()
+
+
+def test_keys_as_instruments_write_them_are_analysed(stack, tmp_path):
+    _, endpoints = stack
+    client = GatewayClient(endpoints.gateway)
+    keys = ["instrument/données/é.txt", "instrument/run#3.txt", "instrument/sample [1].txt"]
+    for i, key in enumerate(keys):
+        path = tmp_path / f"{i}.txt"
+        path.write_text("".join(f"{100 + 3 * j} {1500 + (j % 7) * 10 + i}\n" for j in range(960)))
+        assert client.upload(path, key=key, timeout=60).object.key == key
+    done = wait_for(submit(client, "instrument/").job_id, client)
+    assert done.state == "done" and done.done == 3, [(i.object.key, i.error) for i in done.items]
+    assert sorted(i.object.key for i in done.items) == sorted(keys)
+    for item in done.items:
+        assert json.loads(client.download(item.result, timeout=30))["input"]["key"] == item.object.key
     client.close()
 
 
