@@ -249,7 +249,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
 
     async def Download(self, request, context):
         bucket, key, version = self.plane.buckets.readable_object(request.object, "object")
-        caller().require("read", bucket, key)
+        await self._require_read(bucket, key)
         info = await asyncio.to_thread(self.store.stat, bucket, key, version)
         chunk = 1 << 20
         for offset in range(0, max(info.size, 1), chunk):
@@ -259,6 +259,18 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                 yield gateway_pb2.DownloadResponse(chunk=data, size_bytes=info.size, media_type=info.content_type)
             else:
                 yield gateway_pb2.DownloadResponse(chunk=data)
+
+    async def _require_read(self, bucket: str, key: str) -> None:
+        """Read access to ``bucket/key``; a job's report and index (``results/jobs/<job id>/...``, written
+        under no input's path) are the job's owner's to read, whatever the scopes."""
+        who = caller()
+        parts = key.split("/")
+        if (bucket == self.settings.results_bucket and parts[0] == "jobs" and len(parts) > 2
+                and self.jobs is not None and not who.may("read", bucket, key)):
+            who.objects.append(f"{bucket}/{key}")
+            await self.jobs.get(parts[1])  # NOT_FOUND unless the caller may see the job (a scoped one: its own)
+            return
+        who.require("read", bucket, key)
 
     # -- jobs ---------------------------------------------------------------------------
     def _job_rpcs(self):

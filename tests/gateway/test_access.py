@@ -41,7 +41,8 @@ SPECTRUM = "".join(f"{100 + 3 * i} {1000 + (i % 7) * 10}\n" for i in range(960))
 @pytest.fixture(scope="module")
 def gateway(start_stack):
     return start_stack("access", extra_env={"NANOLENS_GATEWAY_TOKENS": json.dumps(TABLE),
-                                            "NANOLENS_UPLOAD_URL_MAX_SECONDS": "600"}, domains=("spectra",))
+                                            "NANOLENS_UPLOAD_URL_MAX_SECONDS": "600",
+                                 "NANOLENS_JOB_REPORT_SECONDS": "1"}, domains=("spectra",))
 
 
 def client(endpoints, who: str | None) -> GatewayClient:
@@ -126,6 +127,27 @@ def test_a_scope_is_a_folder_on_slash_boundaries(gateway, tmp_path):
     items = c.stub.GetJob(gateway_pb2.GetJobRequest(job_id=job.job_id, items=True), timeout=30,
                           metadata=c.metadata).job.items
     assert items and all(i.object.key.startswith("lab-c/") for i in items), [i.object.key for i in items]
+
+
+def test_a_jobs_owner_reads_its_report_and_other_scoped_callers_do_not(gateway, tmp_path):
+    _, endpoints = gateway
+    a, b = client(endpoints, "lab-a"), client(endpoints, "lab-b")
+    b.upload(spectrum(tmp_path), key="lab-b/report-run/1.txt", timeout=60)
+    request = gateway_pb2.SubmitJobRequest(prefix="lab-b/report-run/", analysis=gateway_pb2.ANALYSIS_KIND_SPECTRA)
+    job = b.stub.SubmitJob(request, timeout=30, metadata=b.metadata).job
+    report = common_pb2.ObjectRef(bucket="results", key=f"jobs/{job.job_id}/report.html")
+    deadline = time.monotonic() + 120
+    while True:  # the report is written once the job has ended
+        try:
+            page = b.download(report, timeout=30)
+            break
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.NOT_FOUND and time.monotonic() < deadline, exc.details()
+            time.sleep(0.5)
+    assert job.job_id in page.decode()
+    assert client(endpoints, "reader").download(report, timeout=30) == page  # unscoped: reads everything
+    other = refused(lambda: a.download(report, timeout=30))
+    assert other.code() == grpc.StatusCode.NOT_FOUND and job.job_id in other.details()  # as GetJob answers it
 
 
 @pytest.mark.parametrize("key", ["lab-a/../lab-b/x.txt", "/lab-a/x.txt", "lab-a/x\ny.txt", "lab-a//x.txt"])

@@ -1,5 +1,6 @@
 """Search over a collection shared by two groups: each sees only its own images among the hits,
-and a read-only token searches with stored images but may not embed new ones."""
+a read-only token searches with stored images but may not embed new ones, and a refusal outside the
+scopes does not tell whether the collection holds the image."""
 
 from __future__ import annotations
 
@@ -68,4 +69,11 @@ def test_each_group_finds_only_its_own_images_in_a_shared_collection(endpoints, 
     with pytest.raises(grpc.RpcError) as err:
         search(reader, fresh)
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED and "may not analyse" in err.value.details()
+    # no membership oracle: outside the scopes, a stored and a fresh image are refused alike
+    refusals = []
+    for ref in (mine["lab-a"][1], fresh):
+        with pytest.raises(grpc.RpcError) as err:
+            search(b, ref)
+        refusals.append((err.value.code(), err.value.details().replace(ref.key, "KEY")))
+    assert refusals[0] == refusals[1] and refusals[0][0] == grpc.StatusCode.PERMISSION_DENIED, refusals
     assert search(a, fresh).query_in_collection is False

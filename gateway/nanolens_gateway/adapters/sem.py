@@ -280,7 +280,10 @@ async def search(plane: DataPlane, request: gateway_pb2.SearchCollectionRequest
     loaded = await collections(plane).load(name)
     row = collections(plane).row_of(loaded, bucket, key)
     model = common_pb2.ModelInfo(**loaded.record["model"])
-    who.require("read" if row >= 0 else "analyse", bucket, key)
+    # outside the caller's scopes the refusal is the same whether the collection holds the object or
+    # not (no membership oracle); within them, a query not stored must be embedded: an analysis
+    outside = not who.may("read", bucket, key)
+    who.require("read" if row >= 0 or outside else "analyse", bucket, key)
     if row >= 0:
         query = loaded.matrix[row]
     else:
