@@ -9,9 +9,9 @@ import platform
 import time
 from pathlib import Path
 
-from bench import jobs, lpem, many, sem, spectra, tem
+from bench import gateway, jobs, lpem, many, sem, spectra, tem
 
-SUITES = {"spectra": spectra, "many": many, "tem": tem, "lpem": lpem, "sem": sem, "jobs": jobs}
+SUITES = {"spectra": spectra, "many": many, "tem": tem, "lpem": lpem, "sem": sem, "jobs": jobs, "gateway": gateway}
 
 
 def main() -> int:

@@ -65,7 +65,15 @@ def _jobs(jobs: dict) -> None:
     assert jobs["job_done"] == jobs["items"] > 0 and jobs["direct_s"] > 0 and jobs["job_over_direct"] > 0
 
 
-SUITES = {"spectra": _spectra, "many": _many, "tem": _tem, "lpem": _lpem, "sem": _sem, "jobs": _jobs}
+def _gateway(gateway: dict) -> None:
+    assert [r["clients"] for r in gateway["load"]] == [1, 8, 32]
+    assert all(r["health_p99_ms"] >= r["health_p50_ms"] > 0 and r["analyses"] > 0 for r in gateway["load"])
+    assert all(b["code"] in ("RESOURCE_EXHAUSTED", "INVALID_ARGUMENT") for b in gateway["bombs"])
+    assert gateway["outage"]["job_state"] == "done" and gateway["outage"]["failed"] == 0
+
+
+SUITES = {"spectra": _spectra, "many": _many, "tem": _tem, "lpem": _lpem, "sem": _sem, "jobs": _jobs,
+          "gateway": _gateway}
 
 
 @pytest.mark.slow
