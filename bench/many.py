@@ -5,7 +5,8 @@ unary Analyze calls, in one run on one machine.
   ``force``), the way a client without AnalyzeMany sends many items;
 - many, named: one AnalyzeMany call naming the same N objects;
 - many, inline: one AnalyzeMany call carrying N other spectra's bytes (stored, then computed);
-- many, numbers only: the named call with ``numbers_only`` (no spectra.png drawn per item);
+- numbers only: the unary calls and the named AnalyzeMany call with ``numbers_only`` (no
+  spectra.png drawn per item);
 - 1-caller latency: one item by Analyze and by AnalyzeMany, median of several;
 - the batching engine in process (``bench.spectra.engine_throughput``), the ceiling.
 
@@ -56,15 +57,15 @@ def stage_medians(responses: list[gateway_pb2.AnalyzeResponse]) -> dict[str, flo
     return {stage: round(statistics.median(values), 4) for stage, values in stages.items()}
 
 
-async def unary(stub, refs: list[common_pb2.ObjectRef], callers: int) -> tuple[float, list]:
+async def unary(stub, refs: list[common_pb2.ObjectRef], callers: int, **options: str) -> tuple[float, list]:
     """Seconds for one Analyze per object from ``callers`` concurrent callers, and the responses."""
     pending = iter(refs)
     responses = []
 
     async def caller():
         for ref in pending:
-            responses.append(await stub.Analyze(gateway_pb2.AnalyzeRequest(input=ref, analysis=SPECTRA, force=True),
-                                                timeout=600))
+            request = gateway_pb2.AnalyzeRequest(input=ref, analysis=SPECTRA, force=True, options=options)
+            responses.append(await stub.Analyze(request, timeout=600))
 
     start = time.perf_counter()
     await asyncio.gather(*(caller() for _ in range(callers)))
@@ -101,16 +102,20 @@ async def through_stack(address: str, refs: list[common_pb2.ObjectRef], fresh: l
         named_s, named_answers = await many(stub, [named(i, r) for i, r in enumerate(refs)])
         inline_s, _ = await many(stub, [inline(i, d) for i, d in enumerate(fresh)])
         numbers_s, numbers_answers = await many(stub, [named(i, r, numbers_only="yes") for i, r in enumerate(refs)])
-        one_unary, one_many = [], []
-        for i in range(LATENCY_REPEATS):  # interleaved, so drift in load hits both
-            one_unary.append((await unary(stub, refs[i:i + 1], 1))[0])
-            one_many.append((await many(stub, [named(0, refs[i])]))[0])
+        unary_numbers_s, _ = await unary(stub, refs, CALLERS, numbers_only="yes")
+        one: dict[str, list[float]] = {"analyze": [], "analyze_many": [], "analyze_numbers_only": [],
+                                       "analyze_many_numbers_only": []}
+        for i in range(LATENCY_REPEATS):  # interleaved, so drift in load hits all
+            one["analyze"].append((await unary(stub, refs[i:i + 1], 1))[0])
+            one["analyze_many"].append((await many(stub, [named(0, refs[i])]))[0])
+            one["analyze_numbers_only"].append((await unary(stub, refs[i:i + 1], 1, numbers_only="yes"))[0])
+            one["analyze_many_numbers_only"].append((await many(stub, [named(0, refs[i], numbers_only="yes")]))[0])
     return {
         "items": n, "unary_callers": CALLERS,
         "unary_items_per_s": round(n / unary_s, 1), "many_named_items_per_s": round(n / named_s, 1),
         "many_inline_items_per_s": round(n / inline_s, 1), "many_numbers_only_items_per_s": round(n / numbers_s, 1),
-        "latency_1_caller_ms": {"analyze_p50": round(1000 * statistics.median(one_unary), 1),
-                                "analyze_many_p50": round(1000 * statistics.median(one_many), 1),
+        "unary_numbers_only_items_per_s": round(n / unary_numbers_s, 1),
+        "latency_1_caller_ms": {**{f"{k}_p50": round(1000 * statistics.median(v), 1) for k, v in one.items()},
                                 "repeats": LATENCY_REPEATS},
         "stages_unary_s": stage_medians(unary_answers), "stages_many_s": stage_medians(named_answers),
         "stages_many_numbers_only_s": stage_medians(numbers_answers),
@@ -133,7 +138,7 @@ def run(quick: bool = False) -> dict:
     results["many_over_unary"] = round(results["many_named_items_per_s"] / results["unary_items_per_s"], 2)
     results["many_over_engine"] = round(results["many_named_items_per_s"] / results["engine_items_per_s"], 4)
     results["numbers_only_over_unary"] = round(
-        results["many_numbers_only_items_per_s"] / results["unary_items_per_s"], 2)
+        results["many_numbers_only_items_per_s"] / results["unary_numbers_only_items_per_s"], 2)
     results["numbers_only_over_engine"] = round(
         results["many_numbers_only_items_per_s"] / results["engine_items_per_s"], 4)
     return results
@@ -148,16 +153,18 @@ def report(results: dict) -> str:
     return "\n".join([
         f"{results['items']} single spectra through the stack:",
         f"  unary Analyze, {results['unary_callers']} callers  {results['unary_items_per_s']:>9} items/s",
+        f"  the same, numbers only        {results['unary_numbers_only_items_per_s']:>9} items/s",
         f"  AnalyzeMany, named            {results['many_named_items_per_s']:>9} items/s",
         f"  AnalyzeMany, inline           {results['many_inline_items_per_s']:>9} items/s",
         f"  AnalyzeMany, numbers only     {results['many_numbers_only_items_per_s']:>9} items/s",
         f"  batching engine in process    {results['engine_items_per_s']:>9} items/s",
-        f"  AnalyzeMany / unary {results['many_over_unary']}x, numbers only "
+        f"  AnalyzeMany / unary {results['many_over_unary']}x, both numbers only "
         f"{results['numbers_only_over_unary']}x (goal >= 5x)",
         f"  AnalyzeMany / engine {100 * results['many_over_engine']:.2f} %, numbers only "
         f"{100 * results['numbers_only_over_engine']:.2f} % (goal >= 50 %)",
-        f"  1 caller, p50 of {lat['repeats']}: Analyze {lat['analyze_p50']} ms, "
-        f"AnalyzeMany {lat['analyze_many_p50']} ms",
+        f"  1 caller, p50 of {lat['repeats']}: Analyze {lat['analyze_p50']} ms, AnalyzeMany "
+        f"{lat['analyze_many_p50']} ms; numbers only {lat['analyze_numbers_only_p50']} ms, "
+        f"{lat['analyze_many_numbers_only_p50']} ms",
         f"  per item in AnalyzeMany (median): {stages('stages_many_s')}",
         f"  per item, numbers only (median): {stages('stages_many_numbers_only_s')}",
     ])
