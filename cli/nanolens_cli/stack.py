@@ -159,6 +159,21 @@ def weed_binary() -> str:
     return found
 
 
+@dataclass(frozen=True)
+class ExternalStore:
+    """An S3 server the stack does not run (a facility MinIO, or moto for a comparison): where it is
+    and the credentials to reach it."""
+
+    host: str
+    port: int
+    access_key: str
+    secret_key: str
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
 class EmbeddedStore:
     """SeaweedFS as the stack's object store: ``weed mini`` (master, volume server, filer and S3
     gateway in one process) keeping every object under ``folder``, listening on ``host`` only.
@@ -290,17 +305,21 @@ class Stack:
     ``gateway``, a domain's name); the rest are free ports. ``data_dir`` holds the objects
     (``s3/``) and the job database (``jobs.sqlite``), and is kept; without it they live in a
     temporary folder removed with the stack. ``fresh`` empties the data folder at start.
+    ``store``: an S3 server to use instead of running SeaweedFS.
     """
 
     def __init__(self, host: str = "127.0.0.1", ports: dict[str, int] | None = None, echo_logs: bool = False,
                  extra_env: dict[str, str] | None = None, log_dir: Path | None = None,
-                 domains: tuple[str, ...] | None = None, data_dir: Path | None = None, fresh: bool = False):
+                 domains: tuple[str, ...] | None = None, data_dir: Path | None = None, fresh: bool = False,
+                 store: ExternalStore | None = None):
         from nanolens_gateway.domains import domains as registered
 
         self.host = host
         self.domains = [d for d in registered() if domains is None or d.name in domains]
         self.services = [d.name for d in self.domains] + ["gateway"]  # started in this order; the gateway last
         ports = {k: v for k, v in (ports or {}).items() if v}
+        if store is not None:
+            ports["s3"] = store.port
         self.ports = {name: ports.get(name) or free_port() for name in ["s3", *self.services]}
         self.metrics_ports = {name: free_port() for name in self.services}
         self.echo_logs = echo_logs
@@ -310,14 +329,14 @@ class Stack:
         self._temporary = None if data_dir else tempfile.TemporaryDirectory(prefix="nanolens-stack-")
         self.data_dir = Path(data_dir or self._temporary.name).absolute()
         self.fresh = fresh
-        self.store = EmbeddedStore(self.data_dir / "s3", host, self.ports["s3"])
+        self.store = store or EmbeddedStore(self.data_dir / "s3", host, self.ports["s3"])
         self.jobs_db = self.data_dir / "jobs.sqlite"
         self._lock: int | None = None
 
     @property
     def endpoints(self) -> Endpoints:
         h = self.host
-        return Endpoints(s3=f"{h}:{self.ports['s3']}", gateway=f"{h}:{self.ports['gateway']}",
+        return Endpoints(s3=f"{self.store.host}:{self.ports['s3']}", gateway=f"{h}:{self.ports['gateway']}",
                          services={d.name: f"{h}:{self.ports[d.name]}" for d in self.domains},
                          metrics={k: f"http://{h}:{p}/metrics" for k, p in self.metrics_ports.items()},
                          s3_access_key=self.store.access_key, s3_secret_key=self.store.secret_key)
@@ -380,27 +399,30 @@ class Stack:
 
     def start(self, timeout: float = 90.0) -> Endpoints:
         for name, port in self.ports.items():
-            refuse_taken(self.host, port, name)
+            if name != "s3" or isinstance(self.store, EmbeddedStore):
+                refuse_taken(self.host, port, name)
         for name, port in self.metrics_ports.items():
             refuse_taken(self.host, port, f"{name} metrics")
         self._take_data_dir(timeout=30)
         try:
-            if self.fresh:
+            if self.fresh and isinstance(self.store, EmbeddedStore):
                 self.store.wipe()
                 for path in self.data_dir.glob("jobs.sqlite*"):
                     path.unlink()
-            s3 = self._spawn("s3", self.store.command(), dict(os.environ), cwd=self.store.folder)
-            try:
-                self.store.wait_ready(s3.popen, timeout)
-            except (RuntimeError, TimeoutError) as exc:  # with SeaweedFS's own words
-                raise RuntimeError(f"{exc}:\n{''.join(s3.lines[-30:])}") from None
+            s3 = None
+            if isinstance(self.store, EmbeddedStore):
+                s3 = self._spawn("s3", self.store.command(), dict(os.environ), cwd=self.store.folder)
+                try:
+                    self.store.wait_ready(s3.popen, timeout)
+                except (RuntimeError, TimeoutError) as exc:  # with SeaweedFS's own words
+                    raise RuntimeError(f"{exc}:\n{''.join(s3.lines[-30:])}") from None
             # The domain services load their models side by side; the gateway starts once they serve.
             started = {name: self.spawn_service(name) for name in self.services[:-1]}
             for name in self.services:
                 proc = started.get(name) or self.spawn_service(name)
                 if not proc.serving.wait(timeout) or proc.popen.poll() is not None:
                     raise RuntimeError(f"{name} did not become ready:\n{''.join(proc.lines[-30:])}")
-            if s3.popen.poll() is not None:
+            if s3 is not None and s3.popen.poll() is not None:
                 raise RuntimeError(f"the S3 server exited with {s3.popen.returncode}:\n{''.join(s3.lines[-30:])}")
         except BaseException:
             self.stop()
@@ -421,7 +443,7 @@ class Stack:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             for proc in self.processes:
                 (self.log_dir / f"{proc.name}.log").write_text("".join(proc.lines))
-        if self.processes:
+        if self.processes and isinstance(self.store, EmbeddedStore):
             self.store.remove_sockets()
         self.processes.clear()
         if self._lock is not None:

@@ -72,8 +72,15 @@ def _gateway(gateway: dict) -> None:
     assert gateway["outage"]["job_state"] == "done" and gateway["outage"]["failed"] == 0
 
 
+def _storage(storage: dict) -> None:
+    assert set(storage["stores"]) == {"seaweedfs", "moto"}
+    for s in storage["stores"].values():
+        assert min(s["small_put_ms"], s["small_get_ms"], s["large_put_ms"], s["large_get_ms"]) > 0
+        assert s["job"]["done"] == s["job"]["items"] > 0
+
+
 SUITES = {"spectra": _spectra, "many": _many, "tem": _tem, "lpem": _lpem, "sem": _sem, "jobs": _jobs,
-          "gateway": _gateway}
+          "gateway": _gateway, "storage": _storage}
 
 
 @pytest.mark.slow
