@@ -23,12 +23,39 @@ MIN_CONTRAST_TO_NOISE = 0.6
 
 
 def frame_contrast(frame: np.ndarray, labels: np.ndarray) -> float:
-    """Contrast-to-noise of one frame's detections (0 when too few pixels to measure)."""
+    """Contrast-to-noise of one frame's detections.
+
+    Parameters
+    ----------
+    frame : numpy.ndarray
+        H x W frame.
+    labels : numpy.ndarray
+        H x W instance labels of its detections (0 background).
+
+    Returns
+    -------
+    float
+        :func:`nanolens_micrographs.contrast_to_noise` of the detections (0 when too few pixels
+        to measure).
+    """
     return contrast_to_noise(frame, labels > 0)[0]
 
 
 def judge(linked_fraction: float, contrast: float) -> tuple[str, ...]:
-    """The warnings a movie's signals raise; empty when its analysis can be trusted."""
+    """The warnings a movie's signals raise.
+
+    Parameters
+    ----------
+    linked_fraction : float
+        Share of all detections in tracks of at least 3 frames.
+    contrast : float
+        Median over frames of :func:`frame_contrast`.
+
+    Returns
+    -------
+    tuple of str
+        One sentence per signal under its threshold; empty when the analysis can be trusted.
+    """
     out = []
     if linked_fraction < MIN_LINKED_FRACTION:
         out.append(f"only {linked_fraction:.0%} of the detections persist for 3 frames or more (under "

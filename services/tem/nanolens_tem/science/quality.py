@@ -160,6 +160,11 @@ def measure(image: np.ndarray, labels: np.ndarray, diameters: np.ndarray, weight
     classical_gmd, classical_count, half_scale_gmd : float
         The GMD (px, in this image's pixels) and count of a classical method on the same image, and
         the GMD of the same method on the image at half scale; NaN (count: 0) when not run.
+
+    Returns
+    -------
+    Signals
+        Every signal of the module docstring (NaN where not measured).
     """
     values = np.asarray(image, dtype=np.float64)
     foreground = labels > 0
@@ -189,9 +194,25 @@ def _gmd(seg: Segmentation) -> float:
 
 def cross_check(image: np.ndarray, segment: Callable[[np.ndarray], Segmentation], dark_particles: bool,
                 classical: bool = True) -> dict[str, float]:
-    """The other analyses a result is compared with: a classical watershed on the same image
-    (``classical``: not when the result is the watershed's own), and ``segment`` (the result's own
-    method) on the image at half scale. Returns the keyword arguments of :func:`measure`."""
+    """The other analyses a result is compared with.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        H x W image that was analysed.
+    segment : callable
+        The result's own method, ``segment(image) -> Segmentation``; run on the image at half scale.
+    dark_particles : bool
+        Particle polarity, for the classical watershed.
+    classical : bool
+        Run the classical watershed on the same image (not when the result is the watershed's own).
+
+    Returns
+    -------
+    dict
+        ``classical_gmd``, ``classical_count`` and ``half_scale_gmd`` (those measured): keyword
+        arguments of :func:`measure`.
+    """
     out = {}
     if classical:
         reference = watershed_segment(image, dark_particles=dark_particles)
@@ -204,7 +225,22 @@ def cross_check(image: np.ndarray, segment: Callable[[np.ndarray], Segmentation]
 
 
 def beyond(kind: str, threshold: float, value: float) -> bool:
-    """Whether ``value`` lies beyond a threshold of ``kind`` (NaN: never)."""
+    """Whether a signal lies beyond its threshold.
+
+    Parameters
+    ----------
+    kind : str
+        ``"min"`` (flag below), ``"max"`` (flag above) or ``"band"`` (flag a ratio beyond the
+        factor ``threshold`` either way).
+    threshold : float
+        The threshold.
+    value : float
+        The signal; NaN (not measured) never lies beyond.
+
+    Returns
+    -------
+    bool
+    """
     if math.isnan(value):
         return False
     if kind == "min":
@@ -215,7 +251,21 @@ def beyond(kind: str, threshold: float, value: float) -> bool:
 
 
 def judge(signals: Signals, thresholds: dict[str, tuple[str, float]] | None = None) -> tuple[str, ...]:
-    """The warnings ``signals`` raise under ``thresholds`` (default :data:`THRESHOLDS`)."""
+    """The verdict on a result.
+
+    Parameters
+    ----------
+    signals : Signals
+        The result's signals.
+    thresholds : dict, optional
+        Signal -> (kind, threshold); default :data:`THRESHOLDS`.
+
+    Returns
+    -------
+    tuple of str
+        One warning per signal beyond its threshold ("no particles were found" alone when there
+        are none); empty when the result can be trusted.
+    """
     if signals.count == 0:
         return ("no particles were found",)
     out = []
@@ -229,9 +279,25 @@ def judge(signals: Signals, thresholds: dict[str, tuple[str, float]] | None = No
 
 def assess(image: np.ndarray, labels: np.ndarray, diameters: np.ndarray | None = None,
            weights: np.ndarray | None = None, **others: float) -> Quality:
-    """Signals and verdict of ``labels`` (0 background, >0 particle) found in ``image``, with the
-    particles' ``diameters`` (px; default: equivalent-circle diameters of the labels) and ``weights``;
-    ``others``: ``classical_gmd`` and ``half_scale_gmd`` of :func:`measure`."""
+    """Signals and verdict of a result.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        H x W image that was analysed.
+    labels : numpy.ndarray
+        Its instance labels (0 background).
+    diameters : numpy.ndarray, optional
+        The particles' diameters, px (default: equivalent-circle diameters of the labels).
+    weights : numpy.ndarray, optional
+        How many particles each stands for (default 1).
+    **others : float
+        ``classical_gmd``, ``classical_count``, ``half_scale_gmd`` (:func:`cross_check`).
+
+    Returns
+    -------
+    Quality
+    """
     labels = np.asarray(labels)
     if diameters is None:
         area = np.bincount(labels.ravel())[1:]

@@ -230,9 +230,11 @@ def bootstrap_ci(d: np.ndarray, weights: np.ndarray | None = None, resamples: in
     weights : numpy.ndarray, optional
         Frequency weights (see :func:`geometric_stats`), resampled with their particles.
     resamples : int
-        Bootstrap resamples; seeded (``seed``), so a result is reproducible.
+        Bootstrap resamples.
     level : float
         Coverage of the percentile interval.
+    seed : int
+        Seed of the resampling: the same particles give the same interval.
 
     Returns
     -------
