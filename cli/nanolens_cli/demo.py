@@ -55,7 +55,10 @@ def write_samples(folder: Path) -> dict[str, dict]:
     spectral_map = folder / f"map_{MAP_SIZE}x{MAP_SIZE}.npy"
     np.save(spectral_map, cube)
     micrographs = {"agglomerates.tif": generate_tem(SEED, SynthParams(shape=(512, 512), gmd=22.0, gsd=1.2)),
-                   "crystals.tif": generate_faceted(SEED, FacetedParams(shape=(512, 512), gmd=40.0, gsd=1.1))}
+                   "crystals.tif": generate_faceted(SEED, FacetedParams(shape=(512, 512), gmd=40.0, gsd=1.1)),
+                   # particles of 5 px, under what the CNN sizes: a wrong GMD that says so (quality)
+                   "tiny_particles.tif": generate_tem(SEED, SynthParams(shape=(256, 256), gmd=5.0, gsd=1.2,
+                                                                        d_min=2.0))}
     for name, micrograph in micrographs.items():
         tifffile.imwrite(folder / name, micrograph.image, imagej=True, metadata={"unit": "nm"},
                          resolution=(1 / TEM_PIXEL_NM, 1 / TEM_PIXEL_NM))
@@ -105,7 +108,8 @@ def _versus_truth(result: dict, folder: Path, truth: np.ndarray) -> dict:
         return {"gmd_error": round(dist["gmd_nm"] / gmd - 1, 4), "gsd_error": round(dist["gsd"] / gsd - 1, 4),
                 "particles_found": dist["count"], "particles_true": int(truth.size),
                 "occlusion_corrected": dist.get("occlusion_corrected", False),
-                "particles_estimated": dist.get("estimated_count", dist["count"])}
+                "particles_estimated": dist.get("estimated_count", dist["count"]),
+                "trustworthy": result["quality"]["trustworthy"], "warnings": len(result["quality"]["warnings"])}
     if "class_fractions" in result:  # the true map beside class_map.png, in the colours the result declares
         _truth_png(truth, result["class_names"], result["class_colours"], folder / "truth_class_map.png")
     return {"accuracy": round(_accuracy(result, folder, truth), 4)}

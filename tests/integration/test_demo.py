@@ -19,11 +19,13 @@ def test_demo_analyses_every_sample_close_to_its_truth(tmp_path):
         assert runs[name]["versus_truth"]["accuracy"] > 0.8
     for name in ("agglomerates.tif", "crystals.tif"):   # the default CNN, in nm from the TIFF's calibration
         truth = runs[name]["versus_truth"]
-        assert abs(truth["gmd_error"]) < 0.1 and abs(truth["gsd_error"]) < 0.1
+        assert abs(truth["gmd_error"]) < 0.1 and abs(truth["gsd_error"]) < 0.1 and truth["trustworthy"]
         # the default CNN's bundle weights the found particles for the hidden ones (docs/tem.md)
         assert truth["occlusion_corrected"] and truth["particles_estimated"] > truth["particles_found"]
         assert runs[name]["model"].startswith("tem-unet:")
         assert {"result.json", "labels.tif", "overlay.png", "psd.png"} <= set(runs[name]["outputs"])
+    tiny = runs["tiny_particles.tif"]["versus_truth"]  # under the sizes the CNN measures: wrong, and flagged
+    assert abs(tiny["gmd_error"]) > 0.2 and not tiny["trustworthy"] and tiny["warnings"] >= 1
     movie = runs["movie.tif"]["versus_truth"]   # 20 particles over 60 frames: D to within its spread
     assert abs(movie["d_error"]) < 0.2 and movie["tracks"] >= 0.8 * movie["particles_true"]
     assert {"result.json", "tracks.parquet", "tracks.csv"} <= set(runs["movie.tif"]["outputs"])
