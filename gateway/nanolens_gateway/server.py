@@ -143,9 +143,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             raise InvalidArgument(f"expires_seconds must be 1..{longest} (NANOLENS_UPLOAD_URL_MAX_SECONDS), "
                                   f"got {expires}", field="expires_seconds")
         await self._refuse_existing(key)
-        url = await asyncio.to_thread(self.store.presigned_put, self.settings.raw_bucket, key, expires)
+        url = await asyncio.to_thread(self.store.presigned_put, self.settings.raw_bucket, key, expires, True)
         return gateway_pb2.CreateUploadUrlResponse(
-            url=url, object=common_pb2.ObjectRef(bucket=self.settings.raw_bucket, key=key))
+            url=url, object=common_pb2.ObjectRef(bucket=self.settings.raw_bucket, key=key),
+            headers={"If-None-Match": "*"})  # create only: analysed data is never replaced through the URL
 
     # -- analyses ----------------------------------------------------------------------
     async def Analyze(self, request, context):

@@ -176,5 +176,38 @@ class ObjectStore:
         except (S3Error, urllib3.exceptions.HTTPError) as exc:
             raise _translate(exc, bucket, prefix) from exc
 
-    def presigned_put(self, bucket: str, key: str, expires_seconds: int) -> str:
-        return self.client.presigned_put_object(bucket, key, expires=timedelta(seconds=expires_seconds))
+    def presigned_put(self, bucket: str, key: str, expires_seconds: int, create_only: bool = False) -> str:
+        """A URL that PUTs ``bucket/key`` for ``expires_seconds``. ``create_only``: ``If-None-Match: *`` is
+        signed into it, so a PUT must send that header (else 403) and storage refuses it (412) once the
+        key exists: the URL cannot replace what was stored, and analysed, through it."""
+        if not create_only:
+            return self.client.presigned_put_object(bucket, key, expires=timedelta(seconds=expires_seconds))
+        return _presign(self.client, "PUT", bucket, key, expires_seconds, {"if-none-match": "*"})
+
+
+def _presign(client: Minio, method: str, bucket: str, key: str, expires: int, headers: dict[str, str]) -> str:
+    """A SigV4 presigned URL whose signature also covers ``headers`` (lower-case names): minio's own
+    signs the host alone. Built from minio's signer (the version is pinned), as its presign_v4 does."""
+    from urllib.parse import urlunsplit
+
+    from minio import signer
+    from minio import time as s3time
+    from minio.helpers import queryencode, sha256_hash
+
+    region = client._get_region(bucket)
+    creds = client._provider.retrieve()
+    query = {"X-Amz-Security-Token": creds.session_token} if creds.session_token else {}
+    url = client._base_url.build(method=method, region=region, bucket_name=bucket, object_name=key,
+                                 query_params=query)
+    date = s3time.utcnow()
+    scope = signer._get_scope(date, region, "s3")
+    values = {"host": url.netloc, **headers}
+    names = ";".join(sorted(values))
+    url = url._replace(query=(url.query + "&" if url.query else "") + (
+        f"X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={queryencode(creds.access_key + '/' + scope)}"
+        f"&X-Amz-Date={s3time.to_amz_date(date)}&X-Amz-Expires={expires}&X-Amz-SignedHeaders={queryencode(names)}"))
+    canonical = "\n".join([method, url.path or "/", signer._get_canonical_query_string(url.query),
+                           "".join(f"{name}:{values[name]}\n" for name in sorted(values)), names, "UNSIGNED-PAYLOAD"])
+    key_ = signer._get_signing_key(creds.secret_key, date, region, "s3")
+    signature = signer._get_signature(key_, signer._get_string_to_sign(date, scope, sha256_hash(canonical)))
+    return urlunsplit(url._replace(query=url.query + "&X-Amz-Signature=" + queryencode(signature)))

@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import subprocess
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -252,12 +253,29 @@ def test_the_same_file_uploaded_twice_is_one_object_and_its_result_is_reused(gat
     assert stack_store.get(kept.bucket, kept.key) == data
 
 
-def test_presigned_put_then_analyze(gateway, samples):
+def put_url(created: gateway_pb2.CreateUploadUrlResponse, data: bytes, headers: dict | None = None) -> int:
+    headers = dict(created.headers) if headers is None else headers
+    put = urllib.request.Request(created.url, data=data, method="PUT",
+                                 headers={"Content-Type": "application/octet-stream", **headers})
+    try:
+        with urllib.request.urlopen(put, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_presigned_put_then_analyze_and_the_url_cannot_replace_the_analysed_input(gateway, stack_store, samples):
     created = gateway.CreateUploadUrl(gateway_pb2.CreateUploadUrlRequest(filename="signed.npy"), timeout=10)
-    put = urllib.request.Request(created.url, data=npy(samples[0].spectra[:2]), method="PUT",
-                                 headers={"Content-Type": "application/octet-stream"})
-    assert urllib.request.urlopen(put, timeout=30).status == 200
-    assert json.loads(analyze(gateway, created.object).result_json)["n_spectra"] == 2
+    assert dict(created.headers) == {"If-None-Match": "*"}
+    data = npy(samples[0].spectra[:2])
+    assert put_url(created, data, headers={}) == 403  # the header is signed into the URL
+    assert put_url(created, data) == 200
+    result = json.loads(analyze(gateway, created.object).result_json)
+    assert result["n_spectra"] == 2
+    assert put_url(created, b"2 MB of junk" * 1000) == 412  # reused after the analysis: refused
+    stored = stack_store.stat(created.object.bucket, created.object.key)
+    assert stack_store.get(created.object.bucket, created.object.key) == data
+    assert stored.etag == result["input"]["etag"]  # the result still describes the bytes stored
 
 
 BAD_INPUTS = [

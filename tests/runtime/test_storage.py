@@ -90,6 +90,15 @@ def test_conditional_writes_refuse_to_replace_or_race(store: ObjectStore):
     assert store.get("raw", "conditional/once.bin") == b"third"
 
 
+def test_a_create_only_url_needs_its_header_and_never_replaces(store: ObjectStore):
+    store.ensure_bucket("raw")
+    url = store.presigned_put("raw", "create-only/sample [1]/é.bin", 300, create_only=True)
+    assert _put_url(url, b"without the header") == 403  # the header is part of the signature
+    assert _put_url(url, b"first", **{"If-None-Match": "*"}) == 200
+    assert _put_url(url, b"junk", **{"If-None-Match": "*"}) == 412
+    assert store.get("raw", "create-only/sample [1]/é.bin") == b"first"
+
+
 def test_listing_by_prefix_with_unicode_and_awkward_keys(store: ObjectStore):
     store.ensure_bucket("listing")
     keys = ["données/é.txt", "run#3.txt", "sample [1].txt", "a b/c+d.txt", "日本/語.bin", "deep/x/y/z.txt",

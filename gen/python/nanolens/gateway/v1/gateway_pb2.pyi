@@ -62,12 +62,21 @@ class CreateUploadUrlRequest(_message.Message):
     def __init__(self, key: _Optional[str] = ..., filename: _Optional[str] = ..., expires_seconds: _Optional[int] = ...) -> None: ...
 
 class CreateUploadUrlResponse(_message.Message):
-    __slots__ = ("url", "object")
+    __slots__ = ("url", "object", "headers")
+    class HeadersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     URL_FIELD_NUMBER: _ClassVar[int]
     OBJECT_FIELD_NUMBER: _ClassVar[int]
+    HEADERS_FIELD_NUMBER: _ClassVar[int]
     url: str
     object: _common_pb2.ObjectRef
-    def __init__(self, url: _Optional[str] = ..., object: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ...) -> None: ...
+    headers: _containers.ScalarMap[str, str]
+    def __init__(self, url: _Optional[str] = ..., object: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., headers: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class AnalyzeRequest(_message.Message):
     __slots__ = ("input", "analysis", "model_name", "model_version", "options", "force")
