@@ -192,7 +192,7 @@ class EmbeddedStore:
         self.folder, self.host, self.port = Path(folder), host, port
         self.folder.mkdir(parents=True, exist_ok=True)
         self.access_key, self.secret_key = self._credentials()
-        self.ports = self._internal_ports()
+        self.ports: dict[str, int] = {}  # chosen by command(), under the data folder's lock
 
     def _write(self, name: str, content: dict, mode: int = 0o644) -> None:
         """Whole or not at all: a crash mid-write leaves the previous file."""
@@ -242,6 +242,7 @@ class EmbeddedStore:
 
     def command(self) -> list[str]:
         (self.folder / "master").mkdir(exist_ok=True)
+        self.ports = self._internal_ports()
         flags = {"dir": self.folder, "master.dir": self.folder / "master", "ip": self.host, "ip.bind": self.host,
                  "s3.port": self.port, **self.ports, "s3.config": self.folder / "identities.json",
                  # only S3: no WebDAV, Iceberg, Lance or admin UI, and nothing sent anywhere

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import stat
 
 import pytest
 
-from nanolens_cli.stack import refuse_taken
+from nanolens_cli.stack import EmbeddedStore, Stack, free_port, refuse_taken
 
 
 def _port_left_in_time_wait() -> int:
@@ -40,3 +42,32 @@ def test_the_port_check_refuses_a_port_someone_listens_on():
         port = other.getsockname()[1]
         with pytest.raises(RuntimeError, match=f"port {port} on 127.0.0.1 \\(s3\\) is in use by another program"):
             refuse_taken("127.0.0.1", port, "s3")
+
+
+def test_the_store_makes_its_credentials_once_and_keeps_them(tmp_path):
+    first = EmbeddedStore(tmp_path, "127.0.0.1", free_port())
+    first.command()  # what a start does: its ports chosen and kept
+    identities = tmp_path / "identities.json"
+    assert first.access_key.startswith("nanolens-") and len(first.secret_key) >= 30
+    assert stat.S_IMODE(identities.stat().st_mode) == 0o600  # the secret is its owner's alone
+    (tmp_path / "1.dat").write_bytes(b"volume")  # as SeaweedFS leaves its objects (and master/, made above)
+    first.wipe()  # nanolens up --fresh
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["identities.json", "ports.json"]
+    again = EmbeddedStore(tmp_path, "127.0.0.1", free_port())
+    again.command()
+    assert (again.access_key, again.secret_key) == (first.access_key, first.secret_key)
+    assert again.ports == first.ports  # its cluster state stays where it was
+    other = EmbeddedStore(tmp_path / "elsewhere", "127.0.0.1", free_port())
+    assert other.secret_key != first.secret_key
+
+
+def test_a_second_stack_on_a_data_folder_in_use_is_refused(tmp_path):
+    with Stack(domains=("spectra",), data_dir=tmp_path) as endpoints:
+        assert endpoints.s3_access_key
+        ports = (tmp_path / "s3" / "ports.json").read_text()
+        second = Stack(domains=("spectra",), data_dir=tmp_path)
+        with pytest.raises(RuntimeError, match=f"the data folder {tmp_path} is in use by another NanoLens stack "
+                                               f"\\(process {os.getpid()}\\)"):
+            second.start()
+        assert not second.processes  # nothing of it was started
+        assert (tmp_path / "s3" / "ports.json").read_text() == ports  # nor the running one's state touched
