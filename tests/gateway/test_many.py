@@ -4,6 +4,7 @@ uploads (so a repeat is served from storage) and within the caller's scope."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 
@@ -173,3 +174,44 @@ def test_numbers_only_leaves_the_picture_out_and_is_a_result_of_its_own(gateway,
     assert "probabilities.npy" in names["numbers"]
     assert answers["numbers"].result.result.key != answers["picture"].result.result.key
     assert json.loads(answers["numbers"].result.result_json)["options"] == {"numbers_only": "true"}
+
+
+@pytest.mark.timeout(120)  # a call that does not cancel its items never ends: fail, not hang
+def test_cancelling_the_call_cancels_the_items_in_flight():
+    """The servicer in process, its analyses held open until cancelled (a real one cannot be made to
+    wait for the cancel): both items in flight are cancelled when the caller goes, none answered."""
+    from nanolens_gateway.server import GatewayServicer
+    from nanolens_gateway.settings import GatewaySettings
+
+    async def body():
+        servicer = GatewayServicer(GatewaySettings(), None, {})
+        started, cancelled = asyncio.Queue(), []
+
+        async def analyse(request, deadline_s=None, progress=None):
+            started.put_nowait(request.input.key)
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                cancelled.append(request.input.key)
+                raise
+
+        servicer.plane.analyse = analyse
+
+        async def requests():
+            for key in ("a.npy", "b.npy"):
+                yield named(key, common_pb2.ObjectRef(key=key))
+            await asyncio.Event().wait()  # the caller keeps the call open
+
+        class Context:
+            def time_remaining(self):
+                return None
+
+        answers = servicer.AnalyzeMany(requests(), Context())
+        waiting = asyncio.ensure_future(anext(answers))
+        assert {await started.get(), await started.get()} == {"a.npy", "b.npy"}
+        waiting.cancel()  # what gRPC does to the handler when the caller cancels
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        return list(cancelled)  # as it was when the call ended (asyncio.run cancels what is left after)
+
+    assert sorted(asyncio.run(body())) == ["a.npy", "b.npy"]
