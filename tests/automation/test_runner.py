@@ -132,3 +132,20 @@ async def test_an_inputs_own_failures_spend_attempts_and_a_refusal_fails_at_once
         assert item.attempts == 1 and item.error.startswith("INVALID_ARGUMENT")
     finally:
         task.cancel()
+
+
+async def test_an_item_whose_task_ended_without_an_outcome_is_not_held_forever(store):
+    job = store.create(1, {}, [("raw", "a/0.txt", "")])
+
+    async def broken(request):  # an answer the runner cannot record: a bug past every except
+        return object()
+
+    runner = JobRunner(store, broken, DOMAINS, poll_seconds=0.05, lease_seconds=0.6)
+    task = asyncio.get_running_loop().create_task(runner.run())
+    try:
+        await until(lambda: store.get(job, items=True).items[0].attempts == 1 and not runner.running)
+        # the heartbeat renews only what still runs: the lease runs out and the item is taken over
+        # (as a suspect: a crash counted), where before it was held for as long as the gateway lived
+        await until(lambda: store.get(job, items=True).items[0].crashes >= 1)
+    finally:
+        task.cancel()

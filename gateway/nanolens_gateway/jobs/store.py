@@ -233,11 +233,17 @@ class JobStore:
                 "lease_expires = ? WHERE job_id = ? AND idx = ? RETURNING *",
                 (owner, now + lease_seconds, row["job_id"], row["idx"])).fetchone()) for row in rows]
 
-    def heartbeat(self, owner: str, lease_seconds: float) -> int:
-        """Renew every lease ``owner`` holds; returns how many."""
+    def heartbeat(self, owner: str, lease_seconds: float, items: list[tuple[str, int]] | None = None) -> int:
+        """Renew the leases ``owner`` holds (only on ``items``, (job id, index) each, when given);
+        returns how many."""
+        expires = time.time() + lease_seconds
         with self._tx() as db:
-            return db.execute("UPDATE items SET lease_expires = ? WHERE lease_owner = ? AND state = 'running'",
-                              (time.time() + lease_seconds, owner)).rowcount
+            if items is None:
+                return db.execute("UPDATE items SET lease_expires = ? WHERE lease_owner = ? AND state = 'running'",
+                                  (expires, owner)).rowcount
+            return sum(db.execute("UPDATE items SET lease_expires = ? WHERE lease_owner = ? AND state = 'running' "
+                                  "AND job_id = ? AND idx = ?", (expires, owner, job_id, idx)).rowcount
+                       for job_id, idx in items)
 
     def release(self, owner: str) -> int:
         """Every item ``owner`` holds back to pending, its attempt not spent (the worker is stopping)."""

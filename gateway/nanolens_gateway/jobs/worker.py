@@ -122,9 +122,12 @@ class JobRunner:
         self.busy[domain] += 1
         task = asyncio.get_running_loop().create_task(self._run_item(item))
         self.running[key] = task
-        task.add_done_callback(lambda _: self._ended(key, domain))
+        task.add_done_callback(lambda done: self._ended(key, domain, done))
 
-    def _ended(self, key: tuple[str, int], domain: str) -> None:
+    def _ended(self, key: tuple[str, int], domain: str, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("job item ended without an outcome", exc_info=task.exception(),
+                      extra={"job_id": key[0], "idx": key[1]})
         self.running.pop(key, None)
         self.busy[domain] -= 1
         if self.alone == key:
@@ -134,8 +137,8 @@ class JobRunner:
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.lease_seconds / 3)
-            try:
-                await db_call(self.store.heartbeat, self.owner, self.lease_seconds)
+            try:  # only what still runs: an item whose task ended unrecorded (a bug) is let go to expire
+                await db_call(self.store.heartbeat, self.owner, self.lease_seconds, list(self.running))
             except Exception:
                 log.exception("renewing job leases failed")
 
