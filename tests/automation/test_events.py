@@ -20,7 +20,7 @@ import pytest
 from minio import Minio
 
 from nanolens.gateway.v1 import gateway_pb2
-from nanolens_cli.stack import Stack, free_port
+from nanolens_cli.stack import free_port
 from nanolens_gateway.automation.events import EventIntake, parse_minio_event, parse_rules
 from nanolens_gateway.jobs.store import open_store
 from nanolens_runtime.storage import ObjectStore
@@ -113,18 +113,14 @@ def post(url: str, body, token: str | None = TOKEN) -> tuple[int, dict]:
 
 
 @pytest.fixture(scope="module")
-def events_stack(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("events")
-    rules = folder / "rules.json"
+def events_stack(start_stack, tmp_path_factory):
+    rules = tmp_path_factory.mktemp("events") / "rules.json"
     rules.write_text(json.dumps(RULES))
     port = free_port()
-    running = Stack(extra_env={"NANOLENS_EVENTS_PORT": str(port), "NANOLENS_EVENT_RULES": str(rules),
-                               "NANOLENS_EVENTS_TOKEN": TOKEN, "NANOLENS_EVENTS_SCAN_SECONDS": "0",
-                               "NANOLENS_JOB_CONCURRENCY": "1"},
-                    domains=("spectra",), log_dir=tmp_path_factory.mktemp("events-logs"))
-    endpoints = running.start()
-    yield running, endpoints, f"http://{running.host}:{port}/events/minio"
-    running.stop()
+    running, endpoints = start_stack("events", domains=("spectra",), extra_env={
+        "NANOLENS_EVENTS_PORT": str(port), "NANOLENS_EVENT_RULES": str(rules), "NANOLENS_EVENTS_TOKEN": TOKEN,
+        "NANOLENS_EVENTS_SCAN_SECONDS": "0", "NANOLENS_JOB_CONCURRENCY": "1"})
+    return running, endpoints, f"http://{running.host}:{port}/events/minio"
 
 
 def upload(client: GatewayClient, tmp_path: Path, key: str, i: int) -> None:

@@ -21,12 +21,9 @@ from wire import GatewayClient
 
 
 @pytest.fixture(scope="module")
-def outage_stack(tmp_path_factory):
-    running = Stack(extra_env={"NANOLENS_JOB_CONCURRENCY": "1", "NANOLENS_JOB_LEASE_SECONDS": "3"},
-                    domains=("spectra",), log_dir=tmp_path_factory.mktemp("outage-logs"))
-    endpoints = running.start()
-    yield running, endpoints
-    running.stop()
+def outage_stack(start_stack):
+    return start_stack("outage", extra_env={"NANOLENS_JOB_CONCURRENCY": "1", "NANOLENS_JOB_LEASE_SECONDS": "3"},
+                       domains=("spectra",))
 
 
 def upload_batch(client: GatewayClient, tmp_path, prefix: str, n: int, seed: int) -> None:

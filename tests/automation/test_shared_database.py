@@ -15,7 +15,7 @@ import grpc
 import pytest
 
 from nanolens.gateway.v1 import gateway_pb2
-from nanolens_cli.stack import Stack, free_port
+from nanolens_cli.stack import free_port
 from wire import GatewayClient
 
 
@@ -56,20 +56,17 @@ def upload_batch(client: GatewayClient, tmp_path, prefix: str, n: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def replicas(postgres, tmp_path_factory):
-    url = postgres.database()
-    running = Stack(extra_env={"NANOLENS_JOBS_DB": url, "NANOLENS_JOB_LEASE_SECONDS": LEASE_SECONDS,
-                               "NANOLENS_JOB_CONCURRENCY": "1"},
-                    domains=("spectra",), log_dir=tmp_path_factory.mktemp("shared-db-logs"))
-    endpoints = running.start()
+def replicas(postgres, start_stack):
+    running, endpoints = start_stack("shared-db", domains=("spectra",), extra_env={
+        "NANOLENS_JOBS_DB": postgres.database(), "NANOLENS_JOB_LEASE_SECONDS": LEASE_SECONDS,
+        "NANOLENS_JOB_CONCURRENCY": "1"})
     env = running._env("gateway")
     port = free_port()
     env.update({"NANOLENS_GRPC_PORT": str(port), "NANOLENS_METRICS_PORT": str(free_port())})
     second = running._spawn("gateway-b", [sys.executable, "-m", "nanolens_gateway"], env)
     assert second.serving.wait(60) and second.popen.poll() is None, "".join(second.lines[-20:])
     (first,) = [p for p in running.processes if p.name == "gateway"]
-    yield running, endpoints, first, second, f"{running.host}:{port}"
-    running.stop()
+    return running, endpoints, first, second, f"{running.host}:{port}"
 
 
 def test_a_job_on_one_replica_is_seen_on_the_other_and_each_input_analysed_once(replicas, tmp_path):

@@ -19,7 +19,6 @@ import pytest
 
 from nanolens.common.v1 import common_pb2
 from nanolens.gateway.v1 import gateway_pb2
-from nanolens_cli.stack import Stack
 from wire import GatewayClient
 
 
@@ -60,12 +59,9 @@ def upload_batch(client: GatewayClient, tmp_path, prefix: str, n: int, broken: i
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    running = Stack(extra_env={"NANOLENS_JOB_LEASE_SECONDS": "2", "NANOLENS_JOB_CONCURRENCY": "1"},
-                    domains=("spectra",), log_dir=tmp_path_factory.mktemp("jobs-logs"))
-    endpoints = running.start()
-    yield running, endpoints
-    running.stop()
+def stack(start_stack):
+    return start_stack("jobs", extra_env={"NANOLENS_JOB_LEASE_SECONDS": "2", "NANOLENS_JOB_CONCURRENCY": "1"},
+                       domains=("spectra",))
 
 
 def test_a_prefix_is_analysed_and_a_corrupt_input_fails_alone(stack, tmp_path):

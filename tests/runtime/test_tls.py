@@ -18,7 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from nanolens.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from nanolens.spectra.v1 import spectra_pb2, spectra_pb2_grpc
-from nanolens_cli.stack import Stack, free_port
+from nanolens_cli.stack import free_port
 from nanolens_runtime.server import GrpcApp, Servicer
 from nanolens_runtime.settings import ServerSettings
 from nanolens_runtime.tls import TlsSettings, UpstreamTlsSettings, channel_credentials
@@ -69,17 +69,14 @@ def pki(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def tls_stack(pki, tmp_path_factory):
+def tls_stack(pki, start_stack):
     """Gateway and spectra service, every server on TLS requiring client certificates of the CA;
     the gateway presents its client certificate to the service."""
     ours, _ = pki
     env = {"NANOLENS_TLS_CERT": ours["server"][0], "NANOLENS_TLS_KEY": ours["server"][1],
            "NANOLENS_TLS_CLIENT_CA": ours["ca"], "NANOLENS_UPSTREAM_CA": ours["ca"],
            "NANOLENS_UPSTREAM_CERT": ours["client"][0], "NANOLENS_UPSTREAM_KEY": ours["client"][1]}
-    stack = Stack(extra_env=env, domains=("spectra",), log_dir=tmp_path_factory.mktemp("tls-logs"))
-    endpoints = stack.start()
-    yield endpoints
-    stack.stop()
+    return start_stack("tls", extra_env=env, domains=("spectra",))[1]
 
 
 def gateway_env(monkeypatch, ca: str, cert: tuple[str, str] | None) -> None:
