@@ -182,6 +182,7 @@ def test_up_prints_endpoints_and_stops_everything_on_sigterm(tmp_path):
             pytest.fail(f"`nanolens up` exited {proc.wait(10)} before the stack was ready; stdout {''.join(lines)!r}, "
                         f"stderr {proc.stderr.read()[-2000:]!r}")
         assert f"gateway  127.0.0.1:{ports['gateway']}" in "".join(lines)
+        assert f"data     {tmp_path}\n" in "".join(lines)  # where its objects and jobs are kept
         for port in ports.values():
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
         proc.send_signal(signal.SIGTERM)
