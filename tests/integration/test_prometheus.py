@@ -23,6 +23,7 @@ from nanolens.common.v1 import common_pb2
 from nanolens.gateway.v1 import gateway_pb2
 from nanolens_cli.demo import write_samples
 from nanolens_cli.stack import Stack, free_port, wait_for_port
+from nanolens_gateway.domains import analyses
 from support import promql_metric_names
 from wire import GatewayClient
 
@@ -131,7 +132,8 @@ def load(gateway: str, folder: Path) -> None:
     taken key (a server-side refusal)."""
     client = GatewayClient(gateway)
     try:
-        uploaded = [(client.upload(s["path"], timeout=120).object, s["kind"], s.get("options"))
+        kinds = {analysis.name: kind for kind, (_, analysis) in analyses().items()}  # the samples name their analysis
+        uploaded = [(client.upload(s["path"], timeout=120).object, kinds[s["kind"]], s.get("options"))
                     for s in write_samples(folder).values()]
         for ref, kind, options in uploaded:
             client.analyze(ref, kind, options=options, timeout=300)
