@@ -147,11 +147,17 @@ def test_serving_code_never_imports_torch():
 
 
 def test_no_private_names_are_imported_across_modules():
-    ours = {"nanolens", "nanolens_runtime", "nanolens_micrographs", "nanolens_formats", "nanolens_gateway",
-            "nanolens_cli", "nanolens_client", *SERVICE_PACKAGES}
+    ours = {"nanolens", "nanolens_runtime", "nanolens_micrographs", "nanolens_search", "nanolens_formats",
+            "nanolens_gateway", "nanolens_cli", "nanolens_client", *SERVICE_PACKAGES}
     roots = [REPO / "runtime", REPO / "science", REPO / "formats", REPO / "gateway", REPO / "cli", REPO / "clients",
              REPO / "bench", *SERVICE_PACKAGES.values()]
     bad = [f"{path.relative_to(REPO)}:{line} imports {name} from {module}"
            for root in roots for path in sources(root) for module, names, line in imports(path)
            if top(module) in ours for name in names if name.startswith("_") and not name.startswith("__")]
     assert bad == []
+
+
+def test_the_benchmarks_use_no_gateway_internals():
+    """Benchmarks time the system from outside (the client, the local stack) or a service's own code
+    in process; what the gateway adds is measured through it, never by importing it."""
+    assert forbidden_imports(REPO / "bench", {"nanolens_gateway"}) == []

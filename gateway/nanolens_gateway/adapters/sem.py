@@ -23,6 +23,7 @@ from nanolens_gateway.schema import array, boolean, integer, nullable, number, r
 from nanolens_gateway.upstream import ServiceClient
 from nanolens_runtime import arrays
 from nanolens_runtime.errors import InvalidArgument, NotFound, Unavailable
+from nanolens_search import top_k
 
 #: The autoencoder manifest's metric with the calibrated search similarity (nanolens_sem.evaluation.search).
 SIMILAR_ABOVE = "search_similar_above"
@@ -301,7 +302,7 @@ async def search(plane: DataPlane, request: gateway_pb2.SearchCollectionRequest
     # the best few first; a scoped caller who may read few of them widens the search, up to all
     wanted, hits = k, []
     while True:
-        order, scores = sem_collections.top_k(loaded.matrix, query, wanted, row)
+        order, scores = top_k(loaded.matrix, query, wanted, row)
         hits = [gateway_pb2.SearchHit(object=common_pb2.ObjectRef(**loaded.objects[int(i)]), score=float(score))
                 for i, score in zip(order, scores, strict=True)
                 if who.may("read", loaded.objects[int(i)]["bucket"], loaded.objects[int(i)]["key"])][:k]

@@ -10,7 +10,7 @@ autoencoder is refused.
 
 Search keeps each collection's matrix in memory and, per query, lists the item objects and reads
 only those that are new or changed (by ETag), so a search costs one listing plus a matrix
-product; the exact top k of the cosine similarities is found with ``argpartition``.
+product (the exact top k of :func:`nanolens_search.top_k`).
 """
 
 from __future__ import annotations
@@ -81,20 +81,6 @@ def add(store: ObjectStore, bucket: str, collection: str, model: common_pb2.Mode
             "vector": base64.b64encode(np.ascontiguousarray(vector, "<f4").tobytes()).decode()}
     store.put(bucket, key, json.dumps(item).encode(), "application/json")
     return key
-
-
-def top_k(matrix: np.ndarray, query: np.ndarray, k: int, exclude: int = -1) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of ``matrix`` (N x D, L2-normalised) most similar to ``query`` (D), best first, with
-    their cosine similarities; row ``exclude`` (the query itself) is left out."""
-    scores = matrix @ query.astype(matrix.dtype)
-    if 0 <= exclude < len(scores):
-        scores[exclude] = -np.inf
-    k = min(k, len(scores) - (1 if 0 <= exclude < len(scores) else 0))
-    if k <= 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.float32)
-    part = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-    order = part[np.argsort(-scores[part], kind="stable")]
-    return order, scores[order]
 
 
 @dataclass
