@@ -63,21 +63,50 @@ def test_probability_panels_are_named_and_share_one_colour_bar():
     assert picture.shape[1] < 900
 
 
-def test_a_spectra_figure_showing_a_subset_says_how_many_it_shows():
+def _spectra_rows(picture: np.ndarray, n: int, rows: int):
+    """(top, bottom) of each row's panels in spectra.png (inside their frames)."""
+    top = pictures.spectra_top(n)
+    return [(top + i * pictures.ROW_PX + pictures.ROW_PAD + 1, top + (i + 1) * pictures.ROW_PX - 5)
+            for i in range(rows)]
+
+
+def _count(region: np.ndarray, colour) -> int:
+    return int((region == np.array(colour, np.uint8)).all(axis=-1).sum())
+
+
+def test_the_spectra_picture_shows_each_spectrum_in_its_class_colour_beside_its_probabilities():
     rng = np.random.default_rng(1)
     axis = np.linspace(100, 3000, 200)
     spectra = rng.random((12, 200)).astype(np.float32)
     probabilities = rng.dirichlet(np.ones(3), size=12).astype(np.float32)
     ood = np.r_[np.full(11, 0.3), 4.0].astype(np.float32)
-    many = pictures.spectra_figure(spectra, axis, probabilities, NAMES, ood)
-    assert many._suptitle.get_text().startswith("6 of 12 spectra shown")
-    assert many.axes[-2].get_xlabel() == "Raman shift (cm$^{-1}$)" and many.axes[-1].get_xlabel() == "probability"
-    assert [t.get_text() for t in many.axes[1].get_yticklabels()] == NAMES
-    few = pictures.spectra_figure(spectra[-3:], axis, probabilities[-3:], NAMES, ood[-3:])
-    assert few._suptitle is None  # all shown
-    assert few.axes[4].get_title(loc="left").startswith("out of domain (score 4.0)")
-    png = rgb(pictures.spectra_png(spectra, axis, probabilities, NAMES))
-    assert png.shape[1] <= 900
+    many = rgb(pictures.spectra_png(spectra, axis, probabilities, NAMES, ood))
+    assert many.shape == (pictures.TITLE_PX + 6 * pictures.ROW_PX + pictures.AXIS_PX, pictures.SPECTRA_WIDTH, 3)
+    assert many.shape[1] <= 900
+    assert has_text(many[:pictures.TITLE_PX])  # "6 of 12 spectra shown"
+    (x0, x1), (b0, b1) = pictures.TRACE_BOX, pictures.BAR_BOX
+    for i, (y0, y1) in enumerate(_spectra_rows(many, 12, 6)):
+        trace = many[y0:y1, x0 + 1:x1]
+        best = int(probabilities[i].argmax())
+        assert _count(trace, pictures.PALETTE[best]) > 150, i  # the trace, in its class's colour
+        assert all(_count(trace, pictures.PALETTE[j]) == 0 for j in range(3) if j != best)
+        bar_h = (y1 - y0 + 2 - 4) // 3
+        for j in range(3):  # each class's bar as long as its probability, on a 0..1 axis
+            y = y0 + 1 + j * bar_h + bar_h // 2
+            length = _count(many[y, b0:b1 + 1], pictures.PALETTE[j])
+            assert abs(length - probabilities[i, j] * (b1 - b0)) <= 1.5, (i, j)
+        assert has_text(many[y0:y1, pictures.NAMES_X:b0 - 2])  # the class names beside the bars
+    below = many[-pictures.AXIS_PX:]
+    assert has_text(below[:, x0:x1]) and has_text(below[:, b0 - 10:])  # Raman shift; probability
+
+    few = rgb(pictures.spectra_png(spectra[-3:], axis, probabilities[-3:], NAMES, ood[-3:]))
+    assert (few[:pictures.spectra_top(3)] == 255).all()  # every spectrum shown: no title
+    rows = _spectra_rows(few, 3, 3)
+    last = few[rows[2][0]:rows[2][1], x0 + 1:x1]
+    assert _count(last, pictures.OUT_OF_DOMAIN_COLOUR) > 150  # out of domain: drawn in black ...
+    assert all(_count(last, colour) == 0 for colour in pictures.PALETTE[:3])
+    label_above = [few[y0 - pictures.ROW_PAD:y0 - 1, x0:x1] for y0, _ in rows]
+    assert has_text(label_above[2]) and not has_text(label_above[1])  # ... and labelled so, alone
 
 
 def test_overlay_outlines_show_on_bright_and_dark_particles_and_a_scale_bar_gives_the_length():
@@ -153,8 +182,8 @@ def test_the_anomaly_title_fits_its_picture():
 
 
 def test_pictures_drawn_from_many_threads_at_once_all_come_out():
-    """Adapters draw in worker threads (the event loop stays free); matplotlib and a shared FreeType
-    face are not thread-safe, so every picture goes through ``one_at_a_time``."""
+    """Adapters draw in worker threads (the event loop stays free); matplotlib is not thread-safe, so
+    its pictures go through ``one_at_a_time``; PIL's go without a lock, each thread with its own fonts."""
     rng = np.random.default_rng(0)
     spectra, probabilities = rng.random((6, 200)), rng.dirichlet(np.ones(3), size=6)
 
@@ -167,8 +196,9 @@ def test_pictures_drawn_from_many_threads_at_once_all_come_out():
                                     np.array([0.2, 3.0, 0.5, 0.1, 0.9, 2.0]))
 
     with ThreadPoolExecutor(8) as pool:
-        drawn = list(pool.map(lambda i: pictures.one_at_a_time(draw, i), range(12)))
+        drawn = list(pool.map(lambda i: pictures.one_at_a_time(draw, i) if i % 3 == 0 else draw(i), range(24)))
     assert all(png.startswith(b"\x89PNG") and len(png) > 1000 for png in drawn)
+    assert len({png for i, png in enumerate(drawn) if i % 3 == 2}) == 1  # the same spectra: the same picture
 
 
 def test_the_trajectories_carry_a_scale_bar_when_the_pixel_size_is_known():

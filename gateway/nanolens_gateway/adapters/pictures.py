@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import threading
 from collections.abc import Callable
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import TypeVar
 
@@ -25,9 +25,9 @@ T = TypeVar("T")
 
 
 def one_at_a_time(draw: Callable[..., T], *args) -> T:
-    """``draw(*args)`` while no other picture is drawn. Adapters draw in worker threads to keep the
-    event loop free, and neither matplotlib (pyplot's figures, its mathtext parser) nor one FreeType
-    face shared by threads is thread-safe; on the event loop they were one at a time anyway."""
+    """``draw(*args)`` while no other picture is drawn with this. Adapters draw in worker threads to
+    keep the event loop free, and matplotlib (pyplot's figures, its mathtext parser) is not
+    thread-safe; pictures drawn with PIL alone need no lock (``font`` gives each thread its own)."""
     with _DRAWING:
         return draw(*args)
 
@@ -59,11 +59,21 @@ PANEL = 144  # px, side of one map panel
 BAR_WIDTH = 18
 
 
-@cache
+_FONTS = threading.local()  # a FreeType face is not thread-safe: one per thread and size
+
+
 def font(size: int = 12) -> ImageFont.FreeTypeFont:
+    fonts = _FONTS.__dict__
+    if size not in fonts:
+        fonts[size] = ImageFont.truetype(_font_path(), size)
+    return fonts[size]
+
+
+@cache
+def _font_path() -> str:
     import matplotlib
 
-    return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"), size)
+    return str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf")
 
 
 @cache
@@ -158,55 +168,106 @@ def probability_maps_png(probabilities: np.ndarray, class_names: list[str]) -> b
     return panels_png(panels, f"probability of each class ({h} x {w} pixels)", bar, min(k, 4))
 
 
+# spectra.png's layout (px): one row per spectrum, its trace on the left, its class probabilities
+# as bars on the right, the x axes' labels below the last row.
+SPECTRA_WIDTH = 860
+ROW_PX = 96  # one spectrum's row
+TRACE_BOX = (44, 568)  # x range of the traces' panels
+NAMES_X = 578  # the class names beside the bars
+BAR_BOX = (700, 846)  # x range of the probability bars (0 to 1)
+ROW_PAD = 14  # above each row's panels: the out-of-domain label
+AXIS_PX = 40  # tick labels and the axes' names under the last row
+
+
 def spectra_png(spectra: np.ndarray, axis: np.ndarray | None, probabilities: np.ndarray,
                 class_names: list[str], ood_scores: np.ndarray | None = None, max_rows: int = 6) -> bytes:
-    """``spectra_figure`` as PNG bytes."""
-    import matplotlib.pyplot as plt
-
-    fig = spectra_figure(spectra, axis, probabilities, class_names, ood_scores, max_rows)
-    out = io.BytesIO()
-    fig.savefig(out, format="png", dpi=90)
-    plt.close(fig)
-    return out.getvalue()
-
-
-def spectra_figure(spectra: np.ndarray, axis: np.ndarray | None, probabilities: np.ndarray,
-                   class_names: list[str], ood_scores: np.ndarray | None = None, max_rows: int = 6):
-    """Up to ``max_rows`` spectra, each beside a bar chart of its class probabilities, titled "n of m
-    shown" when some are left out; a spectrum whose out-of-domain score is above 1 is drawn in black
-    and labelled so (its class is a guess)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Up to ``max_rows`` spectra, each beside a bar chart of its class probabilities (every class
+    named), titled "n of m shown" when some are left out; a spectrum whose out-of-domain score is
+    above 1 is drawn in black and labelled so (its class is a guess). Drawn with PIL (a few ms; a
+    matplotlib figure took about 0.2 s), so it needs no lock: fonts are per thread."""
     rows = min(max_rows, len(spectra))
-    x = axis if axis is not None else np.arange(spectra.shape[1])
-    colours = class_colours(len(class_names))
-    fig, axes = plt.subplots(rows, 2, figsize=(9, 1.8 * rows + 0.6), squeeze=False,
-                             gridspec_kw={"width_ratios": [3, 1]})
+    x = np.asarray(axis if axis is not None else np.arange(spectra.shape[1]), np.float64)
+    top = spectra_top(len(spectra), max_rows)
+    canvas = Image.new("RGB", (SPECTRA_WIDTH, top + rows * ROW_PX + AXIS_PX), "white")
+    draw = ImageDraw.Draw(canvas)
+    small = font(11)
+    if rows < len(spectra):
+        label(canvas, (6, 5), f"{rows} of {len(spectra)} spectra shown (all in result.json and probabilities.npy)")
+    (x0, x1), (b0, b1) = TRACE_BOX, BAR_BOX
+    lo, hi = float(x.min()), float(x.max())
+    span = hi - lo or 1.0
+    ticks = [t for t in _nice_ticks(lo, hi) if lo <= t <= hi]
+    grey = (110, 110, 110)
     for i in range(rows):
+        y0 = top + i * ROW_PX + ROW_PAD
+        y1 = top + (i + 1) * ROW_PX - 4
         best = int(probabilities[i].argmax())
         outside = ood_scores is not None and ood_scores[i] > 1
-        colour = "#{:02x}{:02x}{:02x}".format(*OUT_OF_DOMAIN_COLOUR) if outside else colours[best]
-        axes[i, 0].plot(x, spectra[i], lw=0.8, color=colour)
+        colour = OUT_OF_DOMAIN_COLOUR if outside else PALETTE[best % len(PALETTE)]
+        draw.rectangle((x0, y0, x1, y1), outline=grey)
+        label(canvas, (6, (y0 + y1) // 2 - 7), f"#{i}", 11)
         if outside:
-            axes[i, 0].set_title(f"out of domain (score {ood_scores[i]:.1f}): the class is a guess",
-                                 fontsize=8, loc="left")
-        axes[i, 0].set_ylabel(f"#{i}", rotation=0, labelpad=14)
-        axes[i, 0].set_yticks([])
-        axes[i, 1].barh(range(len(class_names)), probabilities[i], color=colours)
-        axes[i, 1].set_xlim(0, 1)
-        axes[i, 1].set_yticks(range(len(class_names)), class_names if i == 0 else [""] * len(class_names),
-                              fontsize=7)
-        axes[i, 1].invert_yaxis()
-    axes[-1, 0].set_xlabel("Raman shift (cm$^{-1}$)" if axis is not None else "channel")
-    axes[-1, 1].set_xlabel("probability")
-    if rows < len(spectra):
-        fig.suptitle(f"{rows} of {len(spectra)} spectra shown (all in result.json and probabilities.npy)",
-                     fontsize=9, x=0.01, ha="left")
-    fig.tight_layout()
-    return fig
+            label(canvas, (x0, y0 - ROW_PAD), f"out of domain (score {ood_scores[i]:.1f}): the class is a guess", 10)
+        y = np.asarray(spectra[i], np.float64)
+        y_lo, y_hi = float(np.nanmin(y)), float(np.nanmax(y))
+        px = x0 + 2 + (x - lo) / span * (x1 - x0 - 4)
+        py = y1 - 3 - (np.nan_to_num(y, nan=y_lo) - y_lo) / ((y_hi - y_lo) or 1.0) * (y1 - y0 - 6)
+        draw.line(list(zip(px.tolist(), py.tolist(), strict=True)), fill=colour, width=1)
+        for t in ticks:
+            tx = x0 + 2 + (t - lo) / span * (x1 - x0 - 4)
+            draw.line((tx, y1, tx, y1 + 3), fill=grey)
+        k = len(class_names)
+        bar_h = max(2, (y1 - y0 - 4) // max(k, 1))
+        draw.rectangle((b0, y0, b1, y1), outline=grey)
+        for j, name in enumerate(class_names):
+            by = y0 + 2 + j * bar_h
+            width = float(np.clip(probabilities[i, j], 0, 1)) * (b1 - b0)
+            if width >= 1:
+                draw.rectangle((b0, by + 1, b0 + round(width) - 1, by + bar_h - 2), fill=PALETTE[j % len(PALETTE)])
+            label(canvas, (NAMES_X, by + bar_h // 2 - 6), name[:20], 10)
+    axis_y = top + rows * ROW_PX
+    for t in ticks:
+        tx = x0 + 2 + (t - lo) / span * (x1 - x0 - 4)
+        text = f"{t:g}"
+        label(canvas, (round(tx - small.getlength(text) / 2), axis_y), text, 11)
+    for p in (0, 0.5, 1):
+        text, tx = f"{p:g}", b0 + p * (b1 - b0)
+        draw.line((tx, axis_y - 4, tx, axis_y - 1), fill=grey)
+        label(canvas, (round(min(tx - small.getlength(text) / 2, b1 - small.getlength(text))), axis_y), text, 11)
+    x_name = "Raman shift (cm\u207b\u00b9)" if axis is not None else "channel"
+    label(canvas, (round((x0 + x1 - small.getlength(x_name)) / 2), axis_y + 18), x_name, 11)
+    label(canvas, (round((b0 + b1 - small.getlength("probability")) / 2), axis_y + 18), "probability", 11)
+    return png_bytes(canvas, compress_level=1)
+
+
+def label(canvas: Image.Image, xy: tuple[int, int], text: str, size: int = 12) -> None:
+    """Black text at ``xy`` (its top-left corner); rendered once per text and size (FreeType's
+    rendering is most of a small picture's cost)."""
+    mask = _text_mask(text, size)
+    canvas.paste((0, 0, 0), (int(xy[0]), int(xy[1])), mask)
+
+
+@lru_cache(maxsize=4096)
+def _text_mask(text: str, size: int) -> Image.Image:
+    face = font(size)
+    left, top, right, bottom = face.getbbox(text)
+    mask = Image.new("L", (max(1, right), max(1, bottom)), 0)
+    ImageDraw.Draw(mask).text((0, 0), text, fill=255, font=face)
+    return mask
+
+
+def spectra_top(n: int, max_rows: int = 6) -> int:
+    """Where spectra.png's first row starts: below a title when it shows only some of the ``n`` spectra."""
+    return TITLE_PX if n > max_rows else 4
+
+
+def _nice_ticks(lo: float, hi: float, n: int = 6) -> list[float]:
+    """Round numbers (1, 2 or 5 x 10^k apart) spanning lo..hi, about ``n`` of them."""
+    raw = (hi - lo) / max(n - 1, 1) or 1.0
+    magnitude = 10 ** np.floor(np.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
+    first = np.ceil(lo / step) * step
+    return [round(float(v), 10) for v in np.arange(first, hi + step / 2, step)]
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
