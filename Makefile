@@ -50,7 +50,13 @@ chromium:
 	  apt-cache show chromium >/dev/null 2>&1 || $$SUDO apt-get update -qq; \
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-tools: $(BUF) $(PROMTOOL) $(PROMETHEUS) chromium
+# hyperspy 1.7.6's public test micrographs (Zeiss, FEI, Olympus, ImageJ, DM TIFFs) for the readers'
+# tests, fetched once here (the tests never download; they skip without them).
+HYPERSPY_FILES := build/hyperspy/tiff_files
+$(HYPERSPY_FILES): $(VENV)/.installed
+	$(PY) tests/hyperspy_files.py
+
+tools: $(BUF) $(PROMTOOL) $(PROMETHEUS) chromium $(HYPERSPY_FILES)
 
 docs: $(VENV)/.installed
 	$(PY) docs/generate.py

@@ -1,5 +1,5 @@
-"""Decoders for microscope images: TIFF (with ImageJ, FEI or Zeiss pixel sizes), Gatan DM3/DM4,
-PNG/JPEG/BMP, ``.npy``.
+"""Decoders for microscope images: TIFF and Gatan DM3/DM4 (with the pixel size they state, read by
+``calibration``), PNG/JPEG/BMP, ``.npy``.
 
 The result is one greyscale H x W array and, when the file says so, its pixel size in nm.
 Every failure is an ``InvalidArgument`` on ``input`` that says what is wrong; an image larger
@@ -19,6 +19,7 @@ import numpy as np
 import tifffile
 from PIL import Image, UnidentifiedImageError
 
+from nanolens_formats.calibration import length_nm, square_pixel_nm, tiff_pixel_size
 from nanolens_formats.files import suffix_of
 from nanolens_formats.npy import read_npy
 from nanolens_runtime.arrays import require_micrograph_levels
@@ -28,16 +29,11 @@ TIFF_SUFFIXES = {".tif", ".tiff"}
 DM_SUFFIXES = {".dm3", ".dm4"}
 PIL_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 MIN_SIDE = 16
-# nm per length unit, as ImageJ, Zeiss and DigitalMicrograph write them (micro as MICRO SIGN, Greek mu or "u")
-_UNIT_NM = {"nm": 1.0, "nanometer": 1.0, "um": 1e3, "µm": 1e3, "μm": 1e3, "\\u00b5m": 1e3, "micron": 1e3,
-            "mm": 1e6, "m": 1e9, "pm": 1e-3, "angstrom": 0.1, "a": 0.1, "å": 0.1}
-
-
 @dataclass(frozen=True)
 class DecodedImage:
     image: np.ndarray  # H x W, uint8 / uint16 / float32
     pixel_size_nm: float | None
-    pixel_size_source: str  # "ImageJ", "FEI", "Zeiss", "DigitalMicrograph", "" when unknown
+    pixel_size_source: str  # one of nanolens_formats.calibration.SOURCES, "" when unknown
     # Whether the file's detector makes particles brighter than their background (SEM secondary or
     # backscattered electrons, dark-field STEM), darker (bright field), or None when it does not say
     bright_particles: bool | None = None
@@ -65,34 +61,6 @@ def _bad(message: str) -> InvalidArgument:
     return InvalidArgument(message, field="input")
 
 
-def nm_per(unit: object) -> float | None:
-    """Nanometres per one ``unit`` of length (nm, µm, Å, ...), None for an unknown or empty unit."""
-    return _UNIT_NM.get(str(unit).strip().lower())
-
-
-def _zeiss_length_nm(entry: object) -> float | None:
-    """A SmartSEM ("Name", value, unit) length in nm, or None."""
-    if isinstance(entry, tuple) and len(entry) == 3 and isinstance(entry[1], int | float) and entry[1] > 0:
-        per = nm_per(entry[2])
-        return float(entry[1]) * per if per else None
-    return None
-
-
-def _zeiss_pixel_nm(meta: dict, columns: int) -> float | None:
-    """Zeiss SmartSEM's pixel size: the field width (``AP_WIDTH``) over the columns stored.
-
-    ``AP_PIXEL_SIZE`` is the pixel size of the scan, which is not the stored image's when the image
-    was saved at another resolution than it was scanned (a 1024-column scan saved as 512 columns
-    keeps the 1024-column pixel size: every size from it would be half the truth). The field
-    width belongs to the specimen, so it divided by the columns actually stored is right whatever
-    the saved resolution; ``AP_PIXEL_SIZE`` is used only when the file gives no width.
-    """
-    width_nm = _zeiss_length_nm(meta.get("ap_width"))
-    if width_nm and columns > 0:
-        return width_nm / columns
-    return _zeiss_length_nm(meta.get("ap_pixel_size")) or _zeiss_length_nm(meta.get("ap_image_pixel_size"))
-
-
 def _tiff_detector(tif: tifffile.TiffFile) -> str:
     """The detector named in FEI/Thermo or Zeiss SmartSEM metadata, or ""."""
     if tif.is_fei and tif.fei_metadata:
@@ -106,33 +74,14 @@ def _tiff_detector(tif: tifffile.TiffFile) -> str:
     return ""
 
 
-def _dm_tiff_pixel_nm(tags) -> float | None:
-    """DigitalMicrograph's calibration in a TIFF it saved: private tags 65009 / 65010 (x / y scale
-    per pixel) with units 65003 / 65004; the standard resolution tags of such files are not the
-    calibration. Square pixels only."""
-    scales = [tags.get(code) for code in (65009, 65010)]
-    units = [tags.get(code) for code in (65003, 65004)]
-    if None in scales or None in units:
-        return None
-    per = [nm_per(u.value) for u in units]
-    try:
-        values = [float(s.value) for s in scales]
-    except (TypeError, ValueError):
-        return None
-    if None in per or min(values) <= 0:
-        return None
-    x_nm, y_nm = values[0] * per[0], values[1] * per[1]
-    return x_nm if abs(x_nm - y_nm) <= 0.01 * x_nm else None
-
-
 def _too_large(what: str, width: int, height: int, max_pixels: int) -> None:
     if width * height > max_pixels:
         raise ResourceExhausted(f"{what} is {width} x {height} = {width * height} pixels, above the limit of "
                                 f"{max_pixels}")
 
 
-def _tiff_frame(tif: tifffile.TiffFile, what: str, max_pixels: int) -> np.ndarray:
-    """The one image of a TIFF. Frames are pages of one shape that are not reduced-resolution
+def _tiff_frame(tif: tifffile.TiffFile, what: str, max_pixels: int) -> tifffile.TiffPage:
+    """The page of the one image of a TIFF. Frames are pages of one shape that are not reduced-resolution
     thumbnails; two or more is a stack (refused). A file may also hold one image twice, as a colour
     rendering and as the greyscale data (Olympus SIS): then the greyscale one is the image."""
     pages = [page for page in tif.pages if not page.is_reduced]
@@ -143,33 +92,16 @@ def _tiff_frame(tif: tifffile.TiffFile, what: str, max_pixels: int) -> np.ndarra
         raise _bad(f"{what} is a stack of {n} images; need one 2D image (export a single frame; movies go to "
                    "the lpem analysis)")
     _too_large(what, grey[0].imagewidth, grey[0].imagelength, max_pixels)  # as declared, before decompressing
-    return grey[0].asarray()
+    return grey[0]
 
 
 def _tiff(data: bytes, what: str, max_pixels: int) -> tuple[np.ndarray, float | None, str, str]:
     """The first frame, its pixel size and that size's source, and the detector the file names."""
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
-            image = _tiff_frame(tif, what, max_pixels)
-            if tif.is_fei and tif.fei_metadata:
-                width_m = tif.fei_metadata.get("Scan", {}).get("PixelWidth")
-                if width_m:
-                    return image, float(width_m) * 1e9, "FEI", _tiff_detector(tif)
-            if tif.is_sem and tif.sem_metadata:
-                pixel_nm = _zeiss_pixel_nm(tif.sem_metadata, image.shape[-1])
-                if pixel_nm:
-                    return image, pixel_nm, "Zeiss", _tiff_detector(tif)
-            dm_nm = _dm_tiff_pixel_nm(tif.pages[0].tags)
-            if dm_nm:
-                return image, dm_nm, "DigitalMicrograph", _tiff_detector(tif)
-            if tif.is_imagej and tif.imagej_metadata:
-                nm_per_unit = nm_per(tif.imagej_metadata.get("unit", ""))
-                x_res = tif.pages[0].tags.get("XResolution")
-                if nm_per_unit and x_res is not None:
-                    numerator, denominator = x_res.value
-                    if numerator > 0:  # pixels per unit
-                        return image, nm_per_unit * denominator / numerator, "ImageJ", _tiff_detector(tif)
-            return image, None, "", _tiff_detector(tif)
+            page = _tiff_frame(tif, what, max_pixels)
+            image = page.asarray()
+            return (image, *tiff_pixel_size(tif, page, image.shape[-1]), _tiff_detector(tif))
     except (tifffile.TiffFileError, ValueError, KeyError, IndexError) as exc:
         raise _bad(f"{what} is not a readable TIFF ({exc})") from exc
 
@@ -200,14 +132,13 @@ def _dm(data: bytes, what: str, max_pixels: int) -> tuple[np.ndarray, float | No
     sizes, units = dataset.get("pixelSize", []), dataset.get("pixelUnit", [])
     if len(sizes) != 2 or len(units) != 2:
         return image, None, ""
-    per_unit = [nm_per(u) for u in units]
-    if None in per_unit or min(sizes) <= 0:
+    y_nm, x_nm = (length_nm(s, u) for s, u in zip(sizes, units, strict=True))
+    if x_nm is None or y_nm is None:
         return image, None, ""  # uncalibrated (unit "") or not a length (e.g. 1/nm: a diffraction pattern)
-    y_nm, x_nm = (float(s) * f for s, f in zip(sizes, per_unit, strict=True))
-    if abs(y_nm - x_nm) > 0.01 * x_nm:
-        raise _bad(f"{what} has non-square pixels ({x_nm:.4g} x {y_nm:.4g} nm); particle sizing needs square "
-                   "pixels: resample the image first")
-    return image, x_nm, "DigitalMicrograph"
+    try:
+        return image, square_pixel_nm(x_nm, y_nm), "DigitalMicrograph"
+    except ValueError as exc:
+        raise _bad(f"{what} has {exc}; particle sizing needs square pixels: resample the image first") from exc
 
 
 def _pil(data: bytes, what: str, max_pixels: int) -> np.ndarray:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nanolens_formats.calibration import length_nm, square_pixel_nm, tiff_pixel_size
 from nanolens_formats.files import suffix_of
-from nanolens_formats.images import nm_per
 from nanolens_runtime.errors import InvalidArgument, ResourceExhausted
 
 VIDEO = (".mp4", ".mov", ".avi", ".mkv")
@@ -29,6 +29,7 @@ class Movie:
     shape: tuple[int, int]
     fps: float = 0.0
     pixel_size_nm: float = 0.0
+    pixel_size_source: str = ""  # one of nanolens_formats.calibration.SOURCES, "" when unknown
     closers: list = field(default_factory=list)
 
     def close(self) -> None:
@@ -68,11 +69,6 @@ def open_movie(path: Path, key: str, max_frame_pixels: int = 0) -> Movie:
             tif = tifffile.TiffFile(path)
             series = tif.series[0]
             shape = series.shape
-            pixel = 0.0
-            ij = tif.imagej_metadata or {}
-            if ij.get("unit") in ("nm", "nanometer") and tif.pages[0].tags.get("XResolution"):
-                num, den = tif.pages[0].tags["XResolution"].value
-                pixel = den / num if num else 0.0
             if len(shape) == 2:
                 n, hw = 1, shape
             else:
@@ -96,7 +92,9 @@ def open_movie(path: Path, key: str, max_frame_pixels: int = 0) -> Movie:
                     for page in tif.pages[:n]:
                         yield page.asarray()
 
-            return Movie(tiff_frames(), n, tuple(hw), pixel_size_nm=pixel, closers=[tif.close])
+            pixel, source = tiff_pixel_size(tif, tif.pages[0], int(hw[-1]))
+            return Movie(tiff_frames(), n, tuple(hw), pixel_size_nm=pixel or 0.0, pixel_size_source=source,
+                         closers=[tif.close])
         if suffix in DM:
             from ncempy.io.dm import fileDM  # imports h5py: only when a DM file arrives
 
@@ -108,17 +106,21 @@ def open_movie(path: Path, key: str, max_frame_pixels: int = 0) -> Movie:
             if max_frame_pixels and stack.shape[-1] * stack.shape[-2] > max_frame_pixels:
                 dm.fid.close()
                 _frame_size(key, stack.shape[-2], stack.shape[-1], max_frame_pixels)
+            axes = stack.ndim  # DM lists calibrations x, y(, t): the image's are the last ones
             if stack.ndim == 2:
                 stack = stack[None]
             if stack.ndim != 3:
                 dm.fid.close()
                 raise _bad(f"{key}: a DM movie must be a T x H x W stack, got shape {list(stack.shape)}")
-            # DM lists calibrations x, y, t: the stack's are the last three
-            x_scale, x_unit = dm.scale[-stack.ndim], dm.scaleUnit[-stack.ndim]
-            per = nm_per(x_unit)
-            pixel = float(x_scale) * per if per and x_scale > 0 else 0.0
+            x_nm, y_nm = (length_nm(dm.scale[i], dm.scaleUnit[i]) for i in (-axes, 1 - axes))
+            try:
+                pixel = square_pixel_nm(x_nm, y_nm) or 0.0
+            except ValueError as exc:
+                dm.fid.close()
+                raise _bad(f"{key}: {exc}; particle tracking needs square pixels") from None
             return Movie((np.asarray(f) for f in stack), stack.shape[0], tuple(stack.shape[1:]),
-                         pixel_size_nm=pixel, closers=[dm.fid.close])
+                         pixel_size_nm=pixel, pixel_size_source="DigitalMicrograph" if pixel else "",
+                         closers=[dm.fid.close])
         if suffix in VIDEO:
             import imageio_ffmpeg
 

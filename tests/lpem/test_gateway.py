@@ -135,7 +135,8 @@ def bad_files(frames):
 def test_a_dm4_stack_gives_its_pixel_size(gateway, frames):
     ref = upload(gateway, dm4(frames[:8], scale=0.8), "calibrated.dm4")
     _, response = analyze_stream(gateway, ref)
-    assert json.loads(response.result_json)["movie"]["pixel_size_nm"] == pytest.approx(0.8, rel=1e-6)
+    movie = json.loads(response.result_json)["movie"]
+    assert movie["pixel_size_nm"] == pytest.approx(0.8, rel=1e-6) and movie["pixel_size_source"] == "DigitalMicrograph"
 
 
 def test_bad_movies_are_refused_naming_the_problem_and_the_stack_keeps_serving(gateway, frames):

@@ -23,6 +23,7 @@ import numpy as np
 from nanolens.common.v1 import common_pb2
 from nanolens.gateway.v1 import gateway_pb2
 from nanolens.lpem.v1 import lpem_pb2, lpem_pb2_grpc
+from nanolens_formats.calibration import SOURCES
 from nanolens_formats.files import suffix_of
 from nanolens_formats.movies import checked_frames, greyscale_frame, open_movie
 from nanolens_gateway.adapters import pictures
@@ -42,7 +43,8 @@ _NUM = nullable(number("value (null: not measurable)"))
 RESULT = {
     "movie": record("the movie analysed", frames=integer("frames"), height=integer("pixels"), width=integer("pixels"),
                     pixel_size_nm=nullable(number("nm per pixel (null: unknown, lengths in pixels)")),
-                    pixel_size_source=string("where the pixel size came from", ["request", "file", "unknown"]),
+                    pixel_size_source=string("where the pixel size came from: request, the file's metadata or "
+                                             "unknown", ["request", *SOURCES, "unknown"]),
                     fps=nullable(number("frames per second (null: unknown, times in frames)"))),
     "detections": integer("particle detections in tracks of 3 frames or more (one per particle and frame)"),
     "tracks": integer("tracks of 3 frames or more"),
@@ -290,7 +292,7 @@ def summary_doc(summary, tables, pixel_size, fps, movie_, ctx: AnalysisContext, 
     return {
         "movie": {"frames": summary.frames, "height": summary.height, "width": summary.width,
                   "pixel_size_nm": pixel_size or None,
-                  "pixel_size_source": "request" if requested_px else ("file" if pixel_size else "unknown"),
+                  "pixel_size_source": "request" if requested_px else (movie_.pixel_size_source or "unknown"),
                   "fps": fps or None},
         "detections": summary.detections, "tracks": summary.tracks, "pairs": summary.pairs,
         "quality": {"trustworthy": summary.quality.trustworthy,
