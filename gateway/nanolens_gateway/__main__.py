@@ -39,11 +39,12 @@ def start_jobs(impl: GatewayServicer, gateway: GatewaySettings, clients: dict) -
             return False
         return answer.status == health_pb2.HealthCheckResponse.SERVING
 
-    runner = JobRunner(store, impl.plane.analyse,  # no caller waits with a deadline
+    runner = JobRunner(store, impl.plane.analyse,
                        {kind: domain.name for kind, (domain, _) in analyses().items()},
                        per_service=gateway.job_concurrency, lease_seconds=gateway.job_lease_seconds,
                        max_crashes=gateway.job_max_crashes, outage_seconds=gateway.job_outage_seconds,
-                       backoff_max_seconds=gateway.job_backoff_max_seconds, healthy=healthy)
+                       backoff_max_seconds=gateway.job_backoff_max_seconds, item_seconds=gateway.job_item_seconds,
+                       healthy=healthy)
     impl.jobs = JobRpcs(impl.plane, store, gateway.job_max_items, wake=runner.wake.set)
     return runner
 

@@ -1,8 +1,9 @@
 """The data plane: one analysis, from a request to its stored result, with no transport in it.
 
 ``Analyze``, ``AnalyzeStream`` and the job runner all call :meth:`DataPlane.analyse`; the first
-two pass the caller's deadline, the runner none. The caller's identity for the object checks is
-the one the auth interceptor (or the job runner, for a job's owner) put in context.
+two pass the caller's deadline, the runner an item's (``NANOLENS_JOB_ITEM_SECONDS``). The caller's
+identity for the object checks is the one the auth interceptor (or the job runner, for a job's
+owner) put in context.
 """
 
 from __future__ import annotations

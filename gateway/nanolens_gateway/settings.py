@@ -40,7 +40,12 @@ class GatewaySettings:
                                        "how long an item stays with a gateway that stopped renewing it (died)")
     job_outage_seconds: float = setting("NANOLENS_JOB_OUTAGE_SECONDS", 3600.0,
                                         "how long an item waits out a domain service or storage that is away "
-                                        "(UNAVAILABLE, DEADLINE_EXCEEDED) before it fails; the wait spends no attempt")
+                                        "(UNAVAILABLE, or a service silent past NANOLENS_JOB_ITEM_SECONDS, health "
+                                        "checks too) before it fails; the wait spends no attempt")
+    job_item_seconds: float = setting("NANOLENS_JOB_ITEM_SECONDS", 600.0,
+                                      "longest an item's analysis may run; past it the item waits as an outage if its "
+                                      "domain service no longer answers its health check, else it spends an attempt "
+                                      "(raise it for inputs that take longer)")
     job_backoff_max_seconds: float = setting("NANOLENS_JOB_BACKOFF_MAX_SECONDS", 60.0,
                                              "longest pause between two tries of an item")
     job_max_crashes: int = setting("NANOLENS_JOB_MAX_CRASHES", 3,

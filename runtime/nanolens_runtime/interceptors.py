@@ -78,30 +78,41 @@ class _Call:
 
 
 class ConcurrencyLimit:
-    """At most ``limit`` calls in flight (0: no limit). Health checks and reflection are never
-    refused: a probe must be answered when the server is busiest, or the orchestrator restarts a
-    server that is only busy."""
+    """At most ``limit`` unary calls and ``stream_limit`` streaming calls in flight (0: no limit).
+
+    Streams have a pool of their own: a stream lives as long as its caller keeps it (a ``WatchJob``
+    follows a job for hours), so open streams must not take the slots of the short calls. Health
+    checks and reflection are never refused: a probe must be answered when the server is busiest,
+    or the orchestrator restarts a server that is only busy."""
 
     EXEMPT = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
-    def __init__(self, limit: int = 0):
+    def __init__(self, limit: int = 0, stream_limit: int = 0):
         self.limit = limit
-        self.in_flight = 0  # touched only on the event loop
+        self.stream_limit = stream_limit
+        self.in_flight = 0  # unary calls; both counts are touched only on the event loop
+        self.streams = 0
 
     @contextlib.contextmanager
-    def slot(self, call: _Call):
-        if self.limit <= 0 or call.method.startswith(self.EXEMPT):
+    def slot(self, call: _Call, streaming: bool):
+        if call.method.startswith(self.EXEMPT):
             yield
             return
-        if self.in_flight >= self.limit:
+        pool, setting = ("streams", "NANOLENS_MAX_CONCURRENT_STREAMS") if streaming else (
+            "in_flight", "NANOLENS_MAX_CONCURRENT_RPCS")
+        limit = self.stream_limit if streaming else self.limit
+        if 0 < limit <= getattr(self, pool):
             metrics.rpc_refused.labels(*call.labels).inc()
-            raise ResourceExhausted(f"the server has {self.limit} calls in flight (NANOLENS_MAX_CONCURRENT_RPCS): "
-                                    "try again shortly")
-        self.in_flight += 1
+            what = "streaming calls" if streaming else "calls"
+            raise ResourceExhausted(f"the server has {limit} {what} in flight ({setting}): try again shortly")
+        gauge = metrics.rpc_in_flight.labels("streams" if streaming else "unary")
+        setattr(self, pool, getattr(self, pool) + 1)
+        gauge.inc()
         try:
             yield
         finally:
-            self.in_flight -= 1
+            setattr(self, pool, getattr(self, pool) - 1)
+            gauge.dec()
 
 
 async def _counted(iterator: AsyncIterator, call: _Call) -> AsyncIterator:
@@ -125,7 +136,7 @@ def _wrap_awaitable(behavior: Callable[..., Awaitable], rpc_type: str, method: s
     async def handler(request_or_iterator, context):
         call, request_or_iterator = _begin(rpc_type, method, request_or_iterator, streaming_in)
         try:
-            with limit.slot(call):
+            with limit.slot(call, rpc_type != "unary"):
                 response = await behavior(request_or_iterator, context)
             if counts_response:
                 call.sent()
@@ -146,7 +157,7 @@ def _wrap_stream_response(behavior: Callable, rpc_type: str, method: str, stream
     async def generator(request_or_iterator, context):
         call, request_or_iterator = _begin(rpc_type, method, request_or_iterator, streaming_in)
         try:
-            with limit.slot(call):
+            with limit.slot(call, True):
                 async for response in behavior(request_or_iterator, context):
                     call.sent()
                     yield response
@@ -159,8 +170,8 @@ def _wrap_stream_response(behavior: Callable, rpc_type: str, method: str, stream
 
 
 class MetricsAndErrors(grpc.aio.ServerInterceptor):
-    def __init__(self, max_concurrent_rpcs: int = 0):
-        self.limit = ConcurrencyLimit(max_concurrent_rpcs)
+    def __init__(self, max_concurrent_rpcs: int = 0, max_concurrent_streams: int = 0):
+        self.limit = ConcurrencyLimit(max_concurrent_rpcs, max_concurrent_streams)
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)

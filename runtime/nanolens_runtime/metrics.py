@@ -25,7 +25,10 @@ grpc_msg_received = Counter("grpc_server_msg_received_total", "Stream messages r
 grpc_msg_sent = Counter("grpc_server_msg_sent_total", "Stream messages sent by the server.", RPC_LABELS)
 rpc_refused = Counter("nanolens_rpc_refused_total",
                       "RPCs refused with RESOURCE_EXHAUSTED because the server had NANOLENS_MAX_CONCURRENT_RPCS "
-                      "calls in flight.", RPC_LABELS)
+                      "unary or NANOLENS_MAX_CONCURRENT_STREAMS streaming calls in flight.", RPC_LABELS)
+rpc_in_flight = Gauge("nanolens_rpc_in_flight",
+                      "RPCs in flight under a concurrency limit, by pool (unary, streams); health checks are not "
+                      "counted.", ("pool",))
 grpc_handling_seconds = Histogram(
     "grpc_server_handling_seconds", "Response latency of RPCs handled by the server.", RPC_LABELS,
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),

@@ -74,7 +74,7 @@ class GrpcApp:
         self.probe_port: int | None = None
         self.servicers = list(servicers)
         self.health = HealthServicer()
-        self.calls = MetricsAndErrors(settings.max_concurrent_rpcs)
+        self.calls = MetricsAndErrors(settings.max_concurrent_rpcs, settings.max_concurrent_streams)
         self.server = grpc.aio.server(
             interceptors=[self.calls, ServerTracing(), *extra_interceptors],
             options=server_options(settings),

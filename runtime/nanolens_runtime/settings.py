@@ -78,8 +78,12 @@ class ServerSettings:
         "on SIGTERM, NOT_SERVING this long before new calls are refused (load balancers catch up)")
     grace_seconds: float = setting("NANOLENS_GRACE_SECONDS", 20.0, "then in-flight calls get this long to finish")
     max_concurrent_rpcs: int = setting("NANOLENS_MAX_CONCURRENT_RPCS", 256,
-                                      "RPCs in flight beyond this get RESOURCE_EXHAUSTED (counted in "
+                                      "unary RPCs in flight beyond this get RESOURCE_EXHAUSTED (counted in "
                                       "nanolens_rpc_refused_total); health checks are never refused")
+    max_concurrent_streams: int = setting("NANOLENS_MAX_CONCURRENT_STREAMS", 512,
+                                         "streaming RPCs (WatchJob, AnalyzeStream, AnalyzeMany, Upload, Download) "
+                                         "in flight beyond this get RESOURCE_EXHAUSTED; a pool apart from "
+                                         "NANOLENS_MAX_CONCURRENT_RPCS, so open streams never lock out short calls")
 
 
 @dataclass(frozen=True)

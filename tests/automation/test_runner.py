@@ -26,7 +26,7 @@ class Analysis:
         self.error: Exception | None = None
         self.calls: list[str] = []
 
-    async def __call__(self, request):
+    async def __call__(self, request, deadline_s=None):
         self.calls.append(request.input.key)
         await self.release.wait()
         if self.error is not None:
@@ -137,7 +137,7 @@ async def test_an_inputs_own_failures_spend_attempts_and_a_refusal_fails_at_once
 async def test_an_item_whose_task_ended_without_an_outcome_is_not_held_forever(store):
     job = store.create(1, {}, [("raw", "a/0.txt", "")])
 
-    async def broken(request):  # an answer the runner cannot record: a bug past every except
+    async def broken(request, deadline_s=None):  # an answer the runner cannot record: a bug past every except
         return object()
 
     runner = JobRunner(store, broken, DOMAINS, poll_seconds=0.05, lease_seconds=0.6)
@@ -147,5 +147,37 @@ async def test_an_item_whose_task_ended_without_an_outcome_is_not_held_forever(s
         # the heartbeat renews only what still runs: the lease runs out and the item is taken over
         # (as a suspect: a crash counted), where before it was held for as long as the gateway lived
         await until(lambda: store.get(job, items=True).items[0].crashes >= 1)
+    finally:
+        task.cancel()
+
+
+@pytest.mark.parametrize("service_answers", [True, False])
+async def test_an_item_past_its_deadline_spends_attempts_or_waits_out_a_frozen_service(store, service_answers):
+    """The analysis never answers (a service that took the call and froze): past ``item_seconds`` the
+    item is stopped. Its service still answering health checks: the item's own failure, failed after
+    its attempts saying so; not answering either: an outage, paused without spending attempts."""
+    job = store.create(1, {}, [("raw", "frozen.txt", "")])
+    analysis = Analysis()  # never released
+    checks: list[str] = []
+
+    async def healthy(domain: str) -> bool:
+        checks.append(domain)
+        return service_answers
+
+    runner = JobRunner(store, analysis, DOMAINS, poll_seconds=0.05, max_attempts=2, backoff_max_seconds=0.1,
+                       item_seconds=0.2, healthy=healthy)
+    task = asyncio.get_running_loop().create_task(runner.run())
+    try:
+        if service_answers:
+            await until(lambda: counts(store, job)["failed"] == 1)
+            (item,) = store.get(job, items=True).items
+            assert item.attempts == 2 and len(analysis.calls) == 2
+            assert item.error.startswith("DEADLINE_EXCEEDED") and "NANOLENS_JOB_ITEM_SECONDS=0.2" in item.error
+        else:
+            await until(lambda: store.get(job, items=True).items[0].outage_since > 0)
+            (item,) = store.get(job, items=True).items
+            assert item.state == "pending" and item.attempts == 0 and item.error.startswith("UNAVAILABLE")
+            assert "stopped answering" in item.error
+        assert checks and set(checks) == {"spectra"}
     finally:
         task.cancel()

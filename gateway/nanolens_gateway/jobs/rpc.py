@@ -38,6 +38,7 @@ class JobRpcs:
         self.store = store
         self.max_items = max_items
         self.wake = wake or (lambda: None)
+        self._reads: dict[str, tuple[float, asyncio.Future]] = {}  # job id -> (when, its latest read)
 
     async def submit(self, request: gateway_pb2.SubmitJobRequest) -> gateway_pb2.Job:
         _, analysis, _ = self.plane.route(request.analysis)  # refused now, not item by item later
@@ -84,9 +85,9 @@ class JobRpcs:
         return job_proto(await self._record(job_id, items))
 
     async def watch(self, job_id: str, poll: float = 0.25):
+        record = await self._record(job_id)  # the caller's access, checked once
         last = None
         while True:
-            record = await self._record(job_id)
             seen = (record.state, tuple(sorted(record.counts.items())))
             if seen != last:
                 yield job_proto(record)
@@ -94,6 +95,21 @@ class JobRpcs:
             if record.state in ("done", "failed", "cancelled"):
                 return
             await asyncio.sleep(poll)
+            record = await self._shared_read(job_id, poll)
+
+    async def _shared_read(self, job_id: str, fresh: float) -> JobRecord:
+        """The job as read from the database at most ``fresh`` s ago: watchers of one job share
+        one read per poll, however many ``WatchJob`` streams are open."""
+        now = asyncio.get_running_loop().time()
+        read = self._reads.get(job_id)
+        if read is None or now - read[0] >= fresh:
+            for stale in [k for k, (t, _) in self._reads.items() if now - t >= fresh]:
+                del self._reads[stale]
+            read = self._reads[job_id] = (now, asyncio.ensure_future(db_call(self.store.get, job_id)))
+        record = await asyncio.shield(read[1])  # one watcher leaving does not cancel the others' read
+        if record is None:
+            raise NotFound(f"no job {job_id!r}", "job", job_id)
+        return record
 
     async def list(self, request: gateway_pb2.ListJobsRequest) -> gateway_pb2.ListJobsResponse:
         if request.state and request.state not in STATES:

@@ -9,10 +9,14 @@ takes the items over). Exactly once: a retried item has the same result identity
 result was stored before a crash is found in storage instead of being computed again.
 
 What an item's failure costs depends on whose fault it is. A service or storage that is away
-(UNAVAILABLE, DEADLINE_EXCEEDED) pauses the item, backing off up to ``backoff_max_seconds``, for as
-long as ``outage_seconds``, without spending its attempts (and as soon as the domain service's health
+(UNAVAILABLE) pauses the item, backing off up to ``backoff_max_seconds``, for as long as
+``outage_seconds``, without spending its attempts (and as soon as the domain service's health
 check answers again, paused items of its domain are due at once); its own failures spend one attempt each
-(``max_attempts``), and a refusal (INVALID_ARGUMENT, ...) fails it at once. An item is claimed only
+(``max_attempts``), and a refusal (INVALID_ARGUMENT, ...) fails it at once. An item has
+``item_seconds`` to finish (a service that froze on it, taking the call and never answering, must
+not hold it forever): past that it is an outage if its service no longer answers its health check
+(a stopped or wedged process), else its own failure (the service hangs on this input, or the input
+needs longer), which spends an attempt. An item is claimed only
 when its domain has a free slot, so a crash strands no item that was merely waiting; an item whose
 worker died runs alone afterwards, so that the next death is its own, and after ``max_crashes``
 deaths it is failed as poison.
@@ -42,19 +46,23 @@ log = logging.getLogger("nanolens.jobs")
 PERMANENT = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION,
              grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.PERMISSION_DENIED,
              grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.UNIMPLEMENTED}
-# Codes of a service or storage that is away or hangs: not the input's fault.
-OUTAGE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+# Codes of a service or storage that is away: not the input's fault.
+OUTAGE = {grpc.StatusCode.UNAVAILABLE}
+# After an item's deadline (passed on to the domain service, whose DEADLINE_EXCEEDED comes first),
+# this long again at most before the item is stopped: the deadline does not reach what the data
+# plane does in threads (storage reads).
+HARD_STOP_SECONDS = 5.0
 
 
 class JobRunner:
-    """``analyze(request) -> AnalyzeResponse`` is the gateway's analysis; ``domains`` maps each analysis
-    kind to the domain service it runs on, for the per-service concurrency limit; ``healthy(domain)``
-    says whether that service answers its health check now."""
+    """``analyze(request, deadline_s) -> AnalyzeResponse`` is the gateway's analysis; ``domains`` maps
+    each analysis kind to the domain service it runs on, for the per-service concurrency limit;
+    ``healthy(domain)`` says whether that service answers its health check now."""
 
     def __init__(self, store: JobStore, analyze: Callable[[gateway_pb2.AnalyzeRequest], Awaitable],
                  domains: dict[int, str], per_service: int = 2, lease_seconds: float = 30.0,
                  poll_seconds: float = 0.5, max_attempts: int = 5, max_crashes: int = 3,
-                 outage_seconds: float = 3600.0, backoff_max_seconds: float = 60.0,
+                 outage_seconds: float = 3600.0, backoff_max_seconds: float = 60.0, item_seconds: float = 600.0,
                  healthy: Callable[[str], Awaitable[bool]] | None = None):
         self.store = store
         self.analyze = analyze
@@ -71,6 +79,7 @@ class JobRunner:
         self.max_crashes = max_crashes
         self.outage_seconds = outage_seconds
         self.backoff_max_seconds = backoff_max_seconds
+        self.item_seconds = item_seconds
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.running: dict[tuple[str, int], asyncio.Task] = {}
         self.busy: Counter[str] = Counter()  # items running per domain
@@ -177,7 +186,10 @@ class JobRunner:
             input=common_pb2.ObjectRef(bucket=item.bucket, key=item.key, version_id=item.version_id),
             analysis=job.analysis, options=job.options, model_name=job.model_name, model_version=job.model_version)
         try:
-            response = await self.analyze(request)
+            async with asyncio.timeout(self.item_seconds + min(HARD_STOP_SECONDS, self.item_seconds)):
+                response = await self.analyze(request, self.item_seconds)
+        except TimeoutError:
+            await self._failure(item, grpc.StatusCode.DEADLINE_EXCEEDED, "no answer", job.analysis)
         except NanoLensError as exc:
             await self._failure(item, exc.code, exc.message, job.analysis)
         except grpc.aio.AioRpcError as exc:
@@ -192,6 +204,15 @@ class JobRunner:
             log.info("job item done", extra={"job_id": item.job_id, "key": item.key, "cached": response.cached})
 
     async def _failure(self, item: Item, code: grpc.StatusCode, message: str, analysis: int) -> None:
+        domain = self.domains.get(analysis, "")
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            if self.healthy is None or not domain or await self.healthy(domain):
+                message = (f"no result within NANOLENS_JOB_ITEM_SECONDS={self.item_seconds:g} while the "
+                           f"{domain or 'domain'} service answered its health check: it hangs on this input, or "
+                           f"the input needs longer ({message})")
+            else:
+                code = grpc.StatusCode.UNAVAILABLE
+                message = f"the {domain} service took the call and stopped answering, its health check too ({message})"
         error = f"{code.name}: {message}"
         extra = {"job_id": item.job_id, "key": item.key, "error": error}
         if code in OUTAGE:
@@ -200,7 +221,7 @@ class JobRunner:
                 delay = min(self.backoff_max_seconds, max(1.0, away))
                 await db_call(self.store.later, item, self.owner, error, delay, outage=True)
                 log.info("job item paused: a service or storage is away", extra={**extra, "delay_seconds": delay})
-                self._watch(self.domains.get(analysis, ""))
+                self._watch(domain)
                 return
             error += f" (away {away:.0f} s, longer than NANOLENS_JOB_OUTAGE_SECONDS={self.outage_seconds:g})"
         elif code not in PERMANENT and item.attempts < self.max_attempts:
