@@ -35,6 +35,7 @@ class AnalysisContext:
     # None: nobody listens
     progress: Progress | None = None
     results_bucket: str = ""  # where analyses that keep state beside their result write it (SEM collections)
+    data: bytes | None = None  # the input's bytes when the gateway holds them already (AnalyzeMany's inline items)
 
     def report(self, stage: str, done: int = 0, total: int = 0, **counts: int) -> None:
         """Tell a streaming caller how far the analysis is and what it has found so far, by name
@@ -64,6 +65,8 @@ class AnalysisContext:
 
     async def fetch(self) -> bytes:
         """The whole input object (inputs that must be decoded at once)."""
+        if self.data is not None:
+            return self.data
         src = self.source
         with self.timer.stage("fetch"):
             return await asyncio.to_thread(self.store.get, src.bucket, src.key, src.version_id)

@@ -31,7 +31,7 @@ from nanolens_gateway.settings import GatewaySettings
 from nanolens_gateway.upstream import ServiceClient
 from nanolens_runtime.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from nanolens_runtime.metrics import StageTimer
-from nanolens_runtime.storage import ObjectStore
+from nanolens_runtime.storage import ObjectInfo, ObjectStore
 from nanolens_runtime.version import SERVICE_VERSION
 
 log = logging.getLogger("nanolens.gateway")
@@ -71,8 +71,11 @@ class DataPlane:
         return domain, analysis, client
 
     async def analyse(self, request: gateway_pb2.AnalyzeRequest, deadline_s: float | None = None,
-                      progress: Progress | None = None) -> gateway_pb2.AnalyzeResponse:
-        """Checked, answered from the stored result when its identity has one, else computed and stored."""
+                      progress: Progress | None = None,
+                      stored: tuple[ObjectInfo, bytes] | None = None) -> gateway_pb2.AnalyzeResponse:
+        """Checked, answered from the stored result when its identity has one, else computed and stored.
+        ``stored``: the input object the request names as just written, with its bytes (analysed
+        from those: not fetched again)."""
         domain, analysis, client = self.route(request.analysis)
         bucket, key, version = self.buckets.input_object(request.input, "input")
         caller().require("analyse", bucket, key)
@@ -80,8 +83,14 @@ class DataPlane:
         timer = StageTimer()
         loop = asyncio.get_running_loop()
         deadline = None if deadline_s is None else loop.time() + deadline_s
-        with timer.stage("fetch"):
-            source = await asyncio.to_thread(self.store.stat, bucket, key, version)
+        if stored is not None:
+            source, data = stored
+            if (source.bucket, source.key, source.version_id) != (bucket, key, version):
+                raise RuntimeError(f"the bytes given are of s3://{source.bucket}/{source.key}, not of the input")
+        else:
+            data = None
+            with timer.stage("fetch"):
+                source = await asyncio.to_thread(self.store.stat, bucket, key, version)
         if source.size > self.settings.max_object_mb * 1024 * 1024:
             raise ResourceExhausted(f"input is {source.size} bytes, above NANOLENS_MAX_OBJECT_MB="
                                     f"{self.settings.max_object_mb}")
@@ -100,7 +109,7 @@ class DataPlane:
                     store=self.store, source=source, model=model, options=options, timer=timer, deadline=deadline,
                     block_bytes=self.settings.block_mb * 1024 * 1024, max_listed=self.settings.max_listed,
                     max_pixels=self.settings.max_image_mp * 2**20,  # 16 admits 4096 x 4096
-                    progress=progress, results_bucket=self.settings.results_bucket)
+                    progress=progress, results_bucket=self.settings.results_bucket, data=data)
                 started = time.time()
                 outcome = await analysis.run(ctx, client)
                 doc = {
@@ -115,7 +124,7 @@ class DataPlane:
                 }
                 doc["provenance"] = provenance(ctx, domain.name, adapter_code)  # the store stage: metrics only
                 with timer.stage("store"):
-                    doc = await asyncio.to_thread(self.results.save, prefix, doc, outcome.artefacts)
+                    doc = await self.results.save(prefix, doc, outcome.artefacts)
         finally:
             if not lock.locked() and self._locks.get(ident) is lock:
                 del self._locks[ident]

@@ -10,13 +10,18 @@ to their input::
     results/<input bucket>/<input key>/<analysis>/<identity[:16]>/result.json
                                                                .../<artefact files>
 
-``result.json`` is written last, so its presence means the result is complete.
+``result.json`` is written last, after every artefact it lists, so its presence means the result
+is complete: a gateway that dies while writing leaves no result, and the next request computes it
+again. The artefacts are written concurrently; a picture given as a function is drawn in a worker
+thread while the others are written (the numbers do not wait for it).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from nanolens.common.v1 import common_pb2
@@ -30,7 +35,7 @@ RESULT_FILE = "result.json"
 @dataclass(frozen=True)
 class Artefact:
     name: str
-    data: bytes
+    data: bytes | Callable[[], bytes]  # bytes, or a function that makes them (drawn while others are written)
     media_type: str
 
 
@@ -61,17 +66,21 @@ class ResultStore:
         except NotFound:
             return None
 
-    def save(self, prefix: str, doc: dict, artefacts: list[Artefact]) -> dict:
-        """Write artefacts, then the result document listing them; returns the document."""
-        listed = []
-        for artefact in artefacts:
-            key = prefix + artefact.name
-            self.store.put(self.bucket, key, artefact.data, artefact.media_type)
-            listed.append({"name": artefact.name, "media_type": artefact.media_type, "bucket": self.bucket,
-                           "key": key, "size_bytes": len(artefact.data), "sha256": sha256_bytes(artefact.data)})
+    async def save(self, prefix: str, doc: dict, artefacts: list[Artefact]) -> dict:
+        """Write the artefacts (at once, each in a worker thread), then the result document listing
+        them; returns the document. Fails, storing no document, when any artefact fails."""
+        listed = await asyncio.gather(*(asyncio.to_thread(self._write, prefix, a) for a in artefacts))
         doc = dict(doc, artifacts=listed, result={"bucket": self.bucket, "key": prefix + RESULT_FILE})
-        self.store.put(self.bucket, prefix + RESULT_FILE, json.dumps(doc, indent=1).encode(), "application/json")
+        await asyncio.to_thread(self.store.put, self.bucket, prefix + RESULT_FILE,
+                                json.dumps(doc, indent=1).encode(), "application/json")
         return doc
+
+    def _write(self, prefix: str, artefact: Artefact) -> dict:
+        data = artefact.data() if callable(artefact.data) else artefact.data
+        key = prefix + artefact.name
+        self.store.put(self.bucket, key, data, artefact.media_type)
+        return {"name": artefact.name, "media_type": artefact.media_type, "bucket": self.bucket, "key": key,
+                "size_bytes": len(data), "sha256": sha256_bytes(data)}
 
 
 def artefact_protos(doc: dict) -> list[common_pb2.Artifact]:

@@ -39,6 +39,7 @@ from nanolens_runtime.storage import ObjectInfo, ObjectStore
 log = logging.getLogger("nanolens.gateway")
 FULL_NAME = gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].full_name
 MAX_URL_SECONDS = 7 * 24 * 3600  # S3's limit for a presigned URL
+SINGLE_PUT_BYTES = 8 << 20  # uploads up to this are stored in one PUT, larger ones in parts
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
@@ -99,6 +100,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             return info, True
         data.seek(0)
         content_type = header.content_type or "application/octet-stream"
+        if size <= SINGLE_PUT_BYTES:  # one request instead of a multipart upload's three and a HEAD
+            return await asyncio.to_thread(self.store.put, raw, key, data.read(), content_type, sha256=sha256), False
         return await asyncio.to_thread(self.store.put_stream, raw, key, data, content_type, sha256=sha256), False
 
     async def Upload(self, request_iterator, context):
@@ -224,7 +227,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
 
     async def _many_item(self, message: gateway_pb2.AnalyzeManyRequest,
                          deadline_s: float | None) -> gateway_pb2.AnalyzeResponse:
-        """One item of AnalyzeMany: its inline bytes stored as an upload without a key, then analysed."""
+        """One item of AnalyzeMany: its inline bytes stored as an upload without a key (the result's
+        input, named by its sha256), then analysed from the bytes in hand."""
         request = message.request
         if not message.HasField("inline"):
             return await self.plane.analyse(request, deadline_s)
@@ -246,7 +250,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         named = gateway_pb2.AnalyzeRequest()
         named.CopyFrom(request)
         named.input.CopyFrom(common_pb2.ObjectRef(bucket=info.bucket, key=info.key, version_id=info.version_id))
-        return await self.plane.analyse(named, deadline_s)
+        return await self.plane.analyse(named, deadline_s, stored=(info, inline.data))
 
     async def Download(self, request, context):
         bucket, key, version = self.plane.buckets.readable_object(request.object, "object")

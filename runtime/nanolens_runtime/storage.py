@@ -140,15 +140,17 @@ class ObjectStore:
         return ObjectReader(response, bucket, key)
 
     def put(self, bucket: str, key: str, data: bytes, content_type: str = "application/octet-stream",
-            overwrite: bool = True) -> ObjectInfo:
+            overwrite: bool = True, sha256: str = "") -> ObjectInfo:
+        """One PUT; ``sha256`` of the content is kept as object metadata, as ``put_stream`` keeps it."""
         if not overwrite and self.exists(bucket, key):
             raise AlreadyExists(f"s3://{bucket}/{key} already exists; choose another key")
         try:
-            result = self.client.put_object(bucket, key, io.BytesIO(data), len(data), content_type=content_type)
+            result = self.client.put_object(bucket, key, io.BytesIO(data), len(data), content_type=content_type,
+                                            metadata={"sha256": sha256} if sha256 else None)
         except (S3Error, urllib3.exceptions.HTTPError) as exc:
             raise _translate(exc, bucket, key) from exc
         return ObjectInfo(bucket, key, len(data), (result.etag or "").strip('"'), _version(result.version_id),
-                          content_type)
+                          content_type, sha256)
 
     def put_stream(self, bucket: str, key: str, stream, content_type: str, part_size: int = 16 << 20,
                    sha256: str = "") -> ObjectInfo:

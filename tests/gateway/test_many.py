@@ -5,6 +5,7 @@ uploads (so a repeat is served from storage) and within the caller's scope."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import json
 
@@ -80,6 +81,11 @@ def upload(gateway, data: bytes, filename: str, who: str = "admin") -> common_pb
                           metadata=(("authorization", f"Bearer {TOKENS[who]}"),)).object
 
 
+def download(gateway, ref: common_pb2.ObjectRef) -> bytes:
+    return b"".join(r.chunk for r in gateway.Download(gateway_pb2.DownloadRequest(object=ref), timeout=60,
+                                                      metadata=(("authorization", f"Bearer {TOKENS['admin']}"),)))
+
+
 def test_inline_and_named_items_are_each_answered_once_and_a_repeat_is_served_from_storage(gateway, spectra):
     refs = [upload(gateway, npy(np.vstack([np.load(io.BytesIO(s)) for s in spectra[:3]])), "three.npy"),
             upload(gateway, spectra[7], "one.npy")]
@@ -97,6 +103,18 @@ def test_inline_and_named_items_are_each_answered_once_and_a_repeat_is_served_fr
             assert doc["input"]["key"].endswith("/spectrum.npy")
     inline_keys = {json.loads(answers[f"inline-{i}"].result.result_json)["input"]["key"] for i in range(6)}
     assert len(inline_keys) == 6  # six contents, six objects
+    # analysed from the bytes in hand, but stored first: the input the result names holds exactly them
+    doc = json.loads(answers["inline-0"].result.result_json)
+    assert download(gateway, common_pb2.ObjectRef(**{k: doc["input"][k] for k in ("bucket", "key", "version_id")})) \
+        == spectra[0]
+    assert f"/{hashlib.sha256(spectra[0]).hexdigest()[:32]}/" in doc["input"]["key"]  # named by its sha256
+    for answer in answers.values():  # every artefact a result lists is stored, with the bytes it describes
+        names = {a.name for a in answer.result.artifacts}
+        assert names == {"probabilities.npy", "ood_score.npy", "spectra.png"}
+        for artefact in answer.result.artifacts:
+            data = download(gateway, artefact.ref)
+            assert (len(data), hashlib.sha256(data).hexdigest()) == (artefact.size_bytes, artefact.sha256)
+        assert json.loads(download(gateway, answer.result.result)) == json.loads(answer.result.result_json)
 
     again = many(gateway, items)
     assert all(a.result.cached for a in again.values())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -200,16 +201,13 @@ async def classify_spectra(ctx: AnalysisContext, client: ServiceClient) -> Outco
             "listed": min(len(spectra), ctx.max_listed),
             "quality": spectra_quality(ood, silicon_offsets(spectra, decoded.axis)),
         }
-
-        def draw() -> list[Artefact]:  # off the event loop, which serves health
-            drawn = [Artefact("probabilities.npy", pictures.npy_bytes(probabilities), "application/x-npy")]
-            if ctx.options.get("numbers_only") != "true":
-                drawn.append(Artefact("spectra.png", pictures.spectra_png(spectra, decoded.axis, probabilities,
-                                                                          class_names, ood), "image/png"))
-            if ood is not None:
-                drawn.append(Artefact("ood_score.npy", pictures.npy_bytes(ood), "application/x-npy"))
-            return drawn
-        artefacts = await asyncio.to_thread(draw)  # PIL alone: no lock
+        # made in worker threads as they are stored, the picture beside the numbers (PIL: no lock)
+        artefacts = [Artefact("probabilities.npy", partial(pictures.npy_bytes, probabilities), "application/x-npy")]
+        if ctx.options.get("numbers_only") != "true":
+            artefacts.append(Artefact("spectra.png", partial(pictures.spectra_png, spectra, decoded.axis,
+                                                             probabilities, class_names, ood), "image/png"))
+        if ood is not None:
+            artefacts.append(Artefact("ood_score.npy", partial(pictures.npy_bytes, ood), "application/x-npy"))
     return Outcome(summary, artefacts)
 
 
@@ -330,18 +328,15 @@ async def classify_map(ctx: AnalysisContext, client: ServiceClient) -> Outcome:
             "quality": map_quality(ood_map),
         }
         outside = None if ood_map is None else ood_map > 1
-
-        def draw() -> list[Artefact]:  # off the event loop, which serves health
-            drawn = [
-                Artefact("class_map.npy", pictures.npy_bytes(class_map), "application/x-npy"),
-                Artefact("probabilities.npy", pictures.npy_bytes(prob_maps), "application/x-npy"),
-                Artefact("class_map.png", pictures.class_map_png(class_map, class_names, outside), "image/png"),
-                Artefact("probability_maps.png", pictures.probability_maps_png(prob_maps, class_names), "image/png"),
-            ]
-            if ood_map is not None:
-                drawn.append(Artefact("ood_score.npy", pictures.npy_bytes(ood_map), "application/x-npy"))
-            return drawn
-        artefacts = await asyncio.to_thread(pictures.one_at_a_time, draw)
+        artefacts = [  # made in worker threads as they are stored (PIL alone: no lock)
+            Artefact("class_map.npy", partial(pictures.npy_bytes, class_map), "application/x-npy"),
+            Artefact("probabilities.npy", partial(pictures.npy_bytes, prob_maps), "application/x-npy"),
+            Artefact("class_map.png", partial(pictures.class_map_png, class_map, class_names, outside), "image/png"),
+            Artefact("probability_maps.png", partial(pictures.probability_maps_png, prob_maps, class_names),
+                     "image/png"),
+        ]
+        if ood_map is not None:
+            artefacts.append(Artefact("ood_score.npy", partial(pictures.npy_bytes, ood_map), "application/x-npy"))
     return Outcome(summary, artefacts)
 
 
