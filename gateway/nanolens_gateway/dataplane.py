@@ -35,6 +35,9 @@ from nanolens_runtime.storage import ObjectInfo, ObjectStore
 from nanolens_runtime.version import SERVICE_VERSION
 
 log = logging.getLogger("nanolens.gateway")
+#: inputs up to this size are read whole with their identity (one GET, not a HEAD then a GET); a
+#: stored result found for a larger input has cost this much reading in vain
+SMALL_INPUT = 256 << 10
 
 
 class DataPlane:
@@ -87,10 +90,9 @@ class DataPlane:
             source, data = stored
             if (source.bucket, source.key, source.version_id) != (bucket, key, version):
                 raise RuntimeError(f"the bytes given are of s3://{source.bucket}/{source.key}, not of the input")
-        else:
-            data = None
+        else:  # a small input comes whole with what identifies it; a larger one is read by its analysis
             with timer.stage("fetch"):
-                source = await asyncio.to_thread(self.store.stat, bucket, key, version)
+                source, data = await asyncio.to_thread(self.store.read_small, bucket, key, version, SMALL_INPUT)
         if source.size > self.settings.max_object_mb * 1024 * 1024:
             raise ResourceExhausted(f"input is {source.size} bytes, above NANOLENS_MAX_OBJECT_MB="
                                     f"{self.settings.max_object_mb}")

@@ -131,6 +131,33 @@ class ObjectStore:
                 response.close()
                 response.release_conn()
 
+    def read_small(self, bucket: str, key: str, version_id: str = "",
+                   limit: int = 256 << 10) -> tuple[ObjectInfo, bytes | None]:
+        """What ``stat`` says of the object and, when it is at most ``limit`` bytes, its content: one
+        ranged GET instead of a HEAD and a GET (a larger object costs ``limit`` bytes read in vain)."""
+        response = None
+        try:
+            response = self.client.get_object(bucket, key, offset=0, length=limit,
+                                              version_id=_version(version_id) or None)
+            data = response.read()
+            headers = response.headers
+        except S3Error as exc:
+            if exc.code == "InvalidRange":  # an empty object has no first byte
+                return self.stat(bucket, key, version_id), b""
+            raise _translate(exc, bucket, key) from exc
+        except urllib3.exceptions.HTTPError as exc:
+            raise _translate(exc, bucket, key) from exc
+        finally:
+            if response is not None:
+                response.close()
+                response.release_conn()
+        whole = headers.get("Content-Range", "")  # "bytes 0-99/1234"; absent when the object was sent whole
+        size = int(whole.rpartition("/")[2]) if whole else len(data)
+        info = ObjectInfo(bucket, key, size, headers.get("ETag", "").strip('"'),
+                          _version(headers.get("x-amz-version-id")), headers.get("Content-Type", ""),
+                          headers.get(SHA256_METADATA, ""))
+        return info, data if size == len(data) else None
+
     def open(self, bucket: str, key: str, version_id: str = "", offset: int = 0) -> ObjectReader:
         """A streaming reader from ``offset`` to the end: one GET, read block by block."""
         try:

@@ -47,6 +47,24 @@ def test_a_versioned_bucket_keeps_every_version_readable(store: ObjectStore):
     assert store.stat("versioned", "k", one.version_id).etag == one.etag
 
 
+def test_a_small_object_is_read_whole_with_what_stat_says_in_one_request(store: ObjectStore):
+    store.ensure_bucket("versioned")
+    store.client.set_bucket_versioning("versioned", VersioningConfig(ENABLED))
+    small = store.put("versioned", "small/a.npy", b"x" * 100, "application/x-npy", sha256="ab" * 32)
+    store.put("versioned", "small/a.npy", b"y" * 100)  # a newer version: the older one is still read by id
+    info, data = store.read_small("versioned", "small/a.npy", small.version_id, limit=100)
+    assert data == b"x" * 100 and info == store.stat("versioned", "small/a.npy", small.version_id)
+    assert info.sha256 == "ab" * 32 and info.content_type == "application/x-npy"
+    store.put("versioned", "small/big.bin", bytes(range(256)) * 4)
+    info, data = store.read_small("versioned", "small/big.bin", limit=1000)  # one byte over the limit
+    assert data is None and info == store.stat("versioned", "small/big.bin") and info.size == 1024
+    store.put("versioned", "small/empty", b"")
+    info, data = store.read_small("versioned", "small/empty")
+    assert data == b"" and info == store.stat("versioned", "small/empty")
+    with pytest.raises(NotFound):
+        store.read_small("versioned", "small/missing")
+
+
 def test_multipart_upload_then_ranged_reads(store: ObjectStore):
     store.ensure_bucket("raw")
     data = bytes(range(256)) * ((17 << 20) // 256)  # over one 16 MiB part: a multipart upload
