@@ -24,6 +24,7 @@ layouts that can be read.
 from __future__ import annotations
 
 import csv
+import io
 import re
 from dataclasses import dataclass, field
 
@@ -251,17 +252,40 @@ def _looks_long(table: np.ndarray) -> bool:
     return bool(same.mean() > 0.5 and (np.diff(table[:, -2])[same] != 0).all())
 
 
+#: most lines of text before a table's numbers
+_MAX_HEADER = 3
+
+
+def _numbers_in_c(lines: list[str], delimiter: str | None, decimal_comma: bool, width: int) -> np.ndarray | None:
+    """The data lines as one array by numpy's C reader when they are plain numbers, ``width`` to a line;
+    None otherwise (empty cells, text, ragged rows), for the cell-by-cell reader. The difference is the
+    gateway's CPU: a Python ``float()`` per cell held the interpreter lock for most of an analysis."""
+    text = "\n".join(lines)
+    if decimal_comma:  # only with a separator other than ","
+        text = text.replace(",", ".")
+    try:
+        table = np.loadtxt(io.StringIO(text), delimiter=delimiter, dtype=np.float64, ndmin=2, comments=None,
+                           quotechar='"')
+    except ValueError:
+        return None
+    return table if table.shape == (len(lines), width) else None
+
+
 def _tables(lines: list[str], what: str) -> TextSpectra:
     comments = [ln.strip() for ln in lines if ln.lstrip().startswith("#")]
     body = [ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
     if not body:
         raise InvalidArgument(f"{what} holds no data rows", field="input")
     delimiter = _delimiter(body)
-    rows = [_split(ln, delimiter) for ln in body]
     decimal_comma = delimiter in ("\t", ";", None) and any(
-        _DECIMAL_COMMA.match(c) for r in rows[:200] for c in r)
+        _DECIMAL_COMMA.match(c) for ln in body[:200] for c in _split(ln, delimiter))
     # Header lines: text before the first numeric row (a CSV header, WITec's names and units lines).
+    rows = [_split(ln, delimiter) for ln in body[:_MAX_HEADER + 1]]
     first = next((i for i, r in enumerate(rows) if _is_numeric_row(r, decimal_comma)), None)
+    table = None if first is None else _numbers_in_c(body[first:], delimiter, decimal_comma, len(rows[first]))
+    if table is None:  # cell by cell, for the messages that name the line at fault
+        rows = [_split(ln, delimiter) for ln in body]
+        first = next((i for i, r in enumerate(rows) if _is_numeric_row(r, decimal_comma)), None)
     header = rows[:first] if first is not None else rows[:1]
     data = rows[first:] if first is not None else rows[1:]
     comment_names = [c.lstrip("#").strip() for c in re.split(r"\t+", comments[-1])] if comments else []
@@ -270,28 +294,29 @@ def _tables(lines: list[str], what: str) -> TextSpectra:
     looks = _guess(delimiter, header, renishaw_header, metadata_lines, rows)
     if not data:
         raise InvalidArgument(f"{what} has a header but no data rows", field="input")
-    if len(header) > 3:
+    if len(header) > _MAX_HEADER:
         raise unreadable(what, f"{len(header)} lines of text before the numbers", looks)
-    # Cells -> numbers (None for empty cells, kept: LabSpec's wide layout starts with empty cells).
-    parsed = []
-    for number, r in enumerate(data, start=len(header) + 1):
-        try:
-            parsed.append([_number(c, decimal_comma) for c in r])
-        except ValueError as exc:
-            raise unreadable(what, f"line {number} has a value that is not a number ({exc})", looks) from exc
-    lead = 0
-    while lead < len(parsed[0]) and parsed[0][lead] is None:
-        lead += 1
-    if lead in (1, 2) and not header and len(parsed) >= 2:
-        return _labspec_wide(parsed, lead, what)
-    widths = {len(r) for r in parsed}
-    if len(widths) != 1:
-        line = next(i for i, r in enumerate(parsed, start=len(header) + 1) if len(r) != len(parsed[0]))
-        raise unreadable(what, f"rows have different numbers of columns (first odd one: data line {line})", looks)
-    if any(v is None for r in parsed for v in r):
-        line = next(i for i, r in enumerate(parsed, start=len(header) + 1) if None in r)
-        raise unreadable(what, f"data line {line} has an empty cell", looks)
-    table = np.asarray(parsed, dtype=np.float64)
+    if table is None:
+        # Cells -> numbers (None for empty cells, kept: LabSpec's wide layout starts with empty cells).
+        parsed = []
+        for number, r in enumerate(data, start=len(header) + 1):
+            try:
+                parsed.append([_number(c, decimal_comma) for c in r])
+            except ValueError as exc:
+                raise unreadable(what, f"line {number} has a value that is not a number ({exc})", looks) from exc
+        lead = 0
+        while lead < len(parsed[0]) and parsed[0][lead] is None:
+            lead += 1
+        if lead in (1, 2) and not header and len(parsed) >= 2:
+            return _labspec_wide(parsed, lead, what)
+        widths = {len(r) for r in parsed}
+        if len(widths) != 1:
+            line = next(i for i, r in enumerate(parsed, start=len(header) + 1) if len(r) != len(parsed[0]))
+            raise unreadable(what, f"rows have different numbers of columns (first odd one: data line {line})", looks)
+        if any(v is None for r in parsed for v in r):
+            line = next(i for i, r in enumerate(parsed, start=len(header) + 1) if None in r)
+            raise unreadable(what, f"data line {line} has an empty cell", looks)
+        table = np.asarray(parsed, dtype=np.float64)
     if not np.isfinite(table).all():
         raise InvalidArgument(f"{what} contains NaN or Inf", field="input")
     width = table.shape[1]

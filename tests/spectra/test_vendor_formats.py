@@ -129,6 +129,20 @@ def test_semicolon_table_with_decimal_commas():
     np.testing.assert_allclose(data.spectra[0], SPECTRA[0], atol=0.01)
 
 
+def test_a_large_table_reads_the_same_in_c_and_a_bad_cell_deep_in_is_named_by_its_line():
+    many = np.tile(SPECTRA, (7, 1))[:40]
+    rows = [";".join(f"{v:.3f}".replace(".", ",") for v in row) for row in many]
+    text = ";".join(f"{x:.3f}".replace(".", ",") for x in AXIS) + "\n" + "\n".join(rows) + "\n"
+    data = decode_spectra(text.encode(), "eu.csv", {})  # decimal commas, numbers parsed by numpy's reader
+    np.testing.assert_allclose(data.spectra, many, atol=5e-4)
+    np.testing.assert_allclose(data.axis, AXIS, atol=5e-4)
+    broken = text.splitlines()
+    cells = broken[31].split(";")
+    broken[31] = ";".join([*cells[:3], "n/a", *cells[4:]])  # same width, one cell of text
+    with pytest.raises(InvalidArgument, match=r"line 32 has a value that is not a number"):
+        decode_spectra("\n".join(broken).encode(), "eu.csv", {})
+
+
 def test_raster_grid_refuses_incomplete_scans():
     assert raster_grid(np.array([[0, 0], [1, 0], [0, 1], [1, 1]], float)) == (2, 2)
     assert raster_grid(np.array([[0, 0], [1, 0], [0, 1]], float)) is None

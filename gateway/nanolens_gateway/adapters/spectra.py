@@ -104,13 +104,16 @@ def silicon_offsets(spectra: np.ndarray, axis: np.ndarray | None) -> list[tuple[
     if axis is None or len(axis) < 5:
         return []
     x = np.asarray(axis, np.float64)
+    y = np.asarray(spectra, np.float64)
+    heights = y - np.median(y, axis=1, keepdims=True)
+    peaks = np.argmax(heights, axis=1)
+    noise = 1.4826 * np.median(np.abs(np.diff(y, axis=1)), axis=1) / np.sqrt(2)
+    tops = heights[np.arange(len(y)), peaks]
+    sharp = ((x[peaks] >= 470) & (x[peaks] <= 570) & (peaks > 0) & (peaks < len(x) - 1)
+             & (tops >= 50 * np.maximum(noise, 1e-12)))  # all rows at once: few are candidates
     out = []
-    for row, y in enumerate(np.asarray(spectra, np.float64)):
-        height = y - np.median(y)
-        peak = int(np.argmax(height))
-        noise = 1.4826 * np.median(np.abs(np.diff(y))) / np.sqrt(2)
-        if not 470 <= x[peak] <= 570 or not 0 < peak < len(x) - 1 or height[peak] < 50 * max(noise, 1e-12):
-            continue
+    for row in np.flatnonzero(sharp):
+        height, peak = heights[row], int(peaks[row])
         above = height >= height[peak] / 2
         lo, hi = peak, peak
         while lo > 0 and above[lo - 1]:
@@ -123,7 +126,7 @@ def silicon_offsets(spectra: np.ndarray, axis: np.ndarray | None) -> list[tuple[
         shift = 0.5 * (a - c) / (a - 2 * b + c) if a - 2 * b + c else 0.0
         centre = float(x[peak] + shift * (x[peak + 1] - x[peak - 1]) / 2)
         if abs(centre - SILICON_CM1) > SILICON_TOLERANCE_CM1:
-            out.append((row, centre))
+            out.append((int(row), centre))
     return out
 
 
@@ -163,6 +166,25 @@ async def _fetch_whole(ctx: AnalysisContext) -> SpectraData:
         return await asyncio.to_thread(decode_spectra, data, ctx.source.key, ctx.options)
 
 
+def _summary(spectra: np.ndarray, axis: np.ndarray | None, probabilities: np.ndarray, ood: np.ndarray | None,
+             class_names: list[str], max_listed: int) -> dict:
+    predicted = probabilities.argmax(axis=1)
+    return {
+        "n_spectra": int(len(spectra)),
+        "class_names": class_names,
+        "class_counts": {name: int((predicted == i).sum()) for i, name in enumerate(class_names)},
+        "spectra": [
+            {"index": i, "class": class_names[predicted[i]],
+             "probabilities": {n: round(float(p), 6) for n, p in zip(class_names, probabilities[i], strict=True)},
+             "ood_score": None if ood is None else round(float(ood[i]), 4),
+             "out_of_domain": bool(ood is not None and ood[i] > 1)}
+            for i in range(min(len(spectra), max_listed))
+        ],
+        "listed": min(len(spectra), max_listed),
+        "quality": spectra_quality(ood, silicon_offsets(spectra, axis)),
+    }
+
+
 async def classify_spectra(ctx: AnalysisContext, client: ServiceClient) -> Outcome:
     decoded = await _fetch_whole(ctx)
     spectra = decoded.spectra[None, :] if decoded.spectra.ndim == 1 else decoded.spectra
@@ -186,21 +208,8 @@ async def classify_spectra(ctx: AnalysisContext, client: ServiceClient) -> Outco
     with ctx.timer.stage("postprocess"):
         probabilities = np.concatenate(parts)
         ood = None if any(part is None for part in ood_parts) else np.concatenate(ood_parts)
-        predicted = probabilities.argmax(axis=1)
-        summary = {
-            "n_spectra": int(len(spectra)),
-            "class_names": class_names,
-            "class_counts": {name: int((predicted == i).sum()) for i, name in enumerate(class_names)},
-            "spectra": [
-                {"index": i, "class": class_names[predicted[i]],
-                 "probabilities": {n: round(float(p), 6) for n, p in zip(class_names, probabilities[i], strict=True)},
-                 "ood_score": None if ood is None else round(float(ood[i]), 4),
-                 "out_of_domain": bool(ood is not None and ood[i] > 1)}
-                for i in range(min(len(spectra), ctx.max_listed))
-            ],
-            "listed": min(len(spectra), ctx.max_listed),
-            "quality": spectra_quality(ood, silicon_offsets(spectra, decoded.axis)),
-        }
+        summary = await asyncio.to_thread(_summary, spectra, decoded.axis, probabilities, ood, class_names,
+                                          ctx.max_listed)  # a Python loop per spectrum: off the event loop
         # made in worker threads as they are stored, the picture beside the numbers (PIL: no lock)
         artefacts = [Artefact("probabilities.npy", partial(pictures.npy_bytes, probabilities), "application/x-npy")]
         if ctx.options.get("numbers_only") != "true":
