@@ -29,9 +29,14 @@ def main() -> int:
                "started": started, "quick": args.quick}
     for name in args.suite or list(SUITES):
         suite = SUITES[name]
-        results = dict(suite.run(quick=args.quick), machine=machine)
+        load_before = os.getloadavg()  # the machine may be shared: how busy it was around the suite
+        results = suite.run(quick=args.quick)
+        results["machine"] = dict(machine, load_average_1_5_15_before=[round(x, 2) for x in load_before],
+                                  load_average_1_5_15_after=[round(x, 2) for x in os.getloadavg()])
         (out / f"{name}.json").write_text(json.dumps(results, indent=2))
         print(suite.report(results))
+        print(f"load average (1, 5, 15 min) before {results['machine']['load_average_1_5_15_before']}, "
+              f"after {results['machine']['load_average_1_5_15_after']}")
         print(f"written: {out / f'{name}.json'}\n")
     return 0
 
