@@ -1,8 +1,7 @@
 """SEM benchmarks: images per second for lens and embed at 1024 x 1024, in process (the service's
 pipeline and its response) and through the stack (fetch, decode, transport, the gateway's pictures
 and stored objects), in one run (the overhead ratio: what the platform adds to the model);
-search latency p50/p99 over 10,000 and 1,000,000 random unit vectors of the embedding's size; the
-peak resident memory of one 8192 x 8192 image through the service path (lens and anomaly), in a
+the peak resident memory of one 8192 x 8192 image through the service path (lens and anomaly), in a
 fresh process.
 
 Images: :func:`nanolens_sem.synthetic.textures.generate`, seeds 0.., 8-bit.
@@ -12,7 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import statistics
 import subprocess
 import sys
 import time
@@ -27,11 +25,8 @@ from nanolens_cli.stack import Stack
 from nanolens_runtime.inference import select_providers
 from nanolens_runtime.registry import ModelRegistry
 from nanolens_runtime.storage import ObjectStore
-from nanolens_search import top_k
 from nanolens_sem.service import SEM, SemPipeline, SemRequest, SemServicer, layer_names
 from nanolens_sem.synthetic.textures import generate
-
-DIM = 352
 
 
 def images(n: int, side: int) -> list[np.ndarray]:
@@ -74,22 +69,6 @@ def through_stack(endpoints, batch: list[np.ndarray], lens: bool) -> float:
         return len(keys) / (time.perf_counter() - t0)
 
 
-def search_latency(n: int, queries: int = 200, seed: int = 0) -> dict:
-    rng = np.random.default_rng(seed)
-    matrix = rng.standard_normal((n, DIM), dtype=np.float32)
-    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
-    times = []
-    for _ in range(queries):
-        q = rng.standard_normal(DIM).astype(np.float32)
-        q /= np.linalg.norm(q)
-        t0 = time.perf_counter()
-        top_k(matrix, q, 10)
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    return {"n": n, "dim": DIM, "queries": queries, "p50_ms": round(1e3 * statistics.median(times), 2),
-            "p99_ms": round(1e3 * times[int(0.99 * (queries - 1))], 2)}
-
-
 def memory_in_fresh_process(side: int) -> dict:
     run = subprocess.run([sys.executable, "-m", "bench.sem", "--memory", str(side)], capture_output=True, text=True,
                          timeout=1800, check=True)
@@ -125,8 +104,6 @@ def run(quick: bool = False) -> dict:
             r = results["modes"][mode]
             r["through_stack_per_s"] = round(through_stack(endpoints, batch, lens), 3)
             r["overhead"] = round(r["in_process_per_s"] / r["through_stack_per_s"] - 1, 3)
-    results["search"] = [search_latency(size, 20 if quick else 200) for size in
-                         ((1000, 10_000) if quick else (10_000, 1_000_000))]
     results["memory"] = memory_in_fresh_process(1024 if quick else 8192)
     return results
 
@@ -136,9 +113,6 @@ def report(results: dict) -> str:
              "mode           in process/s  through stack/s  overhead"]
     for mode, r in results["modes"].items():
         lines.append(f"{mode:<14} {r['in_process_per_s']:>12}  {r['through_stack_per_s']:>15}  {r['overhead']:>+8.1%}")
-    for s in results["search"]:
-        lines.append(f"search over {s['n']:>9,} x {s['dim']} (exact): p50 {s['p50_ms']} ms, p99 {s['p99_ms']} ms "
-                     f"({s['queries']} queries)")
     m = results["memory"]
     lines.append(f"one {m['side']} x {m['side']} image ({m['image_mib']} MiB) with lens and anomaly: {m['seconds']} s, "
                  f"process peak {m.get('process_peak_mib')} MiB resident (+{m['peak_added_mib']} MiB during it)")

@@ -15,6 +15,9 @@ class GatewaySettings:
         "largest micrograph accepted, megapixels (it travels as one message: keep it under NANOLENS_MAX_MESSAGE_MB)")
     raw_bucket: str = setting("NANOLENS_RAW_BUCKET", "raw", "bucket for uploads and raw data")
     results_bucket: str = setting("NANOLENS_RESULTS_BUCKET", "results", "bucket for results and artefacts")
+    sem_index_above: int = setting("NANOLENS_SEM_INDEX_ABOVE", 20000,
+                                   "SEM collections of this many images or more are searched through an HNSW graph "
+                                   "(stored beside them); smaller ones exactly")
     max_object_mb: int = setting("NANOLENS_MAX_OBJECT_MB", 2048, "largest input object accepted, MiB")
     max_upload_mb: int = setting("NANOLENS_MAX_UPLOAD_MB", 2048, "largest streamed upload, MiB")
     max_inline_kb: int = setting("NANOLENS_MAX_INLINE_KB", 1024,

@@ -58,8 +58,15 @@ def _lpem(lpem: dict) -> None:
 def _sem(sem: dict) -> None:
     assert set(sem["modes"]) == {"embed", "lens+anomaly"}
     assert all(m["in_process_per_s"] > 0 and m["through_stack_per_s"] > 0 for m in sem["modes"].values())
-    assert [s["n"] for s in sem["search"]] == [1000, 10_000] and all(s["p99_ms"] >= s["p50_ms"] for s in sem["search"])
     assert sem["memory"]["process_peak_mib"] > 100
+
+
+def _search(search: dict) -> None:
+    assert [s["n"] for s in search["sizes"]] == [1000, 5000]
+    for s in search["sizes"]:
+        assert s["exact"]["p99_ms"] >= s["exact"]["p50_ms"] > 0 and s["graph"]["p99_ms"] >= s["graph"]["p50_ms"] > 0
+        assert 0.5 <= s["graph"]["recall_at_10"] <= 1 and s["graph"]["build_s"] > 0
+    assert search["gateway"]["p99_ms"] >= search["gateway"]["p50_ms"] > 0
 
 
 def _jobs(jobs: dict) -> None:
@@ -81,7 +88,7 @@ def _storage(storage: dict) -> None:
         assert s["job"]["done"] == s["job"]["items"] > 0
 
 
-SUITES = {"spectra": _spectra, "many": _many, "tem": _tem, "lpem": _lpem, "sem": _sem, "jobs": _jobs,
+SUITES = {"spectra": _spectra, "many": _many, "tem": _tem, "lpem": _lpem, "sem": _sem, "search": _search, "jobs": _jobs,
           "gateway": _gateway, "storage": _storage}
 
 

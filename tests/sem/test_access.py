@@ -1,6 +1,7 @@
 """Search over a collection shared by two groups: each sees only its own images among the hits,
 a read-only token searches with stored images but may not embed new ones, and a refusal outside the
-scopes does not tell whether the collection holds the image."""
+scopes does not tell whether the collection holds the image. The collection is searched through its
+HNSW graph (NANOLENS_SEM_INDEX_ABOVE lowered to 8): the filter holds there too."""
 
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ TABLE = [
 
 @pytest.fixture(scope="module")
 def endpoints(start_stack):
-    return start_stack("sem-access", extra_env={"NANOLENS_GATEWAY_TOKENS": json.dumps(TABLE)}, domains=("sem",))[1]
+    return start_stack("sem-access", extra_env={"NANOLENS_GATEWAY_TOKENS": json.dumps(TABLE),
+                                                "NANOLENS_SEM_INDEX_ABOVE": "8"}, domains=("sem",))[1]
 
 
 def png_file(tmp_path, seed: int):
@@ -59,6 +61,8 @@ def test_each_group_finds_only_its_own_images_in_a_shared_collection(endpoints, 
     assert len(hits_a.hits) == 5 and all(h.object.key.startswith("lab-a/") for h in hits_a.hits)
     hits_b = search(b, mine["lab-b"][0])
     assert len(hits_b.hits) == 5 and all(h.object.key.startswith("lab-b/") for h in hits_b.hits)
+    few = search(a, mine["lab-a"][1], k=3).hits  # fewer than the group has: the graph's nearest, filtered
+    assert len(few) == 3 and all(h.object.key.startswith("lab-a/") for h in few)
     # a query of the other group's is refused, stored or not
     with pytest.raises(grpc.RpcError) as err:
         search(b, mine["lab-a"][1])

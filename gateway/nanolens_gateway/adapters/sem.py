@@ -23,7 +23,7 @@ from nanolens_gateway.schema import array, boolean, integer, nullable, number, r
 from nanolens_gateway.upstream import ServiceClient
 from nanolens_runtime import arrays
 from nanolens_runtime.errors import InvalidArgument, NotFound, Unavailable
-from nanolens_search import top_k
+from nanolens_search import search as nearest
 
 #: The autoencoder manifest's metric with the calibrated search similarity (nanolens_sem.evaluation.search).
 SIMILAR_ABOVE = "search_similar_above"
@@ -263,7 +263,8 @@ def anomaly_png(image: np.ndarray, percentiles: np.ndarray, a: sem_pb2.Anomaly) 
 
 def collections(plane: DataPlane) -> sem_collections.Collections:
     """This gateway's collections, loaded on first search."""
-    return plane.state("sem.collections", lambda p: sem_collections.Collections(p.store, p.settings.results_bucket))
+    return plane.state("sem.collections", lambda p: sem_collections.Collections(
+        p.store, p.settings.results_bucket, p.settings.sem_index_above))
 
 
 async def search(plane: DataPlane, request: gateway_pb2.SearchCollectionRequest
@@ -286,7 +287,7 @@ async def search(plane: DataPlane, request: gateway_pb2.SearchCollectionRequest
     outside = not who.may("read", bucket, key)
     who.require("read" if row >= 0 or outside else "analyse", bucket, key)
     if row >= 0:
-        query = loaded.matrix[row]
+        query = loaded.vectors.vector(row)
     else:
         _, _, client = plane.route(gateway_pb2.ANALYSIS_KIND_SEM_IMAGE, "query")  # the query must be embedded
         info = await asyncio.to_thread(plane.store.stat, bucket, key, version)
@@ -299,19 +300,13 @@ async def search(plane: DataPlane, request: gateway_pb2.SearchCollectionRequest
             raise InvalidArgument(f"the SEM service ran {response.provenance.model_name} "
                                   f"{response.provenance.model_version}, not the collection's model", field="query")
         query = arrays.from_proto(response.embedding, "embedding")
-    # the best few first; a scoped caller who may read few of them widens the search, up to all
-    wanted, hits = k, []
-    while True:
-        order, scores = top_k(loaded.matrix, query, wanted, row)
-        hits = [gateway_pb2.SearchHit(object=common_pb2.ObjectRef(**loaded.objects[int(i)]), score=float(score))
-                for i, score in zip(order, scores, strict=True)
-                if who.may("read", loaded.objects[int(i)]["bucket"], loaded.objects[int(i)]["key"])][:k]
-        if len(hits) == k or wanted >= len(loaded.objects):
-            break
-        wanted *= 8
+    found = await asyncio.to_thread(nearest, loaded.vectors, query, k, row,
+                                    lambda o: who.may("read", o["bucket"], o["key"]))
+    hits = [gateway_pb2.SearchHit(object=common_pb2.ObjectRef(**loaded.vectors.objects[r]), score=score)
+            for r, score in found]
     similar_above = await _similar_above(plane, model)
     return gateway_pb2.SearchCollectionResponse(
-        hits=hits, n_items=len(loaded.objects), model=model, query_in_collection=row >= 0,
+        hits=hits, n_items=loaded.vectors.n_items, model=model, query_in_collection=row >= 0,
         similar_above=similar_above,
         nothing_similar=similar_above is not None and not any(h.score >= similar_above for h in hits))
 

@@ -1,4 +1,4 @@
-"""Embedding collections of SEM images, kept in object storage, and exact search over them.
+"""Embedding collections of SEM images, kept in object storage, and search over them.
 
 A collection ``<name>`` lives in the results bucket under ``sem/collections/<name>/``:
 ``collection.json`` names the autoencoder (name, version, sha256) and the embedding size; each
@@ -8,31 +8,46 @@ means concurrent analyses never overwrite each other's items, and analysing a ne
 image replaces its item. A collection is tied to its model: adding or searching with another
 autoencoder is refused.
 
-Search keeps each collection's matrix in memory and, per query, lists the item objects and reads
-only those that are new or changed (by ETag), so a search costs one listing plus a matrix
-product (the exact top k of :func:`nanolens_search.top_k`).
+The gateway keeps each collection's vectors in memory (:class:`nanolens_search.Vectors`) and, per
+search, lists the item objects and reads only those that are new or changed (by ETag); a deleted
+or replaced item's row is left out of every search at once and dropped when the rows are
+compacted. Below
+``index_above`` items (20,000 by default) the search is exact, a scan of every vector (under 2 ms
+there); from there on it walks an HNSW graph, which is stored beside the items as
+``index/hnsw.bin`` with each row's item object and ETag, so that another gateway (or this one
+restarted) loads it and brings it up to date with the items that changed since, instead of reading
+every item and building the graph again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import hashlib
+import io
 import json
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+import faiss
 import numpy as np
 
 from nanolens.common.v1 import common_pb2
 from nanolens_runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from nanolens_runtime.storage import ObjectStore
+from nanolens_search import Vectors, new_index
 
 PREFIX = "sem/collections/"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_K = 1000
+INDEX_ABOVE = 20_000  # items from which a collection is searched through the graph (exact is fast enough below)
+INDEX_KEY = "index/hnsw.bin"  # beside items/: 8 bytes of header length, the gzipped JSON header, the faiss graph
+INDEX_FORMAT = 1
+REBUILD_DEAD = 0.25  # compact once a quarter of the rows are deleted or replaced items
+SAVE_CHANGED = 0.10  # store the graph again once a tenth of its rows changed since it was stored
 
 
 def check_name(name: str, field_name: str = "collection") -> str:
@@ -83,62 +98,128 @@ def add(store: ObjectStore, bucket: str, collection: str, model: common_pb2.Mode
     return key
 
 
+
+class _Chain(io.RawIOBase):
+    """Read-only stream over byte buffers one after the other (an upload without joining them)."""
+
+    def __init__(self, *parts):
+        self.parts = [memoryview(p).cast("B") for p in parts]
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while self.parts and not len(self.parts[0]):
+            self.parts.pop(0)
+        if not self.parts:
+            return 0
+        n = min(len(buffer), len(self.parts[0]))
+        buffer[:n] = self.parts[0][:n]
+        self.parts[0] = self.parts[0][n:]
+        return n
+
+
 @dataclass
 class LoadedCollection:
-    """A collection's items in memory: item object -> ETag, and the rows they fill."""
+    """A collection as this gateway holds it: its record, its rows (key: the item object, tag: its
+    ETag, object: bucket, key, version_id) and how many rows changed since the graph was stored."""
 
     record: dict
-    etags: dict[str, str] = field(default_factory=dict)
-    rows: dict[str, int] = field(default_factory=dict)
-    objects: list[dict] = field(default_factory=list)  # per row: bucket, key, version_id
-    matrix: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    vectors: Vectors
+    unsaved: int = 0
 
 
 class Collections:
-    """The gateway's view of the collections: loaded on first search, refreshed by ETag."""
+    """The gateway's view of the collections: loaded on first search, from the stored graph when
+    there is one, and brought up to date with the item objects (by ETag) on every search."""
 
-    def __init__(self, store: ObjectStore, bucket: str, readers: int = 8):
+    def __init__(self, store: ObjectStore, bucket: str, index_above: int = INDEX_ABOVE, readers: int = 8):
         self.store = store
         self.bucket = bucket
+        self.index_above = index_above
         self._loaded: dict[str, LoadedCollection] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._pool = ThreadPoolExecutor(readers, thread_name_prefix="collection-read")
 
-    def _refresh(self, name: str) -> LoadedCollection:
+    def _read_item(self, key: str) -> dict | None:
+        try:
+            return json.loads(self.store.get(self.bucket, key))
+        except NotFound:  # deleted since the listing
+            return None
+
+    def refresh(self, name: str) -> LoadedCollection:
         record = describe(self.store, self.bucket, name)
         if record is None:
             raise NotFound(f"no collection {name!r} (make one with an SEM analysis and the option embed={name})",
                            "collection", name)
         loaded = self._loaded.get(name)
         if loaded is None or loaded.record["model"] != record["model"]:
-            loaded = LoadedCollection(record, matrix=np.zeros((0, record["dim"]), np.float32))
+            loaded = self.restore(name, record) or LoadedCollection(record, Vectors(new_index(record["dim"], False)))
+        vectors = loaded.vectors
         listing = self.store.list_etags(self.bucket, f"{PREFIX}{name}/items/")
-        changed = [k for k, etag in listing.items() if loaded.etags.get(k) != etag]
-        if not changed and len(listing) == len(loaded.etags):
-            return loaded
-        items = dict(zip(changed, self._pool.map(lambda k: json.loads(self.store.get(self.bucket, k)), changed),
-                         strict=True))
-        keys = sorted(listing)
-        matrix = np.empty((len(keys), record["dim"]), np.float32)
-        objects = []
-        for row, key in enumerate(keys):
-            if key in items:
-                item = items[key]
-                matrix[row] = np.frombuffer(base64.b64decode(item["vector"]), "<f4")
-                objects.append({"bucket": item["bucket"], "key": item["key"], "version_id": item["version_id"]})
-            else:
-                old = loaded.rows[key]
-                matrix[row] = loaded.matrix[old]
-                objects.append(loaded.objects[old])
-        loaded = LoadedCollection(record, dict(listing), {k: i for i, k in enumerate(keys)}, objects, matrix)
+        changed = [k for k, etag in listing.items() if vectors.tag_of(k) != etag]
+        gone = [k for k in vectors.rows if k not in listing or k in changed]
+        if changed or gone:
+            read = [(k, listing[k], item) for k, item in zip(changed, self._pool.map(self._read_item, changed),
+                                                             strict=True) if item is not None]
+            with vectors.guard:
+                vectors.drop(gone)
+                vectors.append([k for k, _, _ in read], [etag for _, etag, _ in read],
+                               [{"bucket": i["bucket"], "key": i["key"], "version_id": i["version_id"]}
+                                for _, _, i in read],
+                               np.array([np.frombuffer(base64.b64decode(i["vector"]), "<f4") for _, _, i in read]))
+            loaded.unsaved += len(gone) + len(read)
+        graph = vectors.n_items >= self.index_above
+        if len(vectors.keys) - vectors.n_items > REBUILD_DEAD * len(vectors.keys) or vectors.graph != graph:
+            loaded = LoadedCollection(record, vectors.compacted(graph), vectors.n_items)
+        if loaded.vectors.graph and loaded.unsaved > SAVE_CHANGED * loaded.vectors.n_items:
+            self.save(name, loaded)
         self._loaded[name] = loaded
         return loaded
+
+    def save(self, name: str, loaded: LoadedCollection) -> None:
+        """Store the graph beside the collection with each row's item object and ETag, as one object
+        (a reader never sees a graph with another one's rows)."""
+        v = loaded.vectors
+        header = gzip.compress(json.dumps({
+            "format": INDEX_FORMAT, "model": loaded.record["model"]["sha256"], "dim": loaded.record["dim"],
+            "rows": [None if k is None else [k, t, o] for k, t, o in zip(v.keys, v.tags, v.objects, strict=True)],
+        }).encode())
+        with v.guard:
+            graph = faiss.serialize_index(v.index)
+        self.store.put_stream(self.bucket, f"{PREFIX}{name}/{INDEX_KEY}",
+                              io.BufferedReader(_Chain(len(header).to_bytes(8, "little"), header, graph)),
+                              "application/octet-stream")
+        loaded.unsaved = 0
+
+    def restore(self, name: str, record: dict) -> LoadedCollection | None:
+        """The stored graph, or None when there is none or it was made by another model or format
+        (then it is rebuilt from the items)."""
+        try:
+            reader = self.store.open(self.bucket, f"{PREFIX}{name}/{INDEX_KEY}")
+        except NotFound:
+            return None
+        try:
+            header = json.loads(gzip.decompress(reader.read_exactly(int.from_bytes(reader.read_exactly(8), "little"))))
+            if (header.get("format"), header.get("model"), header.get("dim")) != (
+                    INDEX_FORMAT, record["model"]["sha256"], record["dim"]):
+                return None
+            index = faiss.read_index(faiss.PyCallbackIOReader(reader.read_exactly))
+        finally:
+            reader.close()
+        rows = header["rows"]
+        if index.ntotal != len(rows):
+            return None
+        vectors = Vectors(index, [r and r[0] for r in rows], [r[1] if r else "" for r in rows],
+                          [r[2] if r else {} for r in rows])
+        vectors.reselect()
+        return LoadedCollection(record, vectors)
 
     async def load(self, name: str) -> LoadedCollection:
         check_name(name)
         lock = self._locks.setdefault(name, asyncio.Lock())
         async with lock:
-            return await asyncio.to_thread(self._refresh, name)
+            return await asyncio.to_thread(self.refresh, name)
 
     def row_of(self, loaded: LoadedCollection, bucket: str, key: str) -> int:
-        return loaded.rows.get(item_key(loaded.record["name"], bucket, key), -1)
+        return loaded.vectors.rows.get(item_key(loaded.record["name"], bucket, key), -1)
