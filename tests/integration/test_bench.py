@@ -77,6 +77,7 @@ def _jobs(jobs: dict) -> None:
 def _gateway(gateway: dict) -> None:
     assert [r["clients"] for r in gateway["load"]] == [1, 8, 32]
     assert all(r["health_p99_ms"] >= r["health_p50_ms"] > 0 and r["analyses"] > 0 for r in gateway["load"])
+    assert all(r["apart_p99_ms"] >= r["apart_p50_ms"] > 0 for r in gateway["load"])  # the separate probe too
     assert all(b["code"] in ("RESOURCE_EXHAUSTED", "INVALID_ARGUMENT") for b in gateway["bombs"])
     assert gateway["outage"]["job_state"] == "done" and gateway["outage"]["failed"] == 0
 
