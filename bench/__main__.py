@@ -9,10 +9,10 @@ import platform
 import time
 from pathlib import Path
 
-from bench import gateway, jobs, lpem, many, search, sem, spectra, storage, tem
+from bench import gateway, jobs, landed, lpem, many, search, sem, spectra, storage, tem
 
 SUITES = {"spectra": spectra, "many": many, "tem": tem, "lpem": lpem, "sem": sem, "search": search, "jobs": jobs,
-          "gateway": gateway, "storage": storage}
+          "landed": landed, "gateway": gateway, "storage": storage}
 
 
 def main() -> int:

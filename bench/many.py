@@ -170,7 +170,8 @@ def report(results: dict) -> str:
         f"  1 caller, p50 (p95) of {lat['repeats']}: Analyze {lat['analyze_p50']} ({lat['analyze_p95']}) ms, "
         f"AnalyzeMany {lat['analyze_many_p50']} ({lat['analyze_many_p95']}) ms; numbers only "
         f"{lat['analyze_numbers_only_p50']} ({lat['analyze_numbers_only_p95']}) ms, "
-        f"{lat['analyze_many_numbers_only_p50']} ({lat['analyze_many_numbers_only_p95']}) ms (goal: Analyze p50 <= 20 ms)",
+        f"{lat['analyze_many_numbers_only_p50']} ({lat['analyze_many_numbers_only_p95']}) ms "
+        "(goal: Analyze p50 <= 20 ms)",
         f"  per item in AnalyzeMany (median): {stages('stages_many_s')}",
         f"  per item, numbers only (median): {stages('stages_many_numbers_only_s')}",
     ])

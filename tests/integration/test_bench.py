@@ -74,6 +74,13 @@ def _jobs(jobs: dict) -> None:
     assert jobs["rate"]["done"] == jobs["rate"]["items"] == jobs["items"] and jobs["rate"]["items_per_s"] > 0
 
 
+def _landed(landed: dict) -> None:
+    assert set(landed["kinds"]) == {"spectrum", "tem_512"}  # --quick leaves the 2048 x 2048 image out
+    for entry in landed["kinds"].values():
+        times = entry["landed_to_result"]
+        assert times["p95_s"] >= times["p50_s"] > entry["in_process_p50_s"] > 0 and times["n"] > 0
+
+
 def _gateway(gateway: dict) -> None:
     assert [r["clients"] for r in gateway["load"]] == [1, 8, 32]
     assert all(r["health_p99_ms"] >= r["health_p50_ms"] > 0 and r["analyses"] > 0 for r in gateway["load"])
@@ -90,7 +97,7 @@ def _storage(storage: dict) -> None:
 
 
 SUITES = {"spectra": _spectra, "many": _many, "tem": _tem, "lpem": _lpem, "sem": _sem, "search": _search, "jobs": _jobs,
-          "gateway": _gateway, "storage": _storage}
+          "landed": _landed, "gateway": _gateway, "storage": _storage}
 
 
 @pytest.mark.slow
