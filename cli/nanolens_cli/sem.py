@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -13,6 +14,21 @@ from nanolens_client import Ref
 IMAGE_SUFFIXES = {".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".dm3", ".dm4", ".npy"}
 
 
+def region_arg(text: str) -> tuple[int, int, int, int]:
+    parts = text.split(",")
+    if len(parts) != 4 or not all(p.strip().isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"{text!r} is not X,Y,WIDTH,HEIGHT in whole pixels")
+    x, y, w, h = (int(p) for p in parts)
+    return x, y, w, h
+
+
+def where_arg(text: str) -> tuple[str, str]:
+    name, eq, value = text.partition("=")
+    if not eq or not name.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not FIELD=VALUE")
+    return name.strip(), value.strip()
+
+
 def cmd_search(args) -> int:
     """Search a collection with a local image (uploaded first) or a stored key (bucket/key or key)."""
     with connect(args) as client:
@@ -22,7 +38,8 @@ def cmd_search(args) -> int:
         else:
             bucket, _, key = args.query.partition("/") if args.bucket_in_query else ("", "", args.query)
             query = Ref(bucket, key)
-        response = client.search(args.collection, query, k=args.k, timeout=args.timeout)
+        response = client.search(args.collection, query, k=args.k, region=args.region, where=dict(args.where),
+                                 timeout=args.timeout)
     if args.json:
         from google.protobuf import json_format
 
@@ -35,7 +52,8 @@ def cmd_search(args) -> int:
         print(f"nothing in {args.collection} is like the query: every similarity is below "
               f"{response.similar_above:.3f}, the model's calibrated level for images of one kind")
     for hit in response.hits:
-        print(f"{hit.score:8.4f}  s3://{hit.object.bucket}/{hit.object.key}")
+        said = ", ".join(f"{k} {v}" for k, v in sorted(hit.metadata.items()))
+        print(f"{hit.score:8.4f}  s3://{hit.object.bucket}/{hit.object.key}" + (f"  ({said})" if said else ""))
     return 0
 
 
@@ -98,6 +116,11 @@ def add_parsers(sub) -> None:
     search.add_argument("query", help="a local image file, or the key of a stored image")
     search.add_argument("-k", type=int, default=10, help="hits (default 10)")
     search.add_argument("--bucket-in-query", action="store_true", help="the query is BUCKET/KEY")
+    search.add_argument("--region", type=region_arg, metavar="X,Y,W,H",
+                        help="search for images like this part of the query image (pixels; sides at least 32)")
+    search.add_argument("--where", type=where_arg, action="append", default=[], metavar="FIELD=VALUE",
+                        help="only images whose file says so (repeatable): detector=SE2 (part of its name), "
+                             "magnification_min/_max=N, pixel_size_nm_min/_max=N, acquired_from/_to=YYYY-MM-DD")
     search.add_argument("--json", action="store_true")
     add_gateway(search)
     search.add_argument("--timeout", type=float, default=120)

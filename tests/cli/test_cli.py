@@ -359,3 +359,12 @@ def test_sem_train_register_classify_embed_and_search(stack, tmp_path):
     assert hits.startswith("1 of 2 images in cli-textures") and "left out" in hits and "s3://raw/" in hits
     missing = nanolens(stack, "sem", "search", "no-such-collection", str(query), check=False)
     assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr
+    # a region of the query (embedded anew: the query's own item is a hit) and a metadata filter PNGs do not meet
+    region = nanolens(stack, "sem", "search", "cli-textures", str(query), "--region", "0,0,96,96").stdout
+    assert region.startswith("2 of 2 images in cli-textures") and "left out" not in region
+    none = nanolens(stack, "sem", "search", "cli-textures", str(query), "--where", "detector=InLens").stdout
+    assert none.startswith("0 of 2 images")
+    bad = nanolens(stack, "sem", "search", "cli-textures", str(query), "--where", "colour=red", check=False)
+    assert bad.returncode == 1 and "INVALID_ARGUMENT" in bad.stderr and "unknown filter field 'colour'" in bad.stderr
+    bad = nanolens(stack, "sem", "search", "cli-textures", str(query), "--region", "0,0,96", check=False)
+    assert bad.returncode == 2 and "X,Y,WIDTH,HEIGHT" in bad.stderr

@@ -9,6 +9,7 @@ import json
 import grpc
 import numpy as np
 import pytest
+import tifffile
 from PIL import Image
 
 from nanolens.gateway.v1 import gateway_pb2
@@ -102,6 +103,78 @@ def test_a_search_says_when_nothing_in_the_collection_is_like_the_query(gateway)
     assert not found.nothing_similar and found.hits[0].score >= found.similar_above, found.hits[0].score
     assert nothing.nothing_similar and len(nothing.hits) == 3  # the least unlike are still listed
     assert all(h.score < nothing.similar_above for h in nothing.hits)
+
+
+def zeiss_tiff(image: np.ndarray, detector: str, mag: str, date: str) -> bytes:
+    """An 8-bit TIFF with Zeiss SmartSEM metadata: detector, magnification and date."""
+    text = (f"0\r\n0\r\nAP_MAG\r\nMag = {mag}\r\nAP_DATE\r\nDate = {date}\r\n"
+            f"DP_DETECTOR_CHANNEL\r\nSignal A = {detector}\r\n")
+    out = io.BytesIO()
+    tifffile.imwrite(out, (np.clip(image, 0, 1) * 255).astype(np.uint8), photometric="minisblack",
+                     extratags=[(34118, "s", 0, text.encode("latin-1"), True)])
+    return out.getvalue()
+
+
+def search(gateway, collection: str, query, k: int = 10, **fields) -> gateway_pb2.SearchCollectionResponse:
+    return gateway.SearchCollection(gateway_pb2.SearchCollectionRequest(collection=collection, query=query, k=k,
+                                                                        **fields), timeout=60)
+
+
+def test_hits_are_filtered_by_the_instrument_metadata_stored_with_them(gateway):
+    taken = {}  # key -> (detector, magnification, date)
+    for seed, (detector, mag, date) in enumerate([("InLens", "50.00 K X", "25 Sep 2018"),
+                                                  ("SE2", "50.00 K X", "03 Mar 2024"),
+                                                  ("InLens", "5.00 K X", "03 Mar 2024"),
+                                                  ("SE2", "800 X", "12 Jan 2019"),
+                                                  ("InLens", "120.0 K X", "30 Jun 2025")]):
+        ref = upload(gateway, zeiss_tiff(generate(seed, (160, 160)).image, detector, mag, date), f"zeiss{seed}.tif")
+        analyse(gateway, ref, embed="instruments")
+        taken[ref.key] = (detector, mag, date)
+    query = upload(gateway, png(generate(40, (160, 160)).image), "plain.png")
+
+    def keys(**where):
+        return {h.object.key for h in search(gateway, "instruments", query, where=where).hits}
+
+    assert len(keys()) == 5
+    assert keys(detector="inlens") == {k for k, t in taken.items() if t[0] == "InLens"}
+    assert keys(magnification_min="10000") == {k for k, t in taken.items() if "K X" in t[1] and t[1] != "5.00 K X"}
+    assert keys(acquired_from="2020-01-01", acquired_to="2024-12-31") == {
+        k for k, t in taken.items() if t[2] == "03 Mar 2024"}
+    assert keys(detector="se2", magnification_max="1000") == {k for k, t in taken.items() if t[1] == "800 X"}
+    hit = search(gateway, "instruments", query, where={"magnification_min": "100000"}).hits
+    assert len(hit) == 1 and dict(hit[0].metadata) == {"detector": "Zeiss InLens", "magnification": "120000",
+                                                      "acquired": "2025-06-30"}
+    assert keys(pixel_size_nm_max="100") == set()  # these files say no pixel size: no match on it
+    for where, words in (({"colour": "red"}, "unknown filter field 'colour'"),
+                         ({"magnification_min": "high"}, "must be a number"),
+                         ({"acquired_from": "2024-13-01"}, "YYYY-MM-DD")):
+        with pytest.raises(grpc.RpcError) as err:
+            search(gateway, "instruments", query, where=where)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and words in err.value.details(), where
+
+
+def test_a_region_of_an_image_finds_the_images_like_that_part(gateway):
+    halves = {kind: generate(seed, (192, 192), kind=kind).image for seed, kind in enumerate(
+        ("wires", "porous", "particles", "fibres"), start=60)}
+    refs = {}
+    for kind, image in halves.items():
+        refs[kind] = upload(gateway, png(image), f"half-{kind}.png")
+        analyse(gateway, refs[kind], embed="halves")
+    both = upload(gateway, png(np.hstack([halves["wires"], halves["porous"]])), "wires-and-porous.png")
+    left = search(gateway, "halves", both, 2, region=gateway_pb2.Region(x=0, y=0, width=192, height=192))
+    right = search(gateway, "halves", both, 2, region=gateway_pb2.Region(x=192, y=0, width=192, height=192))
+    assert left.hits[0].object.key == refs["wires"].key and left.hits[0].score > 0.999
+    assert right.hits[0].object.key == refs["porous"].key and right.hits[0].score > 0.999
+    # a region of a stored image is embedded anew, and the image itself is a hit like any other
+    inside = search(gateway, "halves", refs["fibres"], 1, region=gateway_pb2.Region(x=0, y=0, width=192, height=192))
+    assert not inside.query_in_collection and inside.hits[0].object.key == refs["fibres"].key
+    for region, words in ((gateway_pb2.Region(x=0, y=0, width=16, height=192), "at least 32"),
+                          (gateway_pb2.Region(x=-1, y=0, width=64, height=64), ">= 0"),
+                          (gateway_pb2.Region(x=300, y=0, width=100, height=64), "reaches past the query image, "
+                                                                                 "384 x 192 px")):
+        with pytest.raises(grpc.RpcError) as err:
+            search(gateway, "halves", both, region=region)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and words in err.value.details(), region
 
 
 def test_bad_requests_name_what_is_wrong(gateway):

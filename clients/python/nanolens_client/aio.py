@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -253,6 +253,7 @@ class AsyncClient:
         return await self._unary("ListModels", gateway_pb2.ListModelsRequest(), timeout=timeout)
 
     async def search(self, collection: str, query: Ref, *, k: int = 10,
+                     region: tuple[int, int, int, int] | None = None, where: Mapping[str, str] | None = None,
                      timeout: float | None = None) -> gateway_pb2.SearchCollectionResponse:
-        return await self._unary("SearchCollection", calls.search_request(collection, query, k), timeout=timeout,
-                                 long=True)
+        return await self._unary("SearchCollection", calls.search_request(collection, query, k, region, where),
+                                 timeout=timeout, long=True)

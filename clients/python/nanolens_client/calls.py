@@ -185,8 +185,13 @@ def download_request(ref: Ref) -> gateway_pb2.DownloadRequest:
     return gateway_pb2.DownloadRequest(object=ref.proto())
 
 
-def search_request(collection: str, query: Ref, k: int) -> gateway_pb2.SearchCollectionRequest:
-    return gateway_pb2.SearchCollectionRequest(collection=collection, query=query.proto(), k=k)
+def search_request(collection: str, query: Ref, k: int, region: tuple[int, int, int, int] | None = None,
+                   where: Mapping[str, str] | None = None) -> gateway_pb2.SearchCollectionRequest:
+    request = gateway_pb2.SearchCollectionRequest(collection=collection, query=query.proto(), k=k, where=where or {})
+    if region is not None:
+        x, y, width, height = region
+        request.region.CopyFrom(gateway_pb2.Region(x=x, y=y, width=width, height=height))
+    return request
 
 
 def write_file(path: Path, data: bytes | str) -> Path:

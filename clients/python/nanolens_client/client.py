@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -294,8 +294,11 @@ class Client:
     def list_models(self, *, timeout: float | None = None) -> gateway_pb2.ListModelsResponse:
         return self._unary("ListModels", gateway_pb2.ListModelsRequest(), timeout=timeout)
 
-    def search(self, collection: str, query: Ref, *, k: int = 10,
+    def search(self, collection: str, query: Ref, *, k: int = 10, region: tuple[int, int, int, int] | None = None,
+               where: Mapping[str, str] | None = None,
                timeout: float | None = None) -> gateway_pb2.SearchCollectionResponse:
-        """The images of an SEM collection most like ``query`` (an image in storage)."""
-        return self._unary("SearchCollection", calls.search_request(collection, query, k), timeout=timeout,
-                           long=True)
+        """The images of an SEM collection most like ``query`` (an image in storage), or like its
+        ``region`` (x, y, width, height in pixels); ``where``: filters on the instrument metadata
+        (detector, magnification_min/max, pixel_size_nm_min/max, acquired_from/to)."""
+        return self._unary("SearchCollection", calls.search_request(collection, query, k, region, where),
+                           timeout=timeout, long=True)

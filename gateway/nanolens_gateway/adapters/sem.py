@@ -12,6 +12,7 @@ from nanolens.common.v1 import common_pb2
 from nanolens.gateway.v1 import gateway_pb2
 from nanolens.sem.v1 import sem_pb2, sem_pb2_grpc
 from nanolens_formats.images import decode_image
+from nanolens_formats.instrument import acquisition
 from nanolens_gateway.adapters import pictures, sem_collections
 from nanolens_gateway.adapters.pictures import BAR_WIDTH, PANEL, colour_bar, colourise, fit, panels_png
 from nanolens_gateway.auth import caller
@@ -140,8 +141,10 @@ async def sem_image(ctx: AnalysisContext, client: ServiceClient) -> Outcome:
     item = None
     if collection:
         with ctx.timer.stage("store"):
+            metadata = {"detector": decoded.detector or None, "pixel_size_nm": decoded.pixel_size_nm or None,
+                        **acquisition(data)}
             item = await asyncio.to_thread(sem_collections.add, ctx.store, ctx.results_bucket, collection, ctx.model,
-                                           ctx.source, vector)
+                                           ctx.source, vector, metadata)
     with ctx.timer.stage("postprocess"):
         outcome = await asyncio.to_thread(pictures.one_at_a_time, build_outcome, decoded, response, vector, collection,
                                           item)
@@ -267,43 +270,75 @@ def collections(plane: DataPlane) -> sem_collections.Collections:
         p.store, p.settings.results_bucket, p.settings.sem_index_above))
 
 
+MIN_REGION = 32  # px: the deepest layer the embedding pools over runs at stride 16
+
+
+def region_of(request: gateway_pb2.SearchCollectionRequest) -> tuple[int, int, int, int] | None:
+    """The query's region as (x, y, width, height), or None for the whole image."""
+    if not request.HasField("region"):
+        return None
+    r = request.region
+    if r.x < 0 or r.y < 0 or r.width < MIN_REGION or r.height < MIN_REGION:
+        raise InvalidArgument(f"region x={r.x} y={r.y} width={r.width} height={r.height}: x and y must be >= 0 and "
+                              f"each side at least {MIN_REGION} px", field="region")
+    return r.x, r.y, r.width, r.height
+
+
+async def embed_query(plane: DataPlane, model: common_pb2.ModelInfo, bucket: str, key: str, version: str,
+                      region: tuple[int, int, int, int] | None) -> np.ndarray:
+    """The query image's embedding (of its region when given) by the collection's model."""
+    _, _, client = plane.route(gateway_pb2.ANALYSIS_KIND_SEM_IMAGE, "query")
+    info = await asyncio.to_thread(plane.store.stat, bucket, key, version)
+    data = await asyncio.to_thread(plane.store.get, bucket, key, info.version_id)
+    image = (await asyncio.to_thread(decode_image, data, key, plane.settings.max_image_mp * 2**20)).image
+    if region is not None:
+        x, y, width, height = region
+        if x + width > image.shape[1] or y + height > image.shape[0]:
+            raise InvalidArgument(f"region x={x} y={y} width={width} height={height} reaches past the query image, "
+                                  f"{image.shape[1]} x {image.shape[0]} px", field="region")
+        image = np.ascontiguousarray(image[y:y + height, x:x + width])
+    response = await call(client, sem_pb2.AnalyzeImageRequest(
+        image=arrays.to_proto(image), model=common_pb2.ModelSelector(name=model.name, version=model.version),
+        keep_info_bar=region is not None), key, None)
+    if response.provenance.model_sha256 != model.sha256:
+        raise InvalidArgument(f"the SEM service ran {response.provenance.model_name} "
+                              f"{response.provenance.model_version}, not the collection's model", field="query")
+    return arrays.from_proto(response.embedding, "embedding")
+
+
+def hit(obj: dict, score: float) -> gateway_pb2.SearchHit:
+    return gateway_pb2.SearchHit(
+        object=common_pb2.ObjectRef(bucket=obj["bucket"], key=obj["key"], version_id=obj["version_id"]), score=score,
+        metadata={k: f"{v:g}" if isinstance(v, float) else str(v) for k, v in obj.get("metadata", {}).items()})
+
+
 async def search(plane: DataPlane, request: gateway_pb2.SearchCollectionRequest
                  ) -> gateway_pb2.SearchCollectionResponse:
-    """SearchCollection: the query's embedding (stored, or computed by the collection's model) against
-    the collection; hits the caller may not read are left out."""
+    """SearchCollection: the query's embedding (stored, or computed by the collection's model; of a
+    region of it when asked) against the collection; hits the caller may not read, or whose
+    instrument metadata does not match the filters, are left out."""
     name = sem_collections.check_name(request.collection)
     k = request.k or 10
     if not 1 <= k <= sem_collections.MAX_K:
         raise InvalidArgument(f"k must be 1-{sem_collections.MAX_K} (0: 10), got {request.k}", field="k")
+    region = region_of(request)
+    matches = sem_collections.metadata_filter(dict(request.where))
     bucket, key, version = plane.buckets.input_object(request.query, "query")
     # A collection may hold several groups' images: each caller sees only the hits it may read, and
     # queries with an image it may read (stored in the collection) or analyse (embedded now).
     who = caller()
     loaded = await collections(plane).load(name)
-    row = collections(plane).row_of(loaded, bucket, key)
+    row = -1 if region else collections(plane).row_of(loaded, bucket, key)
     model = common_pb2.ModelInfo(**loaded.record["model"])
     # outside the caller's scopes the refusal is the same whether the collection holds the object or
     # not (no membership oracle); within them, a query not stored must be embedded: an analysis
     outside = not who.may("read", bucket, key)
     who.require("read" if row >= 0 or outside else "analyse", bucket, key)
-    if row >= 0:
-        query = loaded.vectors.vector(row)
-    else:
-        _, _, client = plane.route(gateway_pb2.ANALYSIS_KIND_SEM_IMAGE, "query")  # the query must be embedded
-        info = await asyncio.to_thread(plane.store.stat, bucket, key, version)
-        data = await asyncio.to_thread(plane.store.get, bucket, key, info.version_id)
-        decoded = await asyncio.to_thread(decode_image, data, key, plane.settings.max_image_mp * 2**20)
-        response = await call(client, sem_pb2.AnalyzeImageRequest(
-            image=arrays.to_proto(decoded.image),
-            model=common_pb2.ModelSelector(name=model.name, version=model.version)), key, None)
-        if response.provenance.model_sha256 != model.sha256:
-            raise InvalidArgument(f"the SEM service ran {response.provenance.model_name} "
-                                  f"{response.provenance.model_version}, not the collection's model", field="query")
-        query = arrays.from_proto(response.embedding, "embedding")
-    found = await asyncio.to_thread(nearest, loaded.vectors, query, k, row,
-                                    lambda o: who.may("read", o["bucket"], o["key"]))
-    hits = [gateway_pb2.SearchHit(object=common_pb2.ObjectRef(**loaded.vectors.objects[r]), score=score)
-            for r, score in found]
+    query = loaded.vectors.vector(row) if row >= 0 else await embed_query(plane, model, bucket, key, version, region)
+    found = await asyncio.to_thread(
+        nearest, loaded.vectors, query, k, row,
+        lambda o: who.may("read", o["bucket"], o["key"]) and matches(o.get("metadata", {})))
+    hits = [hit(loaded.vectors.objects[r], score) for r, score in found]
     similar_above = await _similar_above(plane, model)
     return gateway_pb2.SearchCollectionResponse(
         hits=hits, n_items=loaded.vectors.n_items, model=model, query_in_collection=row >= 0,

@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime
 import gzip
 import hashlib
 import io
 import json
 import re
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -57,6 +59,49 @@ def check_name(name: str, field_name: str = "collection") -> str:
     return name
 
 
+#: Instrument metadata kept with each embedding: its type, and the filters on it (SearchCollection's where).
+METADATA = {"detector": str, "magnification": float, "pixel_size_nm": float, "acquired": str}
+FILTERS = {"detector": "detector", "magnification_min": "magnification", "magnification_max": "magnification",
+           "pixel_size_nm_min": "pixel_size_nm", "pixel_size_nm_max": "pixel_size_nm", "acquired_from": "acquired",
+           "acquired_to": "acquired"}
+DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def metadata_filter(where: dict[str, str]) -> Callable[[dict], bool]:
+    """A predicate on an item's metadata that holds when every entry of ``where`` matches; an
+    unknown field or a value that is not a number or a date is refused (INVALID_ARGUMENT)."""
+    tests = []
+    for name, raw in sorted(where.items()):
+        if name not in FILTERS:
+            raise InvalidArgument(f"unknown filter field {name!r}; fields: {', '.join(FILTERS)}", field=f"where.{name}")
+        value = raw.strip()
+        field_name = FILTERS[name]
+        if name == "detector":
+            if not value:
+                raise InvalidArgument("filter detector needs a name (or part of one), e.g. SE2", field="where.detector")
+            part = value.lower()
+            tests.append(lambda m, v=part: v in str(m.get("detector", "")).lower())
+        elif field_name == "acquired":
+            try:
+                ok = bool(DATE.match(value)) and bool(datetime.date.fromisoformat(value))
+            except ValueError:
+                ok = False
+            if not ok:
+                raise InvalidArgument(f"filter {name}={raw!r} must be a date YYYY-MM-DD", field=f"where.{name}")
+            after = name.endswith("_from")
+            tests.append(lambda m, v=value, a=after: bool(m.get("acquired")) and (m["acquired"] >= v if a
+                                                                                   else m["acquired"] <= v))
+        else:
+            try:
+                number = float(value)
+            except ValueError:
+                raise InvalidArgument(f"filter {name}={raw!r} must be a number", field=f"where.{name}") from None
+            least = name.endswith("_min")
+            tests.append(lambda m, v=number, f=field_name, lo=least: m.get(f) is not None and (
+                m[f] >= v if lo else m[f] <= v))
+    return lambda meta: all(t(meta) for t in tests)
+
+
 def model_record(model: common_pb2.ModelInfo) -> dict:
     return {"name": model.name, "version": model.version, "sha256": model.sha256}
 
@@ -76,10 +121,11 @@ def describe(store: ObjectStore, bucket: str, collection: str) -> dict | None:
     return _load_json(store, bucket, f"{PREFIX}{collection}/collection.json")
 
 
-def add(store: ObjectStore, bucket: str, collection: str, model: common_pb2.ModelInfo, source, vector: np.ndarray
-        ) -> str:
-    """Put one image's embedding into ``collection`` (created on first use); returns the item's key.
-    Refused (FAILED_PRECONDITION) when the collection was made by another model."""
+def add(store: ObjectStore, bucket: str, collection: str, model: common_pb2.ModelInfo, source, vector: np.ndarray,
+        metadata: dict | None = None) -> str:
+    """Put one image's embedding into ``collection`` (created on first use), with the instrument
+    ``metadata`` searches filter on (:data:`METADATA`); returns the item's key. Refused
+    (FAILED_PRECONDITION) when the collection was made by another model."""
     record = describe(store, bucket, collection)
     mine = model_record(model)
     if record is None:
@@ -93,6 +139,7 @@ def add(store: ObjectStore, bucket: str, collection: str, model: common_pb2.Mode
             f"not of {mine['name']} {mine['version']}: use that model, or another collection name")
     key = item_key(collection, source.bucket, source.key)
     item = {"bucket": source.bucket, "key": source.key, "version_id": source.version_id, "etag": source.etag,
+            "metadata": {k: v for k, v in (metadata or {}).items() if k in METADATA and v is not None},
             "vector": base64.b64encode(np.ascontiguousarray(vector, "<f4").tobytes()).decode()}
     store.put(bucket, key, json.dumps(item).encode(), "application/json")
     return key
@@ -122,7 +169,8 @@ class _Chain(io.RawIOBase):
 @dataclass
 class LoadedCollection:
     """A collection as this gateway holds it: its record, its rows (key: the item object, tag: its
-    ETag, object: bucket, key, version_id) and how many rows changed since the graph was stored."""
+    ETag, object: bucket, key, version_id, metadata) and how many rows changed since the graph was
+    stored."""
 
     record: dict
     vectors: Vectors
@@ -165,8 +213,8 @@ class Collections:
             with vectors.guard:
                 vectors.drop(gone)
                 vectors.append([k for k, _, _ in read], [etag for _, etag, _ in read],
-                               [{"bucket": i["bucket"], "key": i["key"], "version_id": i["version_id"]}
-                                for _, _, i in read],
+                               [{"bucket": i["bucket"], "key": i["key"], "version_id": i["version_id"],
+                                 "metadata": i.get("metadata", {})} for _, _, i in read],
                                np.array([np.frombuffer(base64.b64decode(i["vector"]), "<f4") for _, _, i in read]))
             loaded.unsaved += len(gone) + len(read)
         graph = vectors.n_items >= self.index_above

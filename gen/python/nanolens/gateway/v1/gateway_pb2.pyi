@@ -377,22 +377,54 @@ class Job(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., analysis: _Optional[_Union[AnalysisKind, str]] = ..., options: _Optional[_Mapping[str, str]] = ..., state: _Optional[str] = ..., created: _Optional[str] = ..., total: _Optional[int] = ..., pending: _Optional[int] = ..., running: _Optional[int] = ..., done: _Optional[int] = ..., failed: _Optional[int] = ..., cancelled: _Optional[int] = ..., items: _Optional[_Iterable[_Union[JobItem, _Mapping]]] = ..., submitted_by: _Optional[str] = ...) -> None: ...
 
 class SearchCollectionRequest(_message.Message):
-    __slots__ = ("collection", "query", "k")
+    __slots__ = ("collection", "query", "k", "region", "where")
+    class WhereEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    WHERE_FIELD_NUMBER: _ClassVar[int]
     collection: str
     query: _common_pb2.ObjectRef
     k: int
-    def __init__(self, collection: _Optional[str] = ..., query: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., k: _Optional[int] = ...) -> None: ...
+    region: Region
+    where: _containers.ScalarMap[str, str]
+    def __init__(self, collection: _Optional[str] = ..., query: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., k: _Optional[int] = ..., region: _Optional[_Union[Region, _Mapping]] = ..., where: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class Region(_message.Message):
+    __slots__ = ("x", "y", "width", "height")
+    X_FIELD_NUMBER: _ClassVar[int]
+    Y_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    x: int
+    y: int
+    width: int
+    height: int
+    def __init__(self, x: _Optional[int] = ..., y: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
 
 class SearchHit(_message.Message):
-    __slots__ = ("object", "score")
+    __slots__ = ("object", "score", "metadata")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     OBJECT_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
     object: _common_pb2.ObjectRef
     score: float
-    def __init__(self, object: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., score: _Optional[float] = ...) -> None: ...
+    metadata: _containers.ScalarMap[str, str]
+    def __init__(self, object: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., score: _Optional[float] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class SearchCollectionResponse(_message.Message):
     __slots__ = ("hits", "n_items", "model", "query_in_collection", "similar_above", "nothing_similar")
