@@ -79,7 +79,11 @@ FROM python:3.11.14-slim-bookworm AS cpu
 LABEL org.opencontainers.image.title="nanolens" \
       org.opencontainers.image.description="NanoLens gRPC services (onnxruntime, CPU); argument: the module, e.g. nanolens_spectra" \
       org.opencontainers.image.licenses="Apache-2.0"
-RUN groupadd --system --gid 10001 nanolens \
+# tesseract reads the label of a micrograph's scale bar when the file states no pixel size (gateway)
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends tesseract-ocr=5.3.0-2 \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --system --gid 10001 nanolens \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin nanolens
 COPY --from=build-cpu /opt/venv /opt/venv

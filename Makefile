@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 BUF_VERSION := 1.75.0
 BUF := .tools/node_modules/.bin/buf
 
-.PHONY: help demo test up chromium proto proto-check proto-lint proto-breaking models bench lint tools dashboards docs clean
+.PHONY: help demo test up chromium tesseract proto proto-check proto-lint proto-breaking models bench lint tools dashboards docs clean
 
 help:
 	@echo "make demo    run the stack on loopback and analyse sample data into demo-output/"
@@ -56,7 +56,13 @@ HYPERSPY_FILES := build/hyperspy/tiff_files
 $(HYPERSPY_FILES): $(VENV)/.installed
 	$(PY) tests/hyperspy_files.py
 
-tools: $(BUF) $(PROMTOOL) $(PROMETHEUS) chromium $(HYPERSPY_FILES)
+# Debian's tesseract-ocr: reads the label of a micrograph's scale bar (nanolens_formats.scalebar).
+tesseract:
+	@command -v tesseract >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || command -v sudo || true); \
+	  apt-cache show tesseract-ocr >/dev/null 2>&1 || $$SUDO apt-get update -qq; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tesseract-ocr >/dev/null; }
+
+tools: $(BUF) $(PROMTOOL) $(PROMETHEUS) chromium tesseract $(HYPERSPY_FILES)
 
 docs: $(VENV)/.installed
 	$(PY) docs/generate.py
@@ -90,7 +96,7 @@ models: $(VENV)/.installed
 test: $(VENV)/.installed tools
 	$(PY) -m pytest -q
 
-demo: $(VENV)/.installed
+demo: $(VENV)/.installed tesseract
 	$(VENV)/bin/nanolens demo --out demo-output
 
 up: $(VENV)/.installed

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -251,6 +252,29 @@ def test_analyze_tem_digitalmicrograph_file_sizes_in_nm(stack, tmp_path):
     assert result["provenance"]["model_name"] == "watershed" and len(result["provenance"]["model_sha256"]) == 64
     particle = result["particles"][0]
     assert abs(particle["diameter_nm"] - 4.0 * particle["diameter_px"]) < 1e-3 * particle["diameter_nm"]
+
+
+@pytest.mark.skipif(shutil.which("tesseract") is None, reason="tesseract not installed (make tools)")
+def test_analyze_tem_reads_the_scale_bar_when_the_file_states_no_pixel_size(stack, tmp_path):
+    from scalebars import FONT, with_scale_bar
+
+    from nanolens_tem.synthetic.agglomerates import SynthParams, generate
+
+    if not FONT.exists():
+        pytest.skip(f"{FONT} absent (apt-get install fonts-dejavu-core)")
+    synthetic = generate(seed=8, params=SynthParams(shape=(256, 320))).image
+    barred, bare = tmp_path / "barred.png", tmp_path / "unlabelled.png"
+    Image.fromarray(with_scale_bar(synthetic, "info bar", "200 nm", 100, font_px=14)).save(barred)
+    Image.fromarray(with_scale_bar(synthetic, "info bar", None, 100, font_px=14)).save(bare)
+    result = json.loads(nanolens(stack, "analyze", "tem", str(barred), "--method", "watershed", "--json").stdout)
+    image = result["image"]
+    assert image["pixel_size_source"] == "scale bar" and abs(image["pixel_size_nm"] - 2.0) < 1e-9
+    assert image["scale_bar"]["label"] == "200 nm" and image["scale_bar"]["length_px"] == 100
+    assert result["distribution"]["unit"] == "nm" and result["distribution"]["gmd_nm"] > 0
+    text = nanolens(stack, "analyze", "tem", str(barred), "--method", "watershed").stdout
+    assert '2 nm/px (scale bar: "200 nm" over 100 px)' in text
+    unread = nanolens(stack, "analyze", "tem", str(bare), "--method", "watershed", check=False).stdout
+    assert "pixel size unknown" in unread and "warning: a scale bar (100 px" in unread
 
 
 def test_a_registered_cnn_is_asked_for_by_name_and_a_pinned_version_is_the_one_that_runs(stack, tmp_path):

@@ -10,7 +10,9 @@ import numpy as np
 from nanolens.common.v1 import common_pb2
 from nanolens.gateway.v1 import gateway_pb2
 from nanolens.tem.v1 import tem_pb2, tem_pb2_grpc
+from nanolens_formats.calibration import SOURCES
 from nanolens_formats.images import decode_image
+from nanolens_formats.scalebar import read_scale_bar
 from nanolens_gateway.adapters import pictures
 from nanolens_gateway.context import AnalysisContext, Outcome
 from nanolens_gateway.domains import Analysis, Domain, Option, yes
@@ -47,8 +49,16 @@ RESULT = {
     "method": string("the method that ran", list(METHODS)),
     "image": record("the image analysed", height=integer("pixels"), width=integer("pixels"),
                     pixel_size_nm=nullable(number("nm per pixel (null: unknown, sizes in pixels)")),
-                    pixel_size_source=string("where the pixel size came from: request, the file's metadata "
-                                             "(FEI, Zeiss, ImageJ, DigitalMicrograph) or unknown"),
+                    pixel_size_source=string("where the pixel size came from: request, the file's metadata, "
+                                             "the image's scale bar or unknown",
+                                             ["request", *SOURCES, "scale bar", "unknown"]),
+                    scale_bar=nullable(record(
+                        "the burned-in scale bar, looked for when neither request nor file gives the pixel size "
+                        "(null: not looked for, or none found)",
+                        length_px=integer("from the centre of its first pixel to that of its last"),
+                        box=array(integer("pixels"), "[row0, col0, row1, col1], inclusive"),
+                        label=string("its label as read (\"200 nm\"); empty when not read"),
+                        warning=string("why the bar gave no pixel size; empty when it did"))),
                     info_bar_rows=integer("bottom rows left out as the instrument's information bar (text, "
                                           "logo, scale bar); 0: none found, or the option keep_info_bar"),
                     particles_bright=boolean("particles were taken as brighter than their background"),
@@ -140,11 +150,16 @@ def quality(q: tem_pb2.Quality) -> dict:
 
 async def particle_sizes(ctx: AnalysisContext, client: ServiceClient) -> Outcome:
     data = await ctx.fetch()
+    requested = float(ctx.options.get("pixel_size_nm", 0.0))
+    scale_bar = None
     with ctx.timer.stage("decode"):
         decoded = await asyncio.to_thread(decode_image, data, ctx.source.key, ctx.max_pixels)
-    requested = float(ctx.options.get("pixel_size_nm", 0.0))
-    pixel_size = requested or decoded.pixel_size_nm or 0.0
-    source = "request" if requested else (decoded.pixel_size_source or "unknown")
+        pixel_size = requested or decoded.pixel_size_nm or 0.0
+        source = "request" if requested else (decoded.pixel_size_source or "unknown")
+        if not pixel_size:  # neither the request nor the file says: the burned-in scale bar may
+            reading = await asyncio.to_thread(read_scale_bar, decoded.image)
+            pixel_size, source = (reading.pixel_size_nm, "scale bar") if reading.pixel_size_nm else (0.0, source)
+            scale_bar = reading.summary()
     # Particles brighter or darker than the background: the request says, else the file's detector
     # (SEM electrons and dark-field STEM: brighter), else TEM bright field (darker).
     if "bright_particles" in ctx.options:
@@ -175,7 +190,7 @@ async def particle_sizes(ctx: AnalysisContext, client: ServiceClient) -> Outcome
         summary = {
             "method": response.method,
             "image": {"height": int(labels.shape[0]), "width": int(labels.shape[1]),
-                      "pixel_size_nm": pixel_size or None, "pixel_size_source": source,
+                      "pixel_size_nm": pixel_size or None, "pixel_size_source": source, "scale_bar": scale_bar,
                       "info_bar_rows": response.info_bar_rows,
                       "particles_bright": bright, "contrast_source": contrast_source},
             "distribution": {"count": dist.count, "gmd_px": dist.gmd_px, "gmd_nm": dist.gmd_nm or None,
@@ -220,6 +235,9 @@ def summarise(result: dict) -> list[str]:
     dist, image = result["distribution"], result["image"]
     size = f"{image['pixel_size_nm']:.4g} nm/px ({image['pixel_size_source']})" if image["pixel_size_nm"] else \
         "pixel size unknown"
+    bar = image.get("scale_bar") or {}
+    if bar.get("label") and image["pixel_size_source"] == "scale bar":
+        size = size[:-1] + f": \"{bar['label']}\" over {bar['length_px']} px)"
     unit, scale = ("nm", "gmd_nm") if dist["gmd_nm"] else ("px", "gmd_px")
     gmd = f"{dist[scale]:.4g} {unit}"
     gmd_ci, gsd_ci = dist.get(f"{scale}_ci"), dist.get("gsd_ci")
@@ -228,7 +246,8 @@ def summarise(result: dict) -> list[str]:
     return [f"{result['method']}: {dist['count']} primary particles in {result['n_agglomerates']} agglomerates; "
             f"{image['width']} x {image['height']} px, {size}"
             + (f"; information bar of {image['info_bar_rows']} rows left out" if image.get("info_bar_rows") else ""),
-            f"  GMD {gmd}, GSD {dist['gsd']:.3f}" + (f" ({gsd_ci[0]:.3f}-{gsd_ci[1]:.3f})" if gsd_ci else "")]
+            f"  GMD {gmd}, GSD {dist['gsd']:.3f}" + (f" ({gsd_ci[0]:.3f}-{gsd_ci[1]:.3f})" if gsd_ci else "")] \
+        + ([f"  warning: {bar['warning']}"] if bar.get("warning") else [])
 
 
 DOMAIN = Domain(
