@@ -38,6 +38,8 @@ class DecodedImage:
     # backscattered electrons, dark-field STEM), darker (bright field), or None when it does not say
     bright_particles: bool | None = None
     detector: str = ""  # the detector as the file names it, e.g. "Zeiss HE-SE2", "FEI ETD (SE)"
+    # bottom rows the metadata says are the instrument's information bar, not the scan; 0: it does not say
+    info_bar_rows: int = 0
 
 
 # Detector names that mean particles brighter than the background: secondary and backscattered
@@ -95,13 +97,21 @@ def _tiff_frame(tif: tifffile.TiffFile, what: str, max_pixels: int) -> tifffile.
     return grey[0]
 
 
-def _tiff(data: bytes, what: str, max_pixels: int) -> tuple[np.ndarray, float | None, str, str]:
-    """The first frame, its pixel size and that size's source, and the detector the file names."""
+def _fei_bar_rows(tif: tifffile.TiffFile, rows: int) -> int:
+    """FEI/Thermo store the scan's rows ([Image] ResolutionY) with their data bar appended below."""
+    scanned = tif.fei_metadata.get("Image", {}).get("ResolutionY") if tif.is_fei and tif.fei_metadata else None
+    return rows - scanned if isinstance(scanned, int) and 0 < scanned < rows else 0
+
+
+def _tiff(data: bytes, what: str, max_pixels: int) -> tuple[np.ndarray, float | None, str, str, int]:
+    """The first frame, its pixel size and that size's source, the detector the file names and the
+    rows of its information bar the metadata states."""
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
             page = _tiff_frame(tif, what, max_pixels)
             image = page.asarray()
-            return (image, *tiff_pixel_size(tif, page, image.shape[-1]), _tiff_detector(tif))
+            return (image, *tiff_pixel_size(tif, page, image.shape[-1]), _tiff_detector(tif),
+                    _fei_bar_rows(tif, image.shape[0]))
     except (tifffile.TiffFileError, ValueError, KeyError, IndexError) as exc:
         raise _bad(f"{what} is not a readable TIFF ({exc})") from exc
 
@@ -199,9 +209,9 @@ def decode_image(data: bytes, key: str, max_pixels: int) -> DecodedImage:
     what = f"input {key!r}"
     if not data:
         raise _bad(f"{what} is empty (0 bytes)")
-    pixel_size, source, detector = None, "", ""
+    pixel_size, source, detector, bar_rows = None, "", "", 0
     if suffix in TIFF_SUFFIXES:
-        image, pixel_size, source, detector = _tiff(data, what, max_pixels)
+        image, pixel_size, source, detector, bar_rows = _tiff(data, what, max_pixels)
     elif suffix in DM_SUFFIXES:
         # the reader needs a file on /tmp (a small emptyDir in the chart): refuse what cannot be one
         # image within the limit (8 bytes a pixel, plus tags) before writing it there
@@ -217,5 +227,6 @@ def decode_image(data: bytes, key: str, max_pixels: int) -> DecodedImage:
         raise _bad(f"{what}: unknown image format {suffix or '(no extension)'}; "
                    f"use one of {sorted(TIFF_SUFFIXES | DM_SUFFIXES | PIL_SUFFIXES | {'.npy'})}")
     image = validate_image(to_greyscale(image, what), what, max_pixels)
-    return DecodedImage(image, pixel_size, source, detector_contrast(detector) if detector else None, detector)
+    return DecodedImage(image, pixel_size, source, detector_contrast(detector) if detector else None, detector,
+                        bar_rows)
 

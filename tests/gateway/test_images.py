@@ -9,6 +9,8 @@ import tracemalloc
 import numpy as np
 import pytest
 import tifffile
+from hyperspy_files import FOLDER as HYPERSPY
+from hyperspy_files import SKIP as NO_HYPERSPY
 from PIL import Image
 
 from bench import bombs
@@ -50,6 +52,23 @@ def test_fei_tiff_gives_the_pixel_size():
     text = "[Scan]\r\nPixelWidth=1.5e-09\r\n[System]\r\nType=SEM\r\n"
     decoded = decode_image(tiff(GREY, extratags=[(34682, "s", 0, text, True)]), "fei.tif", LIMIT)
     assert decoded.pixel_size_nm == pytest.approx(1.5) and decoded.pixel_size_source == "FEI"
+
+
+@pytest.mark.parametrize("scanned, bar", [(48, 16), (64, 0), (None, 0)])
+def test_the_fei_data_bar_rows_come_from_the_metadata(scanned, bar):
+    """FEI/Thermo append their data bar below the scan's [Image] ResolutionY rows."""
+    text = "[Scan]\r\nPixelWidth=1.5e-09\r\n" + (f"[Image]\r\nResolutionY={scanned}\r\n" if scanned else "")
+    decoded = decode_image(tiff(GREY, extratags=[(34682, "s", 0, text, True)]), "fei.tif", LIMIT)
+    assert decoded.image.shape == (64, 80) and decoded.info_bar_rows == bar
+
+
+def test_a_real_fei_file_states_its_data_bar():
+    """FEI Helios (hyperspy 1.7.6's test file): 471 rows stored, 442 scanned. Its scan is blank, so
+    the pixels alone would take far more rows for the bar."""
+    path = HYPERSPY / "tiff_FEI_Helios/FEI-Helios-Ebeam-8bits.tif"
+    if not path.exists():
+        pytest.skip(NO_HYPERSPY)
+    assert decode_image(path.read_bytes(), path.name, LIMIT).info_bar_rows == 29
 
 
 def zeiss_tiff(pixel_size: str) -> bytes:

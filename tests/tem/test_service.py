@@ -322,6 +322,19 @@ async def test_the_information_bar_is_left_out_of_the_segmentation(stub, synthet
     assert arrays.from_proto(kept.labels, "labels")[image.shape[0]:].any()
 
 
+async def test_the_information_bar_the_metadata_states_is_left_out_whatever_the_pixels(stub, synthetic):
+    """A bar the file's metadata states (FEI/Thermo) is left out even where the pixels show none;
+    a count that leaves no micrograph is refused naming the field."""
+    image = (synthetic.image * 255).astype(np.uint8) if synthetic.image.dtype.kind == "f" else synthetic.image
+    stated = await stub.AnalyzeImage(request(image, method=tem_pb2.METHOD_WATERSHED, info_bar_rows=40), timeout=120)
+    assert stated.info_bar_rows == 40
+    assert not arrays.from_proto(stated.labels, "labels")[-40:].any()
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.AnalyzeImage(request(image, method=tem_pb2.METHOD_WATERSHED, info_bar_rows=image.shape[0]),
+                                timeout=30)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "info_bar_rows" in info.value.details()
+
+
 async def test_every_result_carries_the_signals_of_its_verdict(stub, synthetic):
     """The CNN's result is compared with a classical watershed and with itself at half scale; the
     watershed's own result has no classical comparison (NaN), and noise is flagged."""

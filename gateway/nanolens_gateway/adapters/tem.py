@@ -172,7 +172,7 @@ async def particle_sizes(ctx: AnalysisContext, client: ServiceClient) -> Outcome
         image=arrays.to_proto(decoded.image), pixel_size_nm=pixel_size,
         method=METHODS.get(ctx.options.get("method", ""), tem_pb2.METHOD_UNSPECIFIED),
         bright_particles=bright, test_time_augmentation=yes(ctx.options, "tta"),
-        keep_info_bar=yes(ctx.options, "keep_info_bar"),
+        keep_info_bar=yes(ctx.options, "keep_info_bar"), info_bar_rows=decoded.info_bar_rows,
         # the model resolved for the result's identity is the one that runs
         model=common_pb2.ModelSelector(name=ctx.model.name, version=ctx.model.version))
     (h, w), dtype = decoded.image.shape, decoded.image.dtype

@@ -289,7 +289,10 @@ class TemServicer(DomainServicer, tem_pb2_grpc.TemServiceServicer):
         if request.pixel_size_nm < 0 or not np.isfinite(request.pixel_size_nm):
             raise InvalidArgument(f"pixel_size_nm must be >= 0, got {request.pixel_size_nm}", field="pixel_size_nm")
         method, model = await self._method_and_model(request, timer)
-        bar = 0 if request.keep_info_bar else detect_info_bar(image)
+        if not 0 <= request.info_bar_rows < image.shape[0]:
+            raise InvalidArgument(f"info_bar_rows must be 0 to {image.shape[0] - 1}, got {request.info_bar_rows}",
+                                  field="info_bar_rows")
+        bar = 0 if request.keep_info_bar else (request.info_bar_rows or detect_info_bar(image))
         if image.shape[0] - bar < 16:
             bar = 0  # a "bar" that leaves no micrograph is the micrograph
         sizing = await self.pipeline.run(SizingRequest(image[:image.shape[0] - bar], method, request.bright_particles,

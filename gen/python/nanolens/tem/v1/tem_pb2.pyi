@@ -22,7 +22,7 @@ METHOD_WATERSHED: Method
 METHOD_HOUGH: Method
 
 class AnalyzeImageRequest(_message.Message):
-    __slots__ = ("image", "pixel_size_nm", "method", "bright_particles", "model", "test_time_augmentation", "keep_info_bar")
+    __slots__ = ("image", "pixel_size_nm", "method", "bright_particles", "model", "test_time_augmentation", "keep_info_bar", "info_bar_rows")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     PIXEL_SIZE_NM_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
@@ -30,6 +30,7 @@ class AnalyzeImageRequest(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TEST_TIME_AUGMENTATION_FIELD_NUMBER: _ClassVar[int]
     KEEP_INFO_BAR_FIELD_NUMBER: _ClassVar[int]
+    INFO_BAR_ROWS_FIELD_NUMBER: _ClassVar[int]
     image: _common_pb2.NDArray
     pixel_size_nm: float
     method: Method
@@ -37,7 +38,8 @@ class AnalyzeImageRequest(_message.Message):
     model: _common_pb2.ModelSelector
     test_time_augmentation: bool
     keep_info_bar: bool
-    def __init__(self, image: _Optional[_Union[_common_pb2.NDArray, _Mapping]] = ..., pixel_size_nm: _Optional[float] = ..., method: _Optional[_Union[Method, str]] = ..., bright_particles: _Optional[bool] = ..., model: _Optional[_Union[_common_pb2.ModelSelector, _Mapping]] = ..., test_time_augmentation: _Optional[bool] = ..., keep_info_bar: _Optional[bool] = ...) -> None: ...
+    info_bar_rows: int
+    def __init__(self, image: _Optional[_Union[_common_pb2.NDArray, _Mapping]] = ..., pixel_size_nm: _Optional[float] = ..., method: _Optional[_Union[Method, str]] = ..., bright_particles: _Optional[bool] = ..., model: _Optional[_Union[_common_pb2.ModelSelector, _Mapping]] = ..., test_time_augmentation: _Optional[bool] = ..., keep_info_bar: _Optional[bool] = ..., info_bar_rows: _Optional[int] = ...) -> None: ...
 
 class Particle(_message.Message):
     __slots__ = ("id", "diameter_px", "diameter_nm", "area_px", "centroid_row", "centroid_col", "agglomerate_id", "weight")
