@@ -18,6 +18,10 @@ class GatewaySettings:
     sem_index_above: int = setting("NANOLENS_SEM_INDEX_ABOVE", 20000,
                                    "SEM collections of this many images or more are searched through an HNSW graph "
                                    "(stored beside them); smaller ones exactly")
+    sem_relist_seconds: float = setting("NANOLENS_SEM_RELIST_SECONDS", 60.0,
+                                        "a search lists an SEM collection's items when an analysis added one since, "
+                                        "and at least this often (items deleted from storage directly leave the "
+                                        "hits within it)")
     max_object_mb: int = setting("NANOLENS_MAX_OBJECT_MB", 2048, "largest input object accepted, MiB")
     max_upload_mb: int = setting("NANOLENS_MAX_UPLOAD_MB", 2048, "largest streamed upload, MiB")
     max_inline_kb: int = setting("NANOLENS_MAX_INLINE_KB", 1024,

@@ -129,3 +129,18 @@ def test_a_read_filter_gives_k_hits_none_of_them_turned_down(store, collection):
     nobody = found(graph, queries[0], 10, lambda o: False)
     assert nobody == []
 
+
+
+def test_a_search_lists_the_items_only_after_an_addition_or_a_while(store, collection):
+    bucket, live = collection
+    patient = Collections(store, bucket, index_above=GRAPH_ABOVE, relist_seconds=3600)
+    eager = Collections(store, bucket, index_above=GRAPH_ABOVE, relist_seconds=0)
+    assert patient.refresh("wafers").vectors.n_items == eager.refresh("wafers").vectors.n_items == N
+    store.client.remove_object(bucket, sem_collections.item_key("wafers", "raw", "img/00007.png"))
+    # deleted in storage directly: no addition since, so the patient view keeps it until its hour is up
+    assert "img/00007.png" in found(patient.refresh("wafers"), live["img/00007.png"], 1)
+    assert "img/00007.png" not in found(eager.refresh("wafers"), live["img/00007.png"], 5)
+    add(store, bucket, "wafers", ["img/late.png"], vectors(1, 8))  # an analysis adds: the stamp changes
+    seen = patient.refresh("wafers")
+    assert seen.vectors.n_items == N and found(seen, vectors(1, 8)[0], 1) == ["img/late.png"]
+    assert "img/00007.png" not in found(seen, live["img/00007.png"], 5)

@@ -267,7 +267,7 @@ def anomaly_png(image: np.ndarray, percentiles: np.ndarray, a: sem_pb2.Anomaly) 
 def collections(plane: DataPlane) -> sem_collections.Collections:
     """This gateway's collections, loaded on first search."""
     return plane.state("sem.collections", lambda p: sem_collections.Collections(
-        p.store, p.settings.results_bucket, p.settings.sem_index_above))
+        p.store, p.settings.results_bucket, p.settings.sem_index_above, p.settings.sem_relist_seconds))
 
 
 MIN_REGION = 32  # px: the deepest layer the embedding pools over runs at stride 16

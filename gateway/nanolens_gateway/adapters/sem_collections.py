@@ -8,10 +8,11 @@ means concurrent analyses never overwrite each other's items, and analysing a ne
 image replaces its item. A collection is tied to its model: adding or searching with another
 autoencoder is refused.
 
-The gateway keeps each collection's vectors in memory (:class:`nanolens_search.Vectors`) and, per
-search, lists the item objects and reads only those that are new or changed (by ETag); a deleted
-or replaced item's row is left out of every search at once and dropped when the rows are
-compacted. Below
+The gateway keeps each collection's vectors in memory (:class:`nanolens_search.Vectors`). Every
+added item rewrites the collection's ``stamp`` object; a search reads the stamp's ETag (one HEAD)
+and, when it changed or a minute has passed, lists the item objects and reads only those that are
+new or changed (by ETag); a deleted or replaced item's row is left out of every search from then
+on and dropped when the rows are compacted. Below
 ``index_above`` items (20,000 by default) the search is exact, a scan of every vector (under 2 ms
 there); from there on it walks an HNSW graph, which is stored beside the items as
 ``index/hnsw.bin`` with each row's item object and ETag, so that another gateway (or this one
@@ -28,8 +29,10 @@ import gzip
 import hashlib
 import io
 import json
+import math
 import re
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -48,6 +51,8 @@ MAX_K = 1000
 INDEX_ABOVE = 20_000  # items from which a collection is searched through the graph (exact is fast enough below)
 INDEX_KEY = "index/hnsw.bin"  # beside items/: 8 bytes of header length, the gzipped JSON header, the faiss graph
 INDEX_FORMAT = 1
+STAMP = "stamp"  # rewritten (a new ETag) after every item an analysis adds: a search lists the items when it changed
+RELIST_SECONDS = 60.0  # and at least this often, to see items deleted from storage directly
 REBUILD_DEAD = 0.25  # compact once a quarter of the rows are deleted or replaced items
 SAVE_CHANGED = 0.10  # store the graph again once a tenth of its rows changed since it was stored
 
@@ -142,6 +147,7 @@ def add(store: ObjectStore, bucket: str, collection: str, model: common_pb2.Mode
             "metadata": {k: v for k, v in (metadata or {}).items() if k in METADATA and v is not None},
             "vector": base64.b64encode(np.ascontiguousarray(vector, "<f4").tobytes()).decode()}
     store.put(bucket, key, json.dumps(item).encode(), "application/json")
+    store.put(bucket, f"{PREFIX}{collection}/{STAMP}", uuid.uuid4().hex.encode(), "text/plain")  # after the item
     return key
 
 
@@ -175,16 +181,20 @@ class LoadedCollection:
     record: dict
     vectors: Vectors
     unsaved: int = 0
+    stamp: str | None = None  # the stamp's ETag read before the items were last listed
+    listed: float = -math.inf  # time.monotonic() then
 
 
 class Collections:
     """The gateway's view of the collections: loaded on first search, from the stored graph when
     there is one, and brought up to date with the item objects (by ETag) on every search."""
 
-    def __init__(self, store: ObjectStore, bucket: str, index_above: int = INDEX_ABOVE, readers: int = 8):
+    def __init__(self, store: ObjectStore, bucket: str, index_above: int = INDEX_ABOVE,
+                 relist_seconds: float = RELIST_SECONDS, readers: int = 8):
         self.store = store
         self.bucket = bucket
         self.index_above = index_above
+        self.relist_seconds = relist_seconds
         self._loaded: dict[str, LoadedCollection] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._pool = ThreadPoolExecutor(readers, thread_name_prefix="collection-read")
@@ -195,15 +205,28 @@ class Collections:
         except NotFound:  # deleted since the listing
             return None
 
+    def _stamp(self, name: str) -> str:
+        try:
+            return self.store.stat(self.bucket, f"{PREFIX}{name}/{STAMP}").etag
+        except NotFound:
+            return ""
+
     def refresh(self, name: str) -> LoadedCollection:
+        """The collection brought up to date: one HEAD of its stamp when no analysis added to it
+        since it was last listed (and that was less than ``relist_seconds`` ago), else a listing
+        of its items and a read of those new or changed."""
+        stamp = self._stamp(name)
+        loaded = self._loaded.get(name)
+        if loaded is not None and stamp == loaded.stamp and time.monotonic() - loaded.listed < self.relist_seconds:
+            return loaded
         record = describe(self.store, self.bucket, name)
         if record is None:
             raise NotFound(f"no collection {name!r} (make one with an SEM analysis and the option embed={name})",
                            "collection", name)
-        loaded = self._loaded.get(name)
         if loaded is None or loaded.record["model"] != record["model"]:
             loaded = self.restore(name, record) or LoadedCollection(record, Vectors(new_index(record["dim"], False)))
         vectors = loaded.vectors
+        listed = time.monotonic()
         listing = self.store.list_etags(self.bucket, f"{PREFIX}{name}/items/")
         changed = [k for k, etag in listing.items() if vectors.tag_of(k) != etag]
         gone = [k for k in vectors.rows if k not in listing or k in changed]
@@ -222,6 +245,7 @@ class Collections:
             loaded = LoadedCollection(record, vectors.compacted(graph), vectors.n_items)
         if loaded.vectors.graph and loaded.unsaved > SAVE_CHANGED * loaded.vectors.n_items:
             self.save(name, loaded)
+        loaded.stamp, loaded.listed = stamp, listed
         self._loaded[name] = loaded
         return loaded
 
