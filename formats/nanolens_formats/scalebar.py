@@ -27,6 +27,8 @@ from scipy import ndimage
 
 from nanolens_formats.calibration import length_nm
 
+#: programs whose version decides results here: part of the result's identity (code_identity)
+RESULT_PROGRAMS = ("tesseract",)
 #: seconds one OCR run may take (a small crop: well under a second)
 OCR_TIMEOUT_S = 20
 #: candidate bars whose labels are read, most bar-like first

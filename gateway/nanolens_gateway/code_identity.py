@@ -7,6 +7,10 @@ The hash is taken over each module's syntax tree with docstrings left out, so a 
 docstring edit keeps every stored result while any change to what runs re-keys the results of
 exactly the domains whose code changed. The core (server, jobs, storage) is not hashed: it moves
 bytes and documents, it does not decide numbers.
+
+A module that runs a program to decide results names it in ``RESULT_PROGRAMS`` (the scale-bar
+reader runs ``tesseract``): the program's version, or its absence, is hashed with the code, so
+installing or upgrading it re-keys what it decided (the gateway reads it once, when it starts).
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from __future__ import annotations
 import ast
 import hashlib
 import importlib.util
+import shutil
+import subprocess
 from functools import cache
 from pathlib import Path
 
@@ -86,11 +92,37 @@ def result_code_modules(module: str, roots: Roots = None) -> dict[str, Path]:
     return seen
 
 
+def result_programs(tree: ast.AST) -> tuple[str, ...]:
+    """The programs a module's ``RESULT_PROGRAMS = (...)`` names (a literal tuple of names)."""
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "RESULT_PROGRAMS"
+                                                for t in node.targets):
+            return tuple(ast.literal_eval(node.value))
+    return ()
+
+
+def program_version(program: str) -> str:
+    """The first line ``program --version`` prints, or ``absent`` when it is not on PATH."""
+    path = shutil.which(program)
+    if path is None:
+        return "absent"
+    try:
+        done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unusable: {type(exc).__name__}"
+    lines = (done.stdout or done.stderr).strip().splitlines()
+    return lines[0] if lines else f"exit {done.returncode}"
+
+
 def result_code_sha256(module: str, roots: Roots = None) -> str:
-    """sha256 over the normalised trees of :func:`result_code_modules`, in name order."""
+    """sha256 over the normalised trees of :func:`result_code_modules`, in name order, and the
+    versions of the programs they name in ``RESULT_PROGRAMS``."""
     digest = hashlib.sha256()
     for name, path in sorted(result_code_modules(module, roots).items()):
+        tree = ast.parse(path.read_text(), str(path))
         digest.update(name.encode() + b"\0" + normalised_source(path).encode() + b"\0")
+        for program in result_programs(tree):
+            digest.update(program.encode() + b"\0" + program_version(program).encode() + b"\0")
     return digest.hexdigest()
 
 

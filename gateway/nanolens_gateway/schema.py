@@ -76,7 +76,8 @@ ENVELOPE: dict[str, Schema] = {
         code_sha256=string("sha256 of the domain service's serving code (science/ and service.py, with the "
                            "versions of the libraries it leans on)"),
         adapter_code_sha256=string("sha256 of the gateway code that decoded the input and summarised the answer: "
-                                   "the domain's adapter and the readers it uses, docstrings and comments left out"),
+                                   "the domain's adapter and the readers it uses, docstrings and comments left out, "
+                                   "and the versions of the programs they run"),
         gateway_version=string("gateway version"), timings=array(_TIMING, "per-stage wall times")),
     "artifacts": array(record("a file written beside result.json", name=string("file name"),
                               media_type=string("media type"), bucket=string("bucket"), key=string("object key"),

@@ -3,6 +3,7 @@ re-keys exactly the domains that use it; comments and docstrings re-key nothing.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -82,3 +83,22 @@ def test_the_core_is_not_part_of_any_result(sources):
     before = digests(sources)
     edit(sources[0] / "nanolens_gateway/server.py", "MAX_URL_SECONDS = ", "CORE_CHANGE = 1\nMAX_URL_SECONDS = ")
     assert digests(sources) == before
+
+
+def test_a_program_that_decides_results_rekeys_them_when_installed_or_upgraded(sources, tmp_path, monkeypatch):
+    """The scale-bar reader's OCR program: a result read without it (no pixel size, a warning) must
+    not be served once it is installed, nor one read by an older version after an upgrade."""
+    edit(sources[1] / "nanolens_formats/scalebar.py", 'RESULT_PROGRAMS = ("tesseract",)',
+         'RESULT_PROGRAMS = ("nanolens-test-ocr",)')
+    absent = digests(sources)
+    program = tmp_path / "bin" / "nanolens-test-ocr"
+    program.parent.mkdir()
+    monkeypatch.setenv("PATH", f"{program.parent}:{os.environ['PATH']}")
+    versions = []
+    for version in ("5.3.0", "5.4.1"):
+        program.write_text(f"#!/bin/sh\necho 'nanolens-test-ocr {version}'\n")
+        program.chmod(0o755)
+        versions.append(digests(sources))
+    assert absent["tem"] != versions[0]["tem"] != versions[1]["tem"] != absent["tem"]
+    assert all({k: v for k, v in d.items() if k != "tem"} == {k: v for k, v in absent.items() if k != "tem"}
+               for d in versions)
