@@ -36,6 +36,7 @@ class AnalysisContext:
     progress: Progress | None = None
     results_bucket: str = ""  # where analyses that keep state beside their result write it (SEM collections)
     data: bytes | None = None  # the input's bytes when the gateway holds them already (AnalyzeMany's inline items)
+    by_reference_bytes: int = 0  # inputs this large a service reads itself by a presigned URL (0: none)
 
     def report(self, stage: str, done: int = 0, total: int = 0, **counts: int) -> None:
         """Tell a streaming caller how far the analysis is and what it has found so far, by name

@@ -111,7 +111,8 @@ class DataPlane:
                     store=self.store, source=source, model=model, options=options, timer=timer, deadline=deadline,
                     block_bytes=self.settings.block_mb * 1024 * 1024, max_listed=self.settings.max_listed,
                     max_pixels=self.settings.max_image_mp * 2**20,  # 16 admits 4096 x 4096
-                    progress=progress, results_bucket=self.settings.results_bucket, data=data)
+                    progress=progress, results_bucket=self.settings.results_bucket, data=data,
+                    by_reference_bytes=self.settings.by_reference_mb * 2**20)
                 started = time.time()
                 outcome = await analysis.run(ctx, client)
                 doc = {

@@ -31,6 +31,11 @@ class GatewaySettings:
                                     "items of one AnalyzeMany call analysed at once (the domain services batch "
                                     "them)")
     block_mb: int = setting("NANOLENS_BLOCK_MB", 8, "size of the blocks maps travel to services in, MiB")
+    by_reference_mb: int = setting("NANOLENS_BY_REFERENCE_MB", 8,
+                                   "inputs at least this large that their service can read itself (spectral maps "
+                                   "in .npy) are read by it from object storage, by a short-lived presigned URL the "
+                                   "gateway signs after its access check, instead of through the gateway, MiB; 0: "
+                                   "never (the service needs the same NANOLENS_S3_ENDPOINT)")
     tokens: str = setting("NANOLENS_GATEWAY_TOKENS", "",
                           "JSON list of the tokens callers may send, by SHA-256, with their actions, scopes and "
                           "expiry (from a Secret; `nanolens token create` makes entries); empty: no authentication",

@@ -205,6 +205,11 @@ class ObjectStore:
         except (S3Error, urllib3.exceptions.HTTPError) as exc:
             raise _translate(exc, bucket, prefix) from exc
 
+    def presigned_get(self, bucket: str, key: str, version_id: str, expires_seconds: int) -> str:
+        """A URL that GETs this version of ``bucket/key`` (ranged GETs too) for ``expires_seconds``."""
+        return self.client.presigned_get_object(bucket, key, expires=timedelta(seconds=expires_seconds),
+                                                version_id=_version(version_id) or None)
+
     def presigned_put(self, bucket: str, key: str, expires_seconds: int, create_only: bool = False) -> str:
         """A URL that PUTs ``bucket/key`` for ``expires_seconds``. ``create_only``: ``If-None-Match: *`` is
         signed into it, so a PUT must send that header (else 403) and storage refuses it (412) once the

@@ -29,6 +29,7 @@ def test_resident_peak_sees_a_native_buffer_freed_inside_the_block():
 
 def _spectra(spectra: dict) -> None:
     assert spectra["map"]["n_spectra"] == 64 * 64 and spectra["map"]["platform_s"] > 0
+    assert spectra["map"]["by_reference_s"] > 0 and len(spectra["map"]["sizes"]) == 2
     assert spectra["single_spectrum"]["batched_64_callers"]["requests"] > 0
 
 

@@ -224,12 +224,15 @@ async def classify_spectra(ctx: AnalysisContext, client: ServiceClient) -> Outco
 
 
 class _MapSource:
-    """Row blocks of an H x W x C map: streamed from one GET for ``.npy``, slices of a decoded array otherwise."""
+    """Row blocks of an H x W x C map: streamed from one GET for ``.npy``, slices of a decoded array otherwise;
+    or, for a ``.npy`` of NANOLENS_BY_REFERENCE_MB or more, no blocks: a URL the service reads itself."""
 
-    def __init__(self, ctx: AnalysisContext, layout: NpyLayout | None, decoded: SpectraData | None):
+    def __init__(self, ctx: AnalysisContext, layout: NpyLayout | None, decoded: SpectraData | None,
+                 reference: spectra_pb2.MapSource | None = None):
         self.ctx = ctx
         self.layout = layout
         self.decoded = decoded
+        self.reference = reference  # set: the service reads the pixels itself
         self.shape = layout.shape if layout else decoded.spectra.shape
         self.axis = decoded.axis if decoded else None
         itemsize = layout.dtype.itemsize if layout else 4
@@ -257,7 +260,14 @@ class _MapSource:
         shape = layout.shape if layout else decoded.spectra.shape
         if len(shape) != 3 or min(shape) == 0:
             raise InvalidArgument(f"a spectral map is H x W x C; {what} has shape {list(shape)}", field="input")
-        return cls(ctx, layout, decoded)
+        reference = None
+        if layout is not None and 0 < ctx.by_reference_bytes <= src.size:
+            # read where it is computed: the caller's access was checked, the URL lives as long as the call
+            expires = int(min(3600, max(60, ctx.remaining() or 900)))
+            url = await asyncio.to_thread(ctx.store.presigned_get, src.bucket, src.key, src.version_id, expires)
+            reference = spectra_pb2.MapSource(url=url, offset=layout.data_offset, dtype=layout.dtype.str,
+                                              block_bytes=ctx.block_bytes)
+        return cls(ctx, layout, decoded, reference)
 
     async def block(self, start: int) -> common_pb2.NDArray:
         n = min(self.rows, self.pixels - start)
@@ -278,6 +288,10 @@ class _MapSource:
         header = spectra_pb2.MapHeader(shape=list(self.shape), model=selector(self.ctx))
         if self.axis is not None:
             header.axis.CopyFrom(arrays.to_proto(self.axis))
+        if self.reference is not None:
+            header.source.CopyFrom(self.reference)
+            yield spectra_pb2.ClassifyMapRequest(header=header)
+            return
         yield spectra_pb2.ClassifyMapRequest(header=header)
         starts = list(range(0, self.pixels, self.rows))
         if self.layout is not None:

@@ -22,10 +22,11 @@ from nanolens_runtime import arrays, metrics
 from nanolens_runtime.batching import DynamicBatcher
 from nanolens_runtime.errors import InvalidArgument
 from nanolens_runtime.inference import InferencePool, OnnxModel
+from nanolens_runtime.ranged import RangedObject
 from nanolens_runtime.registry import ModelRegistry
 from nanolens_runtime.server import Servicer
 from nanolens_runtime.service import DomainService, DomainServicer, Pipeline
-from nanolens_runtime.settings import InferenceSettings
+from nanolens_runtime.settings import InferenceSettings, StorageSettings, from_env
 from nanolens_spectra.bundles import DEFAULT_BUNDLE_NAME
 from nanolens_spectra.science.preprocessing import PreprocessParams, preprocess
 
@@ -221,6 +222,26 @@ class SpectraServicer(DomainServicer, spectra_pb2_grpc.SpectraServiceServicer):
         header = None
         model = axis = None
         offset = total = 0
+
+        async def classify(block: np.ndarray, field: str) -> spectra_pb2.ClassifyMapResponse:
+            nonlocal offset
+            with timer.stage("decode"):
+                if block.ndim != 2 or block.shape[1] != header.shape[2]:
+                    raise InvalidArgument(f"block shape {list(block.shape)} does not match C={header.shape[2]}",
+                                          field="block.shape")
+                if offset + block.shape[0] > total:
+                    raise InvalidArgument(f"blocks hold more than the H*W={total} pixels of the header",
+                                          field="block")
+                block, block_axis = self.pipeline.validate(model, block, axis, field=field)
+            probabilities, ood = await self.pipeline.run_block(model, block, block_axis, timer,
+                                                               context.time_remaining())
+            response = spectra_pb2.ClassifyMapResponse(offset=offset, probabilities=arrays.to_proto(probabilities),
+                                                       ood_score=_scores(ood))
+            if offset == 0:
+                response.class_names.extend(model.bundle.class_names)
+            offset += block.shape[0]
+            return response
+
         while (request := await queue.get()) is not None:
             part = request.WhichOneof("part")
             if part == "header":
@@ -233,28 +254,19 @@ class SpectraServicer(DomainServicer, spectra_pb2_grpc.SpectraServiceServicer):
                 total = shape[0] * shape[1]
                 model = await self._model(header.model)
                 axis = _axis(header.axis)
+                if header.HasField("source"):
+                    async for block in _source_blocks(header.source, shape, timer):
+                        yield await classify(block, "header.source")
                 continue
             if header is None:
                 raise InvalidArgument("the first message must be the header", field="header")
             if part != "block":
                 raise InvalidArgument("a message carries neither header nor block", field="part")
+            if header.HasField("source"):
+                raise InvalidArgument("blocks were sent for a map whose header names its source", field="block")
             with timer.stage("decode"):
                 block = arrays.from_proto(request.block, "block")
-                if block.ndim != 2 or block.shape[1] != header.shape[2]:
-                    raise InvalidArgument(f"block shape {list(block.shape)} does not match C={header.shape[2]}",
-                                          field="block.shape")
-                if offset + block.shape[0] > total:
-                    raise InvalidArgument(f"blocks hold more than the H*W={total} pixels of the header",
-                                          field="block")
-                block, block_axis = self.pipeline.validate(model, block, axis, field="block")
-            probabilities, ood = await self.pipeline.run_block(model, block, block_axis, timer,
-                                                               context.time_remaining())
-            response = spectra_pb2.ClassifyMapResponse(offset=offset, probabilities=arrays.to_proto(probabilities),
-                                                       ood_score=_scores(ood))
-            if offset == 0:
-                response.class_names.extend(model.bundle.class_names)
-            offset += block.shape[0]
-            yield response
+            yield await classify(block, "block")
         if header is None:
             raise InvalidArgument("no header: an empty stream is not a map", field="header")
         if offset != total:
@@ -262,6 +274,54 @@ class SpectraServicer(DomainServicer, spectra_pb2_grpc.SpectraServiceServicer):
         final = spectra_pb2.ClassifyMapResponse(offset=offset)
         final.provenance.CopyFrom(provenance(model, timer))
         yield final
+
+
+#: bytes per ranged GET of a map read by reference, when the gateway names none
+SOURCE_BLOCK_BYTES = 8 << 20
+
+
+async def _source_blocks(source: spectra_pb2.MapSource, shape: list[int], timer: metrics.StageTimer):
+    """The pixels of a map read from object storage by ``source`` (a presigned URL), in blocks of
+    rows; the next block is fetched while the caller classifies this one."""
+    try:
+        dtype = np.dtype(source.dtype)
+    except TypeError:
+        dtype = None
+    if dtype is None or dtype.kind not in "fiu" or dtype.itemsize > 8:
+        raise InvalidArgument(f"header.source.dtype must be a numeric type such as '<f4', got {source.dtype!r}",
+                              field="header.source.dtype")
+    if source.offset < 0:
+        raise InvalidArgument(f"header.source.offset must be >= 0, got {source.offset}", field="header.source.offset")
+    storage = _storage()
+    target = RangedObject(source.url, storage.s3_endpoint, storage.s3_secure, "header.source.url")
+    channels, total = shape[2], shape[0] * shape[1]
+    rows = max(1, (source.block_bytes or SOURCE_BLOCK_BYTES) // (channels * dtype.itemsize))
+
+    def fetch(start: int) -> np.ndarray:
+        n = min(rows, total - start)
+        data = target.read(source.offset + start * channels * dtype.itemsize, n * channels * dtype.itemsize)
+        return np.frombuffer(data, dtype).reshape(n, channels)
+
+    async def timed(start: int) -> np.ndarray:
+        with timer.stage("fetch"):
+            return await asyncio.to_thread(fetch, start)
+
+    starts = list(range(0, total, rows))
+    pending = asyncio.ensure_future(timed(starts[0]))
+    try:
+        for i in range(len(starts)):
+            block = await pending
+            if i + 1 < len(starts):
+                pending = asyncio.ensure_future(timed(starts[i + 1]))
+            yield block
+    finally:
+        if not pending.done():
+            pending.cancel()
+
+
+@cache
+def _storage() -> StorageSettings:
+    return from_env(StorageSettings)
 
 
 def servicer(pipeline: SpectraPipeline) -> Servicer:

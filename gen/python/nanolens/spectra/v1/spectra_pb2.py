@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from nanolens.common.v1 import common_pb2 as nanolens_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!nanolens/spectra/v1/spectra.proto\x12\x13nanolens.spectra.v1\x1a\x1fnanolens/common/v1/common.proto\".\n\rModelSelector\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"\xa4\x01\n\x16\x43lassifySpectraRequest\x12,\n\x07spectra\x18\x01 \x01(\x0b\x32\x1b.nanolens.common.v1.NDArray\x12)\n\x04\x61xis\x18\x02 \x01(\x0b\x32\x1b.nanolens.common.v1.NDArray\x12\x31\n\x05model\x18\x03 \x01(\x0b\x32\".nanolens.spectra.v1.ModelSelector\"\xc2\x01\n\x17\x43lassifySpectraResponse\x12\x32\n\rprobabilities\x18\x01 \x01(\x0b\x32\x1b.nanolens.common.v1.NDArray\x12\x17\n\x0fpredicted_class\x18\x02 \x03(\x05\x12\x13\n\x0b\x63lass_names\x18\x03 \x03(\t\x12\x32\n\nprovenance\x18\x04 \x01(\x0b\x32\x1e.nanolens.common.v1.Provenance\x12\x11\n\tood_score\x18\x05 \x03(\x02\"x\n\tMapHeader\x12\r\n\x05shape\x18\x01 \x03(\x03\x12)\n\x04\x61xis\x18\x02 \x01(\x0b\x32\x1b.nanolens.common.v1.NDArray\x12\x31\n\x05model\x18\x03 \x01(\x0b\x32\".nanolens.spectra.v1.ModelSelector\"|\n\x12\x43lassifyMapRequest\x12\x30\n\x06header\x18\x01 \x01(\x0b\x32\x1e.nanolens.spectra.v1.MapHeaderH\x00\x12,\n\x05\x62lock\x18\x02 \x01(\x0b\x32\x1b.nanolens.common.v1.NDArrayH\x00\x42\x06\n\x04part\"\xb5\x01\n\x13\x43lassifyMapResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12\x32\n\rprobabilities\x18\x02 \x01(\x0b\x32\x1b.nanolens.common.v1.NDArray\x12\x13\n\x0b\x63lass_names\x18\x03 \x03(\t\x12\x32\n\nprovenance\x18\x04 \x01(\x0b\x32\x1e.nanolens.common.v1.Provenance\x12\x11\n\tood_score\x18\x05 \x03(\x02\"\x13\n\x11ListModelsRequest\"C\n\x12ListModelsResponse\x12-\n\x06models\x18\x01 \x03(\x0b\x32\x1d.nanolens.common.v1.ModelInfo2\xc3\x02\n\x0eSpectraService\x12l\n\x0f\x43lassifySpectra\x12+.nanolens.spectra.v1.ClassifySpectraRequest\x1a,.nanolens.spectra.v1.ClassifySpectraResponse\x12\x64\n\x0b\x43lassifyMap\x12\'.nanolens.spectra.v1.ClassifyMapRequest\x1a(.nanolens.spectra.v1.ClassifyMapResponse(\x01\x30\x01\x12]\n\nListModels\x12&.nanolens.spectra.v1.ListModelsRequest\x1a\'.nanolens.spectra.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!nanolens/spectra/v1/spectra.proto\x12\x13nanolens.spectra.v1\x1a\x1fnanolens/common/v1/common.proto\".\n\rModelSelector\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"\xa4\x01\n\x16\x43lassifySpectraRequest\x12,\n\x07spectra\x18\x01 \x01(\x0b\x32\x1b.nanolens.common.v1.NDArray\x12)\n\x04\x61xis\x18\x02 \x01(\x0b\x32\x1b.nanolens.common.v1.NDArray\x12\x31\n\x05model\x18\x03 \x01(\x0b\x32\".nanolens.spectra.v1.ModelSelector\"\xc2\x01\n\x17\x43lassifySpectraResponse\x12\x32\n\rprobabilities\x18\x01 \x01(\x0b\x32\x1b.nanolens.common.v1.NDArray\x12\x17\n\x0fpredicted_class\x18\x02 \x03(\x05\x12\x13\n\x0b\x63lass_names\x18\x03 \x03(\t\x12\x32\n\nprovenance\x18\x04 \x01(\x0b\x32\x1e.nanolens.common.v1.Provenance\x12\x11\n\tood_score\x18\x05 \x03(\x02\"\xa8\x01\n\tMapHeader\x12\r\n\x05shape\x18\x01 \x03(\x03\x12)\n\x04\x61xis\x18\x02 \x01(\x0b\x32\x1b.nanolens.common.v1.NDArray\x12\x31\n\x05model\x18\x03 \x01(\x0b\x32\".nanolens.spectra.v1.ModelSelector\x12.\n\x06source\x18\x04 \x01(\x0b\x32\x1e.nanolens.spectra.v1.MapSource\"L\n\tMapSource\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\r\n\x05\x64type\x18\x03 \x01(\t\x12\x13\n\x0b\x62lock_bytes\x18\x04 \x01(\x03\"|\n\x12\x43lassifyMapRequest\x12\x30\n\x06header\x18\x01 \x01(\x0b\x32\x1e.nanolens.spectra.v1.MapHeaderH\x00\x12,\n\x05\x62lock\x18\x02 \x01(\x0b\x32\x1b.nanolens.common.v1.NDArrayH\x00\x42\x06\n\x04part\"\xb5\x01\n\x13\x43lassifyMapResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12\x32\n\rprobabilities\x18\x02 \x01(\x0b\x32\x1b.nanolens.common.v1.NDArray\x12\x13\n\x0b\x63lass_names\x18\x03 \x03(\t\x12\x32\n\nprovenance\x18\x04 \x01(\x0b\x32\x1e.nanolens.common.v1.Provenance\x12\x11\n\tood_score\x18\x05 \x03(\x02\"\x13\n\x11ListModelsRequest\"C\n\x12ListModelsResponse\x12-\n\x06models\x18\x01 \x03(\x0b\x32\x1d.nanolens.common.v1.ModelInfo2\xc3\x02\n\x0eSpectraService\x12l\n\x0f\x43lassifySpectra\x12+.nanolens.spectra.v1.ClassifySpectraRequest\x1a,.nanolens.spectra.v1.ClassifySpectraResponse\x12\x64\n\x0b\x43lassifyMap\x12\'.nanolens.spectra.v1.ClassifyMapRequest\x1a(.nanolens.spectra.v1.ClassifyMapResponse(\x01\x30\x01\x12]\n\nListModels\x12&.nanolens.spectra.v1.ListModelsRequest\x1a\'.nanolens.spectra.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,16 +38,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CLASSIFYSPECTRAREQUEST']._serialized_end=304
   _globals['_CLASSIFYSPECTRARESPONSE']._serialized_start=307
   _globals['_CLASSIFYSPECTRARESPONSE']._serialized_end=501
-  _globals['_MAPHEADER']._serialized_start=503
-  _globals['_MAPHEADER']._serialized_end=623
-  _globals['_CLASSIFYMAPREQUEST']._serialized_start=625
-  _globals['_CLASSIFYMAPREQUEST']._serialized_end=749
-  _globals['_CLASSIFYMAPRESPONSE']._serialized_start=752
-  _globals['_CLASSIFYMAPRESPONSE']._serialized_end=933
-  _globals['_LISTMODELSREQUEST']._serialized_start=935
-  _globals['_LISTMODELSREQUEST']._serialized_end=954
-  _globals['_LISTMODELSRESPONSE']._serialized_start=956
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1023
-  _globals['_SPECTRASERVICE']._serialized_start=1026
-  _globals['_SPECTRASERVICE']._serialized_end=1349
+  _globals['_MAPHEADER']._serialized_start=504
+  _globals['_MAPHEADER']._serialized_end=672
+  _globals['_MAPSOURCE']._serialized_start=674
+  _globals['_MAPSOURCE']._serialized_end=750
+  _globals['_CLASSIFYMAPREQUEST']._serialized_start=752
+  _globals['_CLASSIFYMAPREQUEST']._serialized_end=876
+  _globals['_CLASSIFYMAPRESPONSE']._serialized_start=879
+  _globals['_CLASSIFYMAPRESPONSE']._serialized_end=1060
+  _globals['_LISTMODELSREQUEST']._serialized_start=1062
+  _globals['_LISTMODELSREQUEST']._serialized_end=1081
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1083
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1150
+  _globals['_SPECTRASERVICE']._serialized_start=1153
+  _globals['_SPECTRASERVICE']._serialized_end=1476
 # @@protoc_insertion_point(module_scope)

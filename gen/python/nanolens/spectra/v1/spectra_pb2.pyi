@@ -40,14 +40,28 @@ class ClassifySpectraResponse(_message.Message):
     def __init__(self, probabilities: _Optional[_Union[_common_pb2.NDArray, _Mapping]] = ..., predicted_class: _Optional[_Iterable[int]] = ..., class_names: _Optional[_Iterable[str]] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ..., ood_score: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class MapHeader(_message.Message):
-    __slots__ = ("shape", "axis", "model")
+    __slots__ = ("shape", "axis", "model", "source")
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     AXIS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
     shape: _containers.RepeatedScalarFieldContainer[int]
     axis: _common_pb2.NDArray
     model: ModelSelector
-    def __init__(self, shape: _Optional[_Iterable[int]] = ..., axis: _Optional[_Union[_common_pb2.NDArray, _Mapping]] = ..., model: _Optional[_Union[ModelSelector, _Mapping]] = ...) -> None: ...
+    source: MapSource
+    def __init__(self, shape: _Optional[_Iterable[int]] = ..., axis: _Optional[_Union[_common_pb2.NDArray, _Mapping]] = ..., model: _Optional[_Union[ModelSelector, _Mapping]] = ..., source: _Optional[_Union[MapSource, _Mapping]] = ...) -> None: ...
+
+class MapSource(_message.Message):
+    __slots__ = ("url", "offset", "dtype", "block_bytes")
+    URL_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    url: str
+    offset: int
+    dtype: str
+    block_bytes: int
+    def __init__(self, url: _Optional[str] = ..., offset: _Optional[int] = ..., dtype: _Optional[str] = ..., block_bytes: _Optional[int] = ...) -> None: ...
 
 class ClassifyMapRequest(_message.Message):
     __slots__ = ("header", "block")
