@@ -131,22 +131,37 @@ def test_overlay_outlines_show_on_bright_and_dark_particles_and_a_scale_bar_give
 
 
 def test_the_size_distribution_draws_its_lognormal_fit_and_the_gmd_interval():
-    import matplotlib.pyplot as plt
-
     rng = np.random.default_rng(2)
     d = np.exp(rng.normal(np.log(20.0), np.log(1.25), 400))
-    fig = pictures.psd_figure(d, "nm", 20.1, 1.24, "cnn", None, [19.6, 20.6], [1.22, 1.27])
-    ax = fig.axes[0]
-    fit = next(line for line in ax.get_lines() if line.get_label() == "lognormal fit")
-    x, y = fit.get_data()
-    counts = [p.get_height() for p in ax.patches if p.get_label() != "GMD, 95 % interval"]
-    assert 18 < x[np.argmax(y)] < 21 and 0.7 < y.max() / max(counts) < 1.3  # peaks with the histogram
-    assert {t.get_text() for t in ax.get_legend().get_texts()} >= {"lognormal fit", "GMD, 95 % interval"}
-    assert "GMD = 20.1 [19.6, 20.6] nm, GSD = 1.24 [1.22, 1.27] (95 % intervals)" in ax.get_title()
-    plt.close(fig)
-    bare = pictures.psd_figure(d, "px", 20.1, 1.24, "watershed")
-    assert "interval" not in bare.axes[0].get_title()
-    plt.close(bare)
+    layout = pictures.psd_layout(d, None, 20.1, 1.24)
+    picture = rgb(pictures.psd_png(d, "nm", 20.1, 1.24, "cnn", None, [19.6, 20.6], [1.22, 1.27]))
+    left, top, right, bottom = pictures.PSD_BOX
+    assert has_text(picture[:top]) and has_text(picture[bottom + 4:]) and has_text(picture[:, :left - 30])
+    legend = np.argwhere((picture == np.array(pictures.LEGEND_FRAME, np.uint8)).all(axis=2))
+    (y0, x0), (y1, x1) = legend.min(axis=0), legend.max(axis=0)
+    plot = picture.copy()
+    plot[y0:y1 + 1, x0:x1 + 1] = 255
+    plot = plot[top + 1:bottom, left + 1:right]
+
+    def where(colour) -> np.ndarray:
+        return np.argwhere((plot == np.array(colour, np.uint8)).all(axis=2)) + [top + 1, left + 1]
+
+    fit, bars = where(pictures.FIT_COLOUR), where(pictures.PALETTE[0])
+    peak_y = fit[:, 0].min()
+    peak_x = fit[fit[:, 0] == peak_y, 1].mean()
+    assert 18 < layout.diameter(peak_x) < 21  # the fit peaks where the histogram does ...
+    assert 0.7 < (bottom - peak_y) / (bottom - bars[:, 0].min()) < 1.3  # ... about as high
+    band = where(pictures.INTERVAL_COLOUR)[:, 1]  # the GMD's interval, and nothing else
+    assert abs(band.min() - layout.x_px(19.6)) <= 1.5 and abs(band.max() - layout.x_px(20.6)) <= 1.5
+    swatches = picture[y0:y1 + 1, x0:x1 + 1]
+    assert (swatches == pictures.INTERVAL_COLOUR).all(axis=2).sum() > 50  # named in the legend
+    assert has_text(swatches[:, 30:])
+    bare = rgb(pictures.psd_png(d, "px", 20.1, 1.24, "watershed"))
+    assert not (bare == pictures.INTERVAL_COLOUR).all(axis=2).any()  # no interval: no band, no legend entry
+    weighted = rgb(pictures.psd_png(d, "nm", 20.1, 1.24, "cnn", np.full(d.size, 1.5)))
+    assert (weighted == 0).all(axis=2).sum() > (bare == 0).all(axis=2).sum() + 300  # the weighted histogram's outline
+    empty = rgb(pictures.psd_png(np.zeros(0), "px", 0.0, 1.0, "watershed"))
+    assert has_text(empty[:top]) and not (empty == np.array(pictures.PALETTE[0], np.uint8)).all(axis=2).any()
 
 
 def test_the_msd_plot_is_in_nm2_and_seconds_when_pixel_size_and_frame_rate_are_known():
@@ -183,7 +198,8 @@ def test_the_anomaly_title_fits_its_picture():
 
 def test_pictures_drawn_from_many_threads_at_once_all_come_out():
     """Adapters draw in worker threads (the event loop stays free); matplotlib is not thread-safe, so
-    its pictures go through ``one_at_a_time``; PIL's go without a lock, each thread with its own fonts."""
+    its pictures (LPEM's plots) go through ``one_at_a_time``; PIL's go without a lock, each thread
+    with its own fonts."""
     rng = np.random.default_rng(0)
     spectra, probabilities = rng.random((6, 200)), rng.dirichlet(np.ones(3), size=6)
 
@@ -196,7 +212,7 @@ def test_pictures_drawn_from_many_threads_at_once_all_come_out():
                                     np.array([0.2, 3.0, 0.5, 0.1, 0.9, 2.0]))
 
     with ThreadPoolExecutor(8) as pool:
-        drawn = list(pool.map(lambda i: pictures.one_at_a_time(draw, i) if i % 3 == 0 else draw(i), range(24)))
+        drawn = list(pool.map(draw, range(24)))
     assert all(png.startswith(b"\x89PNG") and len(png) > 1000 for png in drawn)
     assert len({png for i, png in enumerate(drawn) if i % 3 == 2}) == 1  # the same spectra: the same picture
 

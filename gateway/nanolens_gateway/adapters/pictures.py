@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import TypeVar
@@ -251,19 +252,30 @@ _SPECTRA_PALETTE = [255, 255, 255, *OUT_OF_DOMAIN_COLOUR, 110, 110, 110, *(c for
 
 
 def label(canvas: Image.Image, xy: tuple[int, int], text: str, size: int = 12) -> None:
-    """Black text at ``xy`` (its top-left corner) on the white of a ``_SPECTRA_PALETTE`` picture;
-    rendered once per text and size (FreeType's rendering is most of a small picture's cost)."""
-    shades, mask = _text_shades(text, size)
-    canvas.paste(shades, (int(xy[0]), int(xy[1])), mask)
+    """Black text at ``xy`` (its top-left corner) on white, in an RGB picture or a
+    ``_SPECTRA_PALETTE`` one; rendered once per text and size (FreeType's rendering is most of a
+    small picture's cost)."""
+    xy = (int(xy[0]), int(xy[1]))
+    if canvas.mode == "P":
+        shades, mask = _text_shades(text, size)
+        canvas.paste(shades, xy, mask)
+    else:
+        canvas.paste((0, 0, 0), xy, _text_coverage(text, size))
+
+
+@lru_cache(maxsize=4096)
+def _text_coverage(text: str, size: int) -> Image.Image:
+    face = font(size)
+    right, bottom = face.getbbox(text)[2:]
+    coverage = Image.new("L", (max(1, right), max(1, bottom)), 0)
+    ImageDraw.Draw(coverage).text((0, 0), text, fill=255, font=face)
+    return coverage
 
 
 @lru_cache(maxsize=4096)
 def _text_shades(text: str, size: int) -> tuple[Image.Image, Image.Image]:
     """The text as palette indices of its grey shades, and where it is drawn."""
-    face = font(size)
-    right, bottom = face.getbbox(text)[2:]
-    coverage = Image.new("L", (max(1, right), max(1, bottom)), 0)
-    ImageDraw.Draw(coverage).text((0, 0), text, fill=255, font=face)
+    coverage = _text_coverage(text, size)
     level = (np.asarray(coverage, np.uint16) * 15 + 127) // 255  # 0 (none) .. 15 (black)
     shades = Image.frombytes("P", coverage.size, (_TEXT + level).astype(np.uint8).tobytes())
     return shades, Image.fromarray(np.where(level > 0, 255, 0).astype(np.uint8))
@@ -354,53 +366,128 @@ def draw_scale_bar(picture: Image.Image, pixel_size_nm: float) -> None:
               font=font(size))
 
 
+# psd.png's layout (px) and colours
+PSD_SIZE = (560, 370)
+PSD_BOX = (64, 46, 548, 318)  # the plot's left, top, right, bottom
+FIT_COLOUR = (214, 39, 40)  # matplotlib's tab:red
+INTERVAL_COLOUR = (218, 218, 232)  # bluish grey: no shade of black text on white
+LEGEND_FRAME = (176, 176, 208)  # bluish: no shade of black text on white
+
+
+@dataclass(frozen=True)
+class PsdLayout:
+    """Where psd.png puts things: the histogram (20 bins), the weighted one, the fitted curve as
+    particles per bin, and the data ranges the plot box shows."""
+
+    edges: np.ndarray
+    counts: np.ndarray
+    weighted: np.ndarray | None
+    curve: tuple[np.ndarray, np.ndarray] | None
+    x_range: tuple[float, float]
+    y_max: float
+
+    def x_px(self, d: float) -> float:
+        left, _, right, _ = PSD_BOX
+        return left + (d - self.x_range[0]) / (self.x_range[1] - self.x_range[0]) * (right - left)
+
+    def diameter(self, x_px: float) -> float:
+        left, _, right, _ = PSD_BOX
+        return self.x_range[0] + (x_px - left) / (right - left) * (self.x_range[1] - self.x_range[0])
+
+    def y_px(self, count: float) -> float:
+        _, top, _, bottom = PSD_BOX
+        return bottom - count / self.y_max * (bottom - top)
+
+
+def psd_layout(diameters: np.ndarray, weights: np.ndarray | None, gmd: float, gsd: float) -> PsdLayout:
+    if not diameters.size:
+        return PsdLayout(np.zeros(0), np.zeros(0), None, None, (0.0, 1.0), 1.0)
+    counts, edges = np.histogram(diameters, bins=20)
+    weighted = None if weights is None else np.histogram(diameters, bins=edges, weights=weights)[0]
+    curve = None
+    if gmd > 0 and gsd > 1:  # the lognormal with this GMD and GSD, as particles per bin
+        d = np.linspace(edges[0], edges[-1], 200)
+        d = d[d > 0]
+        sigma = np.log(gsd)
+        pdf = np.exp(-0.5 * ((np.log(d) - np.log(gmd)) / sigma) ** 2) / (d * sigma * np.sqrt(2 * np.pi))
+        total = diameters.size if weights is None else float(weights.sum())
+        curve = (d, pdf * total * (edges[1] - edges[0]))
+    tops = [counts.max(), *([weighted.max()] if weighted is not None else []),
+            *([curve[1].max()] if curve is not None and curve[1].size else [])]
+    pad = 0.04 * (edges[-1] - edges[0] or 1.0)
+    return PsdLayout(edges, counts, weighted, curve, (float(edges[0] - pad), float(edges[-1] + pad)),
+                     float(max(tops)) * 1.1 or 1.0)
+
+
 def psd_png(diameters: np.ndarray, unit: str, gmd: float, gsd: float, method: str,
             weights: np.ndarray | None = None, gmd_ci: list[float] | None = None,
             gsd_ci: list[float] | None = None) -> bytes:
-    """``psd_figure`` as PNG bytes."""
-    import matplotlib.pyplot as plt
-
-    fig = psd_figure(diameters, unit, gmd, gsd, method, weights, gmd_ci, gsd_ci)
-    out = io.BytesIO()
-    fig.savefig(out, format="png", dpi=100)
-    plt.close(fig)
-    return out.getvalue()
-
-
-def psd_figure(diameters: np.ndarray, unit: str, gmd: float, gsd: float, method: str,
-               weights: np.ndarray | None = None, gmd_ci: list[float] | None = None,
-               gsd_ci: list[float] | None = None):
     """Histogram of primary-particle diameters with the lognormal fit (the GMD and GSD), the GMD
     and its 95 % interval; with occlusion weights (TEM CNN), the weighted histogram is drawn over
-    the found particles' one and the fit is of the weighted distribution."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    the found particles' one and the fit is of the weighted distribution. Drawn with PIL (a few
+    ms; a matplotlib figure took about 0.3 s); no lock."""
+    layout = psd_layout(diameters, weights, gmd, gsd)
+    canvas = Image.new("RGB", PSD_SIZE, "white")
+    draw = ImageDraw.Draw(canvas)
+    left, top, right, bottom = PSD_BOX
     title = f"{method}: n = {diameters.size}"
-    if diameters.size:
-        _, edges, _ = ax.hist(diameters, bins=20, color=class_colours(1)[0], edgecolor="white", label="found")
-        if weights is not None:
-            ax.hist(diameters, bins=edges, weights=weights, histtype="step", color="black", lw=1.2,
-                    label="with hidden ones (weights)")
-            title += f" (about {weights.sum():.0f} with hidden ones)"
-        if gmd > 0 and gsd > 1:  # the lognormal with this GMD and GSD, as particles per bin
-            d = np.linspace(edges[0], edges[-1], 200)
-            d = d[d > 0]
-            sigma = np.log(gsd)
-            pdf = np.exp(-0.5 * ((np.log(d) - np.log(gmd)) / sigma) ** 2) / (d * sigma * np.sqrt(2 * np.pi))
-            total = diameters.size if weights is None else float(weights.sum())
-            ax.plot(d, pdf * total * (edges[1] - edges[0]), color="tab:red", lw=1.3, label="lognormal fit")
-        if gmd_ci:
-            ax.axvspan(gmd_ci[0], gmd_ci[1], color="black", alpha=0.12, lw=0, label="GMD, 95 % interval")
-        ax.axvline(gmd, color="black", lw=1, ls="--")
-        ax.legend(fontsize=8, frameon=False)
-    ax.set_xlabel(f"primary-particle diameter ({unit})")
-    ax.set_ylabel("particles")
+    if weights is not None and diameters.size:
+        title += f" (about {weights.sum():.0f} with hidden ones)"
     gmd_text = f"GMD = {gmd:.3g}" + (f" [{gmd_ci[0]:.3g}, {gmd_ci[1]:.3g}]" if gmd_ci else "") + f" {unit}"
     gsd_text = f"GSD = {gsd:.3g}" + (f" [{gsd_ci[0]:.3g}, {gsd_ci[1]:.3g}]" if gsd_ci else "")
-    ax.set_title(f"{title}\n{gmd_text}, {gsd_text}" + (" (95 % intervals)" if gmd_ci or gsd_ci else ""), fontsize=9)
-    fig.tight_layout()
-    return fig
+    for row, text in enumerate((title, f"{gmd_text}, {gsd_text}" + (" (95 % intervals)" if gmd_ci or gsd_ci else ""))):
+        label(canvas, (round((left + right - font(11).getlength(text)) / 2), 6 + 16 * row), text, 11)
+    legend = []
+    if diameters.size:
+        if gmd_ci:
+            lo, hi = (min(max(layout.x_px(v), left), right) for v in gmd_ci)
+            draw.rectangle((lo, top + 1, max(lo, hi), bottom - 1), fill=INTERVAL_COLOUR)
+        base = layout.y_px(0)
+        for e0, e1, count in zip(layout.edges[:-1], layout.edges[1:], layout.counts, strict=True):
+            if count:
+                draw.rectangle((layout.x_px(e0) + 1, layout.y_px(count), layout.x_px(e1) - 1, base), fill=PALETTE[0])
+        legend.append(("box", PALETTE[0], "found"))
+        if layout.weighted is not None:
+            steps = [(layout.x_px(layout.edges[0]), base)]
+            for e0, e1, w in zip(layout.edges[:-1], layout.edges[1:], layout.weighted, strict=True):
+                steps += [(layout.x_px(e0), layout.y_px(w)), (layout.x_px(e1), layout.y_px(w))]
+            draw.line([*steps, (layout.x_px(layout.edges[-1]), base)], fill=(0, 0, 0), width=2)
+            legend.append(("line", (0, 0, 0), "with hidden ones (weights)"))
+        if layout.curve is not None:
+            x, y = layout.curve
+            draw.line([(layout.x_px(a), layout.y_px(b)) for a, b in zip(x, y, strict=True)], fill=FIT_COLOUR, width=2)
+            legend.append(("line", FIT_COLOUR, "lognormal fit"))
+        if gmd_ci:
+            legend.append(("box", INTERVAL_COLOUR, "GMD, 95 % interval"))
+        gx = layout.x_px(gmd)
+        if left < gx < right:
+            for y in range(top + 1, bottom, 8):  # dashed
+                draw.line((gx, y, gx, min(y + 4, bottom)), fill=(0, 0, 0))
+    draw.rectangle(PSD_BOX, outline=(0, 0, 0))
+    small = font(11)
+    for t in _nice_ticks(*layout.x_range):
+        if layout.x_range[0] <= t <= layout.x_range[1]:
+            x = layout.x_px(t)
+            draw.line((x, bottom, x, bottom + 4), fill=(0, 0, 0))
+            label(canvas, (round(x - small.getlength(f"{t:g}") / 2), bottom + 6), f"{t:g}", 11)
+    for t in _nice_ticks(0.0, layout.y_max, 6):
+        if 0 <= t <= layout.y_max:
+            y = layout.y_px(t)
+            draw.line((left - 4, y, left, y), fill=(0, 0, 0))
+            label(canvas, (round(left - 7 - small.getlength(f"{t:g}")), round(y - 7)), f"{t:g}", 11)
+    x_name = f"primary-particle diameter ({unit})"
+    label(canvas, (round((left + right - font().getlength(x_name)) / 2), bottom + 24), x_name)
+    y_name = _text_coverage("particles", 12).rotate(90, expand=True)
+    canvas.paste((0, 0, 0), (6, round((top + bottom - y_name.height) / 2)), y_name)
+    if legend:
+        width = 34 + max(round(font(10).getlength(text)) for _, _, text in legend)
+        x0, y0 = right - width - 8, top + 6
+        draw.rectangle((x0, y0, right - 4, y0 + 16 * len(legend) + 4), fill="white", outline=LEGEND_FRAME)
+        for i, (kind, colour, text) in enumerate(legend):
+            y = y0 + 5 + 16 * i
+            if kind == "box":
+                draw.rectangle((x0 + 6, y + 1, x0 + 26, y + 9), fill=colour)
+            else:
+                draw.line((x0 + 6, y + 5, x0 + 26, y + 5), fill=colour, width=2)
+            label(canvas, (x0 + 32, y - 1), text, 10)
+    return png_bytes(canvas, compress_level=1)

@@ -219,14 +219,13 @@ async def particle_sizes(ctx: AnalysisContext, client: ServiceClient) -> Outcome
         ci = summary["distribution"]
         gmd_ci, gsd_ci = ci["gmd_nm_ci"] if pixel_size else ci["gmd_px_ci"], ci["gsd_ci"]
 
-        # made in worker threads as they are stored, side by side; only matplotlib's psd.png takes the lock
+        # made in worker threads as they are stored, side by side (PIL, tifffile: no lock)
         artefacts = [
             Artefact("labels.tif", partial(pictures.labels_tiff, labels, pixel_size or None), "image/tiff"),
             Artefact("overlay.png", partial(pictures.overlay_png, decoded.image, labels, pixel_size or None),
                      "image/png"),
-            Artefact("psd.png", partial(pictures.one_at_a_time, pictures.psd_png, diameters[sized], unit, gmd,
-                                        dist.gsd, response.method, None if weights is None else weights[sized],
-                                        gmd_ci, gsd_ci), "image/png"),
+            Artefact("psd.png", partial(pictures.psd_png, diameters[sized], unit, gmd, dist.gsd, response.method,
+                                        None if weights is None else weights[sized], gmd_ci, gsd_ci), "image/png"),
         ]
     return Outcome(summary, artefacts)
 
