@@ -10,6 +10,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nanolens_gateway.auth import GatewayAuth, parse_tokens
 from nanolens_gateway.automation.events import EventIntake, EventServer, parse_rules, scan_forever
 from nanolens_gateway.automation.report import ReportWriter
+from nanolens_gateway.code_identity import adapter_sha256
 from nanolens_gateway.domains import analyses, domains
 from nanolens_gateway.jobs.rpc import JobRpcs
 from nanolens_gateway.jobs.store import open_store
@@ -79,6 +80,9 @@ def main() -> None:
                 logging.getLogger("nanolens.auth").warning(
                     "NANOLENS_GATEWAY_TOKENS is empty: the gateway accepts unauthenticated calls")
             await asyncio.to_thread(impl.ensure_buckets)
+            # Every result's identity hashes its adapter's code (parsing its modules, and running the
+            # programs they name): before serving, in a thread, not on the event loop at a first analysis.
+            await asyncio.to_thread(lambda: [adapter_sha256(d.adapter) for d in domains() if d.name in clients])
             if runner is not None:
                 tasks.add(asyncio.get_running_loop().create_task(runner.run()))
             if runner is not None and gateway.job_report_seconds > 0:
