@@ -58,7 +58,8 @@ class Vectors:
         return None if row is None else self.tags[row]
 
     def vector(self, row: int) -> np.ndarray:
-        return self.index.reconstruct(row)
+        with self.guard:  # an add may move the vectors
+            return self.index.reconstruct(row)
 
     def reselect(self) -> None:
         """Point the selector at the live rows (after rows were dropped or restored)."""

@@ -12,12 +12,11 @@ The gateway keeps each collection's vectors in memory (:class:`nanolens_search.V
 added item rewrites the collection's ``stamp`` object; a search reads the stamp's ETag (one HEAD)
 and, when it changed or a minute has passed, lists the item objects and reads only those that are
 new or changed (by ETag); a deleted or replaced item's row is left out of every search from then
-on and dropped when the rows are compacted. Below
-``index_above`` items (20,000 by default) the search is exact, a scan of every vector (under 2 ms
-there); from there on it walks an HNSW graph, which is stored beside the items as
-``index/hnsw.bin`` with each row's item object and ETag, so that another gateway (or this one
-restarted) loads it and brings it up to date with the items that changed since, instead of reading
-every item and building the graph again.
+on and dropped when the rows are compacted. Below ``index_above`` items (20,000 by default) the
+search is exact, a scan of every vector; from there on it walks an HNSW graph, which is stored
+beside the items as ``index/hnsw.bin`` with each row's item object and ETag, so that another
+gateway (or this one restarted) loads it and brings it up to date with the items that changed
+since, instead of reading every item and building the graph again.
 """
 
 from __future__ import annotations
