@@ -95,6 +95,22 @@ async def test_the_lens_returns_every_layer_with_maps_no_larger_than_asked(stub)
     assert plain.provenance.model_name == "sem-autoencoder" and plain.provenance.code_sha256
 
 
+async def test_max_channels_returns_the_maps_of_the_most_active_channels_only(stub):
+    """The gateway's pictures show a layer's 16 most active channels: it asks for those maps only."""
+    image = u8(generate(3, (200, 240)).image)
+    every = await stub.AnalyzeImage(request(image, lens=True, max_side=64))
+    few = await stub.AnalyzeImage(request(image, lens=True, max_side=64, max_channels=4))
+    for full, part in zip(every.layers, few.layers, strict=True):
+        maps, kept = arrays.from_proto(full.maps), arrays.from_proto(part.maps)
+        assert list(full.map_channels) == list(range(full.channels)) and len(part.map_channels) == 4
+        assert list(part.map_channels) == list(part.top_channels[:4]) == list(full.top_channels[:4])
+        np.testing.assert_array_equal(kept, maps[list(part.map_channels)])
+    assert few.ByteSize() < every.ByteSize() / 4
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.AnalyzeImage(request(image, lens=True, max_channels=-1))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and field_of(refused.value) == "max_channels"
+
+
 async def test_the_embedding_is_normalised_and_a_large_image_runs_in_windows(stub):
     image = u8(generate(2, (1100, 700)).image)
     r = await stub.AnalyzeImage(request(image))

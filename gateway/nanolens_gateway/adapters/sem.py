@@ -133,7 +133,7 @@ async def sem_image(ctx: AnalysisContext, client: ServiceClient) -> Outcome:
                                                                              version=ctx.model.version),
         lens="lens" in ctx.options, layers=lens_layers(ctx.options.get("lens", "")), max_side=max_side,
         anomaly=yes(ctx.options, "anomaly"), keep_info_bar=yes(ctx.options, "keep_info_bar"),
-        classifier=common_pb2.ModelSelector(name=head_name, version=head_version))
+        classifier=common_pb2.ModelSelector(name=head_name, version=head_version), max_channels=MOSAIC_CHANNELS)
     response = await call(client, request, ctx.source.key, ctx.remaining())
     ctx.absorb(response.provenance)
     vector = arrays.from_proto(response.embedding, "embedding")
@@ -200,12 +200,12 @@ def build_outcome(decoded, response: sem_pb2.AnalyzeImageResponse, vector: np.nd
 
 
 def lens_mosaic_png(layer: sem_pb2.LayerLens, maps: np.ndarray) -> bytes:
-    """The layer's most active channels (up to 16), one panel each on one colour scale, with a colour bar."""
-    channels = list(layer.top_channels) or list(range(maps.shape[0]))
-    order = channels + [int(c) for c in np.argsort(-maps.mean(axis=(1, 2))) if c not in channels]
-    shown = order[:MOSAIC_CHANNELS]
-    vmax = float(np.percentile(maps[shown], 99.5)) or 1.0
-    panels = [(fit(colourise(maps[c], 0, vmax), PANEL), f"channel {c}") for c in shown]
+    """The layer's most active channels (up to 16: the service sends those), one panel each on one
+    colour scale, with a colour bar."""
+    row = {int(c): i for i, c in enumerate(layer.map_channels)}
+    shown = [int(c) for c in layer.map_channels[:MOSAIC_CHANNELS]]
+    vmax = float(np.percentile(maps[[row[c] for c in shown]], 99.5)) or 1.0
+    panels = [(fit(colourise(maps[row[c]], 0, vmax), PANEL), f"channel {c}") for c in shown]
     title = (f"{layer.name}: {len(shown)} of {layer.channels} channels, most active first "
              f"(stride {layer.stride}, sparsity {layer.sparsity:.2f})")
     return panels_png(panels, title, colour_bar(2 * PANEL, 0, vmax, "magma", "activation"), min(4, len(shown)))
@@ -224,9 +224,9 @@ def lens_overlay_png(image: np.ndarray, layers) -> bytes:
     panels = []
     for layer in layers:
         maps = arrays.from_proto(layer.maps, "maps").astype(np.float32)
-        top = int(layer.top_channels[0]) if layer.top_channels else 0
-        vmax = float(np.percentile(maps[top], 99.5)) or 1.0
-        panels.append((_overlay(grey, maps[top], 0, vmax, "magma", 0.55).resize((PANEL, PANEL)),
+        top = int(layer.map_channels[0])  # the most active: the service ranks the channels it sends
+        vmax = float(np.percentile(maps[0], 99.5)) or 1.0
+        panels.append((_overlay(grey, maps[0], 0, vmax, "magma", 0.55).resize((PANEL, PANEL)),
                        f"{layer.name} ch {top}"))
     return panels_png(panels, "each layer's most active channel over the image (its own scale)",
                    colour_bar(PANEL, 0, 1, "magma", "relative"), len(panels))

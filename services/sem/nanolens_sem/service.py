@@ -43,6 +43,7 @@ class SemRequest:
     anomaly: bool
     head: OnnxModel | None
     keep_info_bar: bool
+    max_channels: int = 0  # maps of the most active channels per layer in the response; 0: all
 
 
 @dataclass
@@ -117,13 +118,17 @@ def check_image(message: common_pb2.NDArray) -> np.ndarray:
     return image
 
 
-def layer_message(layer: lens.LayerMaps) -> sem_pb2.LayerLens:
+def layer_message(layer: lens.LayerMaps, max_channels: int = 0) -> sem_pb2.LayerLens:
+    """The layer's statistics and maps; with ``max_channels``, the maps of only that many of the most
+    active channels (a picture shows a few: the response need not carry every channel)."""
     means = layer.channel_means()
-    top = np.argsort(-means, kind="stable")[:TOP_CHANNELS]
+    ranked = np.argsort(-means, kind="stable")
+    top = ranked[:TOP_CHANNELS]
+    sent = ranked[:max_channels] if 0 < max_channels < layer.channels else np.arange(layer.channels)
     return sem_pb2.LayerLens(name=layer.name, channels=layer.channels, stride=layer.stride, mean=layer.mean,
                              std=layer.std, sparsity=layer.sparsity, peak=layer.peak,
                              top_channels=top.tolist(), top_channel_means=means[top].tolist(),
-                             maps=arrays.to_proto(layer.maps.astype(np.float16)))
+                             maps=arrays.to_proto(layer.maps[sent].astype(np.float16)), map_channels=sent.tolist())
 
 
 def anomaly_message(maps: anomaly.AnomalyMaps) -> sem_pb2.Anomaly:
@@ -155,10 +160,14 @@ class SemServicer(DomainServicer, sem_pb2_grpc.SemServiceServicer):
         if unknown:
             raise InvalidArgument(f"unknown layers {unknown}; {model.key} has {list(known)}", field="layers")
         layers = tuple(dict.fromkeys(request.layers or known)) if request.lens else ()
-        sem_request = SemRequest(image, layers, max_side, request.anomaly, head, request.keep_info_bar)
+        if request.max_channels < 0:
+            raise InvalidArgument(f"max_channels must be >= 0 (0: every channel), got {request.max_channels}",
+                                  field="max_channels")
+        sem_request = SemRequest(image, layers, max_side, request.anomaly, head, request.keep_info_bar,
+                                 request.max_channels)
         result = await self.pipeline.run(sem_request, model, timer, context.time_remaining())
         with timer.stage("encode"):
-            response = self.encode(result, image.shape, head)
+            response = self.encode(result, image.shape, head, request.max_channels)
         for output, wanted in (("lens", request.lens), ("anomaly", request.anomaly), ("classify", head is not None),
                                ("embed", True)):
             if wanted:
@@ -182,10 +191,11 @@ class SemServicer(DomainServicer, sem_pb2_grpc.SemServiceServicer):
         return head
 
     @staticmethod
-    def encode(result: SemResult, shape: tuple[int, int], head: OnnxModel | None) -> sem_pb2.AnalyzeImageResponse:
+    def encode(result: SemResult, shape: tuple[int, int], head: OnnxModel | None,
+               max_channels: int = 0) -> sem_pb2.AnalyzeImageResponse:
         response = sem_pb2.AnalyzeImageResponse(
             height=shape[0], width=shape[1], info_bar_rows=result.info_bar_rows, windows=result.pass_.windows,
-            layers=[layer_message(layer) for layer in result.pass_.layers],
+            layers=[layer_message(layer, max_channels) for layer in result.pass_.layers],
             embedding=arrays.to_proto(result.pass_.embedding))
         if result.pass_.layers or result.anomaly is not None:
             response.reconstruction.CopyFrom(arrays.to_proto(result.pass_.reconstruction.astype(np.float16)))

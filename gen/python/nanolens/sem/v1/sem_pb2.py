@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from nanolens.common.v1 import common_pb2 as nanolens_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19nanolens/sem/v1/sem.proto\x12\x0fnanolens.sem.v1\x1a\x1fnanolens/common/v1/common.proto\"\x82\x02\n\x13\x41nalyzeImageRequest\x12*\n\x05image\x18\x01 \x01(\x0b\x32\x1b.nanolens.common.v1.NDArray\x12\x30\n\x05model\x18\x02 \x01(\x0b\x32!.nanolens.common.v1.ModelSelector\x12\x0c\n\x04lens\x18\x03 \x01(\x08\x12\x0e\n\x06layers\x18\x04 \x03(\t\x12\x10\n\x08max_side\x18\x05 \x01(\x05\x12\x0f\n\x07\x61nomaly\x18\x06 \x01(\x08\x12\x35\n\nclassifier\x18\x07 \x01(\x0b\x32!.nanolens.common.v1.ModelSelector\x12\x15\n\rkeep_info_bar\x18\x08 \x01(\x08\"\xd2\x01\n\tLayerLens\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x63hannels\x18\x02 \x01(\x05\x12\x0e\n\x06stride\x18\x03 \x01(\x05\x12\x0c\n\x04mean\x18\x04 \x01(\x01\x12\x0b\n\x03std\x18\x05 \x01(\x01\x12\x10\n\x08sparsity\x18\x06 \x01(\x01\x12\x0c\n\x04peak\x18\x07 \x01(\x01\x12\x14\n\x0ctop_channels\x18\x08 \x03(\x05\x12\x19\n\x11top_channel_means\x18\t \x03(\x01\x12)\n\x04maps\x18\n \x01(\x0b\x32\x1b.nanolens.common.v1.NDArray\"\xed\x01\n\x07\x41nomaly\x12.\n\terror_map\x18\x01 \x01(\x0b\x32\x1b.nanolens.common.v1.NDArray\x12\x10\n\x08\x62lock_px\x18\x02 \x01(\x05\x12\x33\n\x0epercentile_map\x18\x03 \x01(\x0b\x32\x1b.nanolens.common.v1.NDArray\x12\x13\n\x0bimage_error\x18\x04 \x01(\x01\x12\x18\n\x10image_percentile\x18\x05 \x01(\x01\x12\x0f\n\x07tile_px\x18\x06 \x01(\x05\x12\x1a\n\x12\x61nomalous_fraction\x18\x07 \x01(\x01\x12\x0f\n\x07psnr_db\x18\x08 \x01(\x01\"\xaf\x01\n\x0e\x43lassification\x12\r\n\x05label\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x01\x12\x0f\n\x07\x63lasses\x18\x03 \x03(\t\x12\x15\n\rprobabilities\x18\x04 \x03(\x01\x12+\n\x04head\x18\x05 \x01(\x0b\x32\x1d.nanolens.common.v1.ModelInfo\x12\x16\n\tood_score\x18\x06 \x01(\x01H\x00\x88\x01\x01\x42\x0c\n\n_ood_score\"\x86\x03\n\x14\x41nalyzeImageResponse\x12\x0e\n\x06height\x18\x01 \x01(\x05\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x15\n\rinfo_bar_rows\x18\x03 \x01(\x05\x12\x0f\n\x07windows\x18\x04 \x01(\x05\x12*\n\x06layers\x18\x05 \x03(\x0b\x32\x1a.nanolens.sem.v1.LayerLens\x12.\n\tembedding\x18\x06 \x01(\x0b\x32\x1b.nanolens.common.v1.NDArray\x12)\n\x07\x61nomaly\x18\x07 \x01(\x0b\x32\x18.nanolens.sem.v1.Anomaly\x12\x37\n\x0e\x63lassification\x18\x08 \x01(\x0b\x32\x1f.nanolens.sem.v1.Classification\x12\x33\n\x0ereconstruction\x18\t \x01(\x0b\x32\x1b.nanolens.common.v1.NDArray\x12\x32\n\nprovenance\x18\n \x01(\x0b\x32\x1e.nanolens.common.v1.Provenance\"\x13\n\x11ListModelsRequest\"C\n\x12ListModelsResponse\x12-\n\x06models\x18\x01 \x03(\x0b\x32\x1d.nanolens.common.v1.ModelInfo2\xc0\x01\n\nSemService\x12[\n\x0c\x41nalyzeImage\x12$.nanolens.sem.v1.AnalyzeImageRequest\x1a%.nanolens.sem.v1.AnalyzeImageResponse\x12U\n\nListModels\x12\".nanolens.sem.v1.ListModelsRequest\x1a#.nanolens.sem.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19nanolens/sem/v1/sem.proto\x12\x0fnanolens.sem.v1\x1a\x1fnanolens/common/v1/common.proto\"\x98\x02\n\x13\x41nalyzeImageRequest\x12*\n\x05image\x18\x01 \x01(\x0b\x32\x1b.nanolens.common.v1.NDArray\x12\x30\n\x05model\x18\x02 \x01(\x0b\x32!.nanolens.common.v1.ModelSelector\x12\x0c\n\x04lens\x18\x03 \x01(\x08\x12\x0e\n\x06layers\x18\x04 \x03(\t\x12\x10\n\x08max_side\x18\x05 \x01(\x05\x12\x0f\n\x07\x61nomaly\x18\x06 \x01(\x08\x12\x35\n\nclassifier\x18\x07 \x01(\x0b\x32!.nanolens.common.v1.ModelSelector\x12\x15\n\rkeep_info_bar\x18\x08 \x01(\x08\x12\x14\n\x0cmax_channels\x18\t \x01(\x05\"\xe8\x01\n\tLayerLens\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x63hannels\x18\x02 \x01(\x05\x12\x0e\n\x06stride\x18\x03 \x01(\x05\x12\x0c\n\x04mean\x18\x04 \x01(\x01\x12\x0b\n\x03std\x18\x05 \x01(\x01\x12\x10\n\x08sparsity\x18\x06 \x01(\x01\x12\x0c\n\x04peak\x18\x07 \x01(\x01\x12\x14\n\x0ctop_channels\x18\x08 \x03(\x05\x12\x19\n\x11top_channel_means\x18\t \x03(\x01\x12)\n\x04maps\x18\n \x01(\x0b\x32\x1b.nanolens.common.v1.NDArray\x12\x14\n\x0cmap_channels\x18\x0b \x03(\x05\"\xed\x01\n\x07\x41nomaly\x12.\n\terror_map\x18\x01 \x01(\x0b\x32\x1b.nanolens.common.v1.NDArray\x12\x10\n\x08\x62lock_px\x18\x02 \x01(\x05\x12\x33\n\x0epercentile_map\x18\x03 \x01(\x0b\x32\x1b.nanolens.common.v1.NDArray\x12\x13\n\x0bimage_error\x18\x04 \x01(\x01\x12\x18\n\x10image_percentile\x18\x05 \x01(\x01\x12\x0f\n\x07tile_px\x18\x06 \x01(\x05\x12\x1a\n\x12\x61nomalous_fraction\x18\x07 \x01(\x01\x12\x0f\n\x07psnr_db\x18\x08 \x01(\x01\"\xaf\x01\n\x0e\x43lassification\x12\r\n\x05label\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x01\x12\x0f\n\x07\x63lasses\x18\x03 \x03(\t\x12\x15\n\rprobabilities\x18\x04 \x03(\x01\x12+\n\x04head\x18\x05 \x01(\x0b\x32\x1d.nanolens.common.v1.ModelInfo\x12\x16\n\tood_score\x18\x06 \x01(\x01H\x00\x88\x01\x01\x42\x0c\n\n_ood_score\"\x86\x03\n\x14\x41nalyzeImageResponse\x12\x0e\n\x06height\x18\x01 \x01(\x05\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x15\n\rinfo_bar_rows\x18\x03 \x01(\x05\x12\x0f\n\x07windows\x18\x04 \x01(\x05\x12*\n\x06layers\x18\x05 \x03(\x0b\x32\x1a.nanolens.sem.v1.LayerLens\x12.\n\tembedding\x18\x06 \x01(\x0b\x32\x1b.nanolens.common.v1.NDArray\x12)\n\x07\x61nomaly\x18\x07 \x01(\x0b\x32\x18.nanolens.sem.v1.Anomaly\x12\x37\n\x0e\x63lassification\x18\x08 \x01(\x0b\x32\x1f.nanolens.sem.v1.Classification\x12\x33\n\x0ereconstruction\x18\t \x01(\x0b\x32\x1b.nanolens.common.v1.NDArray\x12\x32\n\nprovenance\x18\n \x01(\x0b\x32\x1e.nanolens.common.v1.Provenance\"\x13\n\x11ListModelsRequest\"C\n\x12ListModelsResponse\x12-\n\x06models\x18\x01 \x03(\x0b\x32\x1d.nanolens.common.v1.ModelInfo2\xc0\x01\n\nSemService\x12[\n\x0c\x41nalyzeImage\x12$.nanolens.sem.v1.AnalyzeImageRequest\x1a%.nanolens.sem.v1.AnalyzeImageResponse\x12U\n\nListModels\x12\".nanolens.sem.v1.ListModelsRequest\x1a#.nanolens.sem.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,19 +33,19 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'nanolens.sem.v1.sem_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ANALYZEIMAGEREQUEST']._serialized_start=80
-  _globals['_ANALYZEIMAGEREQUEST']._serialized_end=338
-  _globals['_LAYERLENS']._serialized_start=341
-  _globals['_LAYERLENS']._serialized_end=551
-  _globals['_ANOMALY']._serialized_start=554
-  _globals['_ANOMALY']._serialized_end=791
-  _globals['_CLASSIFICATION']._serialized_start=794
-  _globals['_CLASSIFICATION']._serialized_end=969
-  _globals['_ANALYZEIMAGERESPONSE']._serialized_start=972
-  _globals['_ANALYZEIMAGERESPONSE']._serialized_end=1362
-  _globals['_LISTMODELSREQUEST']._serialized_start=1364
-  _globals['_LISTMODELSREQUEST']._serialized_end=1383
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1385
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1452
-  _globals['_SEMSERVICE']._serialized_start=1455
-  _globals['_SEMSERVICE']._serialized_end=1647
+  _globals['_ANALYZEIMAGEREQUEST']._serialized_end=360
+  _globals['_LAYERLENS']._serialized_start=363
+  _globals['_LAYERLENS']._serialized_end=595
+  _globals['_ANOMALY']._serialized_start=598
+  _globals['_ANOMALY']._serialized_end=835
+  _globals['_CLASSIFICATION']._serialized_start=838
+  _globals['_CLASSIFICATION']._serialized_end=1013
+  _globals['_ANALYZEIMAGERESPONSE']._serialized_start=1016
+  _globals['_ANALYZEIMAGERESPONSE']._serialized_end=1406
+  _globals['_LISTMODELSREQUEST']._serialized_start=1408
+  _globals['_LISTMODELSREQUEST']._serialized_end=1427
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1429
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1496
+  _globals['_SEMSERVICE']._serialized_start=1499
+  _globals['_SEMSERVICE']._serialized_end=1691
 # @@protoc_insertion_point(module_scope)

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AnalyzeImageRequest(_message.Message):
-    __slots__ = ("image", "model", "lens", "layers", "max_side", "anomaly", "classifier", "keep_info_bar")
+    __slots__ = ("image", "model", "lens", "layers", "max_side", "anomaly", "classifier", "keep_info_bar", "max_channels")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     LENS_FIELD_NUMBER: _ClassVar[int]
@@ -17,6 +17,7 @@ class AnalyzeImageRequest(_message.Message):
     ANOMALY_FIELD_NUMBER: _ClassVar[int]
     CLASSIFIER_FIELD_NUMBER: _ClassVar[int]
     KEEP_INFO_BAR_FIELD_NUMBER: _ClassVar[int]
+    MAX_CHANNELS_FIELD_NUMBER: _ClassVar[int]
     image: _common_pb2.NDArray
     model: _common_pb2.ModelSelector
     lens: bool
@@ -25,10 +26,11 @@ class AnalyzeImageRequest(_message.Message):
     anomaly: bool
     classifier: _common_pb2.ModelSelector
     keep_info_bar: bool
-    def __init__(self, image: _Optional[_Union[_common_pb2.NDArray, _Mapping]] = ..., model: _Optional[_Union[_common_pb2.ModelSelector, _Mapping]] = ..., lens: _Optional[bool] = ..., layers: _Optional[_Iterable[str]] = ..., max_side: _Optional[int] = ..., anomaly: _Optional[bool] = ..., classifier: _Optional[_Union[_common_pb2.ModelSelector, _Mapping]] = ..., keep_info_bar: _Optional[bool] = ...) -> None: ...
+    max_channels: int
+    def __init__(self, image: _Optional[_Union[_common_pb2.NDArray, _Mapping]] = ..., model: _Optional[_Union[_common_pb2.ModelSelector, _Mapping]] = ..., lens: _Optional[bool] = ..., layers: _Optional[_Iterable[str]] = ..., max_side: _Optional[int] = ..., anomaly: _Optional[bool] = ..., classifier: _Optional[_Union[_common_pb2.ModelSelector, _Mapping]] = ..., keep_info_bar: _Optional[bool] = ..., max_channels: _Optional[int] = ...) -> None: ...
 
 class LayerLens(_message.Message):
-    __slots__ = ("name", "channels", "stride", "mean", "std", "sparsity", "peak", "top_channels", "top_channel_means", "maps")
+    __slots__ = ("name", "channels", "stride", "mean", "std", "sparsity", "peak", "top_channels", "top_channel_means", "maps", "map_channels")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CHANNELS_FIELD_NUMBER: _ClassVar[int]
     STRIDE_FIELD_NUMBER: _ClassVar[int]
@@ -39,6 +41,7 @@ class LayerLens(_message.Message):
     TOP_CHANNELS_FIELD_NUMBER: _ClassVar[int]
     TOP_CHANNEL_MEANS_FIELD_NUMBER: _ClassVar[int]
     MAPS_FIELD_NUMBER: _ClassVar[int]
+    MAP_CHANNELS_FIELD_NUMBER: _ClassVar[int]
     name: str
     channels: int
     stride: int
@@ -49,7 +52,8 @@ class LayerLens(_message.Message):
     top_channels: _containers.RepeatedScalarFieldContainer[int]
     top_channel_means: _containers.RepeatedScalarFieldContainer[float]
     maps: _common_pb2.NDArray
-    def __init__(self, name: _Optional[str] = ..., channels: _Optional[int] = ..., stride: _Optional[int] = ..., mean: _Optional[float] = ..., std: _Optional[float] = ..., sparsity: _Optional[float] = ..., peak: _Optional[float] = ..., top_channels: _Optional[_Iterable[int]] = ..., top_channel_means: _Optional[_Iterable[float]] = ..., maps: _Optional[_Union[_common_pb2.NDArray, _Mapping]] = ...) -> None: ...
+    map_channels: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, name: _Optional[str] = ..., channels: _Optional[int] = ..., stride: _Optional[int] = ..., mean: _Optional[float] = ..., std: _Optional[float] = ..., sparsity: _Optional[float] = ..., peak: _Optional[float] = ..., top_channels: _Optional[_Iterable[int]] = ..., top_channel_means: _Optional[_Iterable[float]] = ..., maps: _Optional[_Union[_common_pb2.NDArray, _Mapping]] = ..., map_channels: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Anomaly(_message.Message):
     __slots__ = ("error_map", "block_px", "percentile_map", "image_error", "image_percentile", "tile_px", "anomalous_fraction", "psnr_db")
