@@ -146,8 +146,8 @@ async def sem_image(ctx: AnalysisContext, client: ServiceClient) -> Outcome:
             item = await asyncio.to_thread(sem_collections.add, ctx.store, ctx.results_bucket, collection, ctx.model,
                                            ctx.source, vector, metadata)
     with ctx.timer.stage("postprocess"):
-        outcome = await asyncio.to_thread(pictures.one_at_a_time, build_outcome, decoded, response, vector, collection,
-                                          item)
+        # PIL pictures only (fonts per thread): no lock, so concurrent analyses draw side by side
+        outcome = await asyncio.to_thread(build_outcome, decoded, response, vector, collection, item)
     return outcome
 
 
