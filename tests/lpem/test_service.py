@@ -150,3 +150,22 @@ async def test_a_movie_of_particles_is_trusted_and_noise_or_unrelated_frames_are
     shuffled = (await collect(stub, messages(unrelated)))["summary"].quality
     assert not shuffled.trustworthy and shuffled.linked_fraction < low_linked
     assert any("persist" in w for w in shuffled.warnings)
+
+
+async def test_the_binning_is_chosen_from_the_movie_and_a_requested_one_overrides_it(stub):
+    """Particles of radius 16-24 px in a noisy movie: unbinned, the U-Net (trained on radii of
+    3-16 px) cuts them up and counts the noise; the binning chosen from the first frame finds
+    them one each, and says which binning it chose and on what radius."""
+    params = MovieParams(shape=(192, 192), n_frames=6, n_particles=10, radius_range=(16, 24), contrast=0.3,
+                         dose=8.0, diffusion=0.5, margin=0)
+    images, _, truth = generate(params, seed=21)
+    frames = images.astype(np.uint16)
+    in_view = np.mean([len(t.tracks) for t in truth])
+    chosen = (await collect(stub, messages(frames)))["summary"]
+    assert chosen.binning.source == "movie" and chosen.binning.factor >= 2
+    assert 12 < chosen.binning.typical_radius_px < 30
+    assert chosen.detections / chosen.frames == pytest.approx(in_view, rel=0.25)
+    unbinned = (await collect(stub, messages(frames, binning=1)))["summary"]
+    assert unbinned.binning.source == "request" and unbinned.binning.factor == 1
+    assert np.isnan(unbinned.binning.typical_radius_px)
+    assert abs(unbinned.detections / unbinned.frames - in_view) > abs(chosen.detections / chosen.frames - in_view)

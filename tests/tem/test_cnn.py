@@ -221,3 +221,75 @@ def test_auto_scale_coarse_check_keeps_the_full_resolution_decision(gmd):
     want = cnn.TARGET_RADIUS / full if full > cnn.MAX_RADIUS else 1.0
     assert cnn.auto_scale(image) == pytest.approx(want, rel=1e-12)
     assert cnn.auto_scale(255 - image, dark_particles=False) == pytest.approx(want, rel=1e-12)
+
+
+@pytest.fixture(scope="module")
+def shipped_cnn():
+    from nanolens_tem.bundles import latest_bundle
+    from nanolens_tem.science.cnn import CnnSegmenter
+
+    return CnnSegmenter.from_bundle(latest_bundle("tem-unet"), threads=1)
+
+
+def _magnified(image: np.ndarray, m: float) -> np.ndarray:
+    from nanolens_tem.science.cnn import resample
+
+    shape = (round(image.shape[0] * m), round(image.shape[1] * m))
+    return np.clip(resample(image.astype(np.float32), shape), 0, 255).astype(np.uint8)
+
+
+def _gmd_count(seg, m: float) -> tuple[float, int]:
+    from nanolens_tem.science.segmentation import geometric_stats
+
+    d = seg.diameters[seg.diameters > 0]
+    return geometric_stats(d)[0] / m, len(d)
+
+
+def test_the_scale_chosen_from_the_image_makes_sizes_independent_of_magnification(shipped_cnn):
+    """One synthetic specimen imaged at magnifications 0.5-4 (the pixel size scaled to match):
+    the GMD in the specimen's units within 5 % and the count within 10 % of magnification 1, the
+    factor chosen following the magnification. At the image's own scale the network splits the
+    magnified particles: the check fails there."""
+    import dataclasses
+
+    from nanolens_tem.synthetic.agglomerates import SynthParams, generate
+
+    image = generate(11, SynthParams(shape=(192, 192), gmd=(26.0, 26.0), gsd=(1.2, 1.2))).image
+    one = shipped_cnn.segment(image)
+    gmd, count = _gmd_count(one, 1.0)
+    assert one.scale.source == "image" and count >= 10
+    assert one.scale.typical_radius_px == pytest.approx(gmd / 2, rel=0.3)
+    for m in (0.5, 2.0, 4.0):
+        seg = shipped_cnn.segment(_magnified(image, m))
+        g, n = _gmd_count(seg, m)
+        assert g == pytest.approx(gmd, rel=0.05), m
+        assert n == pytest.approx(count, rel=0.10), m
+        assert seg.scale.factor * m == pytest.approx(one.scale.factor, rel=0.1), m
+    fixed = dataclasses.replace(shipped_cnn, scale=1.0).segment(_magnified(image, 4.0))
+    assert fixed.scale.source == "request" and fixed.scale.factor == 1.0
+    g, n = _gmd_count(fixed, 4.0)
+    assert not (abs(g / gmd - 1) <= 0.05 and abs(n / count - 1) <= 0.10)
+
+
+def test_the_scale_search_reports_what_it_ran_and_stays_in_its_limits(shipped_cnn):
+    """Noise holds no particle size: the search ends within its limits and passes, and says so."""
+    from nanolens_tem.science import cnn
+
+    noise = np.random.default_rng(5).integers(0, 256, (128, 128)).astype(np.uint8)
+    choice = shipped_cnn.choose_scale(noise)
+    assert choice.source == "image" and 1 <= choice.passes <= cnn.SCALE_PASSES
+    assert cnn.SCALE_LIMITS[0] <= choice.factor <= cnn.SCALE_LIMITS[1]
+
+
+def test_the_correlation_radius_follows_the_specimen():
+    from nanolens_micrographs.scale import correlation_radius
+    from nanolens_tem.science.cnn import normalise
+    from nanolens_tem.synthetic.agglomerates import SynthParams, generate
+
+    image = generate(12, SynthParams(shape=(256, 256), gmd=(20.0, 20.0), gsd=(1.15, 1.15))).image
+    base, centre = correlation_radius(normalise(image))
+    assert 5 < base < 40 and np.all((centre > 0) & (centre < 1))
+    for m in (0.5, 2.0):
+        r, c = correlation_radius(normalise(_magnified(image, m)))
+        assert r / m == pytest.approx(base, rel=0.15)
+        assert c == pytest.approx(centre, abs=0.03)

@@ -83,3 +83,33 @@ def test_the_verdict_flags_wrong_sizes_on_real_images_and_passes_right_ones(gold
     assert [r["id"] for r in right if flagged(r)] == []
     assert [r["id"] for r in rows[30:] if outcome(r) == "wrong" and not flagged(r)] == []
     assert all(outcome(r) == "wrong" for r in rows[30:])
+
+
+def test_sizes_in_nm_do_not_depend_on_the_magnification_of_real_gold_images(gold_data):
+    """Real gold crystals (60-130 px across, beyond the network's trained sizes) as they are and
+    resampled by 0.5, 2 and 4, the pixel size scaled to match: the GMD within 5 % and the count
+    within 10 % of the unscaled result (docs/tem-evaluation.md, "Magnification", has every image).
+    Magnification 4 on a 256 px crop, to keep the test short."""
+    from nanolens_tem.bundles import latest_bundle
+    from nanolens_tem.evaluation.data import read_gray
+    from nanolens_tem.evaluation.magnification import scaled
+    from nanolens_tem.science.cnn import CnnSegmenter
+    from nanolens_tem.science.segmentation import geometric_stats
+
+    cnn = CnnSegmenter.from_bundle(latest_bundle("tem-unet"), threads=1)
+
+    def gmd_count(image, m):
+        seg = cnn.segment(scaled(image, m))
+        d = seg.diameters[seg.diameters > 0]
+        w = None if seg.weights is None else seg.weights[seg.diameters > 0]
+        return geometric_stats(d, w)[0] / m, len(d)
+
+    first = read_gray(gold_data[0][1])
+    cases = [(read_gray(gold_data[i][1]), (0.5, 2.0)) for i in (0, 10)] + [(first[128:384, 128:384], (4.0,))]
+    for image, factors in cases:
+        gmd, count = gmd_count(image, 1.0)
+        assert count >= 10
+        for m in factors:
+            g, n = gmd_count(image, m)
+            assert g == pytest.approx(gmd, rel=0.05), m
+            assert n == pytest.approx(count, rel=0.10), m

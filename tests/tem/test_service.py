@@ -358,3 +358,25 @@ async def test_the_distribution_carries_its_95_percent_intervals(stub, synthetic
     assert dist.gmd_px_ci_high / dist.gmd_px_ci_low < 1.5  # some 40 particles pin the GMD to a few %
     truth_gmd, _ = geometric_stats(synthetic.diameters)
     assert dist.gmd_px_ci_low / 1.3 < truth_gmd < dist.gmd_px_ci_high * 1.3
+
+
+async def test_the_cnn_reports_the_scale_it_ran_at_and_a_requested_one_overrides_the_choice(stub, synthetic):
+    chosen = await stub.AnalyzeImage(request(synthetic.image, method=tem_pb2.METHOD_CNN), timeout=120)
+    assert chosen.HasField("scale") and chosen.scale.source == "image"
+    assert 0.25 < chosen.scale.factor < 4 and chosen.scale.typical_radius_px > 0
+    asked = await stub.AnalyzeImage(request(synthetic.image, method=tem_pb2.METHOD_CNN, scale=0.5), timeout=120)
+    assert asked.scale.source == "request" and asked.scale.factor == 0.5 and np.isnan(asked.scale.typical_radius_px)
+    assert asked.distribution.gmd_px != chosen.distribution.gmd_px  # the network did run at the factor asked
+    watershed = await stub.AnalyzeImage(request(synthetic.image, method=tem_pb2.METHOD_WATERSHED), timeout=120)
+    assert not watershed.HasField("scale")
+
+
+@pytest.mark.parametrize("method, scale", [(tem_pb2.METHOD_WATERSHED, 2.0), (tem_pb2.METHOD_CNN, -1.0),
+                                           (tem_pb2.METHOD_CNN, float("nan")), (tem_pb2.METHOD_CNN, 40.0)])
+async def test_a_scale_the_method_cannot_run_is_refused(stub, synthetic, method, scale):
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.AnalyzeImage(request(synthetic.image, method=method, scale=scale), timeout=30)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    bad = error_details_pb2.BadRequest()
+    assert rpc_status.from_call(info.value).details[0].Unpack(bad)
+    assert bad.field_violations[0].field == "scale"

@@ -46,6 +46,14 @@ RESULT = {
                     pixel_size_source=string("where the pixel size came from: request, the file's metadata or "
                                              "unknown", ["request", *SOURCES, "unknown"]),
                     fps=nullable(number("frames per second (null: unknown, times in frames)"))),
+    "binning": record(
+        "the binning the frames were segmented at (results are at full resolution)",
+        factor=integer("n: blocks of n x n pixels"),
+        source=string("request (the binning option) or movie (chosen from the first frame: the particle radius "
+                      "the U-Net finds alike at two neighbouring binnings, brought to the middle of its trained "
+                      "range)", ["request", "movie"]),
+        typical_radius_px=nullable(number("that radius in the frames' own pixels (null: requested, or no radius "
+                                          "held at two binnings and the frames ran unbinned)"))),
     "detections": integer("particle detections in tracks of 3 frames or more (one per particle and frame)"),
     "tracks": integer("tracks of 3 frames or more"),
     "pairs": integer("rows of the pairs table (pairs within the cutoff, per frame)"),
@@ -84,8 +92,8 @@ OPTIONS = (
            "positive_number"),
     Option("memory_frames", "frames a particle may vanish and keep its track (default 3)", "positive_number"),
     Option("pair_cutoff_px", "list pairs closer than this, px (default 3 median diameters)", "positive_number"),
-    Option("binning", "segment frames binned n x n (for particles of radius above about 16 px; default 1)",
-           "positive_number", flag="--binning"),
+    Option("binning", "segment frames binned n x n (default: chosen from the first frame, so that the particles "
+           "reach the U-Net at the sizes it was trained on)", "positive_number", flag="--binning"),
 )
 
 
@@ -188,7 +196,7 @@ async def movie(ctx: AnalysisContext, client: ServiceClient) -> Outcome:
             search_range_px=float(ctx.options.get("search_range_px", 0.0)),
             memory_frames=int(float(ctx.options.get("memory_frames", 0))),
             pair_cutoff_px=float(ctx.options.get("pair_cutoff_px", 0.0)),
-            binning=int(float(ctx.options.get("binning", 1))))
+            binning=int(float(ctx.options.get("binning", 0))))
         key = ctx.source.key
 
         def next_chunk(index: list[int]) -> np.ndarray | None:
@@ -294,6 +302,8 @@ def summary_doc(summary, tables, pixel_size, fps, movie_, ctx: AnalysisContext, 
                   "pixel_size_nm": pixel_size or None,
                   "pixel_size_source": "request" if requested_px else (movie_.pixel_size_source or "unknown"),
                   "fps": fps or None},
+        "binning": {"factor": summary.binning.factor, "source": summary.binning.source,
+                    "typical_radius_px": _finite(summary.binning.typical_radius_px)},
         "detections": summary.detections, "tracks": summary.tracks, "pairs": summary.pairs,
         "quality": {"trustworthy": summary.quality.trustworthy,
                     "linked_fraction": round(summary.quality.linked_fraction, 4),
@@ -487,8 +497,11 @@ def summarise(result: dict) -> list[str]:
             if d.get("d_um2_per_s") is not None else
             f"{d['d_px2_per_frame']:.4g} px^2/frame (95 % CI {d['ci95_px2_per_frame'][0]}-{d['ci95_px2_per_frame'][1]})"
             if d.get("d_px2_per_frame") is not None else "not measurable")
-    return [f"{m['frames']} frames of {m['width']} x {m['height']} px: {result['detections']} detections in "
-            f"{result['tracks']} tracks, {result['pairs']} pair rows",
+    b = result.get("binning") or {}
+    binned = f"binned {b['factor']} x {b['factor']} " + ("(requested)" if b["source"] == "request" else
+                                                      "(chosen from the movie)") if b else ""
+    return [f"{m['frames']} frames of {m['width']} x {m['height']} px{', ' + binned if binned else ''}: "
+            f"{result['detections']} detections in {result['tracks']} tracks, {result['pairs']} pair rows",
             f"  ensemble D {unit} over {d['n_tracks']} tracks, {d['n_steps']} steps"]
 
 

@@ -33,6 +33,9 @@ OPTIONS = (
            "yes_no", flag="--bright-particles", from_input=True),
     Option("tta", "cnn only: average the network over the image's 8 rotations and reflections (8x the time)",
            "yes_no", flag="--tta"),
+    Option("scale", "cnn only: resample the image by this factor before the network (default: chosen from the "
+           "image, so that the particles reach the network at the size it was trained on)", "positive_number",
+           flag="--scale"),
     Option("keep_info_bar", "keep the bottom rows that look like an instrument's information bar (by default "
            "they are left out of the segmentation)", "yes_no", flag="--keep-info-bar"),
 )
@@ -65,6 +68,16 @@ RESULT = {
                     contrast_source=string("why: request (the bright_particles option), detector: <the "
                                            "file's detector> (SEM electrons, dark-field STEM: bright; bright "
                                            "field: dark), or default: TEM bright field (dark)")),
+    "scale": nullable(record(
+        "the factor the image was resampled by before the network (null: the method runs at the image's own "
+        "scale); sizes are in the image's own pixels whatever it was",
+        factor=number("2: the network saw twice the pixels each way"),
+        source=string("request (the scale option) or image (chosen from the image: the factor at which the "
+                      "network measures the particles' typical radius at the middle of its training range)",
+                      ["request", "image"]),
+        typical_radius_px=nullable(number("the particles' typical radius as the network measured it, in the "
+                                          "image's own pixels (null: the factor was requested, or no particle "
+                                          "was seen)")))),
     "distribution": record(
         "the primary-particle size distribution (lognormal fit of the area-equivalent diameters)",
         count=integer("particles sized"), gmd_px=number("geometric mean diameter, pixels"),
@@ -136,6 +149,15 @@ def intervals(dist: tem_pb2.Distribution, pixel_size: float) -> dict:
             "gsd_ci": pair(dist.gsd_ci_low, dist.gsd_ci_high)}
 
 
+def scale_block(response: tem_pb2.AnalyzeImageResponse) -> dict | None:
+    """The scale block of the result: what the network ran at, and why."""
+    if not response.HasField("scale"):
+        return None
+    radius = response.scale.typical_radius_px
+    return {"factor": round(response.scale.factor, 4), "source": response.scale.source,
+            "typical_radius_px": None if np.isnan(radius) else round(radius, 2)}
+
+
 def quality(q: tem_pb2.Quality) -> dict:
     """The verdict's block of the result: signals rounded, NaN (not measured) as null."""
     def value(x: float, digits: int) -> float | None:
@@ -173,6 +195,7 @@ async def particle_sizes(ctx: AnalysisContext, client: ServiceClient) -> Outcome
         method=METHODS.get(ctx.options.get("method", ""), tem_pb2.METHOD_UNSPECIFIED),
         bright_particles=bright, test_time_augmentation=yes(ctx.options, "tta"),
         keep_info_bar=yes(ctx.options, "keep_info_bar"), info_bar_rows=decoded.info_bar_rows,
+        scale=float(ctx.options.get("scale", 0.0)),
         # the model resolved for the result's identity is the one that runs
         model=common_pb2.ModelSelector(name=ctx.model.name, version=ctx.model.version))
     (h, w), dtype = decoded.image.shape, decoded.image.dtype
@@ -200,6 +223,7 @@ async def particle_sizes(ctx: AnalysisContext, client: ServiceClient) -> Outcome
                              "estimated_count": round(dist.estimated_count, 1),
                              "histogram_estimated_counts": [round(c, 2) for c in dist.histogram_estimated_counts],
                              **intervals(dist, pixel_size)},
+            "scale": scale_block(response),
             "quality": quality(response.quality),
             "n_particles": len(response.particles),
             "n_agglomerates": len(response.agglomerates),
@@ -245,8 +269,17 @@ def summarise(result: dict) -> list[str]:
     return [f"{result['method']}: {dist['count']} primary particles in {result['n_agglomerates']} agglomerates; "
             f"{image['width']} x {image['height']} px, {size}"
             + (f"; information bar of {image['info_bar_rows']} rows left out" if image.get("info_bar_rows") else ""),
-            f"  GMD {gmd}, GSD {dist['gsd']:.3f}" + (f" ({gsd_ci[0]:.3f}-{gsd_ci[1]:.3f})" if gsd_ci else "")] \
+            f"  GMD {gmd}, GSD {dist['gsd']:.3f}" + (f" ({gsd_ci[0]:.3f}-{gsd_ci[1]:.3f})" if gsd_ci else "")
+            + scale_line(result.get("scale"))] \
         + ([f"  warning: {bar['warning']}"] if bar.get("warning") else [])
+
+
+def scale_line(block: dict | None) -> str:
+    if not block:
+        return ""
+    why = "requested" if block["source"] == "request" else "chosen from the image" + (
+        f", typical radius {block['typical_radius_px']:.3g} px" if block["typical_radius_px"] else "")
+    return f"; network at scale {block['factor']:.3g} ({why})"
 
 
 DOMAIN = Domain(

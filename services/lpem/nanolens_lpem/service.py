@@ -20,7 +20,7 @@ from prometheus_client import Counter
 
 from nanolens.lpem.v1 import lpem_pb2, lpem_pb2_grpc
 from nanolens_lpem.science import dynamics, quality
-from nanolens_lpem.science.segmentation import COLUMNS, segment_frames
+from nanolens_lpem.science.segmentation import COLUMNS, BinningChoice, choose_binning, segment_frames
 from nanolens_lpem.science.tracking import StreamLinker
 from nanolens_runtime import arrays, metrics
 from nanolens_runtime.errors import InvalidArgument, ResourceExhausted
@@ -65,7 +65,7 @@ class Settings:
     search_range_px: float = 10.0
     memory_frames: int = 3
     pair_cutoff_px: float = 0.0
-    binning: int = 1
+    binning: int = 0  # 0: chosen from the first frame
 
 
 def settings_from(header: lpem_pb2.MovieHeader) -> Settings:
@@ -83,11 +83,12 @@ def settings_from(header: lpem_pb2.MovieHeader) -> Settings:
         raise InvalidArgument(f"memory_frames must be 0..{MAX_MEMORY}, got {header.memory_frames}",
                               field="header.memory_frames")
     if not 0 <= header.binning <= MAX_BINNING:
-        raise InvalidArgument(f"binning must be 0..{MAX_BINNING}, got {header.binning}", field="header.binning")
+        raise InvalidArgument(f"binning must be 0 (chosen from the movie) to {MAX_BINNING}, got {header.binning}",
+                              field="header.binning")
     if header.frames_total < 0:
         raise InvalidArgument(f"frames_total must be >= 0, got {header.frames_total}", field="header.frames_total")
     return Settings(px, fps, int(header.frames_total), bool(header.bright_particles), search,
-                    int(header.memory_frames or 3), cutoff, int(header.binning or 1))
+                    int(header.memory_frames or 3), cutoff, int(header.binning))
 
 
 @dataclass
@@ -101,6 +102,7 @@ class MovieState:
     detections: int = 0
     rows: list[np.ndarray] = field(default_factory=list)  # float32 (K, len(TRACK_COLUMNS)) per frame
     contrast: list[float] = field(default_factory=list)  # per frame, quality.frame_contrast
+    binning: BinningChoice | None = None  # the request's, or chosen on the first chunk
 
     def add(self, segs, frames: np.ndarray) -> np.ndarray:
         """Link one chunk's detections (blocking); returns its labels (T x H x W uint16)."""
@@ -248,7 +250,11 @@ class LpemServicer(DomainServicer, lpem_pb2_grpc.LpemServiceServicer):
                     chunk = check_frames(message.frames, state.shape, state.shape is None)
                 state.shape = tuple(chunk.shape[1:])
                 first_frame = state.frames_done
-                segs = await self.pipeline.run((chunk, s.bright, s.binning), model, timer, context.time_remaining())
+                if state.binning is None:
+                    state.binning = BinningChoice(s.binning, "request") if s.binning else \
+                        await self.pipeline.pool.call(choose_binning, model.session, chunk[0], not s.bright)
+                segs = await self.pipeline.run((chunk, s.bright, state.binning.binning), model, timer,
+                                               context.time_remaining())
                 with timer.stage("postprocess"):
                     before = state.detections
                     labels = await self.pipeline.pool.call(state.add, segs, chunk)
@@ -278,7 +284,9 @@ class LpemServicer(DomainServicer, lpem_pb2_grpc.LpemServiceServicer):
             tracks=len(result.track_summary["track"]), pairs=len(result.pairs["frame"]),
             diffusion=diffusion_message(result.diffusion, s), search_range_px=s.search_range_px,
             memory_frames=s.memory_frames, pair_cutoff_px=result.pair_cutoff_px,
-            provenance=LPEM.provenance(model, timer), quality=quality_message(result, state)))
+            provenance=LPEM.provenance(model, timer), quality=quality_message(result, state),
+            binning=lpem_pb2.Binning(factor=state.binning.binning, source=state.binning.source,
+                                     typical_radius_px=state.binning.typical_radius_px)))
 
 
 def quality_message(result: MovieResult, state: MovieState) -> lpem_pb2.MovieQuality:

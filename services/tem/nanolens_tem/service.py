@@ -36,7 +36,7 @@ from nanolens_tem.science.ann import AnnSizer
 from nanolens_tem.science.baselines import hough_segment, watershed_segment
 from nanolens_tem.science.cnn import CnnSegmenter
 from nanolens_tem.science.quality import Quality, assess, cross_check
-from nanolens_tem.science.segmentation import Segmentation, bootstrap_ci, geometric_stats
+from nanolens_tem.science.segmentation import ScaleChoice, Segmentation, bootstrap_ci, geometric_stats
 
 SERVICE = "tem"
 CNN_MODEL, ANN_MODEL = "tem-unet", "tem-ann"
@@ -50,6 +50,8 @@ FULL_NAME = tem_pb2.DESCRIPTOR.services_by_name["TemService"].full_name
 METHOD_NAMES = {number: word for word, number in enum_words(tem_pb2.Method, "METHOD_").items()}
 METHOD_OF_TASK = {task: method for method, (task, _) in MODEL_METHODS.items()}
 HISTOGRAM_BINS = 20
+MAX_SCALE = 32.0  # a requested resampling factor, and the most pixels it may make
+MAX_SCALED_PIXELS = 8192 * 8192
 BASELINES = ("watershed", "hough")
 
 
@@ -85,6 +87,7 @@ class Sizing:
     model: OnnxModel | None
     weights: np.ndarray | None = None  # (K,) occlusion weights (nanolens_tem.science.occlusion); None: all 1
     quality: Quality | None = None  # plausibility (nanolens_tem.science.quality)
+    scale: ScaleChoice | None = None  # the factor the model ran at (None: the image's own scale)
 
 
 def measure(method: str, image_shape: tuple[int, int], seg: Segmentation, model: OnnxModel | None) -> Sizing:
@@ -103,7 +106,7 @@ def measure(method: str, image_shape: tuple[int, int], seg: Segmentation, model:
     cols = np.clip(np.round(centroids[:, 1]).astype(int), 0, image_shape[1] - 1)
     weights = None if seg.weights is None else np.asarray(seg.weights, dtype=np.float64)
     return Sizing(method, labels.astype(np.uint16), diameters, areas, centroids,
-                  agglomerates[rows, cols].astype(np.int32), agglomerates, model, weights)
+                  agglomerates[rows, cols].astype(np.int32), agglomerates, model, weights, scale=seg.scale)
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,7 @@ class SizingRequest:
     method: str
     bright: bool = False
     tta: bool = False
+    scale: float = 0.0  # the CNN's resampling factor; 0: chosen from the image
 
 
 class TemPipeline(Pipeline):
@@ -181,13 +185,13 @@ class TemPipeline(Pipeline):
         the method's shipped model); ``run_options`` lets the caller terminate the CNN's model runs;
         ``tta``: the CNN's test-time augmentation (:meth:`CnnSegmenter.predict_maps`)."""
         dark = not request.bright
-        if request.tta and request.method != "cnn":
-            raise InvalidArgument(f"test_time_augmentation applies to the cnn method only, not {request.method}",
-                                  field="test_time_augmentation")
+        for option, field in ((request.tta, "test_time_augmentation"), (request.scale, "scale")):
+            if option and request.method != "cnn":
+                raise InvalidArgument(f"{field} applies to the cnn method only, not {request.method}", field=field)
         if request.method in MODEL_METHODS:
             runner = self._runner(model or self.model_for(request.method))
             if isinstance(runner, CnnSegmenter):
-                runner = dataclasses.replace(runner, run_options=run_options)
+                runner = dataclasses.replace(runner, run_options=run_options, scale=request.scale or "auto")
             segment = functools.partial(runner.segment, dark_particles=dark)
         elif request.method == "watershed":
             segment = functools.partial(watershed_segment, dark_particles=dark)
@@ -204,9 +208,9 @@ class TemPipeline(Pipeline):
                                                           sizing.weights, **checked.others))
 
     def segment(self, image: np.ndarray, method: str, bright: bool = False, model: OnnxModel | None = None,
-                tta: bool = False) -> Sizing:
+                tta: bool = False, scale: float = 0.0) -> Sizing:
         """:meth:`predict` and :meth:`postprocess` in the calling thread (benchmarks, notebooks)."""
-        request = SizingRequest(image, method, bright, tta)
+        request = SizingRequest(image, method, bright, tta, scale)
         return self.postprocess(self.predict(request, model, ort.RunOptions()), request, model)
 
 
@@ -257,7 +261,9 @@ def response(sizing: Sizing, pixel_size_nm: float, timer: metrics.StageTimer) ->
     return tem_pb2.AnalyzeImageResponse(
         method=sizing.method, particles=particles, agglomerates=agglomerates,
         distribution=distribution(sizing, pixel_size_nm), labels=arrays.to_proto(sizing.labels),
-        provenance=provenance, quality=quality_proto(sizing.quality))
+        provenance=provenance, quality=quality_proto(sizing.quality),
+        scale=None if sizing.scale is None else tem_pb2.Scale(
+            factor=sizing.scale.factor, source=sizing.scale.source, typical_radius_px=sizing.scale.typical_radius_px))
 
 
 def quality_proto(quality: Quality | None) -> tem_pb2.Quality:
@@ -288,6 +294,13 @@ class TemServicer(DomainServicer, tem_pb2_grpc.TemServiceServicer):
             arrays.require_micrograph_levels(image, "image")  # the gateway checks this too; callers may not use it
         if request.pixel_size_nm < 0 or not np.isfinite(request.pixel_size_nm):
             raise InvalidArgument(f"pixel_size_nm must be >= 0, got {request.pixel_size_nm}", field="pixel_size_nm")
+        if not 0 <= request.scale <= MAX_SCALE:  # NaN fails too
+            raise InvalidArgument(f"scale must be between 0 (chosen from the image) and {MAX_SCALE:g}, got "
+                                  f"{request.scale}", field="scale")
+        if request.scale**2 * image.size > MAX_SCALED_PIXELS:
+            raise InvalidArgument(f"scale {request.scale:g} makes the {image.shape[1]} x {image.shape[0]} image "
+                                  f"{request.scale**2 * image.size / 1e6:.0f} Mpx for the network, over "
+                                  f"{MAX_SCALED_PIXELS / 1e6:.0f}", field="scale")
         method, model = await self._method_and_model(request, timer)
         if not 0 <= request.info_bar_rows < image.shape[0]:
             raise InvalidArgument(f"info_bar_rows must be 0 to {image.shape[0] - 1}, got {request.info_bar_rows}",
@@ -296,7 +309,7 @@ class TemServicer(DomainServicer, tem_pb2_grpc.TemServiceServicer):
         if image.shape[0] - bar < 16:
             bar = 0  # a "bar" that leaves no micrograph is the micrograph
         sizing = await self.pipeline.run(SizingRequest(image[:image.shape[0] - bar], method, request.bright_particles,
-                                                       request.test_time_augmentation),
+                                                       request.test_time_augmentation, request.scale),
                                          model, timer, context.time_remaining())
         with timer.stage("encode"):
             out = response(with_rows_below(sizing, bar), request.pixel_size_nm, timer)

@@ -11,6 +11,17 @@ from skimage.measure import regionprops_table
 from skimage.segmentation import watershed
 
 MULTIPLE = 8  # the U-Net pools three times
+#: the particle radius (px, as the U-Net sees them) that the binning chosen from a movie aims at:
+#: the middle of the 3-16 px the U-Net was trained on
+TARGET_RADIUS = 7.0
+#: the radii (px) the U-Net was trained on, and the largest instance it may find that is one particle
+TRAINED = (3.0, 16.0)
+LARGEST_RADIUS = 2 * TRAINED[1]
+#: binnings tried when choosing one, and the frames left at least this many px a side
+BINNINGS = (1, 2, 3, 4, 6, 8, 12, 16)
+MIN_BINNED_SIDE = 32
+#: neighbouring binnings agree on a size within this fraction
+AGREE = 0.25
 COLUMNS = ("label", "row", "col", "area", "diameter", "major", "minor", "eccentricity", "solidity", "orientation")
 
 
@@ -225,3 +236,74 @@ def segment_frames(session: ort.InferenceSession, frames: np.ndarray, dark_parti
                 labels = np.pad(labels, ((0, h - labels.shape[0]), (0, w - labels.shape[1])))
             out.append(FrameParticles(labels, measure(labels)))
     return out
+
+
+@dataclass(frozen=True)
+class BinningChoice:
+    """The binning a movie is segmented at, and where it came from: ``"request"`` or ``"movie"``
+    (chosen from its first frame); ``typical_radius_px``: the particles' typical radius in the
+    full frame's px that the choice rests on (NaN when requested, or when no size held at two
+    binnings and the frames run unbinned)."""
+
+    binning: int
+    source: str
+    typical_radius_px: float = float("nan")
+
+
+def typical_radius(labels: np.ndarray, largest: float = LARGEST_RADIUS) -> float:
+    """The instances' typical equivalent radius (px): the median over their pixels of the radius
+    of the instance each belongs to, so that specks of noise count by their few pixels. Instances
+    of radius above ``largest`` are regions the U-Net did not split (a dense lattice), not
+    particles, and are left out. 0 for none."""
+    areas = np.bincount(labels.ravel())[1:]
+    areas = areas[(areas > 0) & (areas <= np.pi * largest**2)]
+    if not len(areas):
+        return 0.0
+    radii = np.sqrt(areas / np.pi)
+    order = np.argsort(radii)
+    cumulative = np.cumsum(areas[order])
+    return float(radii[order][np.searchsorted(cumulative, cumulative[-1] / 2)])
+
+
+def choose_binning(session: ort.InferenceSession, frame: np.ndarray, dark_particles: bool = True,
+                   run_options: ort.RunOptions | None = None, max_binning: int = 16) -> BinningChoice:
+    """The binning at which the U-Net sees a frame's particles at the size it was trained on.
+
+    Unbinned, the U-Net cuts particles larger than its range into pieces of a size it knows and
+    counts the noise's specks; binned too far, it sees nothing. A size that belongs to the
+    specimen reads the same (in the frame's px: binning x radius found) at neighbouring binnings,
+    while pieces and specks shrink or grow with the binning. So the U-Net runs on the frame at
+    each of :data:`BINNINGS` (about 1.5 times the work of the unbinned frame), and the smallest
+    radius that two neighbouring binnings agree on within :data:`AGREE` (one of them seeing it
+    within the U-Net's trained range; the binnings step by at least a third, so specks whose size
+    follows the binning never agree) sets the binning that brings it to :data:`TARGET_RADIUS`.
+    Larger agreed sizes are clusters and lattices seen whole. No agreement (noise, particles
+    below the U-Net's range): unbinned.
+
+    Parameters
+    ----------
+    session : onnxruntime.InferenceSession
+        The LPEM U-Net.
+    frame : numpy.ndarray
+        H x W frame (the movie's first).
+    dark_particles, run_options
+        As for :func:`predict_maps`.
+    max_binning : int
+        Largest binning considered (frames are also left at least :data:`MIN_BINNED_SIDE` px).
+
+    Returns
+    -------
+    BinningChoice
+    """
+    top = min(max_binning, min(frame.shape) // MIN_BINNED_SIDE)
+    sizes = []  # (binning, radius in the frame's px)
+    for b in (b for b in BINNINGS if b <= max(top, 1)):
+        maps = predict_maps(session, bin_frames(frame[None], b), dark_particles, run_options)[0]
+        r = typical_radius(instances(maps, min_area=6 if b <= 1 else 3))
+        sizes.append((b, b * r, TRAINED[0] <= r <= TRAINED[1]))
+    agreed = [(r1 + r2) / 2 for (_, r1, in1), (_, r2, in2) in zip(sizes, sizes[1:], strict=False)
+              if r1 > 0 and r2 > 0 and abs(np.log(r1 / r2)) <= np.log1p(AGREE) and (in1 or in2)]
+    if not agreed:
+        return BinningChoice(1, "movie")
+    radius = min(agreed)
+    return BinningChoice(int(np.clip(np.floor(radius / TARGET_RADIUS + 0.5), 1, max(top, 1))), "movie", radius)

@@ -36,11 +36,19 @@ import numpy as np
 from skimage.measure import label
 from skimage.segmentation import watershed
 
+from nanolens_micrographs.scale import correlation_radius
 from nanolens_tem.science.occlusion import DetectionModel
-from nanolens_tem.science.segmentation import Segmentation, centres, estimate_radius, foreground_mask, relabel
+from nanolens_tem.science.segmentation import (
+    ScaleChoice,
+    Segmentation,
+    centres,
+    estimate_radius,
+    foreground_mask,
+    relabel,
+)
 
 __all__ = ["RADIUS_UNIT", "OUT_CHANNELS", "normalise", "blend_window", "tile_layout", "tiled_predict",
-           "instances_from_maps", "auto_scale", "CnnSegmenter"]
+           "instances_from_maps", "auto_scale", "typical_radius", "CnnSegmenter"]
 
 RADIUS_UNIT = 32.0
 OUT_CHANNELS = ("fg", "boundary", "dist", "radius")
@@ -292,17 +300,24 @@ MAX_RADIUS = 18.0
 COARSE_MARGIN = 0.7
 
 
+def _binned_mask(image: np.ndarray, dark_particles: bool) -> np.ndarray:
+    """The foreground mask of the 2 x 2 binned image: its smoothing halves (1 -> 0.5 px) and its
+    smallest object quarters (30 -> 8 px^2)."""
+    h, w = image.shape[0] // 2, image.shape[1] // 2
+    small = np.asarray(image, np.float32)[:2 * h, :2 * w].reshape(h, 2, w, 2).mean((1, 3))
+    return foreground_mask(small, dark_particles=dark_particles, smooth_sigma=0.5, min_size=8)
+
+
 def _radius(image: np.ndarray, dark_particles: bool, binned: bool = False) -> float:
     if not binned:
         return estimate_radius(foreground_mask(image, dark_particles=dark_particles))
-    # binned 2 x 2: the mask's smoothing halves (1 -> 0.5 px) and its smallest object quarters (30 -> 8 px^2)
-    h, w = image.shape[0] // 2, image.shape[1] // 2
-    small = np.asarray(image, np.float32)[:2 * h, :2 * w].reshape(h, 2, w, 2).mean((1, 3))
-    return 2.0 * estimate_radius(foreground_mask(small, dark_particles=dark_particles, smooth_sigma=0.5, min_size=8))
+    return 2.0 * estimate_radius(_binned_mask(image, dark_particles))
 
 
 def auto_scale(image: np.ndarray, dark_particles: bool = True, target_radius: float = TARGET_RADIUS) -> float:
-    """Resampling factor that brings the particles into the network's training range.
+    """Resampling factor that brings particles larger than the network's training range into it,
+    from the foreground mask alone (the fine-tuning's resampling of real images; inference chooses
+    the scale with the network itself, :meth:`CnnSegmenter.choose_scale`).
 
     Images of at least 64 x 64 px are first estimated on the binned image (see
     :data:`COARSE_MARGIN`).
@@ -350,11 +365,46 @@ def resample(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return resize(a, out_shape, order=1, mode="reflect", anti_aliasing=shrink, preserve_range=True).astype(np.float32)
 
 
+def rescale(x: np.ndarray, f: float) -> np.ndarray:
+    """``x`` (H, W) resampled by the factor ``f`` (sides at least 16 px); a large reduction first
+    averages blocks of k x k pixels (an anti-aliasing filter at a fraction of the cost of the
+    Gaussian one on the whole image), then resamples the rest of the way."""
+    h, w = x.shape
+    shape = (max(16, round(h * f)), max(16, round(w * f)))
+    k = int(1 / (2 * f)) if f < 0.5 else 1
+    if k > 1:
+        x = x[:h // k * k, :w // k * k].reshape(h // k, k, w // k, k).mean((1, 3))
+    return resample(x, shape)
+
+
+#: ``scale="auto"``: the factor is accepted when the network's typical radius on the probe window
+#: is within this fraction of :data:`TARGET_RADIUS`; a factor this close to 1 runs unresampled
+SCALE_TOLERANCE = 0.03
+#: most network runs on the probe window while searching for the factor
+SCALE_PASSES = 6
+#: the factors searched: at most 32 times smaller and 4 times larger, and the resampled image at
+#: most this many pixels (a 2048 px image of particles 2 px across is not enlarged: the time)
+SCALE_LIMITS = (1 / 32, 4.0)
+MAX_NETWORK_PIXELS = 2048 * 2048
+#: side (px, as the network sees it) of the window the factor is measured on
+PROBE = 512
+
+
+def typical_radius(maps: np.ndarray, min_area: int = 12) -> float:
+    """The particles' typical radius in the network's maps: the median of the radius map over the
+    foreground (each particle weighed by its area, so specks of noise count little); 0 when fewer
+    than ``min_area`` pixels are foreground."""
+    fg = maps[0] > 0.0  # logit: probability above 0.5
+    if fg.sum() < min_area:
+        return 0.0
+    return float(np.median(np.maximum(maps[3][fg], 0.0))) * RADIUS_UNIT
+
+
 @dataclass
 class CnnSegmenter:
     """ONNX U-Net segmenter. Load with :meth:`from_bundle` or :meth:`from_onnx`.
 
-    ``scale``: ``"auto"`` (see :func:`auto_scale`), a fixed resampling factor, or ``1.0``.
+    ``scale``: ``"auto"`` (:meth:`choose_scale`), or a fixed resampling factor (``1.0``: none).
     """
 
     session: object
@@ -406,33 +456,123 @@ class CnnSegmenter:
         name = self.session.get_inputs()[0].name
         return self.session.run(None, {name: np.ascontiguousarray(x, np.float32)}, self.run_options)[0]
 
-    def predict_maps(self, image: np.ndarray, *, dark_particles: bool = True, tta: bool = False) -> np.ndarray:
-        """Raw blended output maps (4, H, W) for a grey image (dark particles by default).
+    def predict_maps(self, image: np.ndarray, *, dark_particles: bool = True, tta: bool = False,
+                     scale: ScaleChoice | None = None) -> np.ndarray:
+        """Raw blended output maps (4, H, W) for a grey image (dark particles by default), the
+        network run at ``scale`` (default: :meth:`choose_scale`) and its maps brought back to the
+        image's pixels (the radius map in them too).
 
         ``tta``: test-time augmentation, the mean of the maps of the image's 8 rotations and
-        reflections, each turned back (8 times the time). The four maps are invariant under those
-        transforms, so their mean is too: a rotated image gives the rotated maps."""
+        reflections, each turned back (8 times the time), all at the scale chosen on the image as
+        it is. The four maps are invariant under those transforms, so their mean is too: a rotated
+        image gives the rotated maps."""
         if tta:
+            scale = scale or self.choose_scale(image, dark_particles)
             total = np.zeros((4, *image.shape), np.float32)
             for turns in range(4):
                 for mirror in (False, True):
                     view = np.rot90(image, turns)
                     view = view[:, ::-1] if mirror else view
-                    maps = self.predict_maps(np.ascontiguousarray(view), dark_particles=dark_particles)
+                    maps = self.predict_maps(np.ascontiguousarray(view), dark_particles=dark_particles, scale=scale)
                     maps = maps[:, :, ::-1] if mirror else maps
                     total += np.rot90(maps, -turns, axes=(1, 2))
             return total / 8
         x = normalise(image)
         if not dark_particles:
             x = -x
-        f = auto_scale(image, dark_particles, self.target_radius) if self.scale == "auto" else float(self.scale)
+        f = (scale or self._choose(x)).factor
         if abs(f - 1.0) < 1e-3:
             return tiled_predict(self._run, x, self.tile, self.overlap)
-        h, w = x.shape
-        small = resample(x, (max(16, round(h * f)), max(16, round(w * f))))
-        maps = resample(tiled_predict(self._run, small, self.tile, self.overlap), (h, w))
+        maps = resample(tiled_predict(self._run, rescale(x, f), self.tile, self.overlap), x.shape)
         maps[3] /= f
         return maps
+
+    def choose_scale(self, image: np.ndarray, dark_particles: bool = True) -> ScaleChoice:
+        """The factor the image is resampled by before the network: the segmenter's ``scale``
+        when it names one, else chosen from the image so that the sizes in nm do not depend on the
+        magnification.
+
+        The network sizes particles of the sizes it was trained on (radius about 5-24 px) and
+        splits larger ones or misses smaller ones, and its sizes drift a little with the scale
+        even inside that range. So the factor is the one at which the network itself measures the
+        particles' typical radius (:func:`typical_radius`) as :data:`TARGET_RADIUS`, the middle of
+        its training range: the same specimen at any magnification then reaches the network at
+        the same size. The search starts from the image's correlation length
+        (:func:`correlation_radius`, which follows the specimen at any magnification, so the
+        search finds the same one of the sizes an image may hold: film grain, particles,
+        agglomerates) and runs the network on a probe window of :data:`PROBE` px around the
+        centre of the image's contrast, by secant steps in log scale, until the radius is within
+        :data:`SCALE_TOLERANCE`; at most :data:`SCALE_PASSES` runs, within :data:`SCALE_LIMITS`.
+
+        Parameters
+        ----------
+        image : numpy.ndarray
+            (H, W) grey-level image.
+        dark_particles : bool, optional
+            Bright-field contrast (particles darker than the background).
+
+        Returns
+        -------
+        ScaleChoice
+            The factor, its source and the typical radius measured (image px).
+        """
+        x = normalise(image)
+        return self._choose(x if dark_particles else -x)
+
+    def _choose(self, x: np.ndarray) -> ScaleChoice:
+        if self.scale != "auto":
+            return ScaleChoice(float(self.scale), "request")
+        h, w = x.shape
+        lo = max(SCALE_LIMITS[0], 16 / min(h, w))
+        hi = max(lo, min(SCALE_LIMITS[1], float(np.sqrt(MAX_NETWORK_PIXELS / (h * w)))))
+        r0, centre = correlation_radius(x)
+        f = float(np.clip(self.target_radius / r0 if r0 > 0 else 1.0, lo, hi))
+        tried: list[tuple[float, float]] = []  # (log factor, log(radius / target))
+        passes = 0
+        tol = np.log1p(SCALE_TOLERANCE)
+        while passes < SCALE_PASSES:
+            passes += 1
+            r = self._probe(x, f, centre)
+            if r <= 0:  # nothing seen: the particles may be too small at this factor
+                if f >= hi:
+                    break
+                f = min(2 * f, hi)
+                continue
+            u, e = float(np.log(f)), float(np.log(r / self.target_radius))
+            tried.append((u, e))
+            if abs(e) <= tol:
+                break
+            below, above = [t for t in tried if t[1] < 0], [t for t in tried if t[1] > 0]
+            if below and above:  # bracketed: the secant between the nearest samples either side
+                (u1, e1), (u2, e2) = max(below, key=lambda t: t[1]), min(above, key=lambda t: t[1])
+                step = u1 - e1 * (u2 - u1) / (e2 - e1) - u
+            else:  # the radius grows about as the factor (slope 1) until the network's range ends
+                slope = 1.0
+                if len(tried) > 1 and tried[-1][0] != tried[-2][0]:
+                    slope = float(np.clip((e - tried[-2][1]) / (u - tried[-2][0]), 0.5, 1.5))
+                step = float(np.clip(-e / slope, -np.log(8), np.log(8)))
+            nxt = float(np.clip(np.exp(u + step), lo, hi))
+            if abs(np.log(nxt / f)) < 1e-3:  # at a limit of the search
+                break
+            f = nxt
+        if not tried:
+            return ScaleChoice(1.0, "image", passes=passes)
+        u, e = min(tried, key=lambda t: abs(t[1]))
+        f = float(np.exp(u))
+        return ScaleChoice(1.0 if abs(u) <= tol else f, "image", float(self.target_radius * np.exp(e) / f), passes)
+
+    def _probe(self, x: np.ndarray, f: float, centre: np.ndarray) -> float:
+        """:func:`typical_radius` (network px) of a window of about :data:`PROBE` network px
+        around ``centre`` (fractions of the image's height and width) resampled by ``f``."""
+        h, w = x.shape
+        side = int(np.ceil(PROBE / f))
+        rows, cols = min(h, side), min(w, side)
+        r0 = int(np.clip(round(centre[0] * h - rows / 2), 0, h - rows))
+        c0 = int(np.clip(round(centre[1] * w - cols / 2), 0, w - cols))
+        window = x[r0:r0 + rows, c0:c0 + cols]
+        if abs(f - 1.0) >= 1e-3:
+            window = rescale(window, f)
+        return typical_radius(tiled_predict(self._run, window, self.tile, self.overlap))
 
     def segment(self, image: np.ndarray, *, dark_particles: bool = True, tta: bool = False, **kw) -> Segmentation:
         """Primary-particle instances of a grey image; ``tta``: see :meth:`predict_maps`; ``kw`` go
@@ -441,7 +581,9 @@ class CnnSegmenter:
         With radius sizing and a detection model, the instances carry occlusion weights; with
         ``diameter="area"`` (the visible area) they do not, since hidden parts are not measured."""
         kw.setdefault("radius_spread", self.radius_spread)
-        seg = instances_from_maps(self.predict_maps(image, dark_particles=dark_particles, tta=tta), **kw)
+        scale = self.choose_scale(image, dark_particles)
+        seg = instances_from_maps(self.predict_maps(image, dark_particles=dark_particles, tta=tta, scale=scale), **kw)
+        seg.scale = scale
         if self.detection is not None and kw.get("diameter", "radius") == "radius":
             seg.weights = self.detection.weights(seg.labels, seg.diameters)
         return seg

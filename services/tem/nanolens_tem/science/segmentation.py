@@ -13,8 +13,24 @@ from skimage.filters import threshold_otsu
 from skimage.measure import label
 from skimage.morphology import remove_small_holes, remove_small_objects
 
-__all__ = ["Segmentation", "foreground_mask", "flatten_background", "estimate_radius", "relabel", "centres",
-           "geometric_stats"]
+__all__ = ["ScaleChoice", "Segmentation", "foreground_mask", "flatten_background", "estimate_radius", "relabel",
+           "centres", "geometric_stats"]
+
+
+@dataclass(frozen=True)
+class ScaleChoice:
+    """The resampling factor a model ran at, and where it came from.
+
+    ``source``: ``"request"`` (the caller named the factor) or ``"image"`` (chosen from the image:
+    the particles' typical radius as the network measured it, brought to its trained size);
+    ``typical_radius_px``: that radius in the image's own pixels (NaN when requested or when no
+    particle was seen at any scale); ``passes``: network runs on the probe window it took.
+    """
+
+    factor: float
+    source: str
+    typical_radius_px: float = float("nan")
+    passes: int = 0
 
 
 @dataclass
@@ -24,13 +40,16 @@ class Segmentation:
     ``labels``: (H, W) int32, 0 background, ``k`` particle ``k``; ``diameters``: (K,) px, one per
     label ``1..K`` (the method's own size estimate); ``centres``: (K, 2) (row, col) px;
     ``weights``: (K,) how many particles each one stands for in the size distribution, hidden
-    ones included (:mod:`nanolens_tem.science.occlusion`), or None: one each.
+    ones included (:mod:`nanolens_tem.science.occlusion`), or None: one each; ``scale``: the
+    factor the image was resampled by before a model saw it (None: methods that run at the image's
+    own scale).
     """
 
     labels: np.ndarray
     diameters: np.ndarray
     centres: np.ndarray
     weights: np.ndarray | None = None
+    scale: ScaleChoice | None = None
 
 
 def flatten_background(g: np.ndarray, mask: np.ndarray, degree: int = 2, step: int = 4) -> np.ndarray:

@@ -100,7 +100,7 @@ class Diffusion(_message.Message):
     def __init__(self, d_px2_per_frame: _Optional[float] = ..., d_low_px2_per_frame: _Optional[float] = ..., d_high_px2_per_frame: _Optional[float] = ..., d_um2_per_s: _Optional[float] = ..., d_low_um2_per_s: _Optional[float] = ..., d_high_um2_per_s: _Optional[float] = ..., localisation_var_px2: _Optional[float] = ..., msd_d_px2_per_frame: _Optional[float] = ..., msd_offset_px2: _Optional[float] = ..., n_tracks: _Optional[int] = ..., n_steps: _Optional[int] = ...) -> None: ...
 
 class MovieSummary(_message.Message):
-    __slots__ = ("frames", "height", "width", "detections", "tracks", "pairs", "diffusion", "search_range_px", "memory_frames", "pair_cutoff_px", "provenance", "quality")
+    __slots__ = ("frames", "height", "width", "detections", "tracks", "pairs", "diffusion", "search_range_px", "memory_frames", "pair_cutoff_px", "provenance", "quality", "binning")
     FRAMES_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
@@ -113,6 +113,7 @@ class MovieSummary(_message.Message):
     PAIR_CUTOFF_PX_FIELD_NUMBER: _ClassVar[int]
     PROVENANCE_FIELD_NUMBER: _ClassVar[int]
     QUALITY_FIELD_NUMBER: _ClassVar[int]
+    BINNING_FIELD_NUMBER: _ClassVar[int]
     frames: int
     height: int
     width: int
@@ -125,7 +126,18 @@ class MovieSummary(_message.Message):
     pair_cutoff_px: float
     provenance: _common_pb2.Provenance
     quality: MovieQuality
-    def __init__(self, frames: _Optional[int] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., detections: _Optional[int] = ..., tracks: _Optional[int] = ..., pairs: _Optional[int] = ..., diffusion: _Optional[_Union[Diffusion, _Mapping]] = ..., search_range_px: _Optional[float] = ..., memory_frames: _Optional[int] = ..., pair_cutoff_px: _Optional[float] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ..., quality: _Optional[_Union[MovieQuality, _Mapping]] = ...) -> None: ...
+    binning: Binning
+    def __init__(self, frames: _Optional[int] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., detections: _Optional[int] = ..., tracks: _Optional[int] = ..., pairs: _Optional[int] = ..., diffusion: _Optional[_Union[Diffusion, _Mapping]] = ..., search_range_px: _Optional[float] = ..., memory_frames: _Optional[int] = ..., pair_cutoff_px: _Optional[float] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ..., quality: _Optional[_Union[MovieQuality, _Mapping]] = ..., binning: _Optional[_Union[Binning, _Mapping]] = ...) -> None: ...
+
+class Binning(_message.Message):
+    __slots__ = ("factor", "source", "typical_radius_px")
+    FACTOR_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    TYPICAL_RADIUS_PX_FIELD_NUMBER: _ClassVar[int]
+    factor: int
+    source: str
+    typical_radius_px: float
+    def __init__(self, factor: _Optional[int] = ..., source: _Optional[str] = ..., typical_radius_px: _Optional[float] = ...) -> None: ...
 
 class MovieQuality(_message.Message):
     __slots__ = ("linked_fraction", "contrast_to_noise", "trustworthy", "warnings")

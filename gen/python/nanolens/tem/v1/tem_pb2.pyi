@@ -22,7 +22,7 @@ METHOD_WATERSHED: Method
 METHOD_HOUGH: Method
 
 class AnalyzeImageRequest(_message.Message):
-    __slots__ = ("image", "pixel_size_nm", "method", "bright_particles", "model", "test_time_augmentation", "keep_info_bar", "info_bar_rows")
+    __slots__ = ("image", "pixel_size_nm", "method", "bright_particles", "model", "test_time_augmentation", "keep_info_bar", "info_bar_rows", "scale")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     PIXEL_SIZE_NM_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,7 @@ class AnalyzeImageRequest(_message.Message):
     TEST_TIME_AUGMENTATION_FIELD_NUMBER: _ClassVar[int]
     KEEP_INFO_BAR_FIELD_NUMBER: _ClassVar[int]
     INFO_BAR_ROWS_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
     image: _common_pb2.NDArray
     pixel_size_nm: float
     method: Method
@@ -39,7 +40,18 @@ class AnalyzeImageRequest(_message.Message):
     test_time_augmentation: bool
     keep_info_bar: bool
     info_bar_rows: int
-    def __init__(self, image: _Optional[_Union[_common_pb2.NDArray, _Mapping]] = ..., pixel_size_nm: _Optional[float] = ..., method: _Optional[_Union[Method, str]] = ..., bright_particles: _Optional[bool] = ..., model: _Optional[_Union[_common_pb2.ModelSelector, _Mapping]] = ..., test_time_augmentation: _Optional[bool] = ..., keep_info_bar: _Optional[bool] = ..., info_bar_rows: _Optional[int] = ...) -> None: ...
+    scale: float
+    def __init__(self, image: _Optional[_Union[_common_pb2.NDArray, _Mapping]] = ..., pixel_size_nm: _Optional[float] = ..., method: _Optional[_Union[Method, str]] = ..., bright_particles: _Optional[bool] = ..., model: _Optional[_Union[_common_pb2.ModelSelector, _Mapping]] = ..., test_time_augmentation: _Optional[bool] = ..., keep_info_bar: _Optional[bool] = ..., info_bar_rows: _Optional[int] = ..., scale: _Optional[float] = ...) -> None: ...
+
+class Scale(_message.Message):
+    __slots__ = ("factor", "source", "typical_radius_px")
+    FACTOR_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    TYPICAL_RADIUS_PX_FIELD_NUMBER: _ClassVar[int]
+    factor: float
+    source: str
+    typical_radius_px: float
+    def __init__(self, factor: _Optional[float] = ..., source: _Optional[str] = ..., typical_radius_px: _Optional[float] = ...) -> None: ...
 
 class Particle(_message.Message):
     __slots__ = ("id", "diameter_px", "diameter_nm", "area_px", "centroid_row", "centroid_col", "agglomerate_id", "weight")
@@ -110,7 +122,7 @@ class Distribution(_message.Message):
     def __init__(self, count: _Optional[int] = ..., gmd_px: _Optional[float] = ..., gmd_nm: _Optional[float] = ..., gsd: _Optional[float] = ..., histogram_edges: _Optional[_Iterable[float]] = ..., histogram_counts: _Optional[_Iterable[int]] = ..., unit: _Optional[str] = ..., occlusion_corrected: _Optional[bool] = ..., estimated_count: _Optional[float] = ..., histogram_estimated_counts: _Optional[_Iterable[float]] = ..., gmd_px_ci_low: _Optional[float] = ..., gmd_px_ci_high: _Optional[float] = ..., gsd_ci_low: _Optional[float] = ..., gsd_ci_high: _Optional[float] = ...) -> None: ...
 
 class AnalyzeImageResponse(_message.Message):
-    __slots__ = ("method", "particles", "agglomerates", "distribution", "labels", "provenance", "quality", "info_bar_rows")
+    __slots__ = ("method", "particles", "agglomerates", "distribution", "labels", "provenance", "quality", "info_bar_rows", "scale")
     METHOD_FIELD_NUMBER: _ClassVar[int]
     PARTICLES_FIELD_NUMBER: _ClassVar[int]
     AGGLOMERATES_FIELD_NUMBER: _ClassVar[int]
@@ -119,6 +131,7 @@ class AnalyzeImageResponse(_message.Message):
     PROVENANCE_FIELD_NUMBER: _ClassVar[int]
     QUALITY_FIELD_NUMBER: _ClassVar[int]
     INFO_BAR_ROWS_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
     method: str
     particles: _containers.RepeatedCompositeFieldContainer[Particle]
     agglomerates: _containers.RepeatedCompositeFieldContainer[Agglomerate]
@@ -127,7 +140,8 @@ class AnalyzeImageResponse(_message.Message):
     provenance: _common_pb2.Provenance
     quality: Quality
     info_bar_rows: int
-    def __init__(self, method: _Optional[str] = ..., particles: _Optional[_Iterable[_Union[Particle, _Mapping]]] = ..., agglomerates: _Optional[_Iterable[_Union[Agglomerate, _Mapping]]] = ..., distribution: _Optional[_Union[Distribution, _Mapping]] = ..., labels: _Optional[_Union[_common_pb2.NDArray, _Mapping]] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ..., quality: _Optional[_Union[Quality, _Mapping]] = ..., info_bar_rows: _Optional[int] = ...) -> None: ...
+    scale: Scale
+    def __init__(self, method: _Optional[str] = ..., particles: _Optional[_Iterable[_Union[Particle, _Mapping]]] = ..., agglomerates: _Optional[_Iterable[_Union[Agglomerate, _Mapping]]] = ..., distribution: _Optional[_Union[Distribution, _Mapping]] = ..., labels: _Optional[_Union[_common_pb2.NDArray, _Mapping]] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ..., quality: _Optional[_Union[Quality, _Mapping]] = ..., info_bar_rows: _Optional[int] = ..., scale: _Optional[_Union[Scale, _Mapping]] = ...) -> None: ...
 
 class Quality(_message.Message):
     __slots__ = ("contrast_to_noise", "coverage", "trustworthy", "warnings", "edge_fraction", "faint_fraction", "outline_ratio", "classical_ratio", "classical_count_ratio", "half_scale_ratio")
