@@ -5,7 +5,9 @@ texture baseline (local binary patterns) on the same folds.
 ``python -m nanolens_sem.evaluation.embeddings [--bundle DIR] [--pretrained DIR] [--out FILE.json]``
 
 ``--pretrained``: an EfficientNet-Lite0 bundle (``python -m nanolens_sem.training.efficientnet``),
-evaluated on the same folds as a fourth feature set.
+evaluated on the same folds as a fourth feature set. ``fusion``: every set side by side, each
+given the same say in the k-NN distance (columns standardised, then weighted by 1 / sqrt of their
+set's width).
 
 Sets (``NANOLENS_DATA/sem``, see ``data.py``):
 
@@ -113,12 +115,21 @@ def pretrained_features(crops, bundle_dir: Path, batch: int = 32) -> np.ndarray:
     return np.concatenate([session.run(["embedding"], {"image": x[i:i + batch]})[0] for i in range(0, len(x), batch)])
 
 
-def knn(metric: str = "cosine"):
+def knn(metric: str = "cosine", weights: np.ndarray | None = None):
+    """k-NN on standardised features; ``weights`` scale the columns after standardising."""
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
-    return lambda: make_pipeline(StandardScaler(), KNeighborsClassifier(K, metric=metric))
+    scale = [] if weights is None else [FunctionTransformer(lambda x: x * weights)]
+    return lambda: make_pipeline(StandardScaler(), *scale, KNeighborsClassifier(K, metric=metric))
+
+
+def fusion(features: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Every feature set side by side, and the column weights (1 / sqrt of its set's width) that
+    give each set the same say in a distance once the columns are standardised."""
+    weights = np.concatenate([np.full(f.shape[1], 1 / np.sqrt(f.shape[1])) for f in features.values()])
+    return np.concatenate(list(features.values()), axis=1), weights
 
 
 def evaluate_set(name: str, crops, labels, groups, embedder, pretrained: Path | None = None) -> dict:
@@ -130,8 +141,10 @@ def evaluate_set(name: str, crops, labels, groups, embedder, pretrained: Path | 
         features["efficientnet"] = pretrained_features(crops, pretrained)
     out = {"set": name, "n_items": int(len(labels)), "n_groups": int(len(set(groups.tolist()))),
            "classes": {c: int((labels == c).sum()) for c in sorted(set(labels.tolist()))}, "knn_k": K}
+    fused, weights = fusion(features)
+    features["fusion"] = fused
     for fname, f in features.items():
-        for method, make in (("knn", knn()), ("logistic", logistic)):
+        for method, make in (("knn", knn(weights=weights if fname == "fusion" else None)), ("logistic", logistic)):
             cv = cross_validate(f, labels, groups, make)
             out[f"{method}_{fname}_accuracy"] = cv.accuracy
             out[f"{method}_{fname}_balanced_accuracy"] = cv.balanced_accuracy
