@@ -142,7 +142,7 @@ async def sem_image(ctx: AnalysisContext, client: ServiceClient) -> Outcome:
     if collection:
         with ctx.timer.stage("store"):
             metadata = {"detector": decoded.detector or None, "pixel_size_nm": decoded.pixel_size_nm or None,
-                        **acquisition(data)}
+                        **await asyncio.to_thread(acquisition, data)}
             item = await asyncio.to_thread(sem_collections.add, ctx.store, ctx.results_bucket, collection, ctx.model,
                                            ctx.source, vector, metadata)
     with ctx.timer.stage("postprocess"):
