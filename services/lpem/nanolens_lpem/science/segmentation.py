@@ -251,10 +251,22 @@ class BinningChoice:
 
 
 def typical_radius(labels: np.ndarray, largest: float = LARGEST_RADIUS) -> float:
-    """The instances' typical equivalent radius (px): the median over their pixels of the radius
-    of the instance each belongs to, so that specks of noise count by their few pixels. Instances
-    of radius above ``largest`` are regions the U-Net did not split (a dense lattice), not
-    particles, and are left out. 0 for none."""
+    """The instances' typical equivalent radius: the median over their pixels of the radius of the
+    instance each belongs to, so that specks of noise count by their few pixels.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        Instance labels (0: background).
+    largest : float
+        Instances of a radius above this (px) are regions the U-Net did not split (a dense
+        lattice), not particles, and are left out.
+
+    Returns
+    -------
+    float
+        The typical radius, px; 0 for no instances.
+    """
     areas = np.bincount(labels.ravel())[1:]
     areas = areas[(areas > 0) & (areas <= np.pi * largest**2)]
     if not len(areas):

@@ -366,9 +366,22 @@ def resample(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def rescale(x: np.ndarray, f: float) -> np.ndarray:
-    """``x`` (H, W) resampled by the factor ``f`` (sides at least 16 px); a large reduction first
-    averages blocks of k x k pixels (an anti-aliasing filter at a fraction of the cost of the
-    Gaussian one on the whole image), then resamples the rest of the way."""
+    """An image resampled by a factor; a large reduction first averages blocks of k x k pixels (an
+    anti-aliasing filter at a fraction of the cost of the Gaussian one on the whole image), then
+    resamples the rest of the way.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        (H, W) image.
+    f : float
+        Factor: below 1 smaller, above 1 larger.
+
+    Returns
+    -------
+    numpy.ndarray
+        The resampled image, sides ``round(H * f)`` and ``round(W * f)``, at least 16 px.
+    """
     h, w = x.shape
     shape = (max(16, round(h * f)), max(16, round(w * f)))
     k = int(1 / (2 * f)) if f < 0.5 else 1
@@ -392,8 +405,20 @@ PROBE = 512
 
 def typical_radius(maps: np.ndarray, min_area: int = 12) -> float:
     """The particles' typical radius in the network's maps: the median of the radius map over the
-    foreground (each particle weighed by its area, so specks of noise count little); 0 when fewer
-    than ``min_area`` pixels are foreground."""
+    foreground (each particle weighed by its area, so specks of noise count little).
+
+    Parameters
+    ----------
+    maps : numpy.ndarray
+        The network's output maps (C, H, W): channel 0 the foreground logit, channel 3 the radius.
+    min_area : int
+        Fewest foreground pixels for a radius to be read.
+
+    Returns
+    -------
+    float
+        The typical radius in the maps' pixels; 0 when fewer than ``min_area`` pixels are foreground.
+    """
     fg = maps[0] > 0.0  # logit: probability above 0.5
     if fg.sum() < min_area:
         return 0.0
