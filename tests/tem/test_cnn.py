@@ -228,7 +228,7 @@ def shipped_cnn():
     from nanolens_tem.bundles import latest_bundle
     from nanolens_tem.science.cnn import CnnSegmenter
 
-    return CnnSegmenter.from_bundle(latest_bundle("tem-unet"), threads=1)
+    return CnnSegmenter.from_bundle(latest_bundle("tem-unet"), threads=1, scale="auto")
 
 
 def _magnified(image: np.ndarray, m: float) -> np.ndarray:

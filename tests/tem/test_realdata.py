@@ -96,7 +96,7 @@ def test_sizes_in_nm_do_not_depend_on_the_magnification_of_real_gold_images(gold
     from nanolens_tem.science.cnn import CnnSegmenter
     from nanolens_tem.science.segmentation import geometric_stats
 
-    cnn = CnnSegmenter.from_bundle(latest_bundle("tem-unet"), threads=1)
+    cnn = CnnSegmenter.from_bundle(latest_bundle("tem-unet"), threads=1, scale="auto")
 
     def gmd_count(image, m):
         seg = cnn.segment(scaled(image, m))

@@ -360,8 +360,11 @@ async def test_the_distribution_carries_its_95_percent_intervals(stub, synthetic
     assert dist.gmd_px_ci_low / 1.3 < truth_gmd < dist.gmd_px_ci_high * 1.3
 
 
-async def test_the_cnn_reports_the_scale_it_ran_at_and_a_requested_one_overrides_the_choice(stub, synthetic):
-    chosen = await stub.AnalyzeImage(request(synthetic.image, method=tem_pb2.METHOD_CNN), timeout=120)
+async def test_the_cnn_runs_at_the_images_own_scale_unless_asked_and_reports_the_scale_it_ran_at(stub, synthetic):
+    own = await stub.AnalyzeImage(request(synthetic.image, method=tem_pb2.METHOD_CNN), timeout=120)
+    assert not own.HasField("scale")
+    chosen = await stub.AnalyzeImage(request(synthetic.image, method=tem_pb2.METHOD_CNN, choose_scale=True),
+                                     timeout=120)
     assert chosen.HasField("scale") and chosen.scale.source == "image"
     assert 0.25 < chosen.scale.factor < 4 and chosen.scale.typical_radius_px > 0
     asked = await stub.AnalyzeImage(request(synthetic.image, method=tem_pb2.METHOD_CNN, scale=0.5), timeout=120)
@@ -369,6 +372,11 @@ async def test_the_cnn_reports_the_scale_it_ran_at_and_a_requested_one_overrides
     assert asked.distribution.gmd_px != chosen.distribution.gmd_px  # the network did run at the factor asked
     watershed = await stub.AnalyzeImage(request(synthetic.image, method=tem_pb2.METHOD_WATERSHED), timeout=120)
     assert not watershed.HasField("scale")
+    for bad in ({"method": tem_pb2.METHOD_CNN, "scale": 0.5, "choose_scale": True},
+                {"method": tem_pb2.METHOD_WATERSHED, "choose_scale": True}):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.AnalyzeImage(request(synthetic.image, **bad), timeout=120)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "choose_scale" in refused.value.details()
 
 
 @pytest.mark.parametrize("method, scale", [(tem_pb2.METHOD_WATERSHED, 2.0), (tem_pb2.METHOD_CNN, -1.0),

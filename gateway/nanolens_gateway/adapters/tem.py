@@ -33,9 +33,12 @@ OPTIONS = (
            "yes_no", flag="--bright-particles", from_input=True),
     Option("tta", "cnn only: average the network over the image's 8 rotations and reflections (8x the time)",
            "yes_no", flag="--tta"),
-    Option("scale", "cnn only: resample the image by this factor before the network (default: chosen from the "
-           "image, so that the particles reach the network at the size it was trained on)", "positive_number",
-           flag="--scale"),
+    Option("scale", "cnn only: resample the image by this factor before the network (default: the image's own "
+           "scale)", "positive_number", flag="--scale"),
+    Option("choose_scale", "cnn only: choose that factor from the image, so that the particles reach the network at "
+           "the size it was trained on and sizes do not depend on the magnification (on real labelled images it "
+           "sizes further from the masks than the image's own scale: docs/tem-evaluation.md)", "yes_no",
+           flag="--choose-scale"),
     Option("keep_info_bar", "keep the bottom rows that look like an instrument's information bar (by default "
            "they are left out of the segmentation)", "yes_no", flag="--keep-info-bar"),
 )
@@ -69,10 +72,10 @@ RESULT = {
                                            "file's detector> (SEM electrons, dark-field STEM: bright; bright "
                                            "field: dark), or default: TEM bright field (dark)")),
     "scale": nullable(record(
-        "the factor the image was resampled by before the network (null: the method runs at the image's own "
-        "scale); sizes are in the image's own pixels whatever it was",
+        "the factor the image was resampled by before the network (null: it ran at the image's own scale, the "
+        "default); sizes are in the image's own pixels whatever it was",
         factor=number("2: the network saw twice the pixels each way"),
-        source=string("request (the scale option) or image (chosen from the image: the factor at which the "
+        source=string("request (the scale option) or image (the choose_scale option: the factor at which the "
                       "network measures the particles' typical radius at the middle of its training range)",
                       ["request", "image"]),
         typical_radius_px=nullable(number("the particles' typical radius as the network measured it, in the "
@@ -195,7 +198,7 @@ async def particle_sizes(ctx: AnalysisContext, client: ServiceClient) -> Outcome
         method=METHODS.get(ctx.options.get("method", ""), tem_pb2.METHOD_UNSPECIFIED),
         bright_particles=bright, test_time_augmentation=yes(ctx.options, "tta"),
         keep_info_bar=yes(ctx.options, "keep_info_bar"), info_bar_rows=decoded.info_bar_rows,
-        scale=float(ctx.options.get("scale", 0.0)),
+        scale=float(ctx.options.get("scale", 0.0)), choose_scale=yes(ctx.options, "choose_scale"),
         # the model resolved for the result's identity is the one that runs
         model=common_pb2.ModelSelector(name=ctx.model.name, version=ctx.model.version))
     (h, w), dtype = decoded.image.shape, decoded.image.dtype

@@ -124,7 +124,8 @@ class SizingRequest:
     method: str
     bright: bool = False
     tta: bool = False
-    scale: float = 0.0  # the CNN's resampling factor; 0: chosen from the image
+    scale: float = 0.0  # the CNN's resampling factor; 0: the image's own scale (or chosen, below)
+    choose_scale: bool = False  # the CNN's factor chosen from the image (nanolens_tem.science.cnn.choose_scale)
 
 
 class TemPipeline(Pipeline):
@@ -185,19 +186,23 @@ class TemPipeline(Pipeline):
         the method's shipped model); ``run_options`` lets the caller terminate the CNN's model runs;
         ``tta``: the CNN's test-time augmentation (:meth:`CnnSegmenter.predict_maps`)."""
         dark = not request.bright
-        for option, field in ((request.tta, "test_time_augmentation"), (request.scale, "scale")):
+        for option, field in ((request.tta, "test_time_augmentation"), (request.scale, "scale"),
+                              (request.choose_scale, "choose_scale")):
             if option and request.method != "cnn":
                 raise InvalidArgument(f"{field} applies to the cnn method only, not {request.method}", field=field)
         if request.method in MODEL_METHODS:
             runner = self._runner(model or self.model_for(request.method))
             if isinstance(runner, CnnSegmenter):
-                runner = dataclasses.replace(runner, run_options=run_options, scale=request.scale or "auto")
+                scale = "auto" if request.choose_scale else (request.scale or 1.0)
+                runner = dataclasses.replace(runner, run_options=run_options, scale=scale)
             segment = functools.partial(runner.segment, dark_particles=dark)
         elif request.method == "watershed":
             segment = functools.partial(watershed_segment, dark_particles=dark)
         else:
             segment = functools.partial(hough_segment, dark_particles=dark)
         seg = segment(request.image, tta=True) if request.tta else segment(request.image)
+        if not (request.scale or request.choose_scale):
+            seg.scale = None  # the image's own scale: nothing was resampled or chosen
         return Checked(seg, cross_check(request.image, segment, dark, classical=request.method != "watershed"))
 
     def postprocess(self, checked: Checked, request: SizingRequest, model: OnnxModel | None) -> Sizing:
@@ -208,9 +213,9 @@ class TemPipeline(Pipeline):
                                                           sizing.weights, **checked.others))
 
     def segment(self, image: np.ndarray, method: str, bright: bool = False, model: OnnxModel | None = None,
-                tta: bool = False, scale: float = 0.0) -> Sizing:
+                tta: bool = False, scale: float = 0.0, choose_scale: bool = False) -> Sizing:
         """:meth:`predict` and :meth:`postprocess` in the calling thread (benchmarks, notebooks)."""
-        request = SizingRequest(image, method, bright, tta, scale)
+        request = SizingRequest(image, method, bright, tta, scale, choose_scale)
         return self.postprocess(self.predict(request, model, ort.RunOptions()), request, model)
 
 
@@ -295,8 +300,11 @@ class TemServicer(DomainServicer, tem_pb2_grpc.TemServiceServicer):
         if request.pixel_size_nm < 0 or not np.isfinite(request.pixel_size_nm):
             raise InvalidArgument(f"pixel_size_nm must be >= 0, got {request.pixel_size_nm}", field="pixel_size_nm")
         if not 0 <= request.scale <= MAX_SCALE:  # NaN fails too
-            raise InvalidArgument(f"scale must be between 0 (chosen from the image) and {MAX_SCALE:g}, got "
+            raise InvalidArgument(f"scale must be between 0 (the image's own) and {MAX_SCALE:g}, got "
                                   f"{request.scale}", field="scale")
+        if request.scale and request.choose_scale:
+            raise InvalidArgument(f"choose_scale asks for the factor to be chosen from the image, and scale names "
+                                  f"one ({request.scale:g}): give one of them", field="choose_scale")
         if request.scale**2 * image.size > MAX_SCALED_PIXELS:
             raise InvalidArgument(f"scale {request.scale:g} makes the {image.shape[1]} x {image.shape[0]} image "
                                   f"{request.scale**2 * image.size / 1e6:.0f} Mpx for the network, over "
@@ -309,7 +317,8 @@ class TemServicer(DomainServicer, tem_pb2_grpc.TemServiceServicer):
         if image.shape[0] - bar < 16:
             bar = 0  # a "bar" that leaves no micrograph is the micrograph
         sizing = await self.pipeline.run(SizingRequest(image[:image.shape[0] - bar], method, request.bright_particles,
-                                                       request.test_time_augmentation, request.scale),
+                                                       request.test_time_augmentation, request.scale,
+                                                       request.choose_scale),
                                          model, timer, context.time_remaining())
         with timer.stage("encode"):
             out = response(with_rows_below(sizing, bar), request.pixel_size_nm, timer)

@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     from nanolens_tem.science.cnn import CnnSegmenter
 
-    rows = collect(args.out, CnnSegmenter.from_bundle(args.cnn, threads=1), args.every, args.every_x4)
+    rows = collect(args.out, CnnSegmenter.from_bundle(args.cnn, threads=1, scale="auto"), args.every, args.every_x4)
     text = report(rows)
     (args.out / "magnification.md").write_text(text + "\n")
     print(text)

@@ -429,13 +429,15 @@ def typical_radius(maps: np.ndarray, min_area: int = 12) -> float:
 class CnnSegmenter:
     """ONNX U-Net segmenter. Load with :meth:`from_bundle` or :meth:`from_onnx`.
 
-    ``scale``: ``"auto"`` (:meth:`choose_scale`), or a fixed resampling factor (``1.0``: none).
+    ``scale``: a fixed resampling factor (``1.0``, the default: the image's own scale), or ``"auto"``
+    (:meth:`choose_scale`). Auto makes sizes independent of the magnification but, on the real
+    labelled sets, further from the masks than the image's own scale (docs/tem-evaluation.md).
     """
 
     session: object
     tile: int = 512
     overlap: int = 64
-    scale: float | str = "auto"
+    scale: float | str = 1.0
     target_radius: float = TARGET_RADIUS
     # onnxruntime.RunOptions for every tile's run: setting its ``terminate`` from another thread
     # stops the segmentation (a caller's deadline passed).

@@ -25,33 +25,33 @@ _sym_db = _symbol_database.Default()
 from nanolens.common.v1 import common_pb2 as nanolens_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19nanolens/tem/v1/tem.proto\x12\x0fnanolens.tem.v1\x1a\x1fnanolens/common/v1/common.proto\"\xaa\x02\n\x13\x41nalyzeImageRequest\x12*\n\x05image\x18\x01 \x01(\x0b\x32\x1b.nanolens.common.v1.NDArray\x12\x15\n\rpixel_size_nm\x18\x02 \x01(\x01\x12\'\n\x06method\x18\x03 \x01(\x0e\x32\x17.nanolens.tem.v1.Method\x12\x18\n\x10\x62right_particles\x18\x04 \x01(\x08\x12\x30\n\x05model\x18\x05 \x01(\x0b\x32!.nanolens.common.v1.ModelSelector\x12\x1e\n\x16test_time_augmentation\x18\x06 \x01(\x08\x12\x15\n\rkeep_info_bar\x18\x07 \x01(\x08\x12\x15\n\rinfo_bar_rows\x18\x08 \x01(\x05\x12\r\n\x05scale\x18\t \x01(\x01\"B\n\x05Scale\x12\x0e\n\x06\x66\x61\x63tor\x18\x01 \x01(\x01\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x19\n\x11typical_radius_px\x18\x03 \x01(\x01\"\xa5\x01\n\x08Particle\x12\n\n\x02id\x18\x01 \x01(\x05\x12\x13\n\x0b\x64iameter_px\x18\x02 \x01(\x01\x12\x13\n\x0b\x64iameter_nm\x18\x03 \x01(\x01\x12\x0f\n\x07\x61rea_px\x18\x04 \x01(\x01\x12\x14\n\x0c\x63\x65ntroid_row\x18\x05 \x01(\x01\x12\x14\n\x0c\x63\x65ntroid_col\x18\x06 \x01(\x01\x12\x16\n\x0e\x61gglomerate_id\x18\x07 \x01(\x05\x12\x0e\n\x06weight\x18\x08 \x01(\x01\"u\n\x0b\x41gglomerate\x12\n\n\x02id\x18\x01 \x01(\x05\x12\x16\n\x0eparticle_count\x18\x02 \x01(\x05\x12\x0f\n\x07min_row\x18\x03 \x01(\x05\x12\x0f\n\x07min_col\x18\x04 \x01(\x05\x12\x0f\n\x07max_row\x18\x05 \x01(\x05\x12\x0f\n\x07max_col\x18\x06 \x01(\x05\"\xbd\x02\n\x0c\x44istribution\x12\r\n\x05\x63ount\x18\x01 \x01(\x05\x12\x0e\n\x06gmd_px\x18\x02 \x01(\x01\x12\x0e\n\x06gmd_nm\x18\x03 \x01(\x01\x12\x0b\n\x03gsd\x18\x04 \x01(\x01\x12\x17\n\x0fhistogram_edges\x18\x05 \x03(\x01\x12\x18\n\x10histogram_counts\x18\x06 \x03(\x03\x12\x0c\n\x04unit\x18\x07 \x01(\t\x12\x1b\n\x13occlusion_corrected\x18\x08 \x01(\x08\x12\x17\n\x0f\x65stimated_count\x18\t \x01(\x01\x12\"\n\x1ahistogram_estimated_counts\x18\n \x03(\x01\x12\x15\n\rgmd_px_ci_low\x18\x0b \x01(\x01\x12\x16\n\x0egmd_px_ci_high\x18\x0c \x01(\x01\x12\x12\n\ngsd_ci_low\x18\r \x01(\x01\x12\x13\n\x0bgsd_ci_high\x18\x0e \x01(\x01\"\x87\x03\n\x14\x41nalyzeImageResponse\x12\x0e\n\x06method\x18\x01 \x01(\t\x12,\n\tparticles\x18\x02 \x03(\x0b\x32\x19.nanolens.tem.v1.Particle\x12\x32\n\x0c\x61gglomerates\x18\x03 \x03(\x0b\x32\x1c.nanolens.tem.v1.Agglomerate\x12\x33\n\x0c\x64istribution\x18\x04 \x01(\x0b\x32\x1d.nanolens.tem.v1.Distribution\x12+\n\x06labels\x18\x05 \x01(\x0b\x32\x1b.nanolens.common.v1.NDArray\x12\x32\n\nprovenance\x18\x06 \x01(\x0b\x32\x1e.nanolens.common.v1.Provenance\x12)\n\x07quality\x18\x07 \x01(\x0b\x32\x18.nanolens.tem.v1.Quality\x12\x15\n\rinfo_bar_rows\x18\x08 \x01(\x05\x12%\n\x05scale\x18\t \x01(\x0b\x32\x16.nanolens.tem.v1.Scale\"\xf5\x01\n\x07Quality\x12\x19\n\x11\x63ontrast_to_noise\x18\x01 \x01(\x01\x12\x10\n\x08\x63overage\x18\x02 \x01(\x01\x12\x13\n\x0btrustworthy\x18\x03 \x01(\x08\x12\x10\n\x08warnings\x18\x04 \x03(\t\x12\x15\n\redge_fraction\x18\x05 \x01(\x01\x12\x16\n\x0e\x66\x61int_fraction\x18\x06 \x01(\x01\x12\x15\n\routline_ratio\x18\x07 \x01(\x01\x12\x17\n\x0f\x63lassical_ratio\x18\x08 \x01(\x01\x12\x1d\n\x15\x63lassical_count_ratio\x18\t \x01(\x01\x12\x18\n\x10half_scale_ratio\x18\n \x01(\x01\"\x13\n\x11ListModelsRequest\"C\n\x12ListModelsResponse\x12-\n\x06models\x18\x01 \x03(\x0b\x32\x1d.nanolens.common.v1.ModelInfo*h\n\x06Method\x12\x16\n\x12METHOD_UNSPECIFIED\x10\x00\x12\x0e\n\nMETHOD_CNN\x10\x01\x12\x0e\n\nMETHOD_ANN\x10\x02\x12\x14\n\x10METHOD_WATERSHED\x10\x03\x12\x10\n\x0cMETHOD_HOUGH\x10\x04\x32\xc0\x01\n\nTemService\x12[\n\x0c\x41nalyzeImage\x12$.nanolens.tem.v1.AnalyzeImageRequest\x1a%.nanolens.tem.v1.AnalyzeImageResponse\x12U\n\nListModels\x12\".nanolens.tem.v1.ListModelsRequest\x1a#.nanolens.tem.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19nanolens/tem/v1/tem.proto\x12\x0fnanolens.tem.v1\x1a\x1fnanolens/common/v1/common.proto\"\xc0\x02\n\x13\x41nalyzeImageRequest\x12*\n\x05image\x18\x01 \x01(\x0b\x32\x1b.nanolens.common.v1.NDArray\x12\x15\n\rpixel_size_nm\x18\x02 \x01(\x01\x12\'\n\x06method\x18\x03 \x01(\x0e\x32\x17.nanolens.tem.v1.Method\x12\x18\n\x10\x62right_particles\x18\x04 \x01(\x08\x12\x30\n\x05model\x18\x05 \x01(\x0b\x32!.nanolens.common.v1.ModelSelector\x12\x1e\n\x16test_time_augmentation\x18\x06 \x01(\x08\x12\x15\n\rkeep_info_bar\x18\x07 \x01(\x08\x12\x15\n\rinfo_bar_rows\x18\x08 \x01(\x05\x12\r\n\x05scale\x18\t \x01(\x01\x12\x14\n\x0c\x63hoose_scale\x18\n \x01(\x08\"B\n\x05Scale\x12\x0e\n\x06\x66\x61\x63tor\x18\x01 \x01(\x01\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x19\n\x11typical_radius_px\x18\x03 \x01(\x01\"\xa5\x01\n\x08Particle\x12\n\n\x02id\x18\x01 \x01(\x05\x12\x13\n\x0b\x64iameter_px\x18\x02 \x01(\x01\x12\x13\n\x0b\x64iameter_nm\x18\x03 \x01(\x01\x12\x0f\n\x07\x61rea_px\x18\x04 \x01(\x01\x12\x14\n\x0c\x63\x65ntroid_row\x18\x05 \x01(\x01\x12\x14\n\x0c\x63\x65ntroid_col\x18\x06 \x01(\x01\x12\x16\n\x0e\x61gglomerate_id\x18\x07 \x01(\x05\x12\x0e\n\x06weight\x18\x08 \x01(\x01\"u\n\x0b\x41gglomerate\x12\n\n\x02id\x18\x01 \x01(\x05\x12\x16\n\x0eparticle_count\x18\x02 \x01(\x05\x12\x0f\n\x07min_row\x18\x03 \x01(\x05\x12\x0f\n\x07min_col\x18\x04 \x01(\x05\x12\x0f\n\x07max_row\x18\x05 \x01(\x05\x12\x0f\n\x07max_col\x18\x06 \x01(\x05\"\xbd\x02\n\x0c\x44istribution\x12\r\n\x05\x63ount\x18\x01 \x01(\x05\x12\x0e\n\x06gmd_px\x18\x02 \x01(\x01\x12\x0e\n\x06gmd_nm\x18\x03 \x01(\x01\x12\x0b\n\x03gsd\x18\x04 \x01(\x01\x12\x17\n\x0fhistogram_edges\x18\x05 \x03(\x01\x12\x18\n\x10histogram_counts\x18\x06 \x03(\x03\x12\x0c\n\x04unit\x18\x07 \x01(\t\x12\x1b\n\x13occlusion_corrected\x18\x08 \x01(\x08\x12\x17\n\x0f\x65stimated_count\x18\t \x01(\x01\x12\"\n\x1ahistogram_estimated_counts\x18\n \x03(\x01\x12\x15\n\rgmd_px_ci_low\x18\x0b \x01(\x01\x12\x16\n\x0egmd_px_ci_high\x18\x0c \x01(\x01\x12\x12\n\ngsd_ci_low\x18\r \x01(\x01\x12\x13\n\x0bgsd_ci_high\x18\x0e \x01(\x01\"\x87\x03\n\x14\x41nalyzeImageResponse\x12\x0e\n\x06method\x18\x01 \x01(\t\x12,\n\tparticles\x18\x02 \x03(\x0b\x32\x19.nanolens.tem.v1.Particle\x12\x32\n\x0c\x61gglomerates\x18\x03 \x03(\x0b\x32\x1c.nanolens.tem.v1.Agglomerate\x12\x33\n\x0c\x64istribution\x18\x04 \x01(\x0b\x32\x1d.nanolens.tem.v1.Distribution\x12+\n\x06labels\x18\x05 \x01(\x0b\x32\x1b.nanolens.common.v1.NDArray\x12\x32\n\nprovenance\x18\x06 \x01(\x0b\x32\x1e.nanolens.common.v1.Provenance\x12)\n\x07quality\x18\x07 \x01(\x0b\x32\x18.nanolens.tem.v1.Quality\x12\x15\n\rinfo_bar_rows\x18\x08 \x01(\x05\x12%\n\x05scale\x18\t \x01(\x0b\x32\x16.nanolens.tem.v1.Scale\"\xf5\x01\n\x07Quality\x12\x19\n\x11\x63ontrast_to_noise\x18\x01 \x01(\x01\x12\x10\n\x08\x63overage\x18\x02 \x01(\x01\x12\x13\n\x0btrustworthy\x18\x03 \x01(\x08\x12\x10\n\x08warnings\x18\x04 \x03(\t\x12\x15\n\redge_fraction\x18\x05 \x01(\x01\x12\x16\n\x0e\x66\x61int_fraction\x18\x06 \x01(\x01\x12\x15\n\routline_ratio\x18\x07 \x01(\x01\x12\x17\n\x0f\x63lassical_ratio\x18\x08 \x01(\x01\x12\x1d\n\x15\x63lassical_count_ratio\x18\t \x01(\x01\x12\x18\n\x10half_scale_ratio\x18\n \x01(\x01\"\x13\n\x11ListModelsRequest\"C\n\x12ListModelsResponse\x12-\n\x06models\x18\x01 \x03(\x0b\x32\x1d.nanolens.common.v1.ModelInfo*h\n\x06Method\x12\x16\n\x12METHOD_UNSPECIFIED\x10\x00\x12\x0e\n\nMETHOD_CNN\x10\x01\x12\x0e\n\nMETHOD_ANN\x10\x02\x12\x14\n\x10METHOD_WATERSHED\x10\x03\x12\x10\n\x0cMETHOD_HOUGH\x10\x04\x32\xc0\x01\n\nTemService\x12[\n\x0c\x41nalyzeImage\x12$.nanolens.tem.v1.AnalyzeImageRequest\x1a%.nanolens.tem.v1.AnalyzeImageResponse\x12U\n\nListModels\x12\".nanolens.tem.v1.ListModelsRequest\x1a#.nanolens.tem.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'nanolens.tem.v1.tem_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_METHOD']._serialized_start=1787
-  _globals['_METHOD']._serialized_end=1891
+  _globals['_METHOD']._serialized_start=1809
+  _globals['_METHOD']._serialized_end=1913
   _globals['_ANALYZEIMAGEREQUEST']._serialized_start=80
-  _globals['_ANALYZEIMAGEREQUEST']._serialized_end=378
-  _globals['_SCALE']._serialized_start=380
-  _globals['_SCALE']._serialized_end=446
-  _globals['_PARTICLE']._serialized_start=449
-  _globals['_PARTICLE']._serialized_end=614
-  _globals['_AGGLOMERATE']._serialized_start=616
-  _globals['_AGGLOMERATE']._serialized_end=733
-  _globals['_DISTRIBUTION']._serialized_start=736
-  _globals['_DISTRIBUTION']._serialized_end=1053
-  _globals['_ANALYZEIMAGERESPONSE']._serialized_start=1056
-  _globals['_ANALYZEIMAGERESPONSE']._serialized_end=1447
-  _globals['_QUALITY']._serialized_start=1450
-  _globals['_QUALITY']._serialized_end=1695
-  _globals['_LISTMODELSREQUEST']._serialized_start=1697
-  _globals['_LISTMODELSREQUEST']._serialized_end=1716
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1718
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1785
-  _globals['_TEMSERVICE']._serialized_start=1894
-  _globals['_TEMSERVICE']._serialized_end=2086
+  _globals['_ANALYZEIMAGEREQUEST']._serialized_end=400
+  _globals['_SCALE']._serialized_start=402
+  _globals['_SCALE']._serialized_end=468
+  _globals['_PARTICLE']._serialized_start=471
+  _globals['_PARTICLE']._serialized_end=636
+  _globals['_AGGLOMERATE']._serialized_start=638
+  _globals['_AGGLOMERATE']._serialized_end=755
+  _globals['_DISTRIBUTION']._serialized_start=758
+  _globals['_DISTRIBUTION']._serialized_end=1075
+  _globals['_ANALYZEIMAGERESPONSE']._serialized_start=1078
+  _globals['_ANALYZEIMAGERESPONSE']._serialized_end=1469
+  _globals['_QUALITY']._serialized_start=1472
+  _globals['_QUALITY']._serialized_end=1717
+  _globals['_LISTMODELSREQUEST']._serialized_start=1719
+  _globals['_LISTMODELSREQUEST']._serialized_end=1738
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1740
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1807
+  _globals['_TEMSERVICE']._serialized_start=1916
+  _globals['_TEMSERVICE']._serialized_end=2108
 # @@protoc_insertion_point(module_scope)

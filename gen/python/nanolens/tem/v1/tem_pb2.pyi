@@ -22,7 +22,7 @@ METHOD_WATERSHED: Method
 METHOD_HOUGH: Method
 
 class AnalyzeImageRequest(_message.Message):
-    __slots__ = ("image", "pixel_size_nm", "method", "bright_particles", "model", "test_time_augmentation", "keep_info_bar", "info_bar_rows", "scale")
+    __slots__ = ("image", "pixel_size_nm", "method", "bright_particles", "model", "test_time_augmentation", "keep_info_bar", "info_bar_rows", "scale", "choose_scale")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     PIXEL_SIZE_NM_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +32,7 @@ class AnalyzeImageRequest(_message.Message):
     KEEP_INFO_BAR_FIELD_NUMBER: _ClassVar[int]
     INFO_BAR_ROWS_FIELD_NUMBER: _ClassVar[int]
     SCALE_FIELD_NUMBER: _ClassVar[int]
+    CHOOSE_SCALE_FIELD_NUMBER: _ClassVar[int]
     image: _common_pb2.NDArray
     pixel_size_nm: float
     method: Method
@@ -41,7 +42,8 @@ class AnalyzeImageRequest(_message.Message):
     keep_info_bar: bool
     info_bar_rows: int
     scale: float
-    def __init__(self, image: _Optional[_Union[_common_pb2.NDArray, _Mapping]] = ..., pixel_size_nm: _Optional[float] = ..., method: _Optional[_Union[Method, str]] = ..., bright_particles: _Optional[bool] = ..., model: _Optional[_Union[_common_pb2.ModelSelector, _Mapping]] = ..., test_time_augmentation: _Optional[bool] = ..., keep_info_bar: _Optional[bool] = ..., info_bar_rows: _Optional[int] = ..., scale: _Optional[float] = ...) -> None: ...
+    choose_scale: bool
+    def __init__(self, image: _Optional[_Union[_common_pb2.NDArray, _Mapping]] = ..., pixel_size_nm: _Optional[float] = ..., method: _Optional[_Union[Method, str]] = ..., bright_particles: _Optional[bool] = ..., model: _Optional[_Union[_common_pb2.ModelSelector, _Mapping]] = ..., test_time_augmentation: _Optional[bool] = ..., keep_info_bar: _Optional[bool] = ..., info_bar_rows: _Optional[int] = ..., scale: _Optional[float] = ..., choose_scale: _Optional[bool] = ...) -> None: ...
 
 class Scale(_message.Message):
     __slots__ = ("factor", "source", "typical_radius_px")
