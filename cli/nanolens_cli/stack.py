@@ -28,10 +28,23 @@ from pathlib import Path
 SEAWEEDFS_VERSION = "4.48"
 
 
+#: ports this process has handed out: a port's socket is closed before its server binds it, so
+#: the kernel may offer it again meanwhile (to the object store's internal ports, say), and two
+#: servers of one stack would then race for it
+_HANDED_OUT: set[int] = set()
+_HANDING_OUT = threading.Lock()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port nothing listens on and that this process has not handed out before."""
+    with _HANDING_OUT, contextlib.ExitStack() as held:
+        while True:  # the sockets stay open until one is chosen, so the kernel offers another each time
+            sock = held.enter_context(socket.socket())
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+            if port not in _HANDED_OUT:
+                _HANDED_OUT.add(port)
+                return port
 
 
 def wait_for_port(port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
