@@ -81,3 +81,18 @@ def test_the_faceted_condition_scores_the_faceted_generator():
 def test_an_unknown_condition_is_refused_by_name():
     with pytest.raises(ValueError, match="unknown condition 'spheres'"):
         evaluate_synthetic({}, 1, condition="spheres")
+
+
+def test_an_evaluation_resumes_from_the_rows_it_wrote(tmp_path):
+    """The verdict and magnification runs record each row as it is made: a second run finds them."""
+    from nanolens_tem.evaluation.data import row_cache
+
+    with row_cache(tmp_path) as (done, record):
+        assert done == {}
+        record({"id": "gold/a@1", "gmd": 10.0})
+        record({"id": "gold/b@1", "gmd": 12.0})
+    with row_cache(tmp_path) as (done, record):
+        assert done == {"gold/a@1": {"id": "gold/a@1", "gmd": 10.0}, "gold/b@1": {"id": "gold/b@1", "gmd": 12.0}}
+        record({"id": "gold/a@1", "gmd": 11.0})  # a row made again replaces the one before
+    with row_cache(tmp_path) as (done, _):
+        assert done["gold/a@1"]["gmd"] == 11.0 and len(done) == 2

@@ -5,7 +5,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -70,3 +73,24 @@ def gold_instances(mask_path: Path, cut_bridges: int = 0) -> np.ndarray:
         return label(fg, connectivity=1).astype(np.int32)
     seeds = label(ndi.binary_erosion(fg, iterations=cut_bridges), connectivity=1)
     return watershed(np.zeros(fg.shape), seeds, mask=fg).astype(np.int32)
+
+
+@contextlib.contextmanager
+def row_cache(out: Path) -> Iterator[tuple[dict[str, dict], Callable[[dict], None]]]:
+    """The rows an evaluation already wrote to ``out/rows.jsonl``, by their ``id``, and a function
+    that records a new one (appended and flushed at once, so an interrupted run resumes where it
+    stopped)."""
+    path = out / "rows.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    done = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            done[row["id"]] = row
+    with path.open("a") as f:
+        def record(row: dict) -> None:
+            done[row["id"]] = row
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+
+        yield done, record

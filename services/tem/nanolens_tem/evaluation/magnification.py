@@ -16,7 +16,6 @@ line in ``OUT/rows.jsonl``; ``OUT/magnification.md`` is the table.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nanolens_tem.evaluation.data import carbon_black_dir, data_root, gold_items, read_gray
+from nanolens_tem.evaluation.data import carbon_black_dir, data_root, gold_items, read_gray, row_cache
 from nanolens_tem.science.cnn import resample
 from nanolens_tem.science.segmentation import geometric_stats
 
@@ -70,16 +69,9 @@ def analyse(image: np.ndarray, factor: float, cnn) -> dict:
 
 
 def collect(out: Path, cnn, every: int = 1, every_x4: int = 3) -> list[dict]:
-    path = out / "rows.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    done = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            row = json.loads(line)
-            done[row["id"]] = row
     rows = []
     seen: dict[str, int] = {}
-    with path.open("a") as f:
+    with row_cache(out) as (done, record):
         for group, name, image in images(every):
             seen[group] = seen.get(group, -1) + 1
             for factor in FACTORS:
@@ -87,10 +79,7 @@ def collect(out: Path, cnn, every: int = 1, every_x4: int = 3) -> list[dict]:
                     continue
                 key = f"{group}/{name}@{factor:g}"
                 if key not in done:
-                    done[key] = {"id": key, "set": group, "image": name, "factor": factor,
-                                 **analyse(image, factor, cnn)}
-                    f.write(json.dumps(done[key]) + "\n")
-                    f.flush()
+                    record({"id": key, "set": group, "image": name, "factor": factor, **analyse(image, factor, cnn)})
                     print(key, done[key], flush=True)
                 rows.append(done[key])
     return rows

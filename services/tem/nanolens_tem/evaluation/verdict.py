@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nanolens_tem.evaluation.data import data_root, gold_instances, gold_items, read_gray
+from nanolens_tem.evaluation.data import data_root, gold_instances, gold_items, read_gray, row_cache
 from nanolens_tem.evaluation.metrics import drop_small, equivalent_diameters
 from nanolens_tem.evaluation.splits import TEST_SEED0, eval_params, eval_params_faceted
 from nanolens_tem.science import quality
@@ -262,19 +262,10 @@ def leave_one_set_out(rows: list[dict], budget: float) -> tuple[np.ndarray, dict
 
 def collect(out: Path, cases: list[Case], cnn) -> list[dict]:
     """Rows for ``cases``, analysing only those not yet in ``out/rows.jsonl``."""
-    path = out / "rows.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    done = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            row = json.loads(line)
-            done[row["id"]] = row
-    with path.open("a") as f:
+    with row_cache(out) as (done, record):
         for case in cases:
             if case.id not in done:
-                done[case.id] = analyse(case, cnn)
-                f.write(json.dumps(done[case.id]) + "\n")
-                f.flush()
+                record(analyse(case, cnn))
                 print(case.id, outcome(done[case.id]), f"{done[case.id]['error']:+.2f}", flush=True)
     return [done[c.id] for c in cases]
 
